@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# L4 forwarding benchmark: anyedge vs HAProxy (mode tcp, send-proxy-v2), side
+# by side in one run, both in front of the same nginx `proxy_protocol`
+# backend on loopback. Prints medians and the ratios anyedge/HAProxy.
+#
+#   bench/l4_vs_haproxy.sh [ROUNDS] [SECONDS]
+#
+# Both balancers get the same number of threads (THREADS, default 1). Loads
+# are bounded: each wrk run lasts SECONDS, each download is 1 GiB once per
+# round. Only loopback is used. Everything started here is stopped by PID.
+set -euo pipefail
+ROUNDS=${1:-3}
+SECS=${2:-5}
+THREADS=${THREADS:-1}
+CONNS=${CONNS:-50}
+DL_SIZE=${DL_SIZE:-1G}
+cd "$(dirname "$0")/.."
+for b in nginx haproxy wrk curl; do
+  command -v "$b" >/dev/null || [ -x "/usr/sbin/$b" ] || { echo "missing $b (apt-get install nginx haproxy wrk curl)"; exit 1; }
+done
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
+cargo build --release -q -p anyedge
+BIN=target/release/anyedge
+
+W=$(mktemp -d /tmp/anyedge-bench.XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
+trap cleanup EXIT
+
+P_NGINX=18080; P_HAP=18081; P_AE=18082
+mkdir -p "$W/nginx/tmp" "$W/www"
+truncate -s "$DL_SIZE" "$W/www/big"
+echo ok > "$W/www/small"
+cat > "$W/nginx/nginx.conf" <<NG
+daemon off;
+master_process off;
+error_log $W/nginx/error.log error;
+pid $W/nginx/nginx.pid;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  sendfile on;
+  keepalive_requests 10000000;
+  client_body_temp_path $W/nginx/tmp/b; proxy_temp_path $W/nginx/tmp/p;
+  fastcgi_temp_path $W/nginx/tmp/f; uwsgi_temp_path $W/nginx/tmp/u; scgi_temp_path $W/nginx/tmp/s;
+  server {
+    listen 127.0.0.1:$P_NGINX proxy_protocol backlog=8192;
+    root $W/www;
+    location = / { return 200 "ok\n"; }
+  }
+}
+NG
+"$NGINX" -p "$W/nginx" -e "$W/nginx/error.log" -c "$W/nginx/nginx.conf" & PIDS+=($!)
+
+cat > "$W/haproxy.cfg" <<HA
+global
+  nbthread $THREADS
+  maxconn 100000
+defaults
+  mode tcp
+  timeout connect 3s
+  timeout client 300s
+  timeout server 300s
+frontend fe
+  bind 127.0.0.1:$P_HAP backlog 8192
+  default_backend be
+backend be
+  server s1 127.0.0.1:$P_NGINX send-proxy-v2
+HA
+"$HAPROXY" -f "$W/haproxy.cfg" -db & PIDS+=($!)
+
+cat > "$W/anyedge.toml" <<AE
+[pop]
+name = "bench"
+workers = $THREADS
+[[service]]
+name = "bench"
+listen = ["127.0.0.1:$P_AE"]
+balance = "round_robin"
+backlog = 8192
+proxy_unique_id = false
+proxy_pop_tlv = false
+proxy_sni = false
+[service.health]
+kind = "tcp"
+interval = "1s"
+rise = 1
+[[service.backend]]
+name = "nginx"
+address = "127.0.0.1:$P_NGINX"
+AE
+RUST_LOG=warn "$BIN" run -c "$W/anyedge.toml" & PIDS+=($!)
+
+for p in $P_NGINX $P_HAP $P_AE; do
+  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.05; done
+done
+sleep 1.5  # anyedge: first health check passes
+
+rps() { wrk -t1 -c"$CONNS" -d"${SECS}s" "$@" 2>/dev/null | awk '/Requests\/sec/ {print $2}'; }
+dl() { curl -s -o /dev/null -w '%{speed_download}' "http://127.0.0.1:$1/big" | awk '{printf "%.3f", $1/1e9}'; }
+
+declare -A R
+for r in $(seq "$ROUNDS"); do
+  for who in haproxy anyedge; do
+    port=$P_HAP; [ $who = anyedge ] && port=$P_AE
+    R[$who,ka]+="$(rps "http://127.0.0.1:$port/") "
+    R[$who,close]+="$(rps -H 'Connection: close' "http://127.0.0.1:$port/") "
+    R[$who,dl]+="$(dl $port) "
+  done
+  echo "round $r: haproxy ka=${R[haproxy,ka]} close=${R[haproxy,close]} dl=${R[haproxy,dl]} | anyedge ka=${R[anyedge,ka]} close=${R[anyedge,close]} dl=${R[anyedge,dl]}" >&2
+done
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR==0) print 0; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+printf '%-28s %14s %14s %8s %8s\n' metric haproxy anyedge ratio target
+for m in ka close dl; do
+  h=$(echo "${R[haproxy,$m]}" | median); a=$(echo "${R[anyedge,$m]}" | median)
+  case $m in ka) name="keep-alive req/s"; t=1.2;; close) name="new connections/s"; t=1.0;; dl) name="1 GiB download GB/s"; t=1.2;; esac
+  ratio=$(awk -v a="$a" -v h="$h" 'BEGIN { if (h > 0) printf "%.2f", a/h; else print "n/a" }')
+  printf '%-28s %14s %14s %8s %8s\n' "$name" "$h" "$a" "$ratio" ">=$t"
+done
+echo "(threads per balancer: $THREADS, wrk: 1 thread $CONNS connections ${SECS}s, rounds: $ROUNDS, medians)"

@@ -1,0 +1,278 @@
+//! Backend health: a rise/fall state machine fed by active check results and
+//! by passive signals from real traffic (failed connects), like HAProxy's
+//! `rise`/`fall` and `observe layer4`. Pure: `now` is passed in.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Up,
+    Down,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Thresholds {
+    /// Consecutive passing checks that bring a backend up.
+    pub rise: u32,
+    /// Consecutive failing checks that take it down.
+    pub fall: u32,
+    /// Consecutive failed connects from real traffic that eject it at once;
+    /// 0 disables passive ejection.
+    pub passive_fall: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckResult {
+    Ok { latency: Duration },
+    Failed { reason: FailReason },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailReason {
+    ConnectRefused,
+    ConnectTimeout,
+    Timeout,
+    BadStatus(u16),
+    BadResponse,
+    Io(String),
+}
+
+impl fmt::Display for FailReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FailReason::ConnectRefused => f.write_str("connection refused"),
+            FailReason::ConnectTimeout => f.write_str("connect timed out"),
+            FailReason::Timeout => f.write_str("check timed out"),
+            FailReason::BadStatus(s) => write!(f, "unexpected HTTP status {s}"),
+            FailReason::BadResponse => f.write_str("malformed response"),
+            FailReason::Io(e) => write!(f, "I/O error: {e}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub from: State,
+    pub to: State,
+    /// Human readable, e.g. "3 consecutive failed checks: connection refused".
+    pub reason: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Health {
+    th: Thresholds,
+    state: State,
+    since: Instant,
+    ok_streak: u32,
+    fail_streak: u32,
+    passive_streak: u32,
+    last: Option<CheckResult>,
+    reason: String,
+}
+
+impl Health {
+    pub fn new(th: Thresholds, initial: State, now: Instant) -> Health {
+        Health {
+            th,
+            state: initial,
+            since: now,
+            ok_streak: 0,
+            fail_streak: 0,
+            passive_streak: 0,
+            last: None,
+            reason: match initial {
+                State::Up => "assumed up at start".into(),
+                State::Down => "new: waiting for checks".into(),
+            },
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Time of the last transition (or creation).
+    pub fn since(&self) -> Instant {
+        self.since
+    }
+
+    pub fn last_result(&self) -> Option<&CheckResult> {
+        self.last.as_ref()
+    }
+
+    /// Why the backend is in its current state.
+    pub fn last_reason(&self) -> &str {
+        &self.reason
+    }
+
+    pub fn thresholds(&self) -> Thresholds {
+        self.th
+    }
+
+    /// Config reload: new thresholds, same state; streaks restart.
+    pub fn set_thresholds(&mut self, th: Thresholds) {
+        if th != self.th {
+            self.th = th;
+            self.ok_streak = 0;
+            self.fail_streak = 0;
+            self.passive_streak = 0;
+        }
+    }
+
+    /// An active check finished.
+    pub fn on_check(&mut self, r: CheckResult, now: Instant) -> Option<Transition> {
+        let out = match &r {
+            CheckResult::Ok { .. } => {
+                self.fail_streak = 0;
+                self.ok_streak = self.ok_streak.saturating_add(1);
+                if self.state == State::Down && self.ok_streak >= self.th.rise.max(1) {
+                    self.passive_streak = 0;
+                    let reason = format!("{} consecutive passing checks", self.ok_streak);
+                    Some(self.transition(State::Up, reason, now))
+                } else {
+                    None
+                }
+            }
+            CheckResult::Failed { reason } => {
+                self.ok_streak = 0;
+                self.fail_streak = self.fail_streak.saturating_add(1);
+                if self.state == State::Up && self.fail_streak >= self.th.fall.max(1) {
+                    let reason = format!("{} consecutive failed checks: {reason}", self.fail_streak);
+                    Some(self.transition(State::Down, reason, now))
+                } else {
+                    None
+                }
+            }
+        };
+        self.last = Some(r);
+        out
+    }
+
+    /// A connection from real traffic could not reach the backend.
+    pub fn on_connect_failure(&mut self, now: Instant) -> Option<Transition> {
+        if self.th.passive_fall == 0 || self.state == State::Down {
+            return None;
+        }
+        self.passive_streak = self.passive_streak.saturating_add(1);
+        if self.passive_streak >= self.th.passive_fall {
+            self.ok_streak = 0;
+            let reason = format!(
+                "{} consecutive failed connects from client traffic",
+                self.passive_streak
+            );
+            Some(self.transition(State::Down, reason, now))
+        } else {
+            None
+        }
+    }
+
+    /// A connection from real traffic reached the backend.
+    pub fn on_connect_success(&mut self) {
+        self.passive_streak = 0;
+    }
+
+    fn transition(&mut self, to: State, reason: String, now: Instant) -> Transition {
+        let from = self.state;
+        self.state = to;
+        self.since = now;
+        self.passive_streak = 0;
+        self.reason = reason.clone();
+        Transition { from, to, reason }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TH: Thresholds = Thresholds {
+        rise: 2,
+        fall: 3,
+        passive_fall: 2,
+    };
+
+    fn ok() -> CheckResult {
+        CheckResult::Ok {
+            latency: Duration::from_millis(1),
+        }
+    }
+    fn fail() -> CheckResult {
+        CheckResult::Failed {
+            reason: FailReason::ConnectRefused,
+        }
+    }
+
+    #[test]
+    fn rise_and_fall() {
+        let t0 = Instant::now();
+        let mut h = Health::new(TH, State::Down, t0);
+        assert_eq!(h.on_check(ok(), t0), None);
+        let tr = h.on_check(ok(), t0 + Duration::from_secs(1)).unwrap();
+        assert_eq!((tr.from, tr.to), (State::Down, State::Up));
+        assert_eq!(h.since(), t0 + Duration::from_secs(1));
+        assert_eq!(h.on_check(fail(), t0), None);
+        assert_eq!(h.on_check(fail(), t0), None);
+        let tr = h.on_check(fail(), t0 + Duration::from_secs(5)).unwrap();
+        assert_eq!(tr.to, State::Down);
+        assert_eq!(tr.reason, "3 consecutive failed checks: connection refused");
+        assert_eq!(h.last_reason(), tr.reason);
+        assert_eq!(h.last_result(), Some(&fail()));
+    }
+
+    #[test]
+    fn alternating_results_never_flap() {
+        let t0 = Instant::now();
+        let mut h = Health::new(TH, State::Up, t0);
+        for i in 0..100 {
+            let r = if i % 2 == 0 { fail() } else { ok() };
+            assert_eq!(h.on_check(r, t0), None);
+        }
+        assert_eq!(h.state(), State::Up);
+        assert_eq!(h.since(), t0);
+    }
+
+    #[test]
+    fn passive_ejection_and_active_recovery() {
+        let t0 = Instant::now();
+        let mut h = Health::new(TH, State::Up, t0);
+        assert_eq!(h.on_connect_failure(t0), None);
+        h.on_connect_success(); // resets the streak
+        assert_eq!(h.on_connect_failure(t0), None);
+        let tr = h.on_connect_failure(t0).unwrap();
+        assert_eq!(tr.to, State::Down);
+        // more passive failures while down change nothing
+        assert_eq!(h.on_connect_failure(t0), None);
+        // recovery only by `rise` active checks
+        h.on_connect_success();
+        assert_eq!(h.state(), State::Down);
+        assert_eq!(h.on_check(ok(), t0), None);
+        assert_eq!(h.on_check(ok(), t0).map(|t| t.to), Some(State::Up));
+    }
+
+    #[test]
+    fn passive_disabled_with_zero() {
+        let t0 = Instant::now();
+        let mut h = Health::new(Thresholds { passive_fall: 0, ..TH }, State::Up, t0);
+        for _ in 0..10 {
+            assert_eq!(h.on_connect_failure(t0), None);
+        }
+        assert_eq!(h.state(), State::Up);
+    }
+
+    #[test]
+    fn threshold_change_keeps_state() {
+        let t0 = Instant::now();
+        let mut h = Health::new(TH, State::Up, t0);
+        h.on_check(fail(), t0);
+        h.set_thresholds(Thresholds { fall: 1, ..TH });
+        assert_eq!(h.state(), State::Up);
+        assert_eq!(h.on_check(fail(), t0).map(|t| t.to), Some(State::Down));
+    }
+
+    #[test]
+    fn fail_reasons_display() {
+        assert_eq!(FailReason::BadStatus(503).to_string(), "unexpected HTTP status 503");
+        assert_eq!(FailReason::Timeout.to_string(), "check timed out");
+    }
+}

@@ -1,0 +1,730 @@
+//! Configuration: TOML in, a validated [`Config`] out.
+//!
+//! "Parse, don't validate": the raw serde structs (`Raw*`, all with
+//! `deny_unknown_fields`) are private; the public types can only be built by
+//! [`Config::parse`], which checks every cross-field rule and reports the file,
+//! line, column and field of the first problem.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The configuration compiled into the binary: used by `anyedge run` without
+/// `-c` and by `anyedge demo`.
+pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
+/// Name shown in errors for the embedded configuration.
+pub const EMBEDDED_NAME: &str = "<embedded default config>";
+
+/// A configuration error that points at the offending place.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    /// Dotted path of the field, e.g. `service[0].backend[1].address`.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}: {}",
+            self.file, self.line, self.column, self.field, self.message
+        )
+    }
+}
+
+/// Which PROXY protocol header a backend receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyMode {
+    None,
+    V1,
+    V2,
+}
+
+/// Backend selection algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Maglev consistent hashing of the client IP.
+    Maglev,
+    RoundRobin,
+    LeastConn,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub source: String,
+    pub pop_name: String,
+    pub max_connections: NonZeroU32,
+    pub shutdown_grace: Duration,
+    pub workers: Option<NonZeroU32>,
+    pub services: Vec<ServiceConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    pub name: String,
+    pub listen: Vec<SocketAddr>,
+    pub backlog: u32,
+    pub balance: Balance,
+    pub max_connections: Option<NonZeroU32>,
+    /// Wait for the client's first bytes before connecting to a backend (for
+    /// SNI and inbound-PROXY detection). Off for server-speaks-first protocols.
+    pub inspect: bool,
+    pub proxy: ProxyOptions,
+    pub accept_proxy_from: Vec<IpNet>,
+    pub timeouts: Timeouts,
+    pub health: HealthCheck,
+    pub backends: Vec<BackendConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyOptions {
+    pub crc32c: bool,
+    pub unique_id: bool,
+    pub pop_tlv: bool,
+    pub sni: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub idle: Duration,
+    pub client_first_byte: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub kind: CheckKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    pub passive_fall: u32,
+    pub send_proxy: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckKind {
+    Tcp,
+    Http {
+        path: String,
+        host: String,
+        expect_status: u16,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendConfig {
+    pub name: String,
+    pub address: SocketAddr,
+    pub weight: u32,
+    pub proxy: ProxyMode,
+    pub drain: bool,
+    pub max_connections: Option<NonZeroU32>,
+}
+
+// ---------------------------------------------------------------- raw serde
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    pop: RawPop,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default, rename = "service")]
+    services: Vec<RawService>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPop {
+    name: Spanned<String>,
+    #[serde(default)]
+    workers: Option<Spanned<u32>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    #[serde(default = "d_global_max")]
+    max_connections: Spanned<u32>,
+    #[serde(default = "d_grace", with = "humantime_spanned")]
+    shutdown_grace: Spanned<Duration>,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: d_global_max(),
+            shutdown_grace: d_grace(),
+        }
+    }
+}
+
+fn d_global_max() -> Spanned<u32> {
+    Spanned::new(0..0, 100_000)
+}
+fn d_grace() -> Spanned<Duration> {
+    Spanned::new(0..0, Duration::from_secs(30))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    name: Spanned<String>,
+    listen: Spanned<Vec<Spanned<String>>>,
+    #[serde(default = "d_backlog")]
+    backlog: u32,
+    #[serde(default = "d_balance")]
+    balance: Balance,
+    #[serde(default)]
+    max_connections: Option<Spanned<u32>>,
+    #[serde(default = "d_true")]
+    inspect: bool,
+    #[serde(default = "d_proxy")]
+    proxy_protocol: ProxyMode,
+    #[serde(default)]
+    proxy_crc32c: bool,
+    #[serde(default = "d_true")]
+    proxy_unique_id: bool,
+    #[serde(default = "d_true")]
+    proxy_pop_tlv: bool,
+    #[serde(default = "d_true")]
+    proxy_sni: bool,
+    #[serde(default)]
+    accept_proxy_from: Vec<Spanned<String>>,
+    #[serde(default)]
+    timeouts: RawTimeouts,
+    #[serde(default)]
+    health: RawHealth,
+    #[serde(rename = "backend")]
+    backends: Spanned<Vec<RawBackend>>,
+}
+
+fn d_backlog() -> u32 {
+    4096
+}
+fn d_balance() -> Balance {
+    Balance::Maglev
+}
+fn d_true() -> bool {
+    true
+}
+fn d_proxy() -> ProxyMode {
+    ProxyMode::V2
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTimeouts {
+    #[serde(default = "d_connect", with = "humantime_spanned")]
+    connect: Spanned<Duration>,
+    #[serde(default = "d_idle", with = "humantime_spanned")]
+    idle: Spanned<Duration>,
+    #[serde(default = "d_first_byte", with = "humantime_spanned")]
+    client_first_byte: Spanned<Duration>,
+}
+
+impl Default for RawTimeouts {
+    fn default() -> Self {
+        Self {
+            connect: d_connect(),
+            idle: d_idle(),
+            client_first_byte: d_first_byte(),
+        }
+    }
+}
+fn d_connect() -> Spanned<Duration> {
+    Spanned::new(0..0, Duration::from_secs(3))
+}
+fn d_idle() -> Spanned<Duration> {
+    Spanned::new(0..0, Duration::from_secs(300))
+}
+fn d_first_byte() -> Spanned<Duration> {
+    Spanned::new(0..0, Duration::from_secs(10))
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum RawCheckKind {
+    Tcp,
+    Http,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    #[serde(default = "d_kind")]
+    kind: RawCheckKind,
+    #[serde(default = "d_interval", with = "humantime_spanned")]
+    interval: Spanned<Duration>,
+    #[serde(default = "d_check_timeout", with = "humantime_spanned")]
+    timeout: Spanned<Duration>,
+    #[serde(default = "d_rise")]
+    rise: Spanned<u32>,
+    #[serde(default = "d_fall")]
+    fall: Spanned<u32>,
+    #[serde(default = "d_passive_fall")]
+    passive_fall: u32,
+    #[serde(default)]
+    send_proxy: Option<bool>,
+    #[serde(default = "d_path")]
+    path: Spanned<String>,
+    #[serde(default)]
+    host: Option<String>,
+    #[serde(default = "d_status")]
+    expect_status: Spanned<u16>,
+}
+
+impl Default for RawHealth {
+    fn default() -> Self {
+        Self {
+            kind: d_kind(),
+            interval: d_interval(),
+            timeout: d_check_timeout(),
+            rise: d_rise(),
+            fall: d_fall(),
+            passive_fall: d_passive_fall(),
+            send_proxy: None,
+            path: d_path(),
+            host: None,
+            expect_status: d_status(),
+        }
+    }
+}
+fn d_kind() -> RawCheckKind {
+    RawCheckKind::Tcp
+}
+fn d_interval() -> Spanned<Duration> {
+    Spanned::new(0..0, Duration::from_secs(2))
+}
+fn d_check_timeout() -> Spanned<Duration> {
+    Spanned::new(0..0, Duration::from_secs(1))
+}
+fn d_rise() -> Spanned<u32> {
+    Spanned::new(0..0, 2)
+}
+fn d_fall() -> Spanned<u32> {
+    Spanned::new(0..0, 3)
+}
+fn d_passive_fall() -> u32 {
+    3
+}
+fn d_path() -> Spanned<String> {
+    Spanned::new(0..0, "/".to_string())
+}
+fn d_status() -> Spanned<u16> {
+    Spanned::new(0..0, 200)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    name: Spanned<String>,
+    address: Spanned<String>,
+    #[serde(default = "d_weight")]
+    weight: Spanned<u32>,
+    #[serde(default)]
+    proxy_protocol: Option<ProxyMode>,
+    #[serde(default)]
+    drain: bool,
+    #[serde(default)]
+    max_connections: Option<Spanned<u32>>,
+}
+fn d_weight() -> Spanned<u32> {
+    Spanned::new(0..0, 1)
+}
+
+/// humantime durations ("1s", "250ms") that keep their span.
+mod humantime_spanned {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+    use toml::Spanned;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Spanned<Duration>, D::Error> {
+        let s: Spanned<String> = Spanned::deserialize(d)?;
+        let span = s.span();
+        let dur = humantime::parse_duration(s.get_ref())
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration {:?}: {e}", s.get_ref())))?;
+        Ok(Spanned::new(span, dur))
+    }
+}
+
+// ---------------------------------------------------------------- parsing
+
+struct Ctx<'a> {
+    file: &'a str,
+    src: &'a str,
+}
+
+impl Ctx<'_> {
+    fn err(&self, span: std::ops::Range<usize>, field: impl Into<String>, msg: impl Into<String>) -> ConfigError {
+        let (line, column) = line_col(self.src, span.start);
+        ConfigError {
+            file: self.file.to_string(),
+            line,
+            column,
+            field: field.into(),
+            message: msg.into(),
+        }
+    }
+}
+
+fn line_col(src: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(src.len());
+    let before = src.get(..offset).unwrap_or("");
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;
+    (line, column)
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+impl Config {
+    /// Reads and parses a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            line: 0,
+            column: 0,
+            field: "-".into(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Config::parse(&src, &file)
+    }
+
+    /// The embedded default configuration.
+    pub fn embedded() -> Result<Config, ConfigError> {
+        Config::parse(EMBEDDED_DEFAULT, EMBEDDED_NAME)
+    }
+
+    /// Parses TOML text; `file` is only used in error messages.
+    pub fn parse(src: &str, file: &str) -> Result<Config, ConfigError> {
+        let cx = Ctx { file, src };
+        let raw: RawConfig = toml::from_str(src).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            let field = src
+                .get(span.clone())
+                .map(|s| s.lines().next().unwrap_or("").trim().to_string())
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "-".into());
+            cx.err(span, field, e.message().trim().to_string())
+        })?;
+
+        if !valid_name(raw.pop.name.get_ref()) {
+            return Err(cx.err(
+                raw.pop.name.span(),
+                "pop.name",
+                "must be 1-64 characters of [A-Za-z0-9._-]",
+            ));
+        }
+        let workers = match raw.pop.workers {
+            None => None,
+            Some(w) => Some(NonZeroU32::new(*w.get_ref()).filter(|n| n.get() <= 256).ok_or_else(|| {
+                cx.err(w.span(), "pop.workers", "must be between 1 and 256")
+            })?),
+        };
+        let max_connections = NonZeroU32::new(*raw.limits.max_connections.get_ref()).ok_or_else(|| {
+            cx.err(raw.limits.max_connections.span(), "limits.max_connections", "must be > 0")
+        })?;
+
+        let mut services = Vec::with_capacity(raw.services.len());
+        let mut names = HashSet::new();
+        let mut all_listen: HashSet<SocketAddr> = HashSet::new();
+        for (si, rs) in raw.services.into_iter().enumerate() {
+            let sp = format!("service[{si}]");
+            let svc = parse_service(&cx, &sp, rs)?;
+            if !names.insert(svc.name.clone()) {
+                return Err(cx.err(0..0, format!("{sp}.name"), format!("duplicate service name {:?}", svc.name)));
+            }
+            for l in &svc.listen {
+                if !all_listen.insert(*l) {
+                    return Err(cx.err(0..0, format!("{sp}.listen"), format!("{l} is used by two services")));
+                }
+            }
+            services.push(svc);
+        }
+        Ok(Config {
+            source: file.to_string(),
+            pop_name: raw.pop.name.into_inner(),
+            max_connections,
+            shutdown_grace: raw.limits.shutdown_grace.into_inner(),
+            workers,
+            services,
+        })
+    }
+}
+
+fn parse_service(cx: &Ctx<'_>, sp: &str, rs: RawService) -> Result<ServiceConfig, ConfigError> {
+    if !valid_name(rs.name.get_ref()) {
+        return Err(cx.err(rs.name.span(), format!("{sp}.name"), "must be 1-64 characters of [A-Za-z0-9._-]"));
+    }
+    let sp = format!("service {:?}", rs.name.get_ref());
+    let listen_span = rs.listen.span();
+    let mut listen = Vec::new();
+    for l in rs.listen.into_inner() {
+        let a: SocketAddr = l.get_ref().parse().map_err(|_| {
+            cx.err(l.span(), format!("{sp}.listen"), format!("{:?} is not ADDRESS:PORT (IPv6 as [::1]:80)", l.get_ref()))
+        })?;
+        if listen.contains(&a) {
+            return Err(cx.err(l.span(), format!("{sp}.listen"), format!("{a} listed twice")));
+        }
+        listen.push(a);
+    }
+    if listen.is_empty() {
+        return Err(cx.err(listen_span, format!("{sp}.listen"), "needs at least one address"));
+    }
+    if rs.backlog == 0 || rs.backlog > 1 << 20 {
+        return Err(cx.err(0..0, format!("{sp}.backlog"), "must be between 1 and 1048576"));
+    }
+    let max_connections = match rs.max_connections {
+        None => None,
+        Some(m) => Some(
+            NonZeroU32::new(*m.get_ref())
+                .ok_or_else(|| cx.err(m.span(), format!("{sp}.max_connections"), "must be > 0 (omit for no cap)"))?,
+        ),
+    };
+    let mut accept_proxy_from = Vec::new();
+    for c in rs.accept_proxy_from {
+        let net: IpNet = c
+            .get_ref()
+            .parse()
+            .or_else(|_| c.get_ref().parse::<std::net::IpAddr>().map(IpNet::from))
+            .map_err(|_| cx.err(c.span(), format!("{sp}.accept_proxy_from"), format!("{:?} is not a CIDR", c.get_ref())))?;
+        accept_proxy_from.push(net.trunc());
+    }
+
+    let t = rs.timeouts;
+    for (name, d) in [("connect", &t.connect), ("idle", &t.idle), ("client_first_byte", &t.client_first_byte)] {
+        if d.get_ref().is_zero() {
+            return Err(cx.err(d.span(), format!("{sp}.timeouts.{name}"), "must be > 0"));
+        }
+    }
+    let timeouts = Timeouts {
+        connect: t.connect.into_inner(),
+        idle: t.idle.into_inner(),
+        client_first_byte: t.client_first_byte.into_inner(),
+    };
+
+    let h = rs.health;
+    if h.interval.get_ref() < &Duration::from_millis(10) {
+        return Err(cx.err(h.interval.span(), format!("{sp}.health.interval"), "must be >= 10ms"));
+    }
+    if h.timeout.get_ref().is_zero() || h.timeout.get_ref() > h.interval.get_ref() {
+        return Err(cx.err(h.timeout.span(), format!("{sp}.health.timeout"), "must be > 0 and <= interval"));
+    }
+    for (name, v) in [("rise", &h.rise), ("fall", &h.fall)] {
+        if *v.get_ref() == 0 || *v.get_ref() > 100 {
+            return Err(cx.err(v.span(), format!("{sp}.health.{name}"), "must be between 1 and 100"));
+        }
+    }
+    let kind = match h.kind {
+        RawCheckKind::Tcp => CheckKind::Tcp,
+        RawCheckKind::Http => {
+            let path = h.path.get_ref();
+            if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                return Err(cx.err(h.path.span(), format!("{sp}.health.path"), "must start with / and contain no spaces or control characters"));
+            }
+            if !(100..=599).contains(h.expect_status.get_ref()) {
+                return Err(cx.err(h.expect_status.span(), format!("{sp}.health.expect_status"), "must be an HTTP status 100-599"));
+            }
+            let host = h.host.clone().unwrap_or_else(|| "localhost".into());
+            if host.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                return Err(cx.err(0..0, format!("{sp}.health.host"), "must contain no spaces or control characters"));
+            }
+            CheckKind::Http {
+                path: h.path.into_inner(),
+                host,
+                expect_status: h.expect_status.into_inner(),
+            }
+        }
+    };
+
+    let backends_span = rs.backends.span();
+    let mut backends: Vec<BackendConfig> = Vec::new();
+    for (bi, rb) in rs.backends.into_inner().into_iter().enumerate() {
+        let bp = format!("{sp}.backend[{bi}]");
+        if !valid_name(rb.name.get_ref()) {
+            return Err(cx.err(rb.name.span(), format!("{bp}.name"), "must be 1-64 characters of [A-Za-z0-9._-]"));
+        }
+        if backends.iter().any(|b| &b.name == rb.name.get_ref()) {
+            return Err(cx.err(rb.name.span(), format!("{bp}.name"), format!("duplicate backend name {:?}", rb.name.get_ref())));
+        }
+        let address: SocketAddr = rb.address.get_ref().parse().map_err(|_| {
+            cx.err(rb.address.span(), format!("{bp}.address"), format!("{:?} is not IP:PORT (IPv6 as [2001:db8::1]:80)", rb.address.get_ref()))
+        })?;
+        if address.port() == 0 {
+            return Err(cx.err(rb.address.span(), format!("{bp}.address"), "port must not be 0"));
+        }
+        if *rb.weight.get_ref() > 10_000 {
+            return Err(cx.err(rb.weight.span(), format!("{bp}.weight"), "must be between 0 and 10000"));
+        }
+        let max_connections = match rb.max_connections {
+            None => None,
+            Some(m) => Some(
+                NonZeroU32::new(*m.get_ref())
+                    .ok_or_else(|| cx.err(m.span(), format!("{bp}.max_connections"), "must be > 0 (omit for no cap)"))?,
+            ),
+        };
+        backends.push(BackendConfig {
+            name: rb.name.into_inner(),
+            address,
+            weight: rb.weight.into_inner(),
+            proxy: rb.proxy_protocol.unwrap_or(rs.proxy_protocol),
+            drain: rb.drain,
+            max_connections,
+        });
+    }
+    if backends.is_empty() {
+        return Err(cx.err(backends_span, format!("{sp}.backend"), "needs at least one backend"));
+    }
+    let any_proxy = backends.iter().any(|b| b.proxy != ProxyMode::None);
+    Ok(ServiceConfig {
+        name: rs.name.into_inner(),
+        listen,
+        backlog: rs.backlog,
+        balance: rs.balance,
+        max_connections,
+        inspect: rs.inspect,
+        proxy: ProxyOptions {
+            crc32c: rs.proxy_crc32c,
+            unique_id: rs.proxy_unique_id,
+            pop_tlv: rs.proxy_pop_tlv,
+            sni: rs.proxy_sni && rs.inspect,
+        },
+        accept_proxy_from,
+        timeouts,
+        health: HealthCheck {
+            kind,
+            interval: h.interval.into_inner(),
+            timeout: h.timeout.into_inner(),
+            rise: h.rise.into_inner(),
+            fall: h.fall.into_inner(),
+            passive_fall: h.passive_fall,
+            send_proxy: h.send_proxy.unwrap_or(any_proxy),
+        },
+        backends,
+    })
+}
+
+/// Path helper for `check`/`run`.
+pub fn source_name(path: Option<&PathBuf>) -> String {
+    path.map_or_else(|| EMBEDDED_NAME.to_string(), |p| p.display().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r#"
+[pop]
+name = "fra1"
+
+[[service]]
+name = "web"
+listen = ["127.0.0.1:8080", "[::1]:8080"]
+
+[[service.backend]]
+name = "b1"
+address = "127.0.0.1:9001"
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::parse(MIN, "t.toml").unwrap();
+        assert_eq!(c.pop_name, "fra1");
+        let s = &c.services[0];
+        assert_eq!(s.listen.len(), 2);
+        assert_eq!(s.balance, Balance::Maglev);
+        assert_eq!(s.backends[0].proxy, ProxyMode::V2);
+        assert!(s.health.send_proxy);
+        assert_eq!(s.timeouts.connect, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn embedded_and_example_configs_parse() {
+        Config::embedded().unwrap();
+        let ex = include_str!("../../../examples/anyedge.toml");
+        let c = Config::parse(ex, "examples/anyedge.toml").unwrap();
+        assert!(!c.services.is_empty());
+    }
+
+    #[test]
+    fn unknown_field_names_file_line_and_field() {
+        let src = MIN.replace("name = \"b1\"", "name = \"b1\"\nwieght = 3");
+        let e = Config::parse(&src, "t.toml").unwrap_err();
+        assert_eq!(e.file, "t.toml");
+        assert_eq!(e.line, 12, "{e}");
+        assert!(e.message.contains("unknown field `wieght`"), "{e}");
+        assert!(e.to_string().starts_with("t.toml:12:"), "{e}");
+    }
+
+    #[test]
+    fn bad_backend_address_points_at_value() {
+        let src = MIN.replace("127.0.0.1:9001", "localhost:9001");
+        let e = Config::parse(&src, "t.toml").unwrap_err();
+        assert_eq!(e.line, 11);
+        assert!(e.field.ends_with("backend[0].address"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_and_thresholds() {
+        let src = format!("{MIN}\n[service.health]\ninterval = \"soon\"\n");
+        let e = Config::parse(&src, "t.toml").unwrap_err();
+        assert!(e.message.contains("invalid duration"), "{e}");
+        let src = format!("{MIN}\n[service.health]\ninterval = \"1s\"\ntimeout = \"2s\"\n");
+        let e = Config::parse(&src, "t.toml").unwrap_err();
+        assert!(e.field.ends_with("health.timeout"), "{e}");
+        assert_eq!(e.line, 16);
+        let src = format!("{MIN}\n[service.health]\nfall = 0\n");
+        let e = Config::parse(&src, "t.toml").unwrap_err();
+        assert!(e.field.ends_with("health.fall"), "{e}");
+    }
+
+    #[test]
+    fn duplicates_rejected() {
+        let src = format!("{MIN}\n[[service.backend]]\nname = \"b1\"\naddress = \"127.0.0.1:9002\"\n");
+        let e = Config::parse(&src, "t.toml").unwrap_err();
+        assert!(e.message.contains("duplicate backend"), "{e}");
+        let src = MIN.replace("[\"127.0.0.1:8080\", \"[::1]:8080\"]", "[\"127.0.0.1:8080\", \"127.0.0.1:8080\"]");
+        let e = Config::parse(&src, "t.toml").unwrap_err();
+        assert!(e.message.contains("listed twice"), "{e}");
+    }
+
+    #[test]
+    fn trusted_cidrs_and_plain_ips() {
+        let src = MIN.replace(
+            "listen = [",
+            "accept_proxy_from = [\"192.0.2.0/24\", \"2001:db8::1\"]\nlisten = [",
+        );
+        let c = Config::parse(&src, "t.toml").unwrap();
+        assert_eq!(c.services[0].accept_proxy_from.len(), 2);
+        let bad = MIN.replace("listen = [", "accept_proxy_from = [\"everyone\"]\nlisten = [");
+        assert!(Config::parse(&bad, "t.toml").is_err());
+    }
+
+    #[test]
+    fn no_backends_rejected() {
+        let src = "[pop]\nname = \"x\"\n[[service]]\nname = \"a\"\nlisten = [\"127.0.0.1:1\"]\nbackend = []\n";
+        let e = Config::parse(src, "t.toml").unwrap_err();
+        assert!(e.message.contains("at least one backend"), "{e}");
+    }
+}

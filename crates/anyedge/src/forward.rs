@@ -1,0 +1,285 @@
+//! Bidirectional byte forwarding between client and backend.
+//!
+//! Each direction starts with plain `read`/`write` through a small buffer (a
+//! request or a short response costs two syscalls and no pipe). When a read
+//! fills the whole buffer the direction is carrying bulk data and switches to
+//! `splice(2)` through a pipe, so the payload moves socket -> pipe -> socket
+//! inside the kernel and never enters our address space (the "splice-auto"
+//! idea). Half-close is propagated: EOF from one side becomes `shutdown(WR)`
+//! on the other, and the other direction keeps flowing until it ends too.
+
+use std::io;
+use std::net::Shutdown;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// Read buffer per direction; a full read switches the direction to splice.
+const BUF: usize = 16 * 1024;
+/// Bytes moved per splice call (the default pipe capacity).
+const SPLICE_LEN: usize = 64 * 1024;
+
+/// How a forwarded connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Both directions reached EOF.
+    Closed,
+    /// Nothing moved in either direction for the idle timeout.
+    Idle,
+    /// A socket error (reset by peer, ...).
+    Error,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Totals {
+    pub to_backend: u64,
+    pub to_client: u64,
+}
+
+/// Forwards until both directions end, an error happens, or `idle` passes
+/// without any byte moving. `counters` are (client->backend, backend->client)
+/// byte counters updated as data moves.
+pub async fn forward(
+    client: &TcpStream,
+    backend: &TcpStream,
+    idle: Duration,
+    counters: [&AtomicU64; 2],
+    use_splice: bool,
+) -> (End, Totals) {
+    let activity = Activity::new();
+    let up = pump(client, backend, &activity, counters[0], use_splice);
+    let down = pump(backend, client, &activity, counters[1], use_splice);
+    tokio::pin!(up, down);
+    let mut up_done: Option<io::Result<u64>> = None;
+    let mut down_done: Option<io::Result<u64>> = None;
+    loop {
+        let deadline = activity.last() + idle;
+        tokio::select! {
+            r = &mut up, if up_done.is_none() => {
+                let failed = r.is_err();
+                up_done = Some(r);
+                if failed { break; }
+            }
+            r = &mut down, if down_done.is_none() => {
+                let failed = r.is_err();
+                down_done = Some(r);
+                if failed { break; }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                if activity.last() + idle <= Instant::now() {
+                    let t = Totals {
+                        to_backend: counters_total(&up_done),
+                        to_client: counters_total(&down_done),
+                    };
+                    return (End::Idle, t);
+                }
+            }
+        }
+        if up_done.is_some() && down_done.is_some() {
+            break;
+        }
+    }
+    let end = if matches!(up_done, Some(Err(_))) || matches!(down_done, Some(Err(_))) {
+        End::Error
+    } else {
+        End::Closed
+    };
+    (
+        end,
+        Totals {
+            to_backend: counters_total(&up_done),
+            to_client: counters_total(&down_done),
+        },
+    )
+}
+
+/// Last time a byte moved, shared by both directions of one connection.
+/// (An atomic rather than a `Cell` so the connection future stays `Send`.)
+struct Activity {
+    base: Instant,
+    nanos: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            base: Instant::now(),
+            nanos: AtomicU64::new(0),
+        }
+    }
+    fn touch(&self) {
+        let n = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.nanos.store(n, Ordering::Relaxed);
+    }
+    fn last(&self) -> Instant {
+        self.base + Duration::from_nanos(self.nanos.load(Ordering::Relaxed))
+    }
+}
+
+fn counters_total(r: &Option<io::Result<u64>>) -> u64 {
+    match r {
+        Some(Ok(n)) => *n,
+        _ => 0,
+    }
+}
+
+/// One direction: `src` -> `dst`. Returns bytes moved at EOF.
+async fn pump(
+    src: &TcpStream,
+    dst: &TcpStream,
+    activity: &Activity,
+    counter: &AtomicU64,
+    use_splice: bool,
+) -> io::Result<u64> {
+    let mut total = 0u64;
+    let mut buf = vec![0u8; BUF];
+    let mut pipe: Option<(OwnedFd, OwnedFd)> = None;
+    loop {
+        if let Some((pr, pw)) = &pipe {
+            // splice mode
+            src.readable().await?;
+            let n = match src.try_io(Interest::READABLE, || splice(src, pw, SPLICE_LEN)) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            };
+            let mut left = n;
+            while left > 0 {
+                dst.writable().await?;
+                match dst.try_io(Interest::WRITABLE, || splice(pr, dst, left)) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(m) => left -= m,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            total += n as u64;
+            counter.fetch_add(n as u64, Ordering::Relaxed);
+            activity.touch();
+        } else {
+            src.readable().await?;
+            let n = match src.try_read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            };
+            write_all(dst, &buf[..n]).await?;
+            total += n as u64;
+            counter.fetch_add(n as u64, Ordering::Relaxed);
+            activity.touch();
+            if n == BUF && use_splice {
+                // Bulk transfer: move to the kernel path. If no pipe can be
+                // had (fd limit), keep copying.
+                if let Ok(p) = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC) {
+                    pipe = Some(p);
+                    buf = Vec::new();
+                }
+            }
+        }
+    }
+    // EOF from src: pass the half-close on, keep the other direction open.
+    let _ = socket2::SockRef::from(dst).shutdown(Shutdown::Write);
+    Ok(total)
+}
+
+/// Writes all of `data` to a non-blocking tokio stream.
+pub async fn write_all(dst: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        dst.writable().await?;
+        match dst.try_write(data) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn splice(from: impl AsFd, to: impl AsFd, len: usize) -> io::Result<usize> {
+    use nix::fcntl::SpliceFFlags;
+    nix::fcntl::splice(
+        from,
+        None,
+        to,
+        None,
+        len,
+        SpliceFFlags::SPLICE_F_NONBLOCK | SpliceFFlags::SPLICE_F_MOVE,
+    )
+    .map_err(io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (b, _) = l.accept().await.unwrap();
+        (a, b)
+    }
+
+    async fn roundtrip(use_splice: bool) {
+        // client_peer <-> client | forward | backend <-> backend_peer
+        let (mut client_peer, client) = pair().await;
+        let (backend, mut backend_peer) = pair().await;
+        let up = AtomicU64::new(0);
+        let down = AtomicU64::new(0);
+        let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let p2 = payload.clone();
+        let writer = tokio::spawn(async move {
+            client_peer.write_all(&p2).await.unwrap();
+            client_peer.shutdown().await.unwrap(); // half-close
+            let mut back = Vec::new();
+            client_peer.read_to_end(&mut back).await.unwrap();
+            back
+        });
+        let echo = tokio::spawn(async move {
+            let mut got = Vec::new();
+            backend_peer.read_to_end(&mut got).await.unwrap();
+            // answer after the client's half-close
+            backend_peer.write_all(&got[..1000]).await.unwrap();
+            backend_peer.shutdown().await.unwrap();
+            got
+        });
+        let (end, totals) = forward(&client, &backend, Duration::from_secs(5), [&up, &down], use_splice).await;
+        assert_eq!(end, End::Closed);
+        assert_eq!(totals.to_backend, payload.len() as u64);
+        assert_eq!(totals.to_client, 1000);
+        assert_eq!(up.load(Ordering::Relaxed), payload.len() as u64);
+        let got = echo.await.unwrap();
+        assert_eq!(got, payload);
+        let back = writer.await.unwrap();
+        assert_eq!(back, payload[..1000]);
+    }
+
+    #[tokio::test]
+    async fn forwards_with_half_close_splice() {
+        roundtrip(true).await;
+    }
+
+    #[tokio::test]
+    async fn forwards_with_half_close_copy() {
+        roundtrip(false).await;
+    }
+
+    #[tokio::test]
+    async fn idle_timeout_ends_silent_connection() {
+        let (_client_peer, client) = pair().await;
+        let (backend, _backend_peer) = pair().await;
+        let c = AtomicU64::new(0);
+        let start = Instant::now();
+        let (end, _) = forward(&client, &backend, Duration::from_millis(200), [&c, &c], true).await;
+        assert_eq!(end, End::Idle);
+        assert!(start.elapsed() < Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,983 @@
+//! The layer-4 load balancer runtime: services, backends, listeners, and the
+//! per-connection path (inspect -> select -> connect with retry -> PROXY
+//! header -> forward).
+//!
+//! Hot-path state is read lock-free: the service config, backend list and
+//! selector are `ArcSwap`s replaced wholesale by the control path (health
+//! transitions, reload); counters are relaxed atomics. Mutexes are only taken
+//! by the control path and on a backend's passive failure.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyedge_lb::health::{FailReason, Health, State, Thresholds};
+use anyedge_lb::maglev::{self, Maglev};
+use anyedge_lb::select;
+use anyedge_proxy::{sni, tlv, Addresses, Decoded, Tlv};
+use arc_swap::ArcSwap;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio::time::{timeout, Instant};
+use tracing::{debug, info, warn};
+
+use crate::config::{Balance, BackendConfig, Config, ProxyMode, ServiceConfig};
+use crate::forward::{self, End};
+use crate::health as checks;
+use crate::logutil::LogLimiter;
+
+/// Largest inbound PROXY header accepted from a trusted source.
+const MAX_INBOUND_PROXY: usize = 4096;
+/// Most client bytes buffered while looking for a TLS ClientHello.
+const MAX_PEEK: usize = 16 * 1024;
+
+static LOG_BAD_PROXY: LogLimiter = LogLimiter::new(10);
+static LOG_UNTRUSTED_PROXY: LogLimiter = LogLimiter::new(10);
+static LOG_SILENT_CLIENT: LogLimiter = LogLimiter::new(10);
+static LOG_CONNECT_FAIL: LogLimiter = LogLimiter::new(20);
+static LOG_NO_BACKEND: LogLimiter = LogLimiter::new(10);
+static LOG_CAP: LogLimiter = LogLimiter::new(5);
+static LOG_SILENT_BACKEND: LogLimiter = LogLimiter::new(10);
+
+/// Counters of one service. All relaxed atomics: exact totals, no ordering.
+#[derive(Default, Debug)]
+pub struct ServiceStats {
+    pub accepted: AtomicU64,
+    pub completed: AtomicU64,
+    pub rejected_global_cap: AtomicU64,
+    pub rejected_service_cap: AtomicU64,
+    pub no_backend: AtomicU64,
+    pub client_silent: AtomicU64,
+    pub client_closed_early: AtomicU64,
+    pub bad_proxy_header: AtomicU64,
+    pub untrusted_proxy_header: AtomicU64,
+    pub idle_timeouts: AtomicU64,
+    pub retries: AtomicU64,
+}
+
+#[derive(Default, Debug)]
+pub struct BackendStats {
+    pub connections: AtomicU64,
+    pub bytes_to_backend: AtomicU64,
+    pub bytes_to_client: AtomicU64,
+    pub connect_refused: AtomicU64,
+    pub connect_timeout: AtomicU64,
+    pub connect_error: AtomicU64,
+    pub silent_backend: AtomicU64,
+    pub checks_ok: AtomicU64,
+    pub checks_failed: AtomicU64,
+}
+
+pub struct Backend {
+    pub name: String,
+    cfg: ArcSwap<BackendConfig>,
+    up: AtomicBool,
+    pub health: Mutex<Health>,
+    pub active: AtomicU64,
+    pub stats: BackendStats,
+    checker: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Backend {
+    pub fn config(&self) -> Arc<BackendConfig> {
+        self.cfg.load_full()
+    }
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+    fn eligible(&self) -> bool {
+        let c = self.cfg.load();
+        self.is_up() && !c.drain && c.weight > 0
+    }
+    fn at_capacity(&self) -> bool {
+        self.cfg
+            .load()
+            .max_connections
+            .is_some_and(|m| self.active.load(Ordering::Relaxed) >= u64::from(m.get()))
+    }
+    fn stop_checker(&self) {
+        if let Ok(mut g) = self.checker.lock() {
+            if let Some(h) = g.take() {
+                h.abort();
+            }
+        }
+    }
+}
+
+/// The eligible backends of a service and the structures to pick among them.
+struct Selector {
+    eligible: Vec<Arc<Backend>>,
+    weights: Vec<u32>,
+    maglev: Option<Maglev>,
+}
+
+pub struct Service {
+    pub name: String,
+    cfg: ArcSwap<ServiceConfig>,
+    backends: ArcSwap<Vec<Arc<Backend>>>,
+    selector: ArcSwap<Selector>,
+    pub active: AtomicU64,
+    rr: AtomicU64,
+    pub stats: ServiceStats,
+    listeners: Mutex<Vec<ListenerSet>>,
+}
+
+struct ListenerSet {
+    addr: SocketAddr,
+    backlog: u32,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Service {
+    pub fn config(&self) -> Arc<ServiceConfig> {
+        self.cfg.load_full()
+    }
+
+    pub fn backends(&self) -> Arc<Vec<Arc<Backend>>> {
+        self.backends.load_full()
+    }
+
+    /// Recomputes the eligible set and the Maglev table. Called on health
+    /// transitions, drains and reloads (never per connection).
+    fn rebuild_selector(&self) {
+        let cfg = self.cfg.load();
+        let eligible: Vec<Arc<Backend>> = self
+            .backends
+            .load()
+            .iter()
+            .filter(|b| b.eligible())
+            .cloned()
+            .collect();
+        let weights: Vec<u32> = eligible.iter().map(|b| b.cfg.load().weight).collect();
+        let maglev = if cfg.balance == Balance::Maglev {
+            let named: Vec<(&str, u32)> = eligible
+                .iter()
+                .zip(&weights)
+                .map(|(b, w)| (b.name.as_str(), *w))
+                .collect();
+            match Maglev::new(&named, maglev::DEFAULT_TABLE_SIZE) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    warn!(service = %self.name, error = %e, "cannot build Maglev table; using round robin");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let names: Vec<&str> = eligible.iter().map(|b| b.name.as_str()).collect();
+        debug!(service = %self.name, eligible = ?names, "selector rebuilt");
+        self.selector.store(Arc::new(Selector {
+            eligible,
+            weights,
+            maglev,
+        }));
+    }
+
+    /// Picks a backend for `client`, skipping those in `tried` and those at
+    /// their connection cap.
+    fn pick(&self, client: IpAddr, tried: &[usize]) -> Option<Arc<Backend>> {
+        let sel = self.selector.load();
+        let n = sel.eligible.len();
+        if n == 0 {
+            return None;
+        }
+        let usable = |i: usize| {
+            let b = &sel.eligible[i];
+            !tried.contains(&(Arc::as_ptr(b) as usize)) && !b.at_capacity()
+        };
+        let balance = self.cfg.load().balance;
+        let first = match (balance, &sel.maglev) {
+            (Balance::Maglev, Some(m)) => {
+                let h = maglev::hash_ip(client);
+                // Probe a deterministic sequence of alternative slots so that
+                // a retry from every PoP lands on the same next backend.
+                let mut found = None;
+                for attempt in 0..(2 * n as u64 + 2) {
+                    let key = h ^ splitmix(attempt);
+                    if let Some(i) = m.lookup(if attempt == 0 { h } else { key }) {
+                        if usable(i) {
+                            found = Some(i);
+                            break;
+                        }
+                    }
+                }
+                found
+            }
+            (Balance::LeastConn, _) => {
+                let cands: Vec<(u64, u32)> = sel
+                    .eligible
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| {
+                        let w = if usable(i) { sel.weights[i] } else { 0 };
+                        (b.active.load(Ordering::Relaxed), w)
+                    })
+                    .collect();
+                select::least_conn(&cands, self.rr.fetch_add(1, Ordering::Relaxed))
+            }
+            _ => {
+                let c = self.rr.fetch_add(1, Ordering::Relaxed);
+                (0..n as u64)
+                    .filter_map(|k| select::weighted_rr(&sel.weights, c.wrapping_add(k)))
+                    .find(|&i| usable(i))
+            }
+        };
+        // Last resort: any usable eligible backend.
+        first
+            .or_else(|| (0..n).find(|&i| usable(i)))
+            .map(|i| sel.eligible[i].clone())
+    }
+
+    fn set_backend_state(&self, b: &Backend, state: State) {
+        let was = b.up.swap(state == State::Up, Ordering::Relaxed);
+        if was != (state == State::Up) {
+            self.rebuild_selector();
+        }
+    }
+
+    /// Records a failed connect from real traffic (passive health).
+    fn passive_failure(&self, b: &Backend, reason: &FailReason) {
+        let tr = match b.health.lock() {
+            Ok(mut h) => h.on_connect_failure(std::time::Instant::now()),
+            Err(_) => None,
+        };
+        if let Some(tr) = tr {
+            warn!(service = %self.name, backend = %b.name, from = ?tr.from, to = ?tr.to,
+                  reason = %tr.reason, last_error = %reason, "backend ejected by passive health");
+            self.set_backend_state(b, tr.to);
+        }
+    }
+
+    fn passive_success(&self, b: &Backend) {
+        if let Ok(mut h) = b.health.lock() {
+            h.on_connect_success();
+        }
+    }
+
+    /// Active health-check result from the checker task.
+    pub(crate) fn check_result(&self, b: &Backend, r: anyedge_lb::health::CheckResult) {
+        match &r {
+            anyedge_lb::health::CheckResult::Ok { .. } => b.stats.checks_ok.fetch_add(1, Ordering::Relaxed),
+            anyedge_lb::health::CheckResult::Failed { .. } => {
+                b.stats.checks_failed.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+        let tr = match b.health.lock() {
+            Ok(mut h) => h.on_check(r, std::time::Instant::now()),
+            Err(_) => None,
+        };
+        if let Some(tr) = tr {
+            let addr = b.cfg.load().address;
+            if tr.to == State::Up {
+                info!(service = %self.name, backend = %b.name, %addr, reason = %tr.reason, "backend up");
+            } else {
+                warn!(service = %self.name, backend = %b.name, %addr, reason = %tr.reason, "backend down");
+            }
+            self.set_backend_state(b, tr.to);
+        }
+    }
+}
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+fn thresholds(c: &ServiceConfig) -> Thresholds {
+    Thresholds {
+        rise: c.health.rise,
+        fall: c.health.fall,
+        passive_fall: c.health.passive_fall,
+    }
+}
+
+/// The whole L4 runtime of one PoP.
+pub struct Edge {
+    config: ArcSwap<Config>,
+    services: Mutex<BTreeMap<String, Arc<Service>>>,
+    pub active: AtomicU64,
+    accepting: AtomicBool,
+    idle: Notify,
+    conn_seq: AtomicU64,
+    boot: u64,
+    workers: usize,
+}
+
+/// Decrements the connection gauges when a connection ends, however it ends.
+struct ConnGuard {
+    edge: Arc<Edge>,
+    svc: Arc<Service>,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.svc.active.fetch_sub(1, Ordering::Relaxed);
+        if self.edge.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.edge.idle.notify_waiters();
+        }
+    }
+}
+
+struct BackendGuard(Arc<Backend>);
+impl Drop for BackendGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Edge {
+    /// Builds the runtime and opens every listener. Fails if a listener
+    /// cannot be bound (the daemon must not half-start).
+    pub fn start(config: Config, workers: usize) -> anyhow::Result<Arc<Edge>> {
+        let boot = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let edge = Arc::new(Edge {
+            config: ArcSwap::from_pointee(config.clone()),
+            services: Mutex::new(BTreeMap::new()),
+            active: AtomicU64::new(0),
+            accepting: AtomicBool::new(true),
+            idle: Notify::new(),
+            conn_seq: AtomicU64::new(0),
+            boot,
+            workers: workers.max(1),
+        });
+        edge.apply(config)?;
+        Ok(edge)
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    pub fn services(&self) -> Vec<Arc<Service>> {
+        self.services
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Applies a new, already validated configuration: services and backends
+    /// are matched by name so health state, counters and open connections
+    /// survive; listeners are opened for new addresses before old ones close.
+    /// If a new listener cannot be bound the whole reload is refused and the
+    /// running configuration stays as it was.
+    pub fn apply(self: &Arc<Self>, new: Config) -> anyhow::Result<()> {
+        let mut services = self
+            .services
+            .lock()
+            .map_err(|_| anyhow::anyhow!("service table lock poisoned"))?;
+
+        // 1. Bind every listener that does not exist yet, before changing
+        //    anything: a bind failure aborts the reload with nothing changed.
+        let mut fresh: BTreeMap<(String, SocketAddr), Vec<TcpListener>> = BTreeMap::new();
+        for sc in &new.services {
+            let existing = services.get(&sc.name);
+            for addr in &sc.listen {
+                let have = existing.is_some_and(|s| {
+                    s.listeners
+                        .lock()
+                        .map(|l| l.iter().any(|ls| ls.addr == *addr && ls.backlog == sc.backlog))
+                        .unwrap_or(false)
+                });
+                if !have {
+                    let socks = (0..self.workers)
+                        .map(|_| bind_listener(*addr, sc.backlog))
+                        .collect::<io::Result<Vec<_>>>()
+                        .map_err(|e| anyhow::anyhow!("service {:?}: cannot listen on {addr}: {e}", sc.name))?;
+                    fresh.insert((sc.name.clone(), *addr), socks);
+                }
+            }
+        }
+
+        // 2. Services that disappeared: stop listening and checking; their
+        //    open connections finish on their own.
+        let keep: Vec<&str> = new.services.iter().map(|s| s.name.as_str()).collect();
+        let gone: Vec<String> = services
+            .keys()
+            .filter(|k| !keep.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(s) = services.remove(&name) {
+                s.close_listeners();
+                for b in s.backends.load().iter() {
+                    b.stop_checker();
+                }
+                info!(service = %name, "service removed");
+            }
+        }
+
+        // 3. New and changed services.
+        for sc in new.services.iter().cloned() {
+            let svc = match services.get(&sc.name) {
+                Some(s) => s.clone(),
+                None => {
+                    let s = Arc::new(Service {
+                        name: sc.name.clone(),
+                        cfg: ArcSwap::from_pointee(sc.clone()),
+                        backends: ArcSwap::from_pointee(Vec::new()),
+                        selector: ArcSwap::from_pointee(Selector {
+                            eligible: Vec::new(),
+                            weights: Vec::new(),
+                            maglev: None,
+                        }),
+                        active: AtomicU64::new(0),
+                        rr: AtomicU64::new(0),
+                        stats: ServiceStats::default(),
+                        listeners: Mutex::new(Vec::new()),
+                    });
+                    services.insert(sc.name.clone(), s.clone());
+                    info!(service = %sc.name, listen = ?sc.listen, backends = sc.backends.len(), "service added");
+                    s
+                }
+            };
+            svc.cfg.store(Arc::new(sc.clone()));
+
+            // Backends, matched by name.
+            let old = svc.backends.load_full();
+            let mut next = Vec::with_capacity(sc.backends.len());
+            for bc in &sc.backends {
+                let reuse = old
+                    .iter()
+                    .find(|b| b.name == bc.name && b.cfg.load().address == bc.address);
+                let b = match reuse {
+                    Some(b) => {
+                        let prev = b.cfg.swap(Arc::new(bc.clone()));
+                        if prev.drain != bc.drain {
+                            info!(service = %sc.name, backend = %bc.name, drain = bc.drain, "backend drain changed");
+                        }
+                        if let Ok(mut h) = b.health.lock() {
+                            h.set_thresholds(thresholds(&sc));
+                        }
+                        b.clone()
+                    }
+                    None => {
+                        // A new backend starts down: traffic only after it
+                        // passed `rise` checks (the first check runs at once).
+                        let b = Arc::new(Backend {
+                            name: bc.name.clone(),
+                            cfg: ArcSwap::from_pointee(bc.clone()),
+                            up: AtomicBool::new(false),
+                            health: Mutex::new(Health::new(
+                                thresholds(&sc),
+                                State::Down,
+                                std::time::Instant::now(),
+                            )),
+                            active: AtomicU64::new(0),
+                            stats: BackendStats::default(),
+                            checker: Mutex::new(None),
+                        });
+                        let h = tokio::spawn(checks::run_checker(Arc::downgrade(&svc), Arc::downgrade(&b)));
+                        if let Ok(mut g) = b.checker.lock() {
+                            *g = Some(h);
+                        }
+                        b
+                    }
+                };
+                next.push(b);
+            }
+            for b in old.iter() {
+                if !next.iter().any(|n| Arc::ptr_eq(n, b)) {
+                    b.stop_checker();
+                    info!(service = %sc.name, backend = %b.name, "backend removed");
+                }
+            }
+            svc.backends.store(Arc::new(next));
+            svc.rebuild_selector();
+
+            // Listeners: open new, then close the ones no longer configured.
+            {
+                let mut ls = svc.listeners.lock().unwrap_or_else(|p| p.into_inner());
+                for addr in &sc.listen {
+                    if let Some(socks) = fresh.remove(&(sc.name.clone(), *addr)) {
+                        let tasks = socks
+                            .into_iter()
+                            .map(|l| tokio::spawn(accept_loop(Arc::downgrade(self), Arc::downgrade(&svc), l)))
+                            .collect();
+                        // Replace a listener on the same address (backlog change).
+                        if let Some(pos) = ls.iter().position(|x| x.addr == *addr) {
+                            for t in ls.remove(pos).tasks {
+                                t.abort();
+                            }
+                        }
+                        ls.push(ListenerSet {
+                            addr: *addr,
+                            backlog: sc.backlog,
+                            tasks,
+                        });
+                        info!(service = %sc.name, %addr, "listening");
+                    }
+                }
+                ls.retain(|x| {
+                    let keep = sc.listen.contains(&x.addr);
+                    if !keep {
+                        for t in &x.tasks {
+                            t.abort();
+                        }
+                        info!(service = %sc.name, addr = %x.addr, "listener closed");
+                    }
+                    keep
+                });
+                drop(ls);
+            }
+        }
+        self.config.store(Arc::new(new));
+        Ok(())
+    }
+
+    /// Stops accepting on every listener (graceful shutdown, step 1).
+    pub fn stop_accepting(&self) {
+        self.accepting.store(false, Ordering::SeqCst);
+        for s in self.services() {
+            s.close_listeners();
+        }
+    }
+
+    /// Waits until no connection is open or `grace` passes; returns the
+    /// number still open.
+    pub async fn drain(&self, grace: Duration) -> u64 {
+        let deadline = Instant::now() + grace;
+        loop {
+            let idle = self.idle.notified();
+            let n = self.active.load(Ordering::Acquire);
+            if n == 0 {
+                return 0;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                return self.active.load(Ordering::Acquire);
+            }
+        }
+    }
+
+    fn next_unique_id(&self, pop: &str) -> String {
+        let seq = self.conn_seq.fetch_add(1, Ordering::Relaxed);
+        format!("{pop}-{:x}-{seq:x}", self.boot)
+    }
+}
+
+impl Service {
+    fn close_listeners(&self) {
+        if let Ok(mut ls) = self.listeners.lock() {
+            for l in ls.drain(..) {
+                for t in l.tasks {
+                    t.abort();
+                }
+            }
+        }
+    }
+}
+
+/// A listening socket with SO_REUSEPORT (several per address, one per worker,
+/// so accepts spread over cores) and the configured backlog.
+fn bind_listener(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    sock.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    TcpListener::from_std(sock.into())
+}
+
+async fn accept_loop(edge: Weak<Edge>, svc: Weak<Service>, listener: TcpListener) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE/ENFILE and friends: back off instead of spinning.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (Some(edge), Some(svc)) = (edge.upgrade(), svc.upgrade()) else {
+            return;
+        };
+        if !edge.accepting.load(Ordering::Relaxed) {
+            return;
+        }
+        svc.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        let global_max = u64::from(edge.config.load().max_connections.get());
+        if edge.active.fetch_add(1, Ordering::AcqRel) >= global_max {
+            edge.active.fetch_sub(1, Ordering::AcqRel);
+            svc.stats.rejected_global_cap.fetch_add(1, Ordering::Relaxed);
+            if let Some(s) = LOG_CAP.allow() {
+                warn!(service = %svc.name, %peer, limit = global_max, suppressed = s, "global connection cap reached; connection refused");
+            }
+            continue;
+        }
+        svc.active.fetch_add(1, Ordering::Relaxed);
+        let guard = ConnGuard {
+            edge: edge.clone(),
+            svc: svc.clone(),
+        };
+        if let Some(m) = svc.cfg.load().max_connections {
+            if svc.active.load(Ordering::Relaxed) > u64::from(m.get()) {
+                svc.stats.rejected_service_cap.fetch_add(1, Ordering::Relaxed);
+                if let Some(s) = LOG_CAP.allow() {
+                    warn!(service = %svc.name, %peer, limit = m.get(), suppressed = s, "service connection cap reached; connection refused");
+                }
+                drop(guard);
+                continue;
+            }
+        }
+        tokio::spawn(handle(edge, svc, stream, peer, guard));
+    }
+}
+
+/// What the client sent before we chose a backend.
+struct Inspected {
+    client: SocketAddr,
+    local: SocketAddr,
+    /// Client payload already read (forwarded after our PROXY header).
+    payload: Vec<u8>,
+    sni: Option<String>,
+}
+
+enum InspectError {
+    Silent,
+    ClosedEarly,
+    Untrusted,
+    BadProxy(anyedge_proxy::DecodeError),
+    Io(io::Error),
+}
+
+async fn handle(edge: Arc<Edge>, svc: Arc<Service>, client: TcpStream, peer: SocketAddr, _guard: ConnGuard) {
+    let cfg = svc.cfg.load_full();
+    let _ = client.set_nodelay(true);
+    let local = match client.local_addr() {
+        Ok(a) => a,
+        Err(_) => return,
+    };
+    let insp = if cfg.inspect {
+        match timeout(cfg.timeouts.client_first_byte, inspect(&client, peer, local, &cfg)).await {
+            Ok(Ok(i)) => i,
+            Ok(Err(e)) => {
+                report_inspect_error(&svc, peer, e);
+                return;
+            }
+            Err(_) => {
+                report_inspect_error(&svc, peer, InspectError::Silent);
+                return;
+            }
+        }
+    } else {
+        Inspected {
+            client: peer,
+            local,
+            payload: Vec::new(),
+            sni: None,
+        }
+    };
+
+    // Select and connect, retrying on the next backend within the budget.
+    let deadline = Instant::now() + cfg.timeouts.connect;
+    let mut tried: Vec<usize> = Vec::new();
+    let (backend, upstream) = loop {
+        let Some(b) = svc.pick(insp.client.ip(), &tried) else {
+            svc.stats.no_backend.fetch_add(1, Ordering::Relaxed);
+            if let Some(s) = LOG_NO_BACKEND.allow() {
+                warn!(service = %svc.name, client = %insp.client, tried = tried.len(), suppressed = s, "no backend available; connection closed");
+            }
+            return;
+        };
+        tried.push(Arc::as_ptr(&b) as usize);
+        if tried.len() > 1 {
+            svc.stats.retries.fetch_add(1, Ordering::Relaxed);
+        }
+        let addr = b.cfg.load().address;
+        b.active.fetch_add(1, Ordering::Relaxed);
+        let bguard = BackendGuard(b.clone());
+        match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => {
+                svc.passive_success(&b);
+                break (bguard, s);
+            }
+            Ok(Err(e)) => {
+                let reason = if e.kind() == io::ErrorKind::ConnectionRefused {
+                    b.stats.connect_refused.fetch_add(1, Ordering::Relaxed);
+                    FailReason::ConnectRefused
+                } else {
+                    b.stats.connect_error.fetch_add(1, Ordering::Relaxed);
+                    FailReason::Io(e.to_string())
+                };
+                if let Some(s) = LOG_CONNECT_FAIL.allow() {
+                    warn!(service = %svc.name, backend = %b.name, %addr, error = %e, suppressed = s, "backend connect failed; trying next");
+                }
+                svc.passive_failure(&b, &reason);
+            }
+            Err(_) => {
+                b.stats.connect_timeout.fetch_add(1, Ordering::Relaxed);
+                if let Some(s) = LOG_CONNECT_FAIL.allow() {
+                    warn!(service = %svc.name, backend = %b.name, %addr, timeout = ?cfg.timeouts.connect, suppressed = s, "backend connect timed out");
+                }
+                svc.passive_failure(&b, &FailReason::ConnectTimeout);
+                return;
+            }
+        }
+    };
+    let b = &backend.0;
+    let _ = upstream.set_nodelay(true);
+    b.stats.connections.fetch_add(1, Ordering::Relaxed);
+    let bcfg = b.cfg.load_full();
+
+    // PROXY header + what the client already sent, in one write.
+    let mut head = Vec::with_capacity(128 + insp.payload.len());
+    let addrs = Addresses::Tcp {
+        src: insp.client,
+        dst: insp.local,
+    };
+    match bcfg.proxy {
+        ProxyMode::None => {}
+        ProxyMode::V1 => anyedge_proxy::encode_v1(&mut head, &addrs),
+        ProxyMode::V2 => {
+            let pop = edge.config.load().pop_name.clone();
+            let uid = if cfg.proxy.unique_id {
+                edge.next_unique_id(&pop)
+            } else {
+                String::new()
+            };
+            let mut tlvs: [Tlv<'_>; 3] = [Tlv { kind: tlv::NOOP, value: &[] }; 3];
+            let mut n = 0;
+            if let Some(sni) = &insp.sni {
+                tlvs[n] = Tlv {
+                    kind: tlv::AUTHORITY,
+                    value: sni.as_bytes(),
+                };
+                n += 1;
+            }
+            if cfg.proxy.unique_id {
+                tlvs[n] = Tlv {
+                    kind: tlv::UNIQUE_ID,
+                    value: uid.as_bytes(),
+                };
+                n += 1;
+            }
+            if cfg.proxy.pop_tlv {
+                tlvs[n] = Tlv {
+                    kind: tlv::ANYEDGE_POP,
+                    value: pop.as_bytes(),
+                };
+                n += 1;
+            }
+            if let Err(e) = anyedge_proxy::encode_v2(&mut head, &addrs, &tlvs[..n], cfg.proxy.crc32c) {
+                warn!(service = %svc.name, error = %e, "cannot encode PROXY header");
+                return;
+            }
+        }
+    }
+    head.extend_from_slice(&insp.payload);
+    if !head.is_empty() {
+        if let Err(e) = timeout(cfg.timeouts.idle, forward::write_all(&upstream, &head)).await.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())) {
+            debug!(service = %svc.name, backend = %b.name, error = %e, "write to backend failed");
+            return;
+        }
+        b.stats
+            .bytes_to_backend
+            .fetch_add(insp.payload.len() as u64, Ordering::Relaxed);
+    }
+    drop(head);
+
+    let (end, totals) = forward::forward(
+        &client,
+        &upstream,
+        cfg.timeouts.idle,
+        [&b.stats.bytes_to_backend, &b.stats.bytes_to_client],
+        true,
+    )
+    .await;
+    svc.stats.completed.fetch_add(1, Ordering::Relaxed);
+    if end == End::Idle {
+        svc.stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
+        if totals.to_client == 0 {
+            b.stats.silent_backend.fetch_add(1, Ordering::Relaxed);
+            if let Some(s) = LOG_SILENT_BACKEND.allow() {
+                warn!(service = %svc.name, backend = %b.name, client = %insp.client, idle = ?cfg.timeouts.idle,
+                      suppressed = s, "backend accepted but never answered; connection closed after idle timeout");
+            }
+        } else {
+            debug!(service = %svc.name, backend = %b.name, client = %insp.client, "idle timeout");
+        }
+    }
+    debug!(service = %svc.name, backend = %b.name, client = %insp.client, ?end,
+           up = totals.to_backend + insp.payload.len() as u64, down = totals.to_client, "connection closed");
+}
+
+fn report_inspect_error(svc: &Service, peer: SocketAddr, e: InspectError) {
+    match e {
+        InspectError::Silent => {
+            svc.stats.client_silent.fetch_add(1, Ordering::Relaxed);
+            if let Some(s) = LOG_SILENT_CLIENT.allow() {
+                let t = svc.cfg.load().timeouts.client_first_byte;
+                warn!(service = %svc.name, %peer, timeout = ?t, suppressed = s, "client sent nothing before client_first_byte timeout; closed");
+            }
+        }
+        InspectError::ClosedEarly => {
+            svc.stats.client_closed_early.fetch_add(1, Ordering::Relaxed);
+            debug!(service = %svc.name, %peer, "client closed before sending data");
+        }
+        InspectError::Io(e) => {
+            svc.stats.client_closed_early.fetch_add(1, Ordering::Relaxed);
+            debug!(service = %svc.name, %peer, error = %e, "client connection failed before sending data");
+        }
+        InspectError::Untrusted => {
+            svc.stats.untrusted_proxy_header.fetch_add(1, Ordering::Relaxed);
+            if let Some(s) = LOG_UNTRUSTED_PROXY.allow() {
+                warn!(service = %svc.name, %peer, suppressed = s, "PROXY header from a source not in accept_proxy_from; refused");
+            }
+        }
+        InspectError::BadProxy(err) => {
+            svc.stats.bad_proxy_header.fetch_add(1, Ordering::Relaxed);
+            if let Some(s) = LOG_BAD_PROXY.allow() {
+                warn!(service = %svc.name, %peer, error = %err, suppressed = s, "malformed PROXY header from trusted source; refused");
+            }
+        }
+    }
+}
+
+/// Reads the client's first bytes: an inbound PROXY header (trusted sources
+/// only) and, when the client speaks TLS, the SNI of its ClientHello.
+/// Bounded by MAX_PEEK bytes; the caller bounds it in time.
+async fn inspect(
+    client: &TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    cfg: &ServiceConfig,
+) -> Result<Inspected, InspectError> {
+    let trusted = cfg.accept_proxy_from.iter().any(|n| n.contains(&peer.ip()));
+    let mut buf: Vec<u8> = Vec::with_capacity(2048);
+    let mut out = Inspected {
+        client: peer,
+        local,
+        payload: Vec::new(),
+        sni: None,
+    };
+    let mut proxy_done = false;
+    loop {
+        let got = read_more(client, &mut buf).await?;
+        if got == 0 {
+            return Err(InspectError::ClosedEarly);
+        }
+        if !proxy_done {
+            match anyedge_proxy::decode(&buf, MAX_INBOUND_PROXY) {
+                Err(anyedge_proxy::DecodeError::NotProxy) => proxy_done = true,
+                _ if !trusted => return Err(InspectError::Untrusted),
+                Err(e) => return Err(InspectError::BadProxy(e)),
+                Ok(Decoded::Incomplete { .. }) => continue,
+                Ok(Decoded::Complete { header, len }) => {
+                    if let Addresses::Tcp { src, dst } = header.addrs {
+                        out.client = src;
+                        out.local = dst;
+                    }
+                    buf.drain(..len);
+                    proxy_done = true;
+                    if buf.is_empty() {
+                        continue;
+                    }
+                }
+            }
+        }
+        if !cfg.proxy.sni {
+            break;
+        }
+        match sni::peek(&buf) {
+            sni::Peek::Incomplete { .. } if buf.len() < MAX_PEEK => continue,
+            sni::Peek::Sni(name) => {
+                out.sni = Some(name.to_string());
+                break;
+            }
+            _ => break,
+        }
+    }
+    out.payload = buf;
+    Ok(out)
+}
+
+async fn read_more(client: &TcpStream, buf: &mut Vec<u8>) -> Result<usize, InspectError> {
+    if buf.len() >= MAX_PEEK {
+        return Ok(0);
+    }
+    let start = buf.len();
+    buf.resize(MAX_PEEK.min(start + 4096), 0);
+    loop {
+        client.readable().await.map_err(InspectError::Io)?;
+        match client.try_read(&mut buf[start..]) {
+            Ok(n) => {
+                buf.truncate(start + n);
+                return Ok(n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => {
+                buf.truncate(start);
+                return Err(InspectError::Io(e));
+            }
+        }
+    }
+}
+
+impl Edge {
+    /// A human-readable status report (logged on SIGUSR1; the admin API
+    /// serves the same data).
+    pub fn status_report(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "pop={} active_connections={}",
+            self.config.load().pop_name,
+            self.active.load(Ordering::Relaxed)
+        );
+        for svc in self.services() {
+            let st = &svc.stats;
+            let _ = writeln!(
+                s,
+                "service {} active={} accepted={} completed={} no_backend={} retries={} client_silent={} bad_proxy={} untrusted_proxy={} cap_rejects={}",
+                svc.name,
+                svc.active.load(Ordering::Relaxed),
+                st.accepted.load(Ordering::Relaxed),
+                st.completed.load(Ordering::Relaxed),
+                st.no_backend.load(Ordering::Relaxed),
+                st.retries.load(Ordering::Relaxed),
+                st.client_silent.load(Ordering::Relaxed),
+                st.bad_proxy_header.load(Ordering::Relaxed),
+                st.untrusted_proxy_header.load(Ordering::Relaxed),
+                st.rejected_global_cap.load(Ordering::Relaxed) + st.rejected_service_cap.load(Ordering::Relaxed),
+            );
+            for b in svc.backends().iter() {
+                let c = b.cfg.load();
+                let bs = &b.stats;
+                let reason = b.health.lock().map(|h| h.last_reason().to_string()).unwrap_or_default();
+                let _ = writeln!(
+                    s,
+                    "  backend {} {} {}{} active={} conns={} bytes_in={} bytes_out={} refused={} timeouts={} checks_ok={} checks_failed={} reason={:?}",
+                    b.name,
+                    c.address,
+                    if b.is_up() { "UP" } else { "DOWN" },
+                    if c.drain { " DRAINING" } else { "" },
+                    b.active.load(Ordering::Relaxed),
+                    bs.connections.load(Ordering::Relaxed),
+                    bs.bytes_to_backend.load(Ordering::Relaxed),
+                    bs.bytes_to_client.load(Ordering::Relaxed),
+                    bs.connect_refused.load(Ordering::Relaxed),
+                    bs.connect_timeout.load(Ordering::Relaxed),
+                    bs.checks_ok.load(Ordering::Relaxed),
+                    bs.checks_failed.load(Ordering::Relaxed),
+                    reason,
+                );
+            }
+        }
+        s
+    }
+}

@@ -1,0 +1,200 @@
+//! `anyedge`: the anycast edge PoP daemon. See README.md and ARCHITECTURE.md.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{error, info, warn};
+
+mod config;
+mod demo;
+mod forward;
+mod health;
+mod lb;
+mod logutil;
+
+use config::Config;
+use lb::Edge;
+
+#[derive(Parser)]
+#[command(name = "anyedge", version, about = "Anycast edge PoP: L4 load balancer with PROXY protocol")]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the PoP daemon (without -c: the embedded default config).
+    Run {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config file and exit (non-zero with file:line:column: field: error).
+    Check {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// Run the embedded default config plus two built-in demo backends on
+    /// 127.0.0.1:9001 and :9002; then try `curl http://127.0.0.1:8080/`.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.cmd {
+        Cmd::Check { config } => match load(config.as_ref()) {
+            Ok(c) => {
+                println!(
+                    "{}: OK (pop {:?}, {} service(s), {} backend(s))",
+                    c.source,
+                    c.pop_name,
+                    c.services.len(),
+                    c.services.iter().map(|s| s.backends.len()).sum::<usize>()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::Run { config } => run(config, false),
+        Cmd::Demo => run(None, true),
+    }
+}
+
+fn load(path: Option<&PathBuf>) -> Result<Config, config::ConfigError> {
+    match path {
+        Some(p) => Config::load(p),
+        None => Config::embedded(),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    match format {
+        LogFormat::Text => b.init(),
+        LogFormat::Json => b.json().init(),
+    }
+}
+
+fn run(path: Option<PathBuf>, demo: bool) -> ExitCode {
+    let cfg = match load(path.as_ref()) {
+        Ok(c) => c,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let workers = cfg
+        .workers
+        .map(|w| w.get() as usize)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .thread_name("anyedge-worker")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(daemon(cfg, path, demo, workers)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn daemon(cfg: Config, path: Option<PathBuf>, demo: bool, workers: usize) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let mut usr1 = signal(SignalKind::user_defined1()).context("SIGUSR1 handler")?;
+
+    if demo {
+        demo::serve("demo-a", "127.0.0.1:9001".parse()?).await?;
+        demo::serve("demo-b", "127.0.0.1:9002".parse()?).await?;
+    }
+    info!(pop = %cfg.pop_name, config = %cfg.source, services = cfg.services.len(), workers, "anyedge starting");
+    let listen: Vec<String> = cfg
+        .services
+        .iter()
+        .flat_map(|s| s.listen.iter().map(|a| a.to_string()))
+        .collect();
+    let edge: Arc<Edge> = Edge::start(cfg, workers)?;
+    if demo {
+        info!("demo ready: try `curl http://127.0.0.1:8080/` (backends turn healthy after 2 checks, ~1s)");
+    }
+    info!(listen = ?listen, "ready");
+
+    loop {
+        tokio::select! {
+            _ = term.recv() => { info!("SIGTERM received"); break; }
+            _ = int.recv() => { info!("SIGINT received"); break; }
+            _ = hup.recv() => reload(&edge, path.as_ref()),
+            _ = usr1.recv() => info!("status\n{}", edge.status_report()),
+        }
+    }
+
+    // Shutdown invariant: (withdraw routes, once BGP lands) -> stop accepting
+    // -> drain open connections up to the grace period -> exit.
+    let grace = edge.config().shutdown_grace;
+    edge.stop_accepting();
+    let open = edge.active.load(std::sync::atomic::Ordering::Relaxed);
+    info!(open_connections = open, grace = ?grace, "listeners closed; draining");
+    let left = tokio::select! {
+        n = edge.drain(grace) => n,
+        _ = int.recv() => { warn!("second SIGINT: not waiting for connections"); edge.active.load(std::sync::atomic::Ordering::Relaxed) }
+        _ = term.recv() => { warn!("second SIGTERM: not waiting for connections"); edge.active.load(std::sync::atomic::Ordering::Relaxed) }
+    };
+    if left > 0 {
+        warn!(closed = left, "grace period over; closing remaining connections");
+    } else {
+        info!("all connections drained");
+    }
+    info!("anyedge stopped");
+    Ok(())
+}
+
+/// Reload: parse the whole file first; only a valid config is applied, and
+/// applying is all-or-nothing (listeners are bound before anything changes).
+fn reload(edge: &Arc<Edge>, path: Option<&PathBuf>) {
+    info!(config = %config::source_name(path), "SIGHUP: reloading configuration");
+    let cfg = match load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            error!(error = %e, "reload rejected: configuration invalid; keeping the running one");
+            return;
+        }
+    };
+    match edge.apply(cfg) {
+        Ok(()) => info!("reload applied"),
+        Err(e) => error!(error = %e, "reload rejected; keeping the running configuration"),
+    }
+}

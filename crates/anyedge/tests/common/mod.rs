@@ -1,0 +1,247 @@
+//! Shared helpers for integration tests: start the real `anyedge` binary and
+//! real nginx instances, each ended by the PID we started.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+pub fn wait_port(addr: SocketAddr, max: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < max {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("nothing listening on {addr} after {max:?}");
+}
+
+/// The nginx binary, or a panic telling how to get it (CI installs it).
+pub fn nginx_bin() -> PathBuf {
+    for p in ["/usr/sbin/nginx", "/usr/bin/nginx"] {
+        if Path::new(p).exists() {
+            return p.into();
+        }
+    }
+    panic!("nginx not found: install it (apt-get install nginx); .ci/run does");
+}
+
+/// A real nginx with `listen ... proxy_protocol`, single process (no master)
+/// so that killing our PID kills the server.
+pub struct Nginx {
+    pub name: String,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Nginx {
+    pub fn start(name: &str, port: u16) -> Nginx {
+        let dir = tempfile::tempdir().unwrap();
+        let mut n = Nginx {
+            name: name.to_string(),
+            port,
+            dir,
+            child: None,
+        };
+        n.write_conf();
+        n.spawn();
+        n
+    }
+
+    fn write_conf(&self) {
+        let d = self.dir.path().display();
+        std::fs::create_dir_all(self.dir.path().join("tmp")).unwrap();
+        let conf = format!(
+            r#"
+daemon off;
+master_process off;
+worker_processes 1;
+error_log {d}/error.log warn;
+pid {d}/nginx.pid;
+events {{ worker_connections 4096; }}
+http {{
+    access_log {d}/access.log;
+    client_body_temp_path {d}/tmp/body;
+    proxy_temp_path {d}/tmp/proxy;
+    fastcgi_temp_path {d}/tmp/fastcgi;
+    uwsgi_temp_path {d}/tmp/uwsgi;
+    scgi_temp_path {d}/tmp/scgi;
+    server {{
+        listen 127.0.0.1:{port} proxy_protocol;
+        location /healthz {{ return 200 "ok\n"; }}
+        location / {{
+            return 200 "backend={name} proxy_addr=$proxy_protocol_addr proxy_port=$proxy_protocol_port server_addr=$proxy_protocol_server_addr server_port=$proxy_protocol_server_port\n";
+        }}
+    }}
+}}
+"#,
+            port = self.port,
+            name = self.name
+        );
+        std::fs::write(self.dir.path().join("nginx.conf"), conf).unwrap();
+    }
+
+    pub fn spawn(&mut self) {
+        let child = Command::new(nginx_bin())
+            .arg("-p")
+            .arg(self.dir.path())
+            .arg("-e")
+            .arg(self.dir.path().join("error.log"))
+            .arg("-c")
+            .arg(self.dir.path().join("nginx.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        self.child = Some(child);
+        wait_port(SocketAddr::from(([127, 0, 0, 1], self.port)), Duration::from_secs(10));
+    }
+
+    /// SIGKILL to the PID we started.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The real `anyedge` binary built by cargo for this test run.
+pub struct Anyedge {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    child: Option<Child>,
+}
+
+impl Anyedge {
+    pub fn start(config: &str, wait_for: SocketAddr) -> Anyedge {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("anyedge.toml");
+        std::fs::write(&path, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("anyedge.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_anyedge"))
+            .arg("run")
+            .arg("-c")
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start anyedge");
+        let a = Anyedge {
+            dir,
+            config: path,
+            child: Some(child),
+        };
+        wait_port(wait_for, Duration::from_secs(10));
+        a
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).unwrap();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("anyedge.log")).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle` `count` times; returns the time waited.
+    pub fn wait_log(&self, needle: &str, count: usize, max: Duration) -> Duration {
+        let start = Instant::now();
+        while start.elapsed() < max {
+            if self.log().matches(needle).count() >= count {
+                return start.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("log never had {count}x {needle:?} within {max:?}:\n{}", self.log());
+    }
+
+    pub fn rewrite_config(&self, config: &str) {
+        std::fs::write(&self.config, config).unwrap();
+    }
+
+    pub fn wait_exit(&mut self, max: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < max {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    self.child = None;
+                    return Some(st);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+}
+
+impl Drop for Anyedge {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- anyedge log ----\n{}", self.log());
+        }
+    }
+}
+
+/// One HTTP/1.0-style GET over a fresh connection from source IP `src`
+/// (any 127.x.y.z works on Linux loopback). Returns (local port, body).
+pub fn get_from(src: Ipv4Addr, target: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    sock.bind(&SocketAddr::V4(SocketAddrV4::new(src, 0)).into())?;
+    sock.set_read_timeout(Some(Duration::from_secs(5)))?;
+    sock.connect_timeout(&target.into(), Duration::from_secs(2))?;
+    let mut s: TcpStream = sock.into();
+    let port = s.local_addr()?.port();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .ok_or_else(|| std::io::Error::other(format!("no HTTP response: {resp:?}")))?;
+    if !resp.starts_with("HTTP/1.1 200") {
+        return Err(std::io::Error::other(format!("bad response: {resp:?}")));
+    }
+    Ok((port, body))
+}
+
+pub fn get(target: SocketAddr) -> std::io::Result<(u16, String)> {
+    get_from(Ipv4Addr::new(127, 0, 0, 1), target, "/")
+}
+
+/// Parses `key=value` pairs from an nginx test body.
+pub fn field<'a>(body: &'a str, key: &str) -> &'a str {
+    body.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+        .unwrap_or("")
+}
