@@ -672,9 +672,9 @@ address = "127.0.0.1:9001"
         let src = MIN.replace("name = \"b1\"", "name = \"b1\"\nwieght = 3");
         let e = Config::parse(&src, "t.toml").unwrap_err();
         assert_eq!(e.file, "t.toml");
-        assert_eq!(e.line, 12, "{e}");
+        assert_eq!(e.line, 11, "{e}");
         assert!(e.message.contains("unknown field `wieght`"), "{e}");
-        assert!(e.to_string().starts_with("t.toml:12:"), "{e}");
+        assert!(e.to_string().starts_with("t.toml:11:1: wieght:"), "{e}");
     }
 
     #[test]
@@ -693,7 +693,7 @@ address = "127.0.0.1:9001"
         let src = format!("{MIN}\n[service.health]\ninterval = \"1s\"\ntimeout = \"2s\"\n");
         let e = Config::parse(&src, "t.toml").unwrap_err();
         assert!(e.field.ends_with("health.timeout"), "{e}");
-        assert_eq!(e.line, 16);
+        assert_eq!(e.line, 15);
         let src = format!("{MIN}\n[service.health]\nfall = 0\n");
         let e = Config::parse(&src, "t.toml").unwrap_err();
         assert!(e.field.ends_with("health.fall"), "{e}");

@@ -249,7 +249,7 @@ impl Service {
         };
         if let Some(tr) = tr {
             warn!(service = %self.name, backend = %b.name, from = ?tr.from, to = ?tr.to,
-                  reason = %tr.reason, last_error = %reason, "backend ejected by passive health");
+                  reason = %tr.reason, last_error = %reason, "backend down: ejected by passive health");
             self.set_backend_state(b, tr.to);
         }
     }
