@@ -438,12 +438,18 @@ impl Config {
         }
         let workers = match raw.pop.workers {
             None => None,
-            Some(w) => Some(NonZeroU32::new(*w.get_ref()).filter(|n| n.get() <= 256).ok_or_else(|| {
-                cx.err(w.span(), "pop.workers", "must be between 1 and 256")
-            })?),
+            Some(w) => Some(
+                NonZeroU32::new(*w.get_ref())
+                    .filter(|n| n.get() <= 256)
+                    .ok_or_else(|| cx.err(w.span(), "pop.workers", "must be between 1 and 256"))?,
+            ),
         };
         let max_connections = NonZeroU32::new(*raw.limits.max_connections.get_ref()).ok_or_else(|| {
-            cx.err(raw.limits.max_connections.span(), "limits.max_connections", "must be > 0")
+            cx.err(
+                raw.limits.max_connections.span(),
+                "limits.max_connections",
+                "must be > 0",
+            )
         })?;
 
         let mut services = Vec::with_capacity(raw.services.len());
@@ -453,7 +459,11 @@ impl Config {
             let sp = format!("service[{si}]");
             let svc = parse_service(&cx, &sp, rs)?;
             if !names.insert(svc.name.clone()) {
-                return Err(cx.err(0..0, format!("{sp}.name"), format!("duplicate service name {:?}", svc.name)));
+                return Err(cx.err(
+                    0..0,
+                    format!("{sp}.name"),
+                    format!("duplicate service name {:?}", svc.name),
+                ));
             }
             for l in &svc.listen {
                 if !all_listen.insert(*l) {
@@ -475,14 +485,22 @@ impl Config {
 
 fn parse_service(cx: &Ctx<'_>, sp: &str, rs: RawService) -> Result<ServiceConfig, ConfigError> {
     if !valid_name(rs.name.get_ref()) {
-        return Err(cx.err(rs.name.span(), format!("{sp}.name"), "must be 1-64 characters of [A-Za-z0-9._-]"));
+        return Err(cx.err(
+            rs.name.span(),
+            format!("{sp}.name"),
+            "must be 1-64 characters of [A-Za-z0-9._-]",
+        ));
     }
     let sp = format!("service {:?}", rs.name.get_ref());
     let listen_span = rs.listen.span();
     let mut listen = Vec::new();
     for l in rs.listen.into_inner() {
         let a: SocketAddr = l.get_ref().parse().map_err(|_| {
-            cx.err(l.span(), format!("{sp}.listen"), format!("{:?} is not ADDRESS:PORT (IPv6 as [::1]:80)", l.get_ref()))
+            cx.err(
+                l.span(),
+                format!("{sp}.listen"),
+                format!("{:?} is not ADDRESS:PORT (IPv6 as [::1]:80)", l.get_ref()),
+            )
         })?;
         if listen.contains(&a) {
             return Err(cx.err(l.span(), format!("{sp}.listen"), format!("{a} listed twice")));
@@ -497,10 +515,13 @@ fn parse_service(cx: &Ctx<'_>, sp: &str, rs: RawService) -> Result<ServiceConfig
     }
     let max_connections = match rs.max_connections {
         None => None,
-        Some(m) => Some(
-            NonZeroU32::new(*m.get_ref())
-                .ok_or_else(|| cx.err(m.span(), format!("{sp}.max_connections"), "must be > 0 (omit for no cap)"))?,
-        ),
+        Some(m) => Some(NonZeroU32::new(*m.get_ref()).ok_or_else(|| {
+            cx.err(
+                m.span(),
+                format!("{sp}.max_connections"),
+                "must be > 0 (omit for no cap)",
+            )
+        })?),
     };
     let mut accept_proxy_from = Vec::new();
     for c in rs.accept_proxy_from {
@@ -508,12 +529,22 @@ fn parse_service(cx: &Ctx<'_>, sp: &str, rs: RawService) -> Result<ServiceConfig
             .get_ref()
             .parse()
             .or_else(|_| c.get_ref().parse::<std::net::IpAddr>().map(IpNet::from))
-            .map_err(|_| cx.err(c.span(), format!("{sp}.accept_proxy_from"), format!("{:?} is not a CIDR", c.get_ref())))?;
+            .map_err(|_| {
+                cx.err(
+                    c.span(),
+                    format!("{sp}.accept_proxy_from"),
+                    format!("{:?} is not a CIDR", c.get_ref()),
+                )
+            })?;
         accept_proxy_from.push(net.trunc());
     }
 
     let t = rs.timeouts;
-    for (name, d) in [("connect", &t.connect), ("idle", &t.idle), ("client_first_byte", &t.client_first_byte)] {
+    for (name, d) in [
+        ("connect", &t.connect),
+        ("idle", &t.idle),
+        ("client_first_byte", &t.client_first_byte),
+    ] {
         if d.get_ref().is_zero() {
             return Err(cx.err(d.span(), format!("{sp}.timeouts.{name}"), "must be > 0"));
         }
@@ -529,7 +560,11 @@ fn parse_service(cx: &Ctx<'_>, sp: &str, rs: RawService) -> Result<ServiceConfig
         return Err(cx.err(h.interval.span(), format!("{sp}.health.interval"), "must be >= 10ms"));
     }
     if h.timeout.get_ref().is_zero() || h.timeout.get_ref() > h.interval.get_ref() {
-        return Err(cx.err(h.timeout.span(), format!("{sp}.health.timeout"), "must be > 0 and <= interval"));
+        return Err(cx.err(
+            h.timeout.span(),
+            format!("{sp}.health.timeout"),
+            "must be > 0 and <= interval",
+        ));
     }
     for (name, v) in [("rise", &h.rise), ("fall", &h.fall)] {
         if *v.get_ref() == 0 || *v.get_ref() > 100 {
@@ -541,14 +576,26 @@ fn parse_service(cx: &Ctx<'_>, sp: &str, rs: RawService) -> Result<ServiceConfig
         RawCheckKind::Http => {
             let path = h.path.get_ref();
             if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
-                return Err(cx.err(h.path.span(), format!("{sp}.health.path"), "must start with / and contain no spaces or control characters"));
+                return Err(cx.err(
+                    h.path.span(),
+                    format!("{sp}.health.path"),
+                    "must start with / and contain no spaces or control characters",
+                ));
             }
             if !(100..=599).contains(h.expect_status.get_ref()) {
-                return Err(cx.err(h.expect_status.span(), format!("{sp}.health.expect_status"), "must be an HTTP status 100-599"));
+                return Err(cx.err(
+                    h.expect_status.span(),
+                    format!("{sp}.health.expect_status"),
+                    "must be an HTTP status 100-599",
+                ));
             }
             let host = h.host.clone().unwrap_or_else(|| "localhost".into());
             if host.bytes().any(|b| b <= b' ' || b == 0x7f) {
-                return Err(cx.err(0..0, format!("{sp}.health.host"), "must contain no spaces or control characters"));
+                return Err(cx.err(
+                    0..0,
+                    format!("{sp}.health.host"),
+                    "must contain no spaces or control characters",
+                ));
             }
             CheckKind::Http {
                 path: h.path.into_inner(),
@@ -563,13 +610,25 @@ fn parse_service(cx: &Ctx<'_>, sp: &str, rs: RawService) -> Result<ServiceConfig
     for (bi, rb) in rs.backends.into_inner().into_iter().enumerate() {
         let bp = format!("{sp}.backend[{bi}]");
         if !valid_name(rb.name.get_ref()) {
-            return Err(cx.err(rb.name.span(), format!("{bp}.name"), "must be 1-64 characters of [A-Za-z0-9._-]"));
+            return Err(cx.err(
+                rb.name.span(),
+                format!("{bp}.name"),
+                "must be 1-64 characters of [A-Za-z0-9._-]",
+            ));
         }
         if backends.iter().any(|b| &b.name == rb.name.get_ref()) {
-            return Err(cx.err(rb.name.span(), format!("{bp}.name"), format!("duplicate backend name {:?}", rb.name.get_ref())));
+            return Err(cx.err(
+                rb.name.span(),
+                format!("{bp}.name"),
+                format!("duplicate backend name {:?}", rb.name.get_ref()),
+            ));
         }
         let address: SocketAddr = rb.address.get_ref().parse().map_err(|_| {
-            cx.err(rb.address.span(), format!("{bp}.address"), format!("{:?} is not IP:PORT (IPv6 as [2001:db8::1]:80)", rb.address.get_ref()))
+            cx.err(
+                rb.address.span(),
+                format!("{bp}.address"),
+                format!("{:?} is not IP:PORT (IPv6 as [2001:db8::1]:80)", rb.address.get_ref()),
+            )
         })?;
         if address.port() == 0 {
             return Err(cx.err(rb.address.span(), format!("{bp}.address"), "port must not be 0"));
@@ -579,10 +638,13 @@ fn parse_service(cx: &Ctx<'_>, sp: &str, rs: RawService) -> Result<ServiceConfig
         }
         let max_connections = match rb.max_connections {
             None => None,
-            Some(m) => Some(
-                NonZeroU32::new(*m.get_ref())
-                    .ok_or_else(|| cx.err(m.span(), format!("{bp}.max_connections"), "must be > 0 (omit for no cap)"))?,
-            ),
+            Some(m) => Some(NonZeroU32::new(*m.get_ref()).ok_or_else(|| {
+                cx.err(
+                    m.span(),
+                    format!("{bp}.max_connections"),
+                    "must be > 0 (omit for no cap)",
+                )
+            })?),
         };
         backends.push(BackendConfig {
             name: rb.name.into_inner(),
@@ -704,7 +766,10 @@ address = "127.0.0.1:9001"
         let src = format!("{MIN}\n[[service.backend]]\nname = \"b1\"\naddress = \"127.0.0.1:9002\"\n");
         let e = Config::parse(&src, "t.toml").unwrap_err();
         assert!(e.message.contains("duplicate backend"), "{e}");
-        let src = MIN.replace("[\"127.0.0.1:8080\", \"[::1]:8080\"]", "[\"127.0.0.1:8080\", \"127.0.0.1:8080\"]");
+        let src = MIN.replace(
+            "[\"127.0.0.1:8080\", \"[::1]:8080\"]",
+            "[\"127.0.0.1:8080\", \"127.0.0.1:8080\"]",
+        );
         let e = Config::parse(&src, "t.toml").unwrap_err();
         assert!(e.message.contains("listed twice"), "{e}");
     }

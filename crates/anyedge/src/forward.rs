@@ -14,7 +14,9 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::Interest;
+use std::io::{Read, Write};
+
+use tokio::io::unix::AsyncFd;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -40,19 +42,31 @@ pub struct Totals {
     pub to_client: u64,
 }
 
+/// A connected socket registered with the reactor through `AsyncFd`, which
+/// lets us clear read readiness after a short read: a read that returns less
+/// than asked for has drained the socket, so we go back to epoll instead of
+/// paying for one more `read` that would only say EAGAIN (tokio's
+/// `TcpStream` can clear readiness only on EAGAIN). `clear_ready` is tick
+/// checked, so an edge that arrived meanwhile is not lost.
+type Sock = AsyncFd<std::net::TcpStream>;
+
 /// Forwards until both directions end, an error happens, or `idle` passes
 /// without any byte moving. `counters` are (client->backend, backend->client)
 /// byte counters updated as data moves.
 pub async fn forward(
-    client: &TcpStream,
-    backend: &TcpStream,
+    client: TcpStream,
+    backend: TcpStream,
     idle: Duration,
     counters: [&AtomicU64; 2],
     use_splice: bool,
 ) -> (End, Totals) {
+    let (client, backend) = match (to_async_fd(client), to_async_fd(backend)) {
+        (Ok(c), Ok(b)) => (c, b),
+        _ => return (End::Error, Totals::default()),
+    };
     let activity = Activity::new();
-    let up = pump(client, backend, &activity, counters[0], use_splice);
-    let down = pump(backend, client, &activity, counters[1], use_splice);
+    let up = pump(&client, &backend, &activity, counters[0], use_splice);
+    let down = pump(&backend, &client, &activity, counters[1], use_splice);
     tokio::pin!(up, down);
     let mut up_done: Option<io::Result<u64>> = None;
     let mut down_done: Option<io::Result<u64>> = None;
@@ -97,6 +111,16 @@ pub async fn forward(
     )
 }
 
+#[allow(unsafe_code)]
+fn to_async_fd(s: TcpStream) -> io::Result<Sock> {
+    let std = s.into_std()?;
+    std.set_nonblocking(true)?;
+    // SAFETY: `AsyncFd::register` needs the fd to stay open while registered;
+    // the `std::net::TcpStream` owns it and is moved into the `AsyncFd`, which
+    // deregisters before dropping (closing) it.
+    unsafe { AsyncFd::register(std) }.map_err(|e| e.into_parts().1)
+}
+
 /// Last time a byte moved, shared by both directions of one connection.
 /// (An atomic rather than a `Cell` so the connection future stays `Send`.)
 struct Activity {
@@ -128,33 +152,31 @@ fn counters_total(r: &Option<io::Result<u64>>) -> u64 {
 }
 
 /// One direction: `src` -> `dst`. Returns bytes moved at EOF.
-async fn pump(
-    src: &TcpStream,
-    dst: &TcpStream,
-    activity: &Activity,
-    counter: &AtomicU64,
-    use_splice: bool,
-) -> io::Result<u64> {
+async fn pump(src: &Sock, dst: &Sock, activity: &Activity, counter: &AtomicU64, use_splice: bool) -> io::Result<u64> {
     let mut total = 0u64;
     let mut buf = vec![0u8; BUF];
     let mut pipe: Option<(OwnedFd, OwnedFd)> = None;
     loop {
+        let mut rg = src.readable().await?;
         if let Some((pr, pw)) = &pipe {
-            // splice mode
-            src.readable().await?;
-            let n = match src.try_io(Interest::READABLE, || splice(src, pw, SPLICE_LEN)) {
+            // splice mode: socket -> pipe -> socket, in the kernel
+            let n = match splice(src.get_ref(), pw, SPLICE_LEN) {
                 Ok(0) => break,
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    rg.clear_ready();
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
+            drop(rg);
             let mut left = n;
             while left > 0 {
-                dst.writable().await?;
-                match dst.try_io(Interest::WRITABLE, || splice(pr, dst, left)) {
+                let mut wg = dst.writable().await?;
+                match splice(pr, dst.get_ref(), left) {
                     Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                     Ok(m) => left -= m,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => wg.clear_ready(),
                     Err(e) => return Err(e),
                 }
             }
@@ -162,14 +184,22 @@ async fn pump(
             counter.fetch_add(n as u64, Ordering::Relaxed);
             activity.touch();
         } else {
-            src.readable().await?;
-            let n = match src.try_read(&mut buf) {
+            let n = match src.get_ref().read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    rg.clear_ready();
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
-            write_all(dst, &buf[..n]).await?;
+            if n < buf.len() {
+                // short read: the socket is drained (see `Sock`)
+                rg.clear_ready();
+            }
+            drop(rg);
+            write_all_fd(dst, &buf[..n]).await?;
             total += n as u64;
             counter.fetch_add(n as u64, Ordering::Relaxed);
             activity.touch();
@@ -184,8 +214,22 @@ async fn pump(
         }
     }
     // EOF from src: pass the half-close on, keep the other direction open.
-    let _ = socket2::SockRef::from(dst).shutdown(Shutdown::Write);
+    let _ = dst.get_ref().shutdown(Shutdown::Write);
     Ok(total)
+}
+
+async fn write_all_fd(dst: &Sock, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        let mut g = dst.writable().await?;
+        match dst.get_ref().write(data) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => g.clear_ready(),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Writes all of `data` to a non-blocking tokio stream.
@@ -251,7 +295,7 @@ mod tests {
             backend_peer.shutdown().await.unwrap();
             got
         });
-        let (end, totals) = forward(&client, &backend, Duration::from_secs(5), [&up, &down], use_splice).await;
+        let (end, totals) = forward(client, backend, Duration::from_secs(5), [&up, &down], use_splice).await;
         assert_eq!(end, End::Closed);
         assert_eq!(totals.to_backend, payload.len() as u64);
         assert_eq!(totals.to_client, 1000);
@@ -278,7 +322,7 @@ mod tests {
         let (backend, _backend_peer) = pair().await;
         let c = AtomicU64::new(0);
         let start = Instant::now();
-        let (end, _) = forward(&client, &backend, Duration::from_millis(200), [&c, &c], true).await;
+        let (end, _) = forward(client, backend, Duration::from_millis(200), [&c, &c], true).await;
         assert_eq!(end, End::Idle);
         assert!(start.elapsed() < Duration::from_secs(2));
     }

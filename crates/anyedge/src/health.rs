@@ -42,7 +42,8 @@ pub async fn run_checker(svc: Weak<Service>, backend: Weak<Backend>) {
 }
 
 fn phase(name: &str) -> u32 {
-    name.bytes().fold(2166136261u32, |h, b| (h ^ u32::from(b)).wrapping_mul(16777619))
+    name.bytes()
+        .fold(2166136261u32, |h, b| (h ^ u32::from(b)).wrapping_mul(16777619))
 }
 
 /// One check, bounded by the check timeout.
@@ -76,8 +77,7 @@ async fn check_inner(addr: SocketAddr, hc: &HealthCheck, proxy: ProxyMode) -> Re
         let addrs = Addresses::Tcp { src, dst: addr };
         match proxy {
             ProxyMode::V1 => anyedge_proxy::encode_v1(&mut out, &addrs),
-            _ => anyedge_proxy::encode_v2(&mut out, &addrs, &[], false)
-                .map_err(|e| FailReason::Io(e.to_string()))?,
+            _ => anyedge_proxy::encode_v2(&mut out, &addrs, &[], false).map_err(|e| FailReason::Io(e.to_string()))?,
         }
     }
     match &hc.kind {
@@ -94,8 +94,10 @@ async fn check_inner(addr: SocketAddr, hc: &HealthCheck, proxy: ProxyMode) -> Re
             expect_status,
         } => {
             out.extend_from_slice(
-                format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: anyedge-health\r\nConnection: close\r\n\r\n")
-                    .as_bytes(),
+                format!(
+                    "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: anyedge-health\r\nConnection: close\r\n\r\n"
+                )
+                .as_bytes(),
             );
             s.write_all(&out).await.map_err(|e| FailReason::Io(e.to_string()))?;
             // Read just the status line.
@@ -173,7 +175,9 @@ mod tests {
             while !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
                 n += c.read(&mut buf[n..]).await.unwrap();
             }
-            c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await.unwrap();
+            c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                .await
+                .unwrap();
             buf.truncate(n);
             buf
         });
@@ -202,9 +206,19 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(5)).await;
         });
         let r = check_once(addr, &http(200), ProxyMode::None).await;
-        assert_eq!(r, CheckResult::Failed { reason: FailReason::BadStatus(503) });
+        assert_eq!(
+            r,
+            CheckResult::Failed {
+                reason: FailReason::BadStatus(503)
+            }
+        );
         let r = check_once(addr, &http(200), ProxyMode::None).await;
-        assert_eq!(r, CheckResult::Failed { reason: FailReason::Timeout });
+        assert_eq!(
+            r,
+            CheckResult::Failed {
+                reason: FailReason::Timeout
+            }
+        );
     }
 
     #[tokio::test]
@@ -215,6 +229,11 @@ mod tests {
         let mut hc = http(200);
         hc.kind = CheckKind::Tcp;
         let r = check_once(addr, &hc, ProxyMode::V2).await;
-        assert_eq!(r, CheckResult::Failed { reason: FailReason::ConnectRefused });
+        assert_eq!(
+            r,
+            CheckResult::Failed {
+                reason: FailReason::ConnectRefused
+            }
+        );
     }
 }

@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
 use tracing::{debug, info, warn};
 
-use crate::config::{Balance, BackendConfig, Config, ProxyMode, ServiceConfig};
+use crate::config::{BackendConfig, Balance, Config, ProxyMode, ServiceConfig};
 use crate::forward::{self, End};
 use crate::health as checks;
 use crate::logutil::LogLimiter;
@@ -146,13 +146,7 @@ impl Service {
     /// transitions, drains and reloads (never per connection).
     fn rebuild_selector(&self) {
         let cfg = self.cfg.load();
-        let eligible: Vec<Arc<Backend>> = self
-            .backends
-            .load()
-            .iter()
-            .filter(|b| b.eligible())
-            .cloned()
-            .collect();
+        let eligible: Vec<Arc<Backend>> = self.backends.load().iter().filter(|b| b.eligible()).cloned().collect();
         let weights: Vec<u32> = eligible.iter().map(|b| b.cfg.load().weight).collect();
         let maglev = if cfg.balance == Balance::Maglev {
             let named: Vec<(&str, u32)> = eligible
@@ -264,9 +258,7 @@ impl Service {
     pub(crate) fn check_result(&self, b: &Backend, r: anyedge_lb::health::CheckResult) {
         match &r {
             anyedge_lb::health::CheckResult::Ok { .. } => b.stats.checks_ok.fetch_add(1, Ordering::Relaxed),
-            anyedge_lb::health::CheckResult::Failed { .. } => {
-                b.stats.checks_failed.fetch_add(1, Ordering::Relaxed)
-            }
+            anyedge_lb::health::CheckResult::Failed { .. } => b.stats.checks_failed.fetch_add(1, Ordering::Relaxed),
         };
         let tr = match b.health.lock() {
             Ok(mut h) => h.on_check(r, std::time::Instant::now()),
@@ -337,9 +329,7 @@ impl Edge {
     /// Builds the runtime and opens every listener. Fails if a listener
     /// cannot be bound (the daemon must not half-start).
     pub fn start(config: Config, workers: usize) -> anyhow::Result<Arc<Edge>> {
-        let boot = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let boot = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let edge = Arc::new(Edge {
             config: ArcSwap::from_pointee(config.clone()),
             services: Mutex::new(BTreeMap::new()),
@@ -467,11 +457,7 @@ impl Edge {
                             name: bc.name.clone(),
                             cfg: ArcSwap::from_pointee(bc.clone()),
                             up: AtomicBool::new(false),
-                            health: Mutex::new(Health::new(
-                                thresholds(&sc),
-                                State::Down,
-                                std::time::Instant::now(),
-                            )),
+                            health: Mutex::new(Health::new(thresholds(&sc), State::Down, std::time::Instant::now())),
                             active: AtomicU64::new(0),
                             stats: BackendStats::default(),
                             checker: Mutex::new(None),
@@ -749,7 +735,10 @@ async fn handle(edge: Arc<Edge>, svc: Arc<Service>, client: TcpStream, peer: Soc
             } else {
                 String::new()
             };
-            let mut tlvs: [Tlv<'_>; 3] = [Tlv { kind: tlv::NOOP, value: &[] }; 3];
+            let mut tlvs: [Tlv<'_>; 3] = [Tlv {
+                kind: tlv::NOOP,
+                value: &[],
+            }; 3];
             let mut n = 0;
             if let Some(sni) = &insp.sni {
                 tlvs[n] = Tlv {
@@ -780,7 +769,10 @@ async fn handle(edge: Arc<Edge>, svc: Arc<Service>, client: TcpStream, peer: Soc
     }
     head.extend_from_slice(&insp.payload);
     if !head.is_empty() {
-        if let Err(e) = timeout(cfg.timeouts.idle, forward::write_all(&upstream, &head)).await.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())) {
+        if let Err(e) = timeout(cfg.timeouts.idle, forward::write_all(&upstream, &head))
+            .await
+            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+        {
             debug!(service = %svc.name, backend = %b.name, error = %e, "write to backend failed");
             return;
         }
@@ -791,8 +783,8 @@ async fn handle(edge: Arc<Edge>, svc: Arc<Service>, client: TcpStream, peer: Soc
     drop(head);
 
     let (end, totals) = forward::forward(
-        &client,
-        &upstream,
+        client,
+        upstream,
         cfg.timeouts.idle,
         [&b.stats.bytes_to_backend, &b.stats.bytes_to_client],
         true,

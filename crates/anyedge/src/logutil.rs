@@ -24,9 +24,7 @@ impl LogLimiter {
     /// `Some(n)` if this event may be logged, where `n` is the number of
     /// events suppressed since the last one logged; `None` to stay silent.
     pub fn allow(&self) -> Option<u64> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         self.allow_at(now)
     }
 

@@ -20,7 +20,11 @@ use config::Config;
 use lb::Edge;
 
 #[derive(Parser)]
-#[command(name = "anyedge", version, about = "Anycast edge PoP: L4 load balancer with PROXY protocol")]
+#[command(
+    name = "anyedge",
+    version,
+    about = "Anycast edge PoP: L4 load balancer with PROXY protocol"
+)]
 struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]

@@ -1,5 +1,7 @@
 //! The CLI as an operator uses it: `demo`, `check`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::net::SocketAddr;
@@ -44,14 +46,21 @@ fn demo_shows_client_address_handed_over_by_proxy_v2() {
         "{body}"
     );
     assert!(body.contains("PoP: demo-pop"), "{body}");
-    assert!(v6.1.contains(&format!("client address (from PROXY header): [::1]:{}", v6.0)), "{}", v6.1);
+    assert!(
+        v6.1.contains(&format!("client address (from PROXY header): [::1]:{}", v6.0)),
+        "{}",
+        v6.1
+    );
     assert!(body.contains("unique id: demo-pop-"), "{body}");
 }
 
 #[test]
 fn check_accepts_the_example_and_names_line_and_field_on_error() {
     let ex = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/anyedge.toml");
-    let out = Command::new(env!("CARGO_BIN_EXE_anyedge")).args(["check", "-c", ex]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_anyedge"))
+        .args(["check", "-c", ex])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let dir = tempfile::tempdir().unwrap();

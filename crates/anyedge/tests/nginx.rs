@@ -3,6 +3,8 @@
 //! Clients use many loopback source addresses (127.0.0.x) so Maglev spreads
 //! them over both backends, as it would real clients.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::HashMap;
@@ -58,7 +60,8 @@ proxy_protocol = "{b_proxy}"
 struct Lab {
     lb: SocketAddr,
     a: Nginx,
-    b: Nginx,
+    /// kept alive for the test (dropping it stops nginx-b)
+    _b: Nginx,
     edge: Anyedge,
     a_port: u16,
     b_port: u16,
@@ -75,7 +78,7 @@ fn lab(b_proxy: &str) -> Lab {
     Lab {
         lb,
         a,
-        b,
+        _b: b,
         edge,
         a_port,
         b_port,
@@ -214,7 +217,11 @@ fn keepalive_get(s: &mut std::net::TcpStream) -> String {
         if let Some((head, body)) = text.split_once("\r\n\r\n") {
             let len: usize = head
                 .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
                 .unwrap();
             if body.len() >= len {
                 return body[..len].to_string();

@@ -1,6 +1,6 @@
 //! Shared helpers for integration tests: start the real `anyedge` binary and
 //! real nginx instances, each ended by the PID we started.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
