@@ -249,3 +249,59 @@ fn bad_reload_keeps_running_config() {
     assert!(e.log().contains("unknown field `bogus`"), "{}", e.log());
     assert!(get(lb).is_ok(), "old config still serving");
 }
+
+#[test]
+fn service_connection_cap_refuses_extra_connections_and_keeps_established_ones() {
+    let b = Backend::start(false);
+    let port = free_port();
+    let lb = SocketAddr::from(([127, 0, 0, 1], port));
+    let cfg = config(port, b.addr, "", "5s").replace("listen = [", "max_connections = 2\nlisten = [");
+    let e = Anyedge::start(&cfg, lb);
+    e.wait_log("backend up", 1, Duration::from_secs(5));
+    // the start-up probe connection (see `Anyedge::start`) has been closed
+    wait_status(&e, "service web active=0 ");
+    // two established connections (request sent, response pending on read)
+    let held: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = TcpStream::connect(lb).unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap(); // head not finished: stays open
+            s
+        })
+        .collect();
+    // wait until the balancer holds both
+    wait_status(&e, "service web active=2 ");
+    // the third is closed at once
+    let mut third = TcpStream::connect(lb).unwrap();
+    let _ = third.write_all(b"GET / HTTP/1.1\r\n\r\n");
+    let (n, t) = read_until_closed(&mut third);
+    assert_eq!(n, 0);
+    assert!(t < Duration::from_secs(1), "{t:?}");
+    e.wait_log("service connection cap reached", 1, Duration::from_secs(2));
+    // the established ones still complete
+    for mut s in held {
+        s.write_all(b"\r\n").unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    }
+    // and once they are gone, new connections are accepted again
+    assert!(get(lb).is_ok());
+}
+
+/// Asks for status reports (SIGUSR1) until one contains `needle`.
+fn wait_status(e: &Anyedge, needle: &str) {
+    let start = Instant::now();
+    let before = e.log().len();
+    loop {
+        e.signal(nix::sys::signal::Signal::SIGUSR1);
+        std::thread::sleep(Duration::from_millis(50));
+        if e.log().get(before..).is_some_and(|l| l.contains(needle)) {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no {needle:?} in\n{}",
+            e.log()
+        );
+    }
+}

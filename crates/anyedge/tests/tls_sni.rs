@@ -69,7 +69,13 @@ address = "{backend}"
     e.wait_log("backend up", 1, Duration::from_secs(5));
 
     let mut client = Command::new("openssl")
-        .args(["s_client", "-connect", &lb.to_string(), "-servername", "shop.example.test"])
+        .args([
+            "s_client",
+            "-connect",
+            &lb.to_string(),
+            "-servername",
+            "shop.example.test",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -77,7 +83,9 @@ address = "{backend}"
         .expect("openssl s_client (apt-get install openssl)");
     // skip the health checks' empty connections
     let got = loop {
-        let b = rx.recv_timeout(Duration::from_secs(5)).expect("backend got a connection");
+        let b = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("backend got a connection");
         if !b.is_empty() {
             break b;
         }
@@ -91,10 +99,17 @@ address = "{backend}"
     };
     assert_eq!(header.authority(), Some(&b"shop.example.test"[..]));
     assert!(header.unique_id().unwrap().starts_with(b"fra1-"));
-    let pop = header.tlvs().flatten().find(|t| t.kind == anyedge_proxy::tlv::ANYEDGE_POP).unwrap();
+    let pop = header
+        .tlvs()
+        .flatten()
+        .find(|t| t.kind == anyedge_proxy::tlv::ANYEDGE_POP)
+        .unwrap();
     assert_eq!(pop.value, b"fra1");
     assert!(header.tlvs().flatten().any(|t| t.kind == anyedge_proxy::tlv::CRC32C));
     // the ClientHello follows the header unchanged (a TLS handshake record)
     assert_eq!(got[len], 0x16, "TLS handshake record after the header");
-    assert_eq!(anyedge_proxy::sni::peek(&got[len..]), anyedge_proxy::sni::Peek::Sni("shop.example.test"));
+    assert_eq!(
+        anyedge_proxy::sni::peek(&got[len..]),
+        anyedge_proxy::sni::Peek::Sni("shop.example.test")
+    );
 }
