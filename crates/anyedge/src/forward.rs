@@ -14,10 +14,9 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use std::io::{Read, Write};
+use std::io::Read;
 
-use tokio::io::unix::AsyncFd;
-use tokio::net::TcpStream;
+use crate::net::Sock;
 use tokio::time::Instant;
 
 /// Read buffer per direction; a full read switches the direction to splice.
@@ -42,31 +41,19 @@ pub struct Totals {
     pub to_client: u64,
 }
 
-/// A connected socket registered with the reactor through `AsyncFd`, which
-/// lets us clear read readiness after a short read: a read that returns less
-/// than asked for has drained the socket, so we go back to epoll instead of
-/// paying for one more `read` that would only say EAGAIN (tokio's
-/// `TcpStream` can clear readiness only on EAGAIN). `clear_ready` is tick
-/// checked, so an edge that arrived meanwhile is not lost.
-type Sock = AsyncFd<std::net::TcpStream>;
-
 /// Forwards until both directions end, an error happens, or `idle` passes
 /// without any byte moving. `counters` are (client->backend, backend->client)
 /// byte counters updated as data moves.
 pub async fn forward(
-    client: TcpStream,
-    backend: TcpStream,
+    client: &Sock,
+    backend: &Sock,
     idle: Duration,
     counters: [&AtomicU64; 2],
     use_splice: bool,
 ) -> (End, Totals) {
-    let (client, backend) = match (to_async_fd(client), to_async_fd(backend)) {
-        (Ok(c), Ok(b)) => (c, b),
-        _ => return (End::Error, Totals::default()),
-    };
     let activity = Activity::new();
-    let up = pump(&client, &backend, &activity, counters[0], use_splice);
-    let down = pump(&backend, &client, &activity, counters[1], use_splice);
+    let up = pump(client, backend, &activity, counters[0], use_splice);
+    let down = pump(backend, client, &activity, counters[1], use_splice);
     tokio::pin!(up, down);
     let mut up_done: Option<io::Result<u64>> = None;
     let mut down_done: Option<io::Result<u64>> = None;
@@ -109,16 +96,6 @@ pub async fn forward(
             to_client: counters_total(&down_done),
         },
     )
-}
-
-#[allow(unsafe_code)]
-fn to_async_fd(s: TcpStream) -> io::Result<Sock> {
-    let std = s.into_std()?;
-    std.set_nonblocking(true)?;
-    // SAFETY: `AsyncFd::register` needs the fd to stay open while registered;
-    // the `std::net::TcpStream` owns it and is moved into the `AsyncFd`, which
-    // deregisters before dropping (closing) it.
-    unsafe { AsyncFd::register(std) }.map_err(|e| e.into_parts().1)
 }
 
 /// Last time a byte moved, shared by both directions of one connection.
@@ -199,7 +176,7 @@ async fn pump(src: &Sock, dst: &Sock, activity: &Activity, counter: &AtomicU64, 
                 rg.clear_ready();
             }
             drop(rg);
-            write_all_fd(dst, &buf[..n]).await?;
+            crate::net::write_all(dst, &buf[..n]).await?;
             total += n as u64;
             counter.fetch_add(n as u64, Ordering::Relaxed);
             activity.touch();
@@ -216,34 +193,6 @@ async fn pump(src: &Sock, dst: &Sock, activity: &Activity, counter: &AtomicU64, 
     // EOF from src: pass the half-close on, keep the other direction open.
     let _ = dst.get_ref().shutdown(Shutdown::Write);
     Ok(total)
-}
-
-async fn write_all_fd(dst: &Sock, mut data: &[u8]) -> io::Result<()> {
-    while !data.is_empty() {
-        let mut g = dst.writable().await?;
-        match dst.get_ref().write(data) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => data = &data[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => g.clear_ready(),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Writes all of `data` to a non-blocking tokio stream.
-pub async fn write_all(dst: &TcpStream, mut data: &[u8]) -> io::Result<()> {
-    while !data.is_empty() {
-        dst.writable().await?;
-        match dst.try_write(data) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => data = &data[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 fn splice(from: impl AsFd, to: impl AsFd, len: usize) -> io::Result<usize> {
@@ -263,19 +212,21 @@ fn splice(from: impl AsFd, to: impl AsFd, len: usize) -> io::Result<usize> {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
+    use tokio::net::TcpStream;
 
-    async fn pair() -> (TcpStream, TcpStream) {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-        let (b, _) = l.accept().await.unwrap();
+    /// (plain tokio stream for the test side, registered `Sock` for forward)
+    async fn pair() -> (TcpStream, Sock) {
+        let l = crate::net::listen("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        let addr = l.get_ref().local_addr().unwrap();
+        let a = TcpStream::connect(addr).await.unwrap();
+        let (b, _) = crate::net::accept(&l).await.unwrap();
         (a, b)
     }
 
     async fn roundtrip(use_splice: bool) {
         // client_peer <-> client | forward | backend <-> backend_peer
         let (mut client_peer, client) = pair().await;
-        let (backend, mut backend_peer) = pair().await;
+        let (mut backend_peer, backend) = pair().await;
         let up = AtomicU64::new(0);
         let down = AtomicU64::new(0);
         let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
@@ -295,7 +246,7 @@ mod tests {
             backend_peer.shutdown().await.unwrap();
             got
         });
-        let (end, totals) = forward(client, backend, Duration::from_secs(5), [&up, &down], use_splice).await;
+        let (end, totals) = forward(&client, &backend, Duration::from_secs(5), [&up, &down], use_splice).await;
         assert_eq!(end, End::Closed);
         assert_eq!(totals.to_backend, payload.len() as u64);
         assert_eq!(totals.to_client, 1000);
@@ -319,10 +270,10 @@ mod tests {
     #[tokio::test]
     async fn idle_timeout_ends_silent_connection() {
         let (_client_peer, client) = pair().await;
-        let (backend, _backend_peer) = pair().await;
+        let (_backend_peer, backend) = pair().await;
         let c = AtomicU64::new(0);
         let start = Instant::now();
-        let (end, _) = forward(client, backend, Duration::from_millis(200), [&c, &c], true).await;
+        let (end, _) = forward(&client, &backend, Duration::from_millis(200), [&c, &c], true).await;
         assert_eq!(end, End::Idle);
         assert!(start.elapsed() < Duration::from_secs(2));
     }

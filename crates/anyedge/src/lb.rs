@@ -19,8 +19,6 @@ use anyedge_lb::maglev::{self, Maglev};
 use anyedge_lb::select;
 use anyedge_proxy::{sni, tlv, Addresses, Decoded, Tlv};
 use arc_swap::ArcSwap;
-use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
@@ -30,6 +28,7 @@ use crate::config::{BackendConfig, Balance, Config, ProxyMode, ServiceConfig};
 use crate::forward::{self, End};
 use crate::health as checks;
 use crate::logutil::LogLimiter;
+use crate::net::{self, Listener, Sock};
 
 /// Largest inbound PROXY header accepted from a trusted source.
 const MAX_INBOUND_PROXY: usize = 4096;
@@ -368,7 +367,7 @@ impl Edge {
 
         // 1. Bind every listener that does not exist yet, before changing
         //    anything: a bind failure aborts the reload with nothing changed.
-        let mut fresh: BTreeMap<(String, SocketAddr), Vec<TcpListener>> = BTreeMap::new();
+        let mut fresh: BTreeMap<(String, SocketAddr), Vec<Listener>> = BTreeMap::new();
         for sc in &new.services {
             let existing = services.get(&sc.name);
             for addr in &sc.listen {
@@ -380,7 +379,7 @@ impl Edge {
                 });
                 if !have {
                     let socks = (0..self.workers)
-                        .map(|_| bind_listener(*addr, sc.backlog))
+                        .map(|_| net::listen(*addr, sc.backlog))
                         .collect::<io::Result<Vec<_>>>()
                         .map_err(|e| anyhow::anyhow!("service {:?}: cannot listen on {addr}: {e}", sc.name))?;
                     fresh.insert((sc.name.clone(), *addr), socks);
@@ -562,24 +561,9 @@ impl Service {
     }
 }
 
-/// A listening socket with SO_REUSEPORT (several per address, one per worker,
-/// so accepts spread over cores) and the configured backlog.
-fn bind_listener(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
-    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    sock.set_reuse_address(true)?;
-    sock.set_reuse_port(true)?;
-    if addr.is_ipv6() {
-        sock.set_only_v6(true)?;
-    }
-    sock.set_nonblocking(true)?;
-    sock.bind(&addr.into())?;
-    sock.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
-    TcpListener::from_std(sock.into())
-}
-
-async fn accept_loop(edge: Weak<Edge>, svc: Weak<Service>, listener: TcpListener) {
+async fn accept_loop(edge: Weak<Edge>, svc: Weak<Service>, listener: Listener) {
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let (stream, peer) = match net::accept(&listener).await {
             Ok(x) => x,
             Err(e) => {
                 // EMFILE/ENFILE and friends: back off instead of spinning.
@@ -640,10 +624,10 @@ enum InspectError {
     Io(io::Error),
 }
 
-async fn handle(edge: Arc<Edge>, svc: Arc<Service>, client: TcpStream, peer: SocketAddr, _guard: ConnGuard) {
+async fn handle(edge: Arc<Edge>, svc: Arc<Service>, client: Sock, peer: SocketAddr, _guard: ConnGuard) {
     let cfg = svc.cfg.load_full();
-    let _ = client.set_nodelay(true);
-    let local = match client.local_addr() {
+    let _ = client.get_ref().set_nodelay(true);
+    let local = match client.get_ref().local_addr() {
         Ok(a) => a,
         Err(_) => return,
     };
@@ -686,7 +670,7 @@ async fn handle(edge: Arc<Edge>, svc: Arc<Service>, client: TcpStream, peer: Soc
         let addr = b.cfg.load().address;
         b.active.fetch_add(1, Ordering::Relaxed);
         let bguard = BackendGuard(b.clone());
-        match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
+        match tokio::time::timeout_at(deadline, net::connect(addr)).await {
             Ok(Ok(s)) => {
                 svc.passive_success(&b);
                 break (bguard, s);
@@ -715,7 +699,7 @@ async fn handle(edge: Arc<Edge>, svc: Arc<Service>, client: TcpStream, peer: Soc
         }
     };
     let b = &backend.0;
-    let _ = upstream.set_nodelay(true);
+    let _ = upstream.get_ref().set_nodelay(true);
     b.stats.connections.fetch_add(1, Ordering::Relaxed);
     let bcfg = b.cfg.load_full();
 
@@ -769,7 +753,7 @@ async fn handle(edge: Arc<Edge>, svc: Arc<Service>, client: TcpStream, peer: Soc
     }
     head.extend_from_slice(&insp.payload);
     if !head.is_empty() {
-        if let Err(e) = timeout(cfg.timeouts.idle, forward::write_all(&upstream, &head))
+        if let Err(e) = timeout(cfg.timeouts.idle, net::write_all(&upstream, &head))
             .await
             .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
         {
@@ -783,8 +767,8 @@ async fn handle(edge: Arc<Edge>, svc: Arc<Service>, client: TcpStream, peer: Soc
     drop(head);
 
     let (end, totals) = forward::forward(
-        client,
-        upstream,
+        &client,
+        &upstream,
         cfg.timeouts.idle,
         [&b.stats.bytes_to_backend, &b.stats.bytes_to_client],
         true,
@@ -843,7 +827,7 @@ fn report_inspect_error(svc: &Service, peer: SocketAddr, e: InspectError) {
 /// only) and, when the client speaks TLS, the SNI of its ClientHello.
 /// Bounded by MAX_PEEK bytes; the caller bounds it in time.
 async fn inspect(
-    client: &TcpStream,
+    client: &Sock,
     peer: SocketAddr,
     local: SocketAddr,
     cfg: &ServiceConfig,
@@ -897,24 +881,20 @@ async fn inspect(
     Ok(out)
 }
 
-async fn read_more(client: &TcpStream, buf: &mut Vec<u8>) -> Result<usize, InspectError> {
+async fn read_more(client: &Sock, buf: &mut Vec<u8>) -> Result<usize, InspectError> {
     if buf.len() >= MAX_PEEK {
         return Ok(0);
     }
     let start = buf.len();
     buf.resize(MAX_PEEK.min(start + 4096), 0);
-    loop {
-        client.readable().await.map_err(InspectError::Io)?;
-        match client.try_read(&mut buf[start..]) {
-            Ok(n) => {
-                buf.truncate(start + n);
-                return Ok(n);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => {
-                buf.truncate(start);
-                return Err(InspectError::Io(e));
-            }
+    match net::read(client, &mut buf[start..]).await {
+        Ok(n) => {
+            buf.truncate(start + n);
+            Ok(n)
+        }
+        Err(e) => {
+            buf.truncate(start);
+            Err(InspectError::Io(e))
         }
     }
 }

@@ -15,6 +15,7 @@ mod forward;
 mod health;
 mod lb;
 mod logutil;
+mod net;
 
 use config::Config;
 use lb::Edge;

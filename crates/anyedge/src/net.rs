@@ -1,0 +1,133 @@
+//! Sockets on the connection path, registered with tokio's reactor through
+//! `AsyncFd` once, for their whole life (accept -> inspect -> connect ->
+//! forward), instead of tokio's `TcpStream`. Two reasons, both measured in
+//! `bench/l4_vs_haproxy.sh`:
+//! - after a short read we clear read readiness ourselves (tick-checked by
+//!   tokio, so no edge is lost) instead of paying one more `read` = EAGAIN;
+//! - splice needs the raw fd, and converting a tokio stream to a raw one
+//!   costs an epoll deregistration and registration per socket.
+//!
+//! This is the one module of the daemon with `unsafe` (fd registration and
+//! adoption), each block with its SAFETY argument.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{FromRawFd, OwnedFd};
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::unix::AsyncFd;
+
+/// A connected, non-blocking TCP socket registered with the reactor.
+pub type Sock = AsyncFd<TcpStream>;
+/// A listening, non-blocking TCP socket registered with the reactor.
+pub type Listener = AsyncFd<TcpListener>;
+
+#[allow(unsafe_code)]
+fn register<T: std::os::fd::AsRawFd>(inner: T) -> io::Result<AsyncFd<T>> {
+    // SAFETY: `AsyncFd::register` requires the fd to stay open while it is
+    // registered. `inner` owns its fd and is moved into the `AsyncFd`, which
+    // deregisters it before dropping (and so closing) `inner`.
+    unsafe { AsyncFd::register(inner) }.map_err(|e| e.into_parts().1)
+}
+
+/// A listening socket with SO_REUSEPORT (several per address, one per
+/// worker, so the kernel spreads new connections) and the given backlog.
+pub fn listen(addr: SocketAddr, backlog: u32) -> io::Result<Listener> {
+    let sock = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking(),
+        Some(Protocol::TCP),
+    )?;
+    sock.set_reuse_address(true)?;
+    sock.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    sock.bind(&addr.into())?;
+    sock.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    register(TcpListener::from(sock))
+}
+
+/// Accepts one connection (non-blocking, close-on-exec in one `accept4`).
+pub async fn accept(l: &Listener) -> io::Result<(Sock, SocketAddr)> {
+    use nix::sys::socket::{accept4, SockFlag};
+    use std::os::fd::AsRawFd;
+    loop {
+        let mut g = l.readable().await?;
+        match accept4(
+            l.get_ref().as_raw_fd(),
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        ) {
+            Ok(fd) => {
+                let s = adopt(fd);
+                let peer = s.peer_addr()?;
+                return Ok((register(s)?, peer));
+            }
+            Err(nix::errno::Errno::EAGAIN) => g.clear_ready(),
+            Err(nix::errno::Errno::EINTR | nix::errno::Errno::ECONNABORTED) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+#[allow(unsafe_code)]
+fn adopt(fd: std::os::fd::RawFd) -> TcpStream {
+    // SAFETY: `fd` was just returned by a successful accept4(2): it is open
+    // and owned by nobody else, so `OwnedFd` may take ownership (and close it).
+    TcpStream::from(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Non-blocking connect; resolves once connected (or failed).
+pub async fn connect(addr: SocketAddr) -> io::Result<Sock> {
+    let sock = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking(),
+        Some(Protocol::TCP),
+    )?;
+    match sock.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let s = register(TcpStream::from(sock))?;
+    let _g = s.writable().await?;
+    if let Some(e) = s.get_ref().take_error()? {
+        return Err(e);
+    }
+    // Writable with no error: connected (peer_addr fails if not).
+    s.get_ref().peer_addr()?;
+    Ok(s)
+}
+
+/// Reads once (waiting for data). A short read clears read readiness.
+pub async fn read(s: &Sock, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        let mut g = s.readable().await?;
+        match s.get_ref().read(buf) {
+            Ok(n) => {
+                if n < buf.len() && n > 0 {
+                    g.clear_ready();
+                }
+                return Ok(n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => g.clear_ready(),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Writes all of `data`.
+pub async fn write_all(s: &Sock, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        let mut g = s.writable().await?;
+        match s.get_ref().write(data) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => g.clear_ready(),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
