@@ -47,9 +47,7 @@ pub mod tlv {
 }
 
 /// The 12-byte signature that starts every v2 header.
-pub const V2_SIGNATURE: [u8; 12] = [
-    0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A,
-];
+pub const V2_SIGNATURE: [u8; 12] = [0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A];
 
 /// Length of the fixed part of a v2 header (signature, ver/cmd, fam, len).
 pub const V2_FIXED_LEN: usize = 16;
@@ -282,22 +280,8 @@ pub fn encode_v1(out: &mut Vec<u8>, addrs: &Addresses) {
     let _ = match *addrs {
         Addresses::Unspecified => out.write_all(b"PROXY UNKNOWN\r\n"),
         Addresses::Tcp { src, dst } => match pair(src, dst) {
-            Pair::V4(s, d) => write!(
-                out,
-                "PROXY TCP4 {} {} {} {}\r\n",
-                s.ip(),
-                d.ip(),
-                s.port(),
-                d.port()
-            ),
-            Pair::V6(s, d) => write!(
-                out,
-                "PROXY TCP6 {} {} {} {}\r\n",
-                s.ip(),
-                d.ip(),
-                s.port(),
-                d.port()
-            ),
+            Pair::V4(s, d) => write!(out, "PROXY TCP4 {} {} {} {}\r\n", s.ip(), d.ip(), s.port(), d.port()),
+            Pair::V6(s, d) => write!(out, "PROXY TCP6 {} {} {} {}\r\n", s.ip(), d.ip(), s.port(), d.port()),
         },
     };
 }
@@ -306,12 +290,7 @@ pub fn encode_v1(out: &mut Vec<u8>, addrs: &Addresses) {
 ///
 /// On error nothing is appended. A [`tlv::CRC32C`] entry passed in `tlvs`
 /// is emitted verbatim (pass `crc32c = true` instead to have it computed).
-pub fn encode_v2(
-    out: &mut Vec<u8>,
-    addrs: &Addresses,
-    tlvs: &[Tlv<'_>],
-    crc32c: bool,
-) -> Result<(), EncodeError> {
+pub fn encode_v2(out: &mut Vec<u8>, addrs: &Addresses, tlvs: &[Tlv<'_>], crc32c: bool) -> Result<(), EncodeError> {
     let pair = match *addrs {
         Addresses::Unspecified => None,
         Addresses::Tcp { src, dst } => Some(pair(src, dst)),
@@ -388,9 +367,7 @@ pub fn encode_v2(
 /// must be 4 bytes long.
 pub fn decode(buf: &[u8], max_len: usize) -> Result<Decoded<'_>, DecodeError> {
     match buf.first() {
-        None => Ok(Decoded::Incomplete {
-            at_least: V1_MIN_LEN,
-        }),
+        None => Ok(Decoded::Incomplete { at_least: V1_MIN_LEN }),
         Some(b'P') => decode_v1(buf, max_len.min(V1_MAX_LEN)),
         Some(0x0D) => decode_v2(buf, max_len),
         Some(_) => Err(DecodeError::NotProxy),
@@ -416,11 +393,7 @@ fn decode_v2(buf: &[u8], max_len: usize) -> Result<Decoded<'_>, DecodeError> {
     }
     let (ver_cmd, fam, len_hi, len_lo) = match buf {
         [_, _, _, _, _, _, _, _, _, _, _, _, a, b, c, d, ..] => (*a, *b, *c, *d),
-        _ => {
-            return Ok(Decoded::Incomplete {
-                at_least: V2_FIXED_LEN,
-            })
-        }
+        _ => return Ok(Decoded::Incomplete { at_least: V2_FIXED_LEN }),
     };
     let body_len = usize::from(u16::from_be_bytes([len_hi, len_lo]));
     let total = V2_FIXED_LEN + body_len;
@@ -456,14 +429,8 @@ fn decode_v2(buf: &[u8], max_len: usize) -> Result<Decoded<'_>, DecodeError> {
     } else {
         match *addr {
             [a0, a1, a2, a3, b0, b1, b2, b3, p0, p1, q0, q1] => Addresses::Tcp {
-                src: SocketAddr::new(
-                    IpAddr::V4(Ipv4Addr::new(a0, a1, a2, a3)),
-                    u16::from_be_bytes([p0, p1]),
-                ),
-                dst: SocketAddr::new(
-                    IpAddr::V4(Ipv4Addr::new(b0, b1, b2, b3)),
-                    u16::from_be_bytes([q0, q1]),
-                ),
+                src: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(a0, a1, a2, a3)), u16::from_be_bytes([p0, p1])),
+                dst: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(b0, b1, b2, b3)), u16::from_be_bytes([q0, q1])),
             },
             _ if family == 2 => {
                 let (s, rest) = addr.split_at(16);
@@ -550,9 +517,7 @@ fn decode_v1(buf: &[u8], cap: usize) -> Result<Decoded<'_>, DecodeError> {
             b'\n' => return Err(DecodeError::BadV1Line("LF without CR")),
             // After "PROXY TCPx " only address/port characters may follow.
             b' ' | b'.' | b':' | b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {}
-            _ if is_tcp && i >= V1_PREFIX.len() + 5 => {
-                return Err(DecodeError::BadV1Line("invalid character"))
-            }
+            _ if is_tcp && i >= V1_PREFIX.len() + 5 => return Err(DecodeError::BadV1Line("invalid character")),
             _ => {}
         }
     }
@@ -601,14 +566,8 @@ fn decode_v1(buf: &[u8], cap: usize) -> Result<Decoded<'_>, DecodeError> {
         return Err(DecodeError::BadV1Line("trailing data"));
     }
     let (src, dst) = match proto {
-        "TCP4" => (
-            IpAddr::V4(parse_ip(src)?),
-            IpAddr::V4(parse_ip(dst)?),
-        ),
-        "TCP6" => (
-            IpAddr::V6(parse_ip(src)?),
-            IpAddr::V6(parse_ip(dst)?),
-        ),
+        "TCP4" => (IpAddr::V4(parse_ip(src)?), IpAddr::V4(parse_ip(dst)?)),
+        "TCP6" => (IpAddr::V6(parse_ip(src)?), IpAddr::V6(parse_ip(dst)?)),
         _ => return Err(DecodeError::BadV1Line("unknown protocol")),
     };
     let sport = parse_port(sport)?;
@@ -634,8 +593,6 @@ fn parse_port(s: &str) -> Result<u16, DecodeError> {
     if b.len() > 5 || !b.iter().all(u8::is_ascii_digit) || (b.len() > 1 && b[0] == b'0') {
         return Err(DecodeError::BadV1Line("bad port"));
     }
-    let v = b
-        .iter()
-        .fold(0u32, |acc, d| acc * 10 + u32::from(d - b'0'));
+    let v = b.iter().fold(0u32, |acc, d| acc * 10 + u32::from(d - b'0'));
     u16::try_from(v).map_err(|_| DecodeError::BadV1Line("bad port"))
 }

@@ -197,12 +197,8 @@ fn peek_inner<'a>(buf: &'a [u8], scratch: Option<&'a mut [u8; 255]>) -> Peek<'a>
         have += avail;
         if need.is_none() && have >= 4 {
             // Handshake header: msg_type(1) length(3).
-            let (Some(t), Some(a), Some(b), Some(c)) = (
-                stream.byte(0),
-                stream.byte(1),
-                stream.byte(2),
-                stream.byte(3),
-            ) else {
+            let (Some(t), Some(a), Some(b), Some(c)) = (stream.byte(0), stream.byte(1), stream.byte(2), stream.byte(3))
+            else {
                 return Peek::Malformed;
             };
             if t != HANDSHAKE_CLIENT_HELLO {

@@ -21,7 +21,11 @@ fn crc32c_ref(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -78,9 +82,11 @@ fn crc32c_check_value() {
 // ------------------------------------------------------------ v1 spec examples
 
 const V1_TCP4_MAX: &str = "PROXY TCP4 255.255.255.255 255.255.255.255 65535 65535\r\n";
-const V1_TCP6_MAX: &str = "PROXY TCP6 ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff 65535 65535\r\n";
+const V1_TCP6_MAX: &str =
+    "PROXY TCP6 ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff 65535 65535\r\n";
 const V1_UNKNOWN_SHORT: &str = "PROXY UNKNOWN\r\n";
-const V1_UNKNOWN_MAX: &str = "PROXY UNKNOWN ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff 65535 65535\r\n";
+const V1_UNKNOWN_MAX: &str =
+    "PROXY UNKNOWN ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff 65535 65535\r\n";
 const V1_TCP4_EXAMPLE: &str = "PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\r\n";
 
 #[test]
@@ -237,7 +243,13 @@ fn v2_unspec_and_unix_families_are_unspecified() {
     let b = hx(&format!("{SIG} 21 00 00 03 04 00 00"));
     let (h, len) = complete(&b);
     assert_eq!((h.addrs, len), (Addresses::Unspecified, 19));
-    assert_eq!(h.tlvs().collect::<Vec<_>>(), vec![Ok(Tlv { kind: tlv::NOOP, value: &[] })]);
+    assert_eq!(
+        h.tlvs().collect::<Vec<_>>(),
+        vec![Ok(Tlv {
+            kind: tlv::NOOP,
+            value: &[]
+        })]
+    );
     // UNIX STREAM: 216 bytes of addresses, skipped.
     let mut b = hx(&format!("{SIG} 21 31 00 D8"));
     b.extend_from_slice(&[0u8; 216]);
@@ -247,7 +259,7 @@ fn v2_unspec_and_unix_families_are_unspecified() {
 
 /// AUTHORITY "example.com", UNIQUE_ID "abc", 0xE0 "fra1", CRC32C: all
 /// TLVs written out by hand; the CRC computed on a hand-zeroed buffer.
-const TLV_HEADER_CRC: u32 = 0x0000_0000;
+const TLV_HEADER_CRC: u32 = 575_435_111; // 0x224C_7167
 
 fn v2_tlv_hand_zeroed() -> Vec<u8> {
     // len = 12 (addrs) + 14 + 6 + 7 + 7 = 46 = 0x2E
@@ -263,9 +275,18 @@ fn v2_tlv_hand_zeroed() -> Vec<u8> {
 
 fn v2_tlvs() -> [Tlv<'static>; 3] {
     [
-        Tlv { kind: tlv::AUTHORITY, value: b"example.com" },
-        Tlv { kind: tlv::UNIQUE_ID, value: b"abc" },
-        Tlv { kind: tlv::ANYEDGE_POP, value: b"fra1" },
+        Tlv {
+            kind: tlv::AUTHORITY,
+            value: b"example.com",
+        },
+        Tlv {
+            kind: tlv::UNIQUE_ID,
+            value: b"abc",
+        },
+        Tlv {
+            kind: tlv::ANYEDGE_POP,
+            value: b"fra1",
+        },
     ]
 }
 
@@ -321,14 +342,20 @@ fn v2_local_with_crc() {
 fn v2_encode_appends_and_too_long() {
     let mut out = b"keep".to_vec();
     let big = vec![0u8; 65535];
-    let t = [Tlv { kind: tlv::NOOP, value: &big }];
+    let t = [Tlv {
+        kind: tlv::NOOP,
+        value: &big,
+    }];
     assert_eq!(
         encode_v2(&mut out, &Addresses::Unspecified, &t, false),
         Err(EncodeError::TooLong)
     );
     assert_eq!(out, b"keep", "nothing appended on error");
     // Exactly at the limit: 3 + 65532 = 65535.
-    let t = [Tlv { kind: tlv::NOOP, value: &big[..65532] }];
+    let t = [Tlv {
+        kind: tlv::NOOP,
+        value: &big[..65532],
+    }];
     encode_v2(&mut out, &Addresses::Unspecified, &t, false).unwrap();
     assert_eq!(out.len(), 4 + 16 + 65535);
     assert_eq!(&out[..4], b"keep");
@@ -355,10 +382,7 @@ fn v2_max_len() {
     assert_eq!(decode(&b[..16], 61), Err(DecodeError::TooLong { len: 62, max: 61 }));
     // 0xFFFF declared vs 4096 allowed.
     let b = hx(&format!("{SIG} 21 11 FF FF"));
-    assert_eq!(
-        decode(&b, 4096),
-        Err(DecodeError::TooLong { len: 65551, max: 4096 })
-    );
+    assert_eq!(decode(&b, 4096), Err(DecodeError::TooLong { len: 65551, max: 4096 }));
 }
 
 // ------------------------------------------------------------ negatives
@@ -392,11 +416,14 @@ fn too_long_v1() {
     let mut b = b"PROXY UNKNOWN ".to_vec();
     b.resize(107, b'x');
     assert_eq!(decode(&b, 4096), Err(DecodeError::TooLong { len: 107, max: 107 }));
-    assert!(matches!(decode(&b[..106], 4096), Ok(Decoded::Incomplete { at_least: 107 })));
+    assert!(matches!(
+        decode(&b[..106], 4096),
+        Ok(Decoded::Incomplete { at_least: 107 })
+    ));
     // CRLF at 107..109: line of 108 bytes.
     let mut c = b.clone();
     c.extend_from_slice(b"\r\n");
-    assert_eq!(decode(&c, 4096), Err(DecodeError::TooLong { len: 107, max: 107 }));
+    assert_eq!(decode(&c, 4096), Err(DecodeError::TooLong { len: 109, max: 107 }));
     // CR as the 107th byte: line would be 108.
     let mut c = b[..106].to_vec();
     c.push(b'\r');
@@ -457,33 +484,33 @@ fn bad_address_length() {
 #[test]
 fn bad_v1_lines() {
     let cases: &[&str] = &[
-        "PROXY TCP4  1.2.3.4 5.6.7.8 1 2\r\n",       // double space
-        "PROXY TCP4 1.2.3.4 5.6.7.8 1 2 \r\n",       // trailing space
-        "PROXY TCP4 1.2.3.4 5.6.7.8 1 2 3\r\n",      // extra field
-        "PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n",          // missing field
-        "PROXY TCP4 1.2.3.4 5.6.7.8 01 2\r\n",       // leading zero port
-        "PROXY TCP4 1.2.3.4 5.6.7.8 00 2\r\n",       // leading zero port
-        "PROXY TCP4 1.2.3.4 5.6.7.8 65536 2\r\n",    // port overflow
-        "PROXY TCP4 1.2.3.4 5.6.7.8 100000 2\r\n",   // port overflow
-        "PROXY TCP4 1.2.3.4 5.6.7.8 +1 2\r\n",       // sign
-        "PROXY TCP4 1.2.3.4 5.6.7.8 -1 2\r\n",       // sign
-        "PROXY TCP4 01.2.3.4 5.6.7.8 1 2\r\n",       // leading zero octet
-        "PROXY TCP4 256.2.3.4 5.6.7.8 1 2\r\n",      // bad octet
-        "PROXY TCP4 1.2.3 5.6.7.8 1 2\r\n",          // short address
-        "PROXY TCP4 ::1 5.6.7.8 1 2\r\n",            // v6 in TCP4
-        "PROXY TCP6 1.2.3.4 ::1 1 2\r\n",            // v4 in TCP6
-        "PROXY TCP6 ::1 fe80::1%eth0 1 2\r\n",       // zone id
-        "PROXY TCP6 [::1] ::1 1 2\r\n",              // brackets
-        "PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n",          // LF without CR
-        "PROXY TCP4 1.2.3.4 5.6.7.8 1 2\rX",         // CR without LF
-        "PROXY TCP4 1.2.3.4\t5.6.7.8 1 2\r\n",       // tab
-        "PROXY TCP5 1.2.3.4 5.6.7.8 1 2\r\n",        // unknown proto
-        "PROXY tcp4 1.2.3.4 5.6.7.8 1 2\r\n",        // lowercase proto
-        "PROXY  TCP4 1.2.3.4 5.6.7.8 1 2\r\n",       // double space
-        "PROXY UNKNOWNX\r\n",                        // not UNKNOWN
-        "PROXY TCP4\r\n",                            // nothing after proto
-        "PROXY TCP4 \r\n",                           // nothing after proto
-        "PROXY \r\n",                                // no proto
+        "PROXY TCP4  1.2.3.4 5.6.7.8 1 2\r\n",     // double space
+        "PROXY TCP4 1.2.3.4 5.6.7.8 1 2 \r\n",     // trailing space
+        "PROXY TCP4 1.2.3.4 5.6.7.8 1 2 3\r\n",    // extra field
+        "PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n",        // missing field
+        "PROXY TCP4 1.2.3.4 5.6.7.8 01 2\r\n",     // leading zero port
+        "PROXY TCP4 1.2.3.4 5.6.7.8 00 2\r\n",     // leading zero port
+        "PROXY TCP4 1.2.3.4 5.6.7.8 65536 2\r\n",  // port overflow
+        "PROXY TCP4 1.2.3.4 5.6.7.8 100000 2\r\n", // port overflow
+        "PROXY TCP4 1.2.3.4 5.6.7.8 +1 2\r\n",     // sign
+        "PROXY TCP4 1.2.3.4 5.6.7.8 -1 2\r\n",     // sign
+        "PROXY TCP4 01.2.3.4 5.6.7.8 1 2\r\n",     // leading zero octet
+        "PROXY TCP4 256.2.3.4 5.6.7.8 1 2\r\n",    // bad octet
+        "PROXY TCP4 1.2.3 5.6.7.8 1 2\r\n",        // short address
+        "PROXY TCP4 ::1 5.6.7.8 1 2\r\n",          // v6 in TCP4
+        "PROXY TCP6 1.2.3.4 ::1 1 2\r\n",          // v4 in TCP6
+        "PROXY TCP6 ::1 fe80::1%eth0 1 2\r\n",     // zone id
+        "PROXY TCP6 [::1] ::1 1 2\r\n",            // brackets
+        "PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n",        // LF without CR
+        "PROXY TCP4 1.2.3.4 5.6.7.8 1 2\rX",       // CR without LF
+        "PROXY TCP4 1.2.3.4\t5.6.7.8 1 2\r\n",     // tab
+        "PROXY TCP5 1.2.3.4 5.6.7.8 1 2\r\n",      // unknown proto
+        "PROXY tcp4 1.2.3.4 5.6.7.8 1 2\r\n",      // lowercase proto
+        "PROXY  TCP4 1.2.3.4 5.6.7.8 1 2\r\n",     // double space
+        "PROXY UNKNOWNX\r\n",                      // not UNKNOWN
+        "PROXY TCP4\r\n",                          // nothing after proto
+        "PROXY TCP4 \r\n",                         // nothing after proto
+        "PROXY \r\n",                              // no proto
     ];
     for c in cases {
         match decode(c.as_bytes(), 4096) {
@@ -493,8 +520,14 @@ fn bad_v1_lines() {
     }
     // Early rejection, before any CRLF.
     assert!(matches!(decode(b"PROXY X", 4096), Err(DecodeError::BadV1Line(_))));
-    assert!(matches!(decode(b"PROXY TCP4 1.2.3.4 z", 4096), Err(DecodeError::BadV1Line(_))));
-    assert!(matches!(decode(b"PROXY TCP4 1\n", 4096), Err(DecodeError::BadV1Line(_))));
+    assert!(matches!(
+        decode(b"PROXY TCP4 1.2.3.4 z", 4096),
+        Err(DecodeError::BadV1Line(_))
+    ));
+    assert!(matches!(
+        decode(b"PROXY TCP4 1\n", 4096),
+        Err(DecodeError::BadV1Line(_))
+    ));
 }
 
 #[test]
@@ -520,7 +553,16 @@ fn bad_tlv() {
         tlv_bytes: &[0x04, 0x00, 0x00, 0xE0, 0x00, 0x09, 0x01],
     };
     let v: Vec<_> = h.tlvs().collect();
-    assert_eq!(v, vec![Ok(Tlv { kind: tlv::NOOP, value: &[] }), Err(DecodeError::BadTlv)]);
+    assert_eq!(
+        v,
+        vec![
+            Ok(Tlv {
+                kind: tlv::NOOP,
+                value: &[]
+            }),
+            Err(DecodeError::BadTlv)
+        ]
+    );
     assert_eq!(h.pop(), None);
 }
 
@@ -529,7 +571,12 @@ fn bad_crc() {
     let a = tcp("192.168.0.1:56324", "192.168.0.11:443");
     let good = enc_v2(&a, &v2_tlvs(), true);
     // Flip every byte after the fixed part except... all of them must fail.
-    for i in 16..good.len() {
+    // The CRC TLV is last: 7 bytes, type first. Changing its type byte turns
+    // it into another TLV, and a header without a CRC TLV is not checked
+    // (the spec makes the TLV optional), so that one byte is skipped.
+    let crc_type_at = good.len() - 7;
+    assert_eq!(good[crc_type_at], 0x03);
+    for i in (16..good.len()).filter(|&i| i != crc_type_at) {
         let mut b = good.clone();
         b[i] ^= 0x01;
         match decode(&b, 4096) {
@@ -599,10 +646,13 @@ fn signature_prefix() {
 
 fn arb_sockaddr() -> impl Strategy<Value = SocketAddr> {
     prop_oneof![
-        (any::<u32>(), any::<u16>())
-            .prop_map(|(ip, p)| SocketAddr::new(Ipv4Addr::from(ip).into(), p)),
-        (any::<u128>(), any::<u16>())
-            .prop_map(|(ip, p)| SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(ip), p, 0, 0))),
+        (any::<u32>(), any::<u16>()).prop_map(|(ip, p)| SocketAddr::new(Ipv4Addr::from(ip).into(), p)),
+        (any::<u128>(), any::<u16>()).prop_map(|(ip, p)| SocketAddr::V6(SocketAddrV6::new(
+            Ipv6Addr::from(ip),
+            p,
+            0,
+            0
+        ))),
     ]
 }
 
@@ -616,7 +666,11 @@ fn arb_addrs() -> impl Strategy<Value = Addresses> {
 /// What the decoder returns for `a`: mixed families come back v4-mapped.
 fn normalized(a: Addresses) -> Addresses {
     match a {
-        Addresses::Tcp { src: SocketAddr::V4(_), dst: SocketAddr::V4(_) } | Addresses::Unspecified => a,
+        Addresses::Tcp {
+            src: SocketAddr::V4(_),
+            dst: SocketAddr::V4(_),
+        }
+        | Addresses::Unspecified => a,
         Addresses::Tcp { src, dst } => Addresses::Tcp {
             src: SocketAddr::V6(mapped(src)),
             dst: SocketAddr::V6(mapped(dst)),

@@ -868,7 +868,8 @@ async fn inspect(
         if !cfg.proxy.sni {
             break;
         }
-        match sni::peek(&buf) {
+        let mut scratch = [0u8; 255];
+        match sni::peek_with_scratch(&buf, &mut scratch) {
             sni::Peek::Incomplete { .. } if buf.len() < MAX_PEEK => continue,
             sni::Peek::Sni(name) => {
                 out.sni = Some(name.to_string());
