@@ -324,3 +324,7 @@ fn find_host(s: &Stream<'_>, end: usize) -> Option<Option<(usize, usize)>> {
     }
     Some(host)
 }
+
+#[cfg(test)]
+#[path = "sni_tests.rs"]
+mod tests;

@@ -69,7 +69,18 @@ pub struct Config {
     pub max_connections: NonZeroU32,
     pub shutdown_grace: Duration,
     pub workers: Option<NonZeroU32>,
+    pub admin: Option<AdminConfig>,
     pub services: Vec<ServiceConfig>,
+}
+
+/// The admin HTTP API. A non-loopback `listen` without a token cannot be
+/// constructed: `Config::parse` refuses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// Bearer token for every state-changing call; without one the API is
+    /// read-only.
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,8 +154,20 @@ struct RawConfig {
     pop: RawPop,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    admin: Option<RawAdmin>,
     #[serde(default, rename = "service")]
     services: Vec<RawService>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Spanned<String>,
+    #[serde(default)]
+    token: Option<Spanned<String>>,
+    #[serde(default)]
+    token_file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -452,6 +475,11 @@ impl Config {
             )
         })?;
 
+        let admin = match raw.admin {
+            None => None,
+            Some(a) => Some(parse_admin(&cx, a)?),
+        };
+
         let mut services = Vec::with_capacity(raw.services.len());
         let mut names = HashSet::new();
         let mut all_listen: HashSet<SocketAddr> = HashSet::new();
@@ -478,9 +506,57 @@ impl Config {
             max_connections,
             shutdown_grace: raw.limits.shutdown_grace.into_inner(),
             workers,
+            admin,
             services,
         })
     }
+}
+
+fn parse_admin(cx: &Ctx<'_>, a: RawAdmin) -> Result<AdminConfig, ConfigError> {
+    let listen: SocketAddr = a.listen.get_ref().parse().map_err(|_| {
+        cx.err(
+            a.listen.span(),
+            "admin.listen",
+            format!("{:?} is not ADDRESS:PORT", a.listen.get_ref()),
+        )
+    })?;
+    let token = match (a.token, a.token_file) {
+        (Some(_), Some(f)) => {
+            return Err(cx.err(f.span(), "admin.token_file", "set either token or token_file, not both"));
+        }
+        (Some(t), None) => Some((t.span(), t.into_inner())),
+        (None, Some(f)) => {
+            let text = std::fs::read_to_string(f.get_ref()).map_err(|e| {
+                cx.err(
+                    f.span(),
+                    "admin.token_file",
+                    format!("cannot read {:?}: {e}", f.get_ref()),
+                )
+            })?;
+            Some((f.span(), text.trim().to_string()))
+        }
+        (None, None) => None,
+    };
+    if let Some((span, t)) = &token {
+        if t.len() < 16 || t.bytes().any(|b| !b.is_ascii_graphic()) {
+            return Err(cx.err(
+                span.clone(),
+                "admin.token",
+                "must be at least 16 printable ASCII characters",
+            ));
+        }
+    }
+    if !listen.ip().is_loopback() && token.is_none() {
+        return Err(cx.err(
+            a.listen.span(),
+            "admin.listen",
+            format!("refusing to expose the admin API on non-loopback {listen} without a token (set admin.token or admin.token_file)"),
+        ));
+    }
+    Ok(AdminConfig {
+        listen,
+        token: token.map(|(_, t)| t),
+    })
 }
 
 fn parse_service(cx: &Ctx<'_>, sp: &str, rs: RawService) -> Result<ServiceConfig, ConfigError> {
@@ -784,6 +860,24 @@ address = "127.0.0.1:9001"
         assert_eq!(c.services[0].accept_proxy_from.len(), 2);
         let bad = MIN.replace("listen = [", "accept_proxy_from = [\"everyone\"]\nlisten = [");
         assert!(Config::parse(&bad, "t.toml").is_err());
+    }
+
+    #[test]
+    fn admin_needs_token_beyond_loopback() {
+        let with = |admin: &str| format!("[admin]\n{admin}\n{MIN}");
+        let c = Config::parse(&with("listen = \"127.0.0.1:9180\""), "t.toml").unwrap();
+        assert_eq!(c.admin.unwrap().token, None);
+        let e = Config::parse(&with("listen = \"0.0.0.0:9180\""), "t.toml").unwrap_err();
+        assert!(e.message.contains("refusing to expose"), "{e}");
+        assert_eq!((e.line, e.field.as_str()), (2, "admin.listen"));
+        let c = Config::parse(
+            &with("listen = \"[::]:9180\"\ntoken = \"0123456789abcdef0123\""),
+            "t.toml",
+        )
+        .unwrap();
+        assert!(c.admin.unwrap().token.is_some());
+        let e = Config::parse(&with("listen = \"[::]:9180\"\ntoken = \"short\""), "t.toml").unwrap_err();
+        assert!(e.field == "admin.token", "{e}");
     }
 
     #[test]

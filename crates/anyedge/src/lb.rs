@@ -76,6 +76,9 @@ pub struct Backend {
     pub name: String,
     cfg: ArcSwap<BackendConfig>,
     up: AtomicBool,
+    /// Drained through the admin API (kept across reloads, unlike `drain`
+    /// in the config file, which the file controls).
+    admin_drain: AtomicBool,
     pub health: Mutex<Health>,
     pub active: AtomicU64,
     pub stats: BackendStats,
@@ -89,9 +92,12 @@ impl Backend {
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
     }
+    /// Draining: by config or by the admin API.
+    pub fn is_draining(&self) -> bool {
+        self.cfg.load().drain || self.admin_drain.load(Ordering::Relaxed)
+    }
     fn eligible(&self) -> bool {
-        let c = self.cfg.load();
-        self.is_up() && !c.drain && c.weight > 0
+        self.is_up() && !self.is_draining() && self.cfg.load().weight > 0
     }
     fn at_capacity(&self) -> bool {
         self.cfg
@@ -227,6 +233,19 @@ impl Service {
             .map(|i| sel.eligible[i].clone())
     }
 
+    /// Drains (or undrains) a backend at run time. Returns false if there is
+    /// no such backend.
+    pub fn set_admin_drain(&self, backend: &str, drain: bool) -> bool {
+        let Some(b) = self.backends.load().iter().find(|b| b.name == backend).cloned() else {
+            return false;
+        };
+        if b.admin_drain.swap(drain, Ordering::Relaxed) != drain {
+            info!(service = %self.name, backend = %b.name, drain, "backend drain changed by admin API");
+            self.rebuild_selector();
+        }
+        true
+    }
+
     fn set_backend_state(&self, b: &Backend, state: State) {
         let was = b.up.swap(state == State::Up, Ordering::Relaxed);
         if was != (state == State::Up) {
@@ -347,6 +366,10 @@ impl Edge {
         self.config.load_full()
     }
 
+    pub fn service(&self, name: &str) -> Option<Arc<Service>> {
+        self.services.lock().ok().and_then(|m| m.get(name).cloned())
+    }
+
     pub fn services(&self) -> Vec<Arc<Service>> {
         self.services
             .lock()
@@ -456,6 +479,7 @@ impl Edge {
                             name: bc.name.clone(),
                             cfg: ArcSwap::from_pointee(bc.clone()),
                             up: AtomicBool::new(false),
+                            admin_drain: AtomicBool::new(false),
                             health: Mutex::new(Health::new(thresholds(&sc), State::Down, std::time::Instant::now())),
                             active: AtomicU64::new(0),
                             stats: BackendStats::default(),
@@ -938,7 +962,7 @@ impl Edge {
                     b.name,
                     c.address,
                     if b.is_up() { "UP" } else { "DOWN" },
-                    if c.drain { " DRAINING" } else { "" },
+                    if b.is_draining() { " DRAINING" } else { "" },
                     b.active.load(Ordering::Relaxed),
                     bs.connections.load(Ordering::Relaxed),
                     bs.bytes_to_backend.load(Ordering::Relaxed),

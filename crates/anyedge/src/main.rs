@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
+mod admin;
 mod config;
 mod demo;
 mod forward;
@@ -152,7 +153,15 @@ async fn daemon(cfg: Config, path: Option<PathBuf>, demo: bool, workers: usize) 
         .iter()
         .flat_map(|s| s.listen.iter().map(|a| a.to_string()))
         .collect();
+    let admin_listen = cfg.admin.as_ref().map(|a| a.listen);
     let edge: Arc<Edge> = Edge::start(cfg, workers)?;
+    let ctl = Arc::new(admin::Control {
+        edge: edge.clone(),
+        config_path: path.clone(),
+    });
+    if let Some(listen) = admin_listen {
+        admin::serve(listen, ctl.clone()).await?;
+    }
     if demo {
         info!("demo ready: try `curl http://127.0.0.1:8080/` (backends turn healthy after 2 checks, ~1s)");
     }
@@ -162,7 +171,7 @@ async fn daemon(cfg: Config, path: Option<PathBuf>, demo: bool, workers: usize) 
         tokio::select! {
             _ = term.recv() => { info!("SIGTERM received"); break; }
             _ = int.recv() => { info!("SIGINT received"); break; }
-            _ = hup.recv() => reload(&edge, path.as_ref()),
+            _ = hup.recv() => reload(&ctl),
             _ = usr1.recv() => info!("status\n{}", edge.status_report()),
         }
     }
@@ -189,16 +198,9 @@ async fn daemon(cfg: Config, path: Option<PathBuf>, demo: bool, workers: usize) 
 
 /// Reload: parse the whole file first; only a valid config is applied, and
 /// applying is all-or-nothing (listeners are bound before anything changes).
-fn reload(edge: &Arc<Edge>, path: Option<&PathBuf>) {
-    info!(config = %config::source_name(path), "SIGHUP: reloading configuration");
-    let cfg = match load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            error!(error = %e, "reload rejected: configuration invalid; keeping the running one");
-            return;
-        }
-    };
-    match edge.apply(cfg) {
+fn reload(ctl: &admin::Control) {
+    info!(config = %config::source_name(ctl.config_path.as_ref()), "SIGHUP: reloading configuration");
+    match ctl.reload() {
         Ok(()) => info!("reload applied"),
         Err(e) => error!(error = %e, "reload rejected; keeping the running configuration"),
     }

@@ -1,0 +1,481 @@
+//! Admin HTTP API (axum): status, actions, Prometheus metrics.
+//!
+//! - `GET  /api/v1/status`                                   everything, JSON
+//! - `POST /api/v1/services/{service}/backends/{backend}/drain`   (token)
+//! - `POST /api/v1/services/{service}/backends/{backend}/undrain` (token)
+//! - `POST /api/v1/reload`                                   (token)
+//! - `GET  /metrics`                                         Prometheus / OpenMetrics text
+//!
+//! Reads are open (the listener is loopback unless a token is set); every
+//! call that changes state needs `Authorization: Bearer <admin.token>`, and
+//! without a configured token the API is read-only. The token is read from
+//! the running configuration on each call, so a reload rotates it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use anyedge_lb::health::CheckResult;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use serde_json::{json, Value};
+use tracing::{info, warn};
+
+use crate::lb::Edge;
+
+/// What the admin API and the signal handlers act on.
+pub struct Control {
+    pub edge: Arc<Edge>,
+    pub config_path: Option<PathBuf>,
+}
+
+impl Control {
+    /// Reload: parse the whole file, then apply all-or-nothing.
+    pub fn reload(&self) -> Result<(), String> {
+        let cfg = match &self.config_path {
+            Some(p) => crate::config::Config::load(p),
+            None => crate::config::Config::embedded(),
+        }
+        .map_err(|e| e.to_string())?;
+        self.edge.apply(cfg).map_err(|e| format!("{e:#}"))
+    }
+}
+
+struct AppState {
+    ctl: Arc<Control>,
+    registry: Registry,
+}
+
+/// Binds the admin listener and serves it in a background task.
+pub async fn serve(listen: SocketAddr, ctl: Arc<Control>) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("admin API: cannot listen on {listen}: {e}"))?;
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(EdgeCollector(ctl.edge.clone())));
+    let state = Arc::new(AppState { ctl, registry });
+    let app = Router::new()
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/services/{service}/backends/{backend}/drain", post(drain))
+        .route("/api/v1/services/{service}/backends/{backend}/undrain", post(undrain))
+        .route("/api/v1/reload", post(reload))
+        .route("/metrics", get(metrics))
+        .with_state(state);
+    info!(%listen, "admin API listening");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            warn!(error = %e, "admin API stopped");
+        }
+    });
+    Ok(())
+}
+
+fn error(code: StatusCode, msg: impl Into<String>) -> Response {
+    (code, Json(json!({ "error": msg.into() }))).into_response()
+}
+
+/// Checks the bearer token of a state-changing call: `Some(refusal)` if the
+/// call must not proceed.
+fn refuse(state: &AppState, headers: &HeaderMap) -> Option<Response> {
+    authorize(state, headers).err().map(|b| *b)
+}
+
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    let cfg = state.ctl.edge.config();
+    let Some(want) = cfg.admin.as_ref().and_then(|a| a.token.as_deref()) else {
+        return Err(Box::new(error(
+            StatusCode::FORBIDDEN,
+            "no admin token configured: the admin API is read-only",
+        )));
+    };
+    let got = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match got {
+        Some(t) if constant_time_eq(t.as_bytes(), want.as_bytes()) => Ok(()),
+        Some(_) => {
+            warn!("admin API: wrong bearer token");
+            Err(Box::new(error(StatusCode::UNAUTHORIZED, "wrong token")))
+        }
+        None => Err(Box::new(error(StatusCode::UNAUTHORIZED, "missing bearer token"))),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn status(State(state): State<Arc<AppState>>) -> Json<Value> {
+    Json(status_json(&state.ctl.edge))
+}
+
+pub fn status_json(edge: &Edge) -> Value {
+    let cfg = edge.config();
+    let services: Vec<Value> = edge
+        .services()
+        .iter()
+        .map(|svc| {
+            let sc = svc.config();
+            let st = &svc.stats;
+            let backends: Vec<Value> = svc
+                .backends()
+                .iter()
+                .map(|b| {
+                    let bc = b.config();
+                    let bs = &b.stats;
+                    let (reason, since_s, last) = match b.health.lock() {
+                        Ok(h) => (
+                            h.last_reason().to_string(),
+                            h.since().elapsed().as_secs_f64(),
+                            match h.last_result() {
+                                None => json!(null),
+                                Some(CheckResult::Ok { latency }) => {
+                                    json!({ "ok": true, "latency_ms": latency.as_secs_f64() * 1e3 })
+                                }
+                                Some(CheckResult::Failed { reason }) => {
+                                    json!({ "ok": false, "error": reason.to_string() })
+                                }
+                            },
+                        ),
+                        Err(_) => (String::new(), 0.0, json!(null)),
+                    };
+                    json!({
+                        "name": b.name,
+                        "address": bc.address.to_string(),
+                        "weight": bc.weight,
+                        "proxy_protocol": format!("{:?}", bc.proxy).to_lowercase(),
+                        "health": if b.is_up() { "up" } else { "down" },
+                        "health_reason": reason,
+                        "health_since_seconds": since_s,
+                        "last_check": last,
+                        "draining": b.is_draining(),
+                        "active_connections": b.active.load(Ordering::Relaxed),
+                        "connections": bs.connections.load(Ordering::Relaxed),
+                        "bytes_to_backend": bs.bytes_to_backend.load(Ordering::Relaxed),
+                        "bytes_to_client": bs.bytes_to_client.load(Ordering::Relaxed),
+                        "connect_refused": bs.connect_refused.load(Ordering::Relaxed),
+                        "connect_timeout": bs.connect_timeout.load(Ordering::Relaxed),
+                        "connect_error": bs.connect_error.load(Ordering::Relaxed),
+                        "silent_backend": bs.silent_backend.load(Ordering::Relaxed),
+                    })
+                })
+                .collect();
+            json!({
+                "name": svc.name,
+                "listen": sc.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                "balance": format!("{:?}", sc.balance),
+                "active_connections": svc.active.load(Ordering::Relaxed),
+                "accepted": st.accepted.load(Ordering::Relaxed),
+                "completed": st.completed.load(Ordering::Relaxed),
+                "rejected": {
+                    "global_cap": st.rejected_global_cap.load(Ordering::Relaxed),
+                    "service_cap": st.rejected_service_cap.load(Ordering::Relaxed),
+                    "no_backend": st.no_backend.load(Ordering::Relaxed),
+                    "client_silent": st.client_silent.load(Ordering::Relaxed),
+                    "bad_proxy_header": st.bad_proxy_header.load(Ordering::Relaxed),
+                    "untrusted_proxy_header": st.untrusted_proxy_header.load(Ordering::Relaxed),
+                },
+                "idle_timeouts": st.idle_timeouts.load(Ordering::Relaxed),
+                "retries": st.retries.load(Ordering::Relaxed),
+                "backends": backends,
+            })
+        })
+        .collect();
+    json!({
+        "pop": cfg.pop_name,
+        "config": cfg.source,
+        "active_connections": edge.active.load(Ordering::Relaxed),
+        "max_connections": cfg.max_connections.get(),
+        "services": services,
+    })
+}
+
+async fn set_drain(state: &AppState, headers: &HeaderMap, service: &str, backend: &str, drain: bool) -> Response {
+    if let Some(r) = refuse(state, headers) {
+        return r;
+    }
+    let Some(svc) = state.ctl.edge.service(service) else {
+        return error(StatusCode::NOT_FOUND, format!("no service {service:?}"));
+    };
+    if !svc.set_admin_drain(backend, drain) {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no backend {backend:?} in service {service:?}"),
+        );
+    }
+    Json(json!({ "service": service, "backend": backend, "draining": drain })).into_response()
+}
+
+async fn drain(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((service, backend)): Path<(String, String)>,
+) -> Response {
+    set_drain(&state, &headers, &service, &backend, true).await
+}
+
+async fn undrain(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((service, backend)): Path<(String, String)>,
+) -> Response {
+    set_drain(&state, &headers, &service, &backend, false).await
+}
+
+async fn reload(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Some(r) = refuse(&state, &headers) {
+        return r;
+    }
+    info!("admin API: reloading configuration");
+    match state.ctl.reload() {
+        Ok(()) => {
+            info!("reload applied");
+            Json(json!({ "reloaded": true })).into_response()
+        }
+        Err(e) => {
+            warn!(error = %e, "reload rejected; keeping the running configuration");
+            error(StatusCode::UNPROCESSABLE_ENTITY, e)
+        }
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let mut body = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut body, &state.registry) {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// Reads the live atomics on each scrape: nothing is recorded twice and the
+/// connection path never touches the metrics registry.
+struct EdgeCollector(Arc<Edge>);
+
+impl std::fmt::Debug for EdgeCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EdgeCollector")
+    }
+}
+
+fn counter(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: &[(Vec<(&str, &str)>, u64)],
+) -> std::fmt::Result {
+    let c = ConstCounter::new(0u64);
+    let mut m = enc.encode_descriptor(name, help, None, c.metric_type())?;
+    for (labels, v) in samples {
+        ConstCounter::new(*v).encode(m.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn gauge(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: &[(Vec<(&str, &str)>, i64)],
+) -> std::fmt::Result {
+    let g = ConstGauge::new(0i64);
+    let mut m = enc.encode_descriptor(name, help, None, g.metric_type())?;
+    for (labels, v) in samples {
+        ConstGauge::new(*v).encode(m.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for EdgeCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        let services = self.0.services();
+        let backends: Vec<_> = services
+            .iter()
+            .flat_map(|s| s.backends().iter().map(|b| (s.clone(), b.clone())).collect::<Vec<_>>())
+            .collect();
+        let ld = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed);
+        let gi = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+
+        gauge(
+            &mut enc,
+            "anyedge_connections_active",
+            "Open client connections per service.",
+            &services
+                .iter()
+                .map(|s| (vec![("service", s.name.as_str())], gi(ld(&s.active))))
+                .collect::<Vec<_>>(),
+        )?;
+        counter(
+            &mut enc,
+            "anyedge_connections_accepted",
+            "Client connections accepted per service.",
+            &services
+                .iter()
+                .map(|s| (vec![("service", s.name.as_str())], ld(&s.stats.accepted)))
+                .collect::<Vec<_>>(),
+        )?;
+        let mut rejected = Vec::new();
+        for s in &services {
+            let st = &s.stats;
+            for (reason, v) in [
+                ("global_cap", &st.rejected_global_cap),
+                ("service_cap", &st.rejected_service_cap),
+                ("no_backend", &st.no_backend),
+                ("client_silent", &st.client_silent),
+                ("bad_proxy_header", &st.bad_proxy_header),
+                ("untrusted_proxy_header", &st.untrusted_proxy_header),
+                ("idle_timeout", &st.idle_timeouts),
+            ] {
+                rejected.push((vec![("service", s.name.as_str()), ("reason", reason)], ld(v)));
+            }
+        }
+        counter(
+            &mut enc,
+            "anyedge_connections_failed",
+            "Client connections closed by anyedge, by reason.",
+            &rejected,
+        )?;
+        counter(
+            &mut enc,
+            "anyedge_backend_retries",
+            "Connects retried on another backend.",
+            &services
+                .iter()
+                .map(|s| (vec![("service", s.name.as_str())], ld(&s.stats.retries)))
+                .collect::<Vec<_>>(),
+        )?;
+        let lbl =
+            |s: &crate::lb::Service, b: &crate::lb::Backend| -> (String, String) { (s.name.clone(), b.name.clone()) };
+        let names: Vec<(String, String)> = backends.iter().map(|(s, b)| lbl(s, b)).collect();
+        let per_backend = |f: &dyn Fn(&crate::lb::Backend) -> u64| -> Vec<(Vec<(&str, &str)>, u64)> {
+            backends
+                .iter()
+                .zip(&names)
+                .map(|((_, b), (sn, bn))| (vec![("service", sn.as_str()), ("backend", bn.as_str())], f(b)))
+                .collect()
+        };
+        let up: Vec<(Vec<(&str, &str)>, i64)> = per_backend(&|b| u64::from(b.is_up()))
+            .into_iter()
+            .map(|(l, v)| (l, gi(v)))
+            .collect();
+        gauge(
+            &mut enc,
+            "anyedge_backend_up",
+            "1 if the backend passes health checks.",
+            &up,
+        )?;
+        let draining: Vec<(Vec<(&str, &str)>, i64)> = per_backend(&|b| u64::from(b.is_draining()))
+            .into_iter()
+            .map(|(l, v)| (l, gi(v)))
+            .collect();
+        gauge(
+            &mut enc,
+            "anyedge_backend_draining",
+            "1 if the backend is draining.",
+            &draining,
+        )?;
+        let active: Vec<(Vec<(&str, &str)>, i64)> = per_backend(&|b| ld(&b.active))
+            .into_iter()
+            .map(|(l, v)| (l, gi(v)))
+            .collect();
+        gauge(
+            &mut enc,
+            "anyedge_backend_connections_active",
+            "Open connections per backend.",
+            &active,
+        )?;
+        counter(
+            &mut enc,
+            "anyedge_backend_connections",
+            "Connections forwarded per backend.",
+            &per_backend(&|b| ld(&b.stats.connections)),
+        )?;
+        let mut bytes = Vec::new();
+        let mut fails = Vec::new();
+        let mut checks = Vec::new();
+        for ((_, b), (sn, bn)) in backends.iter().zip(&names) {
+            let bs = &b.stats;
+            bytes.push((
+                vec![
+                    ("service", sn.as_str()),
+                    ("backend", bn.as_str()),
+                    ("direction", "to_backend"),
+                ],
+                ld(&bs.bytes_to_backend),
+            ));
+            bytes.push((
+                vec![
+                    ("service", sn.as_str()),
+                    ("backend", bn.as_str()),
+                    ("direction", "to_client"),
+                ],
+                ld(&bs.bytes_to_client),
+            ));
+            for (cause, v) in [
+                ("refused", &bs.connect_refused),
+                ("timeout", &bs.connect_timeout),
+                ("error", &bs.connect_error),
+            ] {
+                fails.push((
+                    vec![("service", sn.as_str()), ("backend", bn.as_str()), ("cause", cause)],
+                    ld(v),
+                ));
+            }
+            checks.push((
+                vec![("service", sn.as_str()), ("backend", bn.as_str()), ("result", "ok")],
+                ld(&bs.checks_ok),
+            ));
+            checks.push((
+                vec![("service", sn.as_str()), ("backend", bn.as_str()), ("result", "failed")],
+                ld(&bs.checks_failed),
+            ));
+        }
+        counter(
+            &mut enc,
+            "anyedge_backend_bytes",
+            "Bytes forwarded per backend and direction.",
+            &bytes,
+        )?;
+        counter(
+            &mut enc,
+            "anyedge_backend_connect_failures",
+            "Failed connects to a backend, by cause.",
+            &fails,
+        )?;
+        counter(
+            &mut enc,
+            "anyedge_health_checks",
+            "Active health checks, by result.",
+            &checks,
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+}

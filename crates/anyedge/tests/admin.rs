@@ -1,0 +1,251 @@
+//! The admin API of a running daemon: every endpoint, the auth failures, the
+//! refusal to expose an unauthenticated API beyond loopback, and /metrics
+//! parsed by a Prometheus text parser.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use common::*;
+
+const TOKEN: &str = "s3cret-token-for-tests-0123";
+
+/// A backend that answers every connection with a fixed HTTP response
+/// after reading the PROXY header and request head.
+fn backend(name: &'static str) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 2048];
+                loop {
+                    match s.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                    if let Ok(anyedge_proxy::Decoded::Complete { len, .. }) = anyedge_proxy::decode(&buf, 4096) {
+                        if buf[len..].windows(4).any(|w| w == b"\r\n\r\n") {
+                            break;
+                        }
+                    }
+                }
+                let body = format!("backend={name}\n");
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    a
+}
+
+fn config(lb: u16, admin: u16, a: SocketAddr, b: SocketAddr, token: bool) -> String {
+    let token = if token {
+        format!("token = \"{TOKEN}\"")
+    } else {
+        String::new()
+    };
+    format!(
+        r#"
+[pop]
+name = "adm"
+[admin]
+listen = "127.0.0.1:{admin}"
+{token}
+[[service]]
+name = "web"
+listen = ["127.0.0.1:{lb}"]
+balance = "round_robin"
+[service.health]
+kind = "tcp"
+interval = "200ms"
+timeout = "100ms"
+rise = 1
+[[service.backend]]
+name = "a"
+address = "{a}"
+[[service.backend]]
+name = "b"
+address = "{b}"
+"#
+    )
+}
+
+/// (status, body)
+fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn start(token: bool) -> (Anyedge, SocketAddr, SocketAddr) {
+    let (a, b) = (backend("a"), backend("b"));
+    let (lb_port, admin_port) = (free_port(), free_port());
+    let lb = SocketAddr::from(([127, 0, 0, 1], lb_port));
+    let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
+    let e = Anyedge::start(&config(lb_port, admin_port, a, b, token), lb);
+    wait_port(admin, Duration::from_secs(5));
+    e.wait_log("backend up", 2, Duration::from_secs(5));
+    (e, lb, admin)
+}
+
+#[test]
+fn status_reports_services_and_backends() {
+    let (_e, lb, admin) = start(true);
+    get(lb).unwrap();
+    let (code, body) = http(admin, "GET", "/api/v1/status", None);
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["pop"], "adm");
+    let svc = &v["services"][0];
+    assert_eq!(svc["name"], "web");
+    assert!(svc["accepted"].as_u64().unwrap() >= 1);
+    let backends = svc["backends"].as_array().unwrap();
+    assert_eq!(backends.len(), 2);
+    for b in backends {
+        assert_eq!(b["health"], "up", "{b}");
+        assert_eq!(b["last_check"]["ok"], true, "{b}");
+        assert_eq!(b["draining"], false);
+    }
+}
+
+#[test]
+fn drain_and_undrain_need_the_token_and_move_traffic() {
+    let (e, lb, admin) = start(true);
+    let path = "/api/v1/services/web/backends/a/drain";
+    // auth failures change nothing
+    assert_eq!(http(admin, "POST", path, None).0, 401);
+    assert_eq!(http(admin, "POST", path, Some("wrong-token-wrong-token")).0, 401);
+    let served: Vec<String> = (0..6).map(|_| get(lb).unwrap().1).collect();
+    assert!(served.iter().any(|b| b == "backend=a\n"), "{served:?}");
+    // unknown names
+    assert_eq!(
+        http(admin, "POST", "/api/v1/services/nope/backends/a/drain", Some(TOKEN)).0,
+        404
+    );
+    assert_eq!(
+        http(admin, "POST", "/api/v1/services/web/backends/nope/drain", Some(TOKEN)).0,
+        404
+    );
+    // drain a: only b gets new connections
+    let (code, body) = http(admin, "POST", path, Some(TOKEN));
+    assert_eq!(code, 200, "{body}");
+    for _ in 0..10 {
+        assert_eq!(get(lb).unwrap().1, "backend=b\n");
+    }
+    let v: serde_json::Value = serde_json::from_str(&http(admin, "GET", "/api/v1/status", None).1).unwrap();
+    assert_eq!(v["services"][0]["backends"][0]["draining"], true);
+    e.wait_log("backend drain changed by admin API", 1, Duration::from_secs(1));
+    // undrain: a is back
+    assert_eq!(
+        http(admin, "POST", "/api/v1/services/web/backends/a/undrain", Some(TOKEN)).0,
+        200
+    );
+    let served: Vec<String> = (0..6).map(|_| get(lb).unwrap().1).collect();
+    assert!(served.iter().any(|b| b == "backend=a\n"), "{served:?}");
+}
+
+#[test]
+fn reload_endpoint_applies_good_and_rejects_bad_config() {
+    let (e, _lb, admin) = start(true);
+    assert_eq!(http(admin, "POST", "/api/v1/reload", None).0, 401);
+    let (code, body) = http(admin, "POST", "/api/v1/reload", Some(TOKEN));
+    assert_eq!(code, 200, "{body}");
+    let good = std::fs::read_to_string(&e.config).unwrap();
+    e.rewrite_config(&good.replace("[[service.backend]]\nname = \"b\"", "[[service.backend]]\nnme = \"b\""));
+    let (code, body) = http(admin, "POST", "/api/v1/reload", Some(TOKEN));
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("unknown field `nme`"), "{body}");
+    // still running the old config
+    let v: serde_json::Value = serde_json::from_str(&http(admin, "GET", "/api/v1/status", None).1).unwrap();
+    assert_eq!(v["services"][0]["backends"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn without_a_token_the_api_is_read_only() {
+    let (_e, _lb, admin) = start(false);
+    assert_eq!(http(admin, "GET", "/api/v1/status", None).0, 200);
+    let (code, body) = http(admin, "POST", "/api/v1/services/web/backends/a/drain", Some(TOKEN));
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(http(admin, "POST", "/api/v1/reload", None).0, 403);
+}
+
+#[test]
+fn refuses_unauthenticated_admin_beyond_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.toml");
+    std::fs::write(&p, "[pop]\nname = \"x\"\n[admin]\nlisten = \"0.0.0.0:9180\"\n").unwrap();
+    for cmd in ["check", "run"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_anyedge"))
+            .args([cmd, "-c"])
+            .arg(&p)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{cmd} must fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("refusing to expose the admin API"), "{err}");
+        assert!(err.contains(":4:"), "names the line: {err}");
+    }
+}
+
+#[test]
+fn metrics_parse_as_prometheus_text() {
+    let (_e, lb, admin) = start(true);
+    for _ in 0..4 {
+        get(lb).unwrap();
+    }
+    let (code, body) = http(admin, "GET", "/metrics", None);
+    assert_eq!(code, 200);
+    let lines = body.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text");
+    let find = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+            .unwrap_or_else(|| panic!("no sample {name} {labels:?} in\n{body}"))
+    };
+    assert!(find("anyedge_connections_accepted_total", &[("service", "web")]) >= 4.0);
+    assert_eq!(find("anyedge_backend_up", &[("service", "web"), ("backend", "a")]), 1.0);
+    let conns = find("anyedge_backend_connections_total", &[("backend", "a")])
+        + find("anyedge_backend_connections_total", &[("backend", "b")]);
+    assert!(conns >= 4.0);
+    assert!(
+        find(
+            "anyedge_backend_bytes_total",
+            &[("backend", "a"), ("direction", "to_client")]
+        ) > 0.0
+    );
+    assert!(find("anyedge_health_checks_total", &[("backend", "b"), ("result", "ok")]) >= 1.0);
+}
