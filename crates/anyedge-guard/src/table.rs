@@ -1,0 +1,171 @@
+//! Bounded per-key state tables, sharded by key hash so that concurrent
+//! connections rarely contend (one short mutex per shard, never a global
+//! lock). When a shard is full, idle entries go first; otherwise the entry
+//! with the least debt among a few sampled ones is evicted, which forgets
+//! the least dangerous source. Memory is fixed by the capacity whatever the
+//! number of (spoofed) sources.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::Mutex;
+
+use crate::gcra::Gcra;
+
+type Key = (u128, u8);
+
+const SHARDS: usize = 64;
+/// Entries examined to pick an eviction victim.
+const SAMPLE: usize = 8;
+
+/// A keyed hasher with a per-process random key, so an attacker cannot aim
+/// all sources at one shard.
+#[derive(Clone)]
+struct Hasher_(std::collections::hash_map::RandomState);
+
+impl Hasher_ {
+    fn shard(&self, k: &Key) -> usize {
+        (self.0.hash_one(k) as usize) % SHARDS
+    }
+}
+
+/// GCRA state (theoretical arrival time) per key.
+pub struct RateTable {
+    shards: Box<[Mutex<HashMap<Key, u64>>]>,
+    per_shard: usize,
+    hasher: Hasher_,
+}
+
+impl RateTable {
+    pub fn new(capacity: usize) -> RateTable {
+        let per_shard = capacity.div_ceil(SHARDS).max(1);
+        RateTable {
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::with_capacity(per_shard)))
+                .collect(),
+            per_shard,
+            hasher: Hasher_(Default::default()),
+        }
+    }
+
+    /// Applies `g` to `key` at `now`; true if the arrival conforms.
+    pub fn check(&self, key: Key, now: u64, g: &Gcra) -> bool {
+        let i = self.hasher.shard(&key);
+        let Some(shard) = self.shards.get(i) else { return true };
+        let Ok(mut m) = shard.lock() else { return true };
+        if let Some(tat) = m.get_mut(&key) {
+            return g.check(tat, now);
+        }
+        let mut tat = 0u64;
+        let ok = g.check(&mut tat, now);
+        if m.len() >= self.per_shard {
+            // Evict: an idle entry, else the smallest TAT among a sample.
+            let victim = m
+                .iter()
+                .take(SAMPLE)
+                .min_by_key(|(_, &t)| if g.is_idle(t, now) { 0 } else { t })
+                .map(|(k, _)| *k);
+            if let Some(v) = victim {
+                m.remove(&v);
+            }
+        }
+        m.insert(key, tat);
+        ok
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().map_or(0, |m| m.len())).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Open-connection counts per key. A full table refuses new keys rather
+/// than forgetting counts (forgetting would let a source exceed its cap).
+pub struct ConcurrencyTable {
+    shards: Box<[Mutex<HashMap<Key, u32>>]>,
+    per_shard: usize,
+    hasher: Hasher_,
+}
+
+impl ConcurrencyTable {
+    pub fn new(capacity: usize) -> ConcurrencyTable {
+        let per_shard = capacity.div_ceil(SHARDS).max(1);
+        ConcurrencyTable {
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::with_capacity(per_shard)))
+                .collect(),
+            per_shard,
+            hasher: Hasher_(Default::default()),
+        }
+    }
+
+    /// Takes one slot for `key` if it has fewer than `max`.
+    pub fn acquire(&self, key: Key, max: u32) -> bool {
+        let i = self.hasher.shard(&key);
+        let Some(shard) = self.shards.get(i) else { return true };
+        let Ok(mut m) = shard.lock() else { return true };
+        let full = m.len() >= self.per_shard;
+        match m.get_mut(&key) {
+            Some(n) if *n >= max => false,
+            Some(n) => {
+                *n += 1;
+                true
+            }
+            None if full || max == 0 => false,
+            None => {
+                m.insert(key, 1);
+                true
+            }
+        }
+    }
+
+    pub fn release(&self, key: Key) {
+        let i = self.hasher.shard(&key);
+        let Some(shard) = self.shards.get(i) else { return };
+        let Ok(mut m) = shard.lock() else { return };
+        if let Some(n) = m.get_mut(&key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&key);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().map_or(0, |m| m.len())).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eviction_keeps_capacity() {
+        let t = RateTable::new(640);
+        let g = Gcra::new(1, 1);
+        for i in 0..100_000u128 {
+            t.check((i, 128), 0, &g);
+        }
+        assert!(t.len() <= 640, "{}", t.len());
+    }
+
+    #[test]
+    fn concurrency_full_table_refuses_new_keys() {
+        let t = ConcurrencyTable::new(64); // 1 per shard
+        let mut admitted = 0;
+        for i in 0..10_000u128 {
+            if t.acquire((i, 128), 5) {
+                admitted += 1;
+            }
+        }
+        assert!(admitted <= 64);
+        assert!(t.len() <= 64);
+    }
+}
