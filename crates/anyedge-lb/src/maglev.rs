@@ -5,9 +5,12 @@
 //! its *name*: `offset = h1(name) mod M`, `skip = h2(name) mod (M-1) + 1`,
 //! `permutation[j] = (offset + j * skip) mod M`. Backends take turns claiming
 //! their next preferred free slot until the table is full. With `M` prime,
-//! every permutation visits every slot. Weighted variant: per round, backend
-//! `i` takes `weight_i` turns, so its share of slots is proportional to its
-//! weight.
+//! every permutation visits every slot. Weighted variant: a backend of weight
+//! `w` takes `w / w_max` turns per round (credit-based, so it takes `w` turns
+//! for every `w_max` rounds), so its share of slots is proportional to its
+//! weight, with no limit on the weights' sum or scale.
+//!
+//! Lookup is one modulo and one array read: `table[key_hash mod M]`.
 //!
 //! The hashes are fixed-key SipHash-1-3 (hand-written below: the std
 //! `DefaultHasher` is not guaranteed stable across Rust releases), so every
@@ -23,12 +26,14 @@ pub const MAX_TABLE_SIZE: usize = 1 << 24;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum MaglevError {
-    #[error("table size {0} is not prime")]
+    #[error("Maglev table size {0} is not prime")]
     NotPrime(usize),
-    #[error("table size {size} must be at least {min} (one slot per backend) and at most {max}")]
-    BadSize { size: usize, min: usize, max: usize },
-    #[error("total weight {0} exceeds the table size")]
-    WeightTooLarge(u64),
+    #[error("Maglev table size {size} is too small: it needs at least {min} slots (one per backend)")]
+    TooSmall { size: usize, min: usize },
+    #[error("Maglev table size {size} is too large (at most {max})")]
+    TooLarge { size: usize, max: usize },
+    #[error("permutation skip {skip} is a multiple of the table size {size}")]
+    BadSkip { skip: u64, size: usize },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,13 +44,17 @@ pub struct Maglev {
 const EMPTY: u32 = u32::MAX;
 
 impl Maglev {
-    /// Builds the table for `backends` (name, weight). Backends with weight 0
-    /// get no slot. An empty (or all-zero) list gives an empty table.
+    /// Builds the table for `backends` (name, weight); entries are indices
+    /// into `backends`. Backends with weight 0 get no slot. An empty (or
+    /// all-zero) list gives an empty table, whose `lookup` is `None`.
+    ///
+    /// Names should be unique; the result depends only on the multiset of
+    /// (name, weight) pairs, not on their order.
     pub fn new(backends: &[(&str, u32)], table_size: usize) -> Result<Maglev, MaglevError> {
         // The fill order decides contended slots, so fill in name order (not
         // config order) and map back to the caller's indices afterwards.
         let mut order: Vec<usize> = (0..backends.len()).collect();
-        order.sort_by(|&a, &b| backends[a].0.cmp(backends[b].0));
+        order.sort_by(|&a, &b| backends[a].cmp(&backends[b]));
         let m = table_size as u64;
         let params: Vec<(u64, u64, u32)> = order
             .iter()
@@ -63,51 +72,74 @@ impl Maglev {
         Ok(t)
     }
 
-    /// Builds the table from explicit (offset, skip, weight) per backend, as in
-    /// the paper's worked example. Used by [`Maglev::new`] and by tests.
+    /// Builds the table from explicit `(offset, skip, weight)` per backend,
+    /// as in the paper's worked example (entries are indices into `params`).
+    /// Meant for tests; [`Maglev::new`] derives the parameters from names.
     pub fn from_permutation_params(params: &[(u64, u64, u32)], table_size: usize) -> Result<Maglev, MaglevError> {
         Self::from_params(params, table_size)
     }
 
+    /// Pseudocode 1 of the paper, weighted: backends take turns in input
+    /// order, each claiming its next preferred free slot. A backend of the
+    /// largest weight `w_max` takes one turn every round; one of weight `w`
+    /// takes its `t`-th turn in the first round `k` with `t * w_max <= k * w`,
+    /// i.e. `w / w_max` turns per round on average. With equal weights this
+    /// is exactly the paper's loop; in general each backend's share of the
+    /// table is proportional to its weight, whatever the weights' scale
+    /// (scaling all weights by a constant gives the same table).
     fn from_params(params: &[(u64, u64, u32)], m: usize) -> Result<Maglev, MaglevError> {
         let active = params.iter().filter(|p| p.2 > 0).count();
-        if m < active.max(1) || m > MAX_TABLE_SIZE {
-            return Err(MaglevError::BadSize {
+        if m > MAX_TABLE_SIZE {
+            return Err(MaglevError::TooLarge {
                 size: m,
-                min: active.max(1),
                 max: MAX_TABLE_SIZE,
+            });
+        }
+        if m < active.max(2) {
+            return Err(MaglevError::TooSmall {
+                size: m,
+                min: active.max(2),
             });
         }
         if !is_prime(m) {
             return Err(MaglevError::NotPrime(m));
         }
-        let total_weight: u64 = params.iter().map(|p| u64::from(p.2)).sum();
-        if total_weight > m as u64 {
-            return Err(MaglevError::WeightTooLarge(total_weight));
+        let mu = m as u64;
+        if let Some(&(_, skip, _)) = params.iter().find(|p| p.2 > 0 && p.1 % mu == 0) {
+            // The permutation would not visit every slot (and the fill
+            // would never end).
+            return Err(MaglevError::BadSkip { skip, size: m });
         }
-        if active == 0 {
+        let w_max = u64::from(params.iter().map(|p| p.2).max().unwrap_or(0));
+        if w_max == 0 {
             return Ok(Maglev { table: Box::new([]) });
         }
-        let mu = m as u64;
         let mut table = vec![EMPTY; m];
+        // Per backend: the next index into its permutation, and turns taken.
         let mut next = vec![0u64; params.len()];
+        let mut taken = vec![0u64; params.len()];
         let mut filled = 0usize;
-        // Pseudocode 1, with each backend taking `weight` turns per round.
-        'fill: loop {
+        // The max-weight backend takes a turn every round, so `m` rounds
+        // always suffice; the bound only makes termination obvious.
+        'fill: for round in 1..=mu {
             for (i, &(offset, skip, weight)) in params.iter().enumerate() {
-                for _ in 0..weight {
-                    // next preferred free slot of backend i
-                    let mut c = (offset % mu + next[i] * (skip % mu)) % mu;
-                    while table[c as usize] != EMPTY {
-                        next[i] += 1;
-                        c = (offset % mu + next[i] * (skip % mu)) % mu;
-                    }
-                    table[c as usize] = i as u32;
+                if taken[i] * w_max >= round * u64::from(weight) {
+                    continue; // no turn this round (or weight 0)
+                }
+                let (offset, skip) = (offset % mu, skip % mu);
+                // The next preferred slot that is free: at most `m` probes,
+                // since the permutation visits every slot and one is free.
+                let mut c = (offset + next[i] * skip) % mu;
+                while table[c as usize] != EMPTY {
                     next[i] += 1;
-                    filled += 1;
-                    if filled == m {
-                        break 'fill;
-                    }
+                    c = (offset + next[i] * skip) % mu;
+                }
+                table[c as usize] = i as u32;
+                next[i] += 1;
+                taken[i] += 1;
+                filled += 1;
+                if filled == m {
+                    break 'fill;
                 }
             }
         }
@@ -238,14 +270,36 @@ mod tests {
     #[test]
     fn sizes_checked() {
         assert_eq!(Maglev::new(&[("a", 1)], 65536), Err(MaglevError::NotPrime(65536)));
-        assert!(matches!(
-            Maglev::new(&[("a", 1), ("b", 1), ("c", 1)], 2),
-            Err(MaglevError::BadSize { .. })
-        ));
+        assert_eq!(Maglev::new(&[("a", 1)], 9), Err(MaglevError::NotPrime(9)));
         assert_eq!(
-            Maglev::new(&[("a", 7), ("b", 1)], 7),
-            Err(MaglevError::WeightTooLarge(8))
+            Maglev::new(&[("a", 1), ("b", 1), ("c", 1)], 2),
+            Err(MaglevError::TooSmall { size: 2, min: 3 })
         );
+        assert_eq!(Maglev::new(&[], 1), Err(MaglevError::TooSmall { size: 1, min: 2 }));
+        assert_eq!(
+            Maglev::new(&[("a", 1)], MAX_TABLE_SIZE + 1),
+            Err(MaglevError::TooLarge {
+                size: MAX_TABLE_SIZE + 1,
+                max: MAX_TABLE_SIZE
+            })
+        );
+        // A skip that is a multiple of M would loop forever: rejected.
+        assert_eq!(
+            Maglev::from_permutation_params(&[(1, 7, 1), (0, 1, 1)], 7),
+            Err(MaglevError::BadSkip { skip: 7, size: 7 })
+        );
+        assert_eq!(
+            Maglev::from_permutation_params(&[(1, 0, 1)], 7),
+            Err(MaglevError::BadSkip { skip: 0, size: 7 })
+        );
+        // Exactly as many slots as backends: each gets one.
+        let tight = Maglev::new(&[("a", 1), ("b", 1), ("c", 1)], 3).unwrap();
+        let mut t = tight.table().to_vec();
+        t.sort_unstable();
+        assert_eq!(t, vec![0, 1, 2]);
+        // Weights larger than the table are fine.
+        let big = Maglev::new(&[("a", u32::MAX), ("b", 1)], 7).unwrap();
+        assert!(big.table().contains(&0));
         let empty = Maglev::new(&[], DEFAULT_TABLE_SIZE).unwrap();
         assert_eq!(empty.lookup(42), None);
         let zero = Maglev::new(&[("a", 0)], DEFAULT_TABLE_SIZE).unwrap();
@@ -320,6 +374,43 @@ mod tests {
             let got = count[i] / DEFAULT_TABLE_SIZE as f64;
             assert!((got - want).abs() < 0.02, "backend {i}: {got} vs {want}");
         }
+    }
+
+    #[test]
+    fn weight_scale_does_not_matter() {
+        // Large weights (config allows up to 10000) must not skew the table:
+        // scaling every weight gives the very same table.
+        let ns = names(7);
+        let ones: Vec<(&str, u32)> = ns.iter().map(|n| (n.as_str(), 1)).collect();
+        let big: Vec<(&str, u32)> = ns.iter().map(|n| (n.as_str(), 10_000)).collect();
+        let a = Maglev::new(&ones, DEFAULT_TABLE_SIZE).unwrap();
+        let b = Maglev::new(&big, DEFAULT_TABLE_SIZE).unwrap();
+        assert_eq!(a.table(), b.table());
+        let w = Maglev::new(&[("a", 1000), ("b", 2000), ("c", 3000)], DEFAULT_TABLE_SIZE).unwrap();
+        let u = Maglev::new(&[("a", 1), ("b", 2), ("c", 3)], DEFAULT_TABLE_SIZE).unwrap();
+        assert_eq!(w.table(), u.table());
+        // Nearly equal big weights give nearly equal shares.
+        let m = Maglev::new(&[("a", 9_999), ("b", 10_000), ("c", 9_998)], DEFAULT_TABLE_SIZE).unwrap();
+        let mut count = [0f64; 3];
+        for &i in m.table() {
+            count[i as usize] += 1.0;
+        }
+        for c in count {
+            let share = c / DEFAULT_TABLE_SIZE as f64;
+            assert!((share - 1.0 / 3.0).abs() < 0.005, "{count:?}");
+        }
+    }
+
+    #[test]
+    fn paper_example_weighted() {
+        // B0 with weight 2 takes a turn every round, B1 (weight 1) every
+        // other round. Rounds: B0 3, B1 0; B0 4 (0 taken); B0 1, B1 2;
+        // B0 5; B0 6 (2 taken) -> B1 B0 B1 B0 B0 B0 B0.
+        let m = Maglev::from_permutation_params(&[(3, 4, 2), (0, 2, 1)], 7).unwrap();
+        assert_eq!(m.table(), &[1, 0, 1, 0, 0, 0, 0]);
+        // A weight-0 backend takes no slot but keeps its index.
+        let z = Maglev::from_permutation_params(&[(3, 4, 1), (0, 2, 0), (3, 1, 1)], 7).unwrap();
+        assert_eq!(z.table(), &[0, 0, 0, 0, 2, 2, 2]);
     }
 
     #[test]

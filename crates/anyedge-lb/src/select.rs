@@ -1,43 +1,65 @@
-//! Stateless selection among eligible backends: weighted round robin driven
-//! by a caller-owned counter (an `AtomicU64` in the daemon, so no lock), and
-//! weighted least-connections.
+//! Stateless selection among eligible backends: smooth weighted round robin
+//! driven by a caller-owned counter (an `AtomicU64` in the daemon, so no
+//! lock and no shared mutable schedule), and weighted least-connections.
 
-/// Maps `counter` to a backend index so that over any `sum(weights)`
-/// consecutive counters each backend appears `weight` times, interleaved
-/// (nginx's smooth weighted round robin, replayed deterministically for
-/// the position `counter mod sum`). Weight-0 backends are never chosen.
+/// Fixed-point precision of the virtual-time search in [`weighted_rr`]:
+/// distinct turn times differ by more than `2^-SHIFT` for any `u32` weights.
+const SHIFT: u32 = 66;
+
+/// Smooth weighted round robin, as a pure function of a counter.
+///
+/// Over every `sum(weights)` consecutive counter values each backend appears
+/// exactly `weight` times, spread out rather than in bursts: backend `i`'s
+/// `k`-th turn of a cycle sits at virtual time `(k + 1/2) / w_i` in `[0, 1)`,
+/// and the cycle lists all turns by time (ties by index). This is the
+/// lock-free-friendly counterpart of nginx's smooth WRR (same idea: each
+/// backend's turns are evenly spaced, and at any prefix every backend is
+/// within one turn of its proportional share); weights `5,1,1` give
+/// `a a a b c a a`, equal weights give plain `0, 1, .., n-1`.
+///
+/// Cost: O(n) for equal weights, O(66 n) otherwise, whatever the weights
+/// (no replay of the cycle). Weight-0 backends are never chosen; `None` if
+/// there is no backend with a positive weight.
 pub fn weighted_rr(weights: &[u32], counter: u64) -> Option<usize> {
-    let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
+    let total: u128 = weights.iter().map(|&w| u128::from(w)).sum();
     if total == 0 {
         return None;
     }
-    // Equal weights (the common case): plain modulo, O(1).
-    if let Some(&w0) = weights.iter().find(|&&w| w > 0) {
+    // Equal weights (the common case): plain modulo, O(1) after the scan.
+    if let Some(&w0) = weights.first() {
         if weights.iter().all(|&w| w == w0) {
             return Some((counter % weights.len() as u64) as usize);
         }
     }
-    // Smooth WRR: replay `pos + 1` rounds. Bounded by the total weight,
-    // which config caps (10000 per backend).
-    let pos = counter % total;
-    let mut current: Vec<i64> = vec![0; weights.len()];
-    let mut chosen = 0usize;
-    for _ in 0..=pos {
-        let mut best: Option<usize> = None;
-        for (i, &w) in weights.iter().enumerate() {
-            if w == 0 {
-                continue;
-            }
-            current[i] += i64::from(w);
-            if best.is_none_or(|b| current[i] > current[b]) {
-                best = Some(i);
-            }
+    let pos = u128::from(counter) % total;
+    // Turns of backend i at times <= x = n / 2^SHIFT: #{k : k + 1/2 <= w_i x}
+    // = floor(w_i x + 1/2), and never more than w_i since x <= 1.
+    let half = 1u128 << (SHIFT - 1);
+    let turns = |w: u32, n: u128| (u128::from(w) * n + half) >> SHIFT;
+    let upto = |n: u128| -> u128 { weights.iter().map(|&w| turns(w, n)).sum() };
+    // The smallest grid point n with more than `pos` turns at or before it:
+    // upto(0) = 0 <= pos and upto(2^SHIFT) = total > pos.
+    let (mut lo, mut hi) = (0u128, 1u128 << SHIFT);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if upto(mid) > pos {
+            hi = mid;
+        } else {
+            lo = mid;
         }
-        let b = best?;
-        current[b] -= total as i64;
-        chosen = b;
     }
-    Some(chosen)
+    // The turns in (lo, hi] all share one time (distinct times are further
+    // apart than the grid step); take the right one of the tied backends.
+    let mut rank = pos - upto(lo);
+    for (i, &w) in weights.iter().enumerate() {
+        if turns(w, hi) > turns(w, lo) {
+            if rank == 0 {
+                return Some(i);
+            }
+            rank -= 1;
+        }
+    }
+    None // unreachable: upto(hi) > pos
 }
 
 /// Weighted least connections: the index minimizing `active / weight`

@@ -191,8 +191,14 @@ pub fn status_json(edge: &Edge) -> Value {
             })
         })
         .collect();
+    let drops: serde_json::Map<String, Value> = anyedge_guard::DropReason::ALL
+        .iter()
+        .zip(&edge.guard_drops)
+        .map(|(r, v)| (r.as_str().to_string(), json!(v.load(Ordering::Relaxed))))
+        .collect();
     json!({
         "pop": cfg.pop_name,
+        "guard": { "drops": drops },
         "config": cfg.source,
         "active_connections": edge.active.load(Ordering::Relaxed),
         "max_connections": cfg.max_connections.get(),
@@ -463,6 +469,17 @@ impl Collector for EdgeCollector {
             "anyedge_health_checks",
             "Active health checks, by result.",
             &checks,
+        )?;
+        let drops: Vec<(Vec<(&str, &str)>, u64)> = anyedge_guard::DropReason::ALL
+            .iter()
+            .zip(&self.0.guard_drops)
+            .map(|(r, v)| (vec![("layer", "userspace"), ("reason", r.as_str())], ld(v)))
+            .collect();
+        counter(
+            &mut enc,
+            "anyedge_guard_drops",
+            "Connections dropped by the guard, by layer and reason.",
+            &drops,
         )?;
         Ok(())
     }

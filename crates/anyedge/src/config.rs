@@ -70,6 +70,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub workers: Option<NonZeroU32>,
     pub admin: Option<AdminConfig>,
+    /// Per-source admission rules for every L4 listener.
+    pub guard: anyedge_guard::GuardConfig,
     pub services: Vec<ServiceConfig>,
 }
 
@@ -156,8 +158,35 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     admin: Option<RawAdmin>,
+    #[serde(default)]
+    guard: RawGuard,
     #[serde(default, rename = "service")]
     services: Vec<RawService>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawGuard {
+    #[serde(default)]
+    allow: Vec<Spanned<String>>,
+    #[serde(default)]
+    deny: Vec<Spanned<String>>,
+    #[serde(default)]
+    new_connections_per_address: Option<RawRate>,
+    #[serde(default)]
+    new_connections_per_prefix: Option<RawRate>,
+    #[serde(default)]
+    max_connections_per_address: Option<Spanned<u32>>,
+    #[serde(default)]
+    table_capacity: Option<Spanned<usize>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRate {
+    per_second: Spanned<u32>,
+    #[serde(default)]
+    burst: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -480,6 +509,8 @@ impl Config {
             Some(a) => Some(parse_admin(&cx, a)?),
         };
 
+        let guard = parse_guard(&cx, raw.guard)?;
+
         let mut services = Vec::with_capacity(raw.services.len());
         let mut names = HashSet::new();
         let mut all_listen: HashSet<SocketAddr> = HashSet::new();
@@ -507,9 +538,63 @@ impl Config {
             shutdown_grace: raw.limits.shutdown_grace.into_inner(),
             workers,
             admin,
+            guard,
             services,
         })
     }
+}
+
+fn parse_guard(cx: &Ctx<'_>, g: RawGuard) -> Result<anyedge_guard::GuardConfig, ConfigError> {
+    use anyedge_guard::{prefix::Prefix, GuardConfig, Rate};
+    let prefixes = |list: Vec<Spanned<String>>, field: &str| -> Result<Vec<Prefix>, ConfigError> {
+        list.into_iter()
+            .map(|p| {
+                p.get_ref()
+                    .parse::<Prefix>()
+                    .map_err(|e| cx.err(p.span(), format!("guard.{field}"), e.to_string()))
+            })
+            .collect()
+    };
+    let rate = |r: Option<RawRate>, field: &str| -> Result<Option<Rate>, ConfigError> {
+        let Some(r) = r else { return Ok(None) };
+        let ps = *r.per_second.get_ref();
+        if ps == 0 {
+            return Err(cx.err(
+                r.per_second.span(),
+                format!("guard.{field}.per_second"),
+                "must be > 0 (omit the limit to disable it)",
+            ));
+        }
+        Ok(Some(Rate {
+            per_second: ps,
+            burst: r.burst.unwrap_or(ps).max(1),
+        }))
+    };
+    let mut cfg = GuardConfig {
+        allow: prefixes(g.allow, "allow")?,
+        deny: prefixes(g.deny, "deny")?,
+        rate_per_address: rate(g.new_connections_per_address, "new_connections_per_address")?,
+        rate_per_prefix: rate(g.new_connections_per_prefix, "new_connections_per_prefix")?,
+        max_concurrent_per_address: None,
+        ..GuardConfig::default()
+    };
+    if let Some(m) = g.max_connections_per_address {
+        if *m.get_ref() == 0 {
+            return Err(cx.err(
+                m.span(),
+                "guard.max_connections_per_address",
+                "must be > 0 (omit to disable)",
+            ));
+        }
+        cfg.max_concurrent_per_address = Some(m.into_inner());
+    }
+    if let Some(c) = g.table_capacity {
+        if !(64..=1 << 26).contains(c.get_ref()) {
+            return Err(cx.err(c.span(), "guard.table_capacity", "must be between 64 and 67108864"));
+        }
+        cfg.table_capacity = c.into_inner();
+    }
+    Ok(cfg)
 }
 
 fn parse_admin(cx: &Ctx<'_>, a: RawAdmin) -> Result<AdminConfig, ConfigError> {
@@ -878,6 +963,20 @@ address = "127.0.0.1:9001"
         assert!(c.admin.unwrap().token.is_some());
         let e = Config::parse(&with("listen = \"[::]:9180\"\ntoken = \"short\""), "t.toml").unwrap_err();
         assert!(e.field == "admin.token", "{e}");
+    }
+
+    #[test]
+    fn guard_section() {
+        let src = format!(
+            "[guard]\nallow = [\"192.0.2.0/24\"]\ndeny = [\"198.51.100.7\", \"2001:db8::/32\"]\nnew_connections_per_address = {{ per_second = 20 }}\nmax_connections_per_address = 50\n{MIN}"
+        );
+        let c = Config::parse(&src, "t.toml").unwrap();
+        assert_eq!(c.guard.deny.len(), 2);
+        assert_eq!(c.guard.rate_per_address.unwrap().burst, 20);
+        assert_eq!(c.guard.max_concurrent_per_address, Some(50));
+        let bad = format!("[guard]\ndeny = [\"198.51.100.0/33\"]\n{MIN}");
+        let e = Config::parse(&bad, "t.toml").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (2, "guard.deny"), "{e}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use anyedge_guard::{DropReason, Guard, Verdict};
 use anyedge_lb::health::{FailReason, Health, State, Thresholds};
 use anyedge_lb::maglev::{self, Maglev};
 use anyedge_lb::select;
@@ -42,6 +43,7 @@ static LOG_CONNECT_FAIL: LogLimiter = LogLimiter::new(20);
 static LOG_NO_BACKEND: LogLimiter = LogLimiter::new(10);
 static LOG_CAP: LogLimiter = LogLimiter::new(5);
 static LOG_SILENT_BACKEND: LogLimiter = LogLimiter::new(10);
+static LOG_GUARD: LogLimiter = LogLimiter::new(5);
 
 /// Counters of one service. All relaxed atomics: exact totals, no ordering.
 #[derive(Default, Debug)]
@@ -312,6 +314,12 @@ fn thresholds(c: &ServiceConfig) -> Thresholds {
 /// The whole L4 runtime of one PoP.
 pub struct Edge {
     config: ArcSwap<Config>,
+    /// Per-source admission (replaced when its config changes on reload).
+    guard: ArcSwap<Guard>,
+    /// Connections dropped by the guard, indexed like `DropReason::ALL`.
+    pub guard_drops: [AtomicU64; 4],
+    /// Origin of the guard's clock.
+    epoch: Instant,
     services: Mutex<BTreeMap<String, Arc<Service>>>,
     pub active: AtomicU64,
     accepting: AtomicBool,
@@ -325,10 +333,16 @@ pub struct Edge {
 struct ConnGuard {
     edge: Arc<Edge>,
     svc: Arc<Service>,
+    /// The guard that admitted this connection and the source, to release
+    /// its concurrency slot.
+    admitted: Option<(Arc<Guard>, IpAddr)>,
 }
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
+        if let Some((g, ip)) = self.admitted.take() {
+            g.release(ip);
+        }
         self.svc.active.fetch_sub(1, Ordering::Relaxed);
         if self.edge.active.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.edge.idle.notify_waiters();
@@ -349,6 +363,9 @@ impl Edge {
     pub fn start(config: Config, workers: usize) -> anyhow::Result<Arc<Edge>> {
         let boot = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let edge = Arc::new(Edge {
+            guard: ArcSwap::from_pointee(Guard::new(&config.guard)),
+            guard_drops: Default::default(),
+            epoch: Instant::now(),
             config: ArcSwap::from_pointee(config.clone()),
             services: Mutex::new(BTreeMap::new()),
             active: AtomicU64::new(0),
@@ -539,6 +556,12 @@ impl Edge {
                 drop(ls);
             }
         }
+        if self.config.load().guard != new.guard {
+            // New rules, fresh state: open connections release into the
+            // guard that admitted them.
+            self.guard.store(Arc::new(Guard::new(&new.guard)));
+            info!("guard rules replaced");
+        }
         self.config.store(Arc::new(new));
         Ok(())
     }
@@ -603,9 +626,26 @@ async fn accept_loop(edge: Weak<Edge>, svc: Weak<Service>, listener: Listener) {
             return;
         }
         svc.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        // Per-source rules first: a flood must not take global slots.
+        let guard = edge.guard.load_full();
+        let admitted = match guard.admit(peer.ip(), edge.epoch.elapsed()) {
+            Verdict::Admit => Some((guard, peer.ip())),
+            Verdict::Allowlisted => None,
+            Verdict::Drop(reason) => {
+                let i = DropReason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+                edge.guard_drops[i].fetch_add(1, Ordering::Relaxed);
+                if let Some(s) = LOG_GUARD.allow() {
+                    warn!(service = %svc.name, %peer, reason = reason.as_str(), suppressed = s, "connection dropped by guard");
+                }
+                continue;
+            }
+        };
         let global_max = u64::from(edge.config.load().max_connections.get());
         if edge.active.fetch_add(1, Ordering::AcqRel) >= global_max {
             edge.active.fetch_sub(1, Ordering::AcqRel);
+            if let Some((g, ip)) = &admitted {
+                g.release(*ip);
+            }
             svc.stats.rejected_global_cap.fetch_add(1, Ordering::Relaxed);
             if let Some(s) = LOG_CAP.allow() {
                 warn!(service = %svc.name, %peer, limit = global_max, suppressed = s, "global connection cap reached; connection refused");
@@ -616,6 +656,7 @@ async fn accept_loop(edge: Weak<Edge>, svc: Weak<Service>, listener: Listener) {
         let guard = ConnGuard {
             edge: edge.clone(),
             svc: svc.clone(),
+            admitted,
         };
         if let Some(m) = svc.cfg.load().max_connections {
             if svc.active.load(Ordering::Relaxed) > u64::from(m.get()) {

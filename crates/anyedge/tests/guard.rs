@@ -1,0 +1,178 @@
+//! Per-source admission on the real daemon, with many loopback source
+//! addresses as attackers and one legitimate client.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A backend counting the client connections it gets (PROXY header seen)
+/// and answering each request.
+fn backend() -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = l.local_addr().unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let s2 = seen.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let seen = s2.clone();
+            std::thread::spawn(move || {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 2048];
+                loop {
+                    match s.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                    if let Ok(anyedge_proxy::Decoded::Complete { len, header }) = anyedge_proxy::decode(&buf, 4096) {
+                        if buf[len..].windows(4).any(|w| w == b"\r\n\r\n") {
+                            if matches!(header.addrs, anyedge_proxy::Addresses::Tcp { .. }) {
+                                seen.fetch_add(1, Ordering::Relaxed);
+                            }
+                            break;
+                        }
+                    }
+                }
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n");
+            });
+        }
+    });
+    (a, seen)
+}
+
+fn start(guard: &str) -> (Anyedge, SocketAddr, Arc<AtomicUsize>, SocketAddr) {
+    let (b, seen) = backend();
+    let port = free_port();
+    let admin_port = free_port();
+    let lb = SocketAddr::from(([127, 0, 0, 1], port));
+    let cfg = format!(
+        r#"
+[pop]
+name = "guard"
+[admin]
+listen = "127.0.0.1:{admin_port}"
+[guard]
+{guard}
+[[service]]
+name = "web"
+listen = ["{lb}"]
+[service.health]
+kind = "tcp"
+send_proxy = false
+interval = "200ms"
+timeout = "100ms"
+rise = 1
+[[service.backend]]
+name = "b"
+address = "{b}"
+"#
+    );
+    // the start-up probe comes from 127.0.0.1: keep it allowlisted
+    let e = Anyedge::start(&cfg, lb);
+    e.wait_log("backend up", 1, Duration::from_secs(5));
+    (e, lb, seen, SocketAddr::from(([127, 0, 0, 1], admin_port)))
+}
+
+/// Attack: `n` new connections from `src`, each sending a request.
+fn flood(srcs: &[Ipv4Addr], lb: SocketAddr, n: usize) {
+    for i in 0..n {
+        let src = srcs[i % srcs.len()];
+        let _ = get_from(src, lb, "/");
+    }
+}
+
+fn drops(admin: SocketAddr, reason: &str) -> u64 {
+    let mut s = TcpStream::connect(admin).unwrap();
+    write!(s, "GET /api/v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut r = String::new();
+    s.read_to_string(&mut r).unwrap();
+    let body = r.split_once("\r\n\r\n").unwrap().1;
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    v["guard"]["drops"][reason].as_u64().unwrap()
+}
+
+/// The legitimate client (its own /24) keeps succeeding during `attack`.
+fn legit_during(lb: SocketAddr, attack: impl FnOnce() + Send + 'static) -> (usize, usize) {
+    let h = std::thread::spawn(attack);
+    let (mut ok, mut total) = (0, 0);
+    let start = Instant::now();
+    while !h.is_finished() && start.elapsed() < Duration::from_secs(20) {
+        total += 1;
+        if get_from(Ipv4Addr::new(127, 9, 9, 9), lb, "/").is_ok() {
+            ok += 1;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    h.join().unwrap();
+    (ok, total)
+}
+
+#[test]
+fn per_address_flood_is_cut_to_its_rate_and_legit_client_is_unaffected() {
+    let guard = "allow = [\"127.0.0.1\"]\nnew_connections_per_address = { per_second = 20, burst = 20 }";
+    let (_e, lb, seen, admin) = start(guard);
+    let attacker = Ipv4Addr::new(127, 66, 0, 1);
+    let t0 = Instant::now();
+    let (ok, total) = legit_during(lb, move || flood(&[attacker], lb, 1000));
+    let secs = t0.elapsed().as_secs_f64();
+    assert!(ok * 100 >= total * 99, "legit success {ok}/{total}");
+    let backend_conns = seen.load(Ordering::Relaxed) - ok;
+    let bound = 20.0 + 20.0 * secs + 5.0;
+    assert!(
+        (backend_conns as f64) <= bound,
+        "attacker reached the backend {backend_conns} times (bound {bound:.0})"
+    );
+    assert!(drops(admin, "rate_address") >= 1000 - bound as u64);
+}
+
+#[test]
+fn rotating_sources_in_one_prefix_hit_the_prefix_limit() {
+    let guard = "allow = [\"127.0.0.1\"]\nnew_connections_per_address = { per_second = 100 }\nnew_connections_per_prefix = { per_second = 30, burst = 30 }";
+    let (_e, lb, seen, admin) = start(guard);
+    // 250 addresses of 127.77.1.0/24, 4 connections each
+    let srcs: Vec<Ipv4Addr> = (1..=250).map(|h| Ipv4Addr::new(127, 77, 1, h)).collect();
+    let t0 = Instant::now();
+    let (ok, total) = legit_during(lb, move || flood(&srcs, lb, 1000));
+    let secs = t0.elapsed().as_secs_f64();
+    assert!(ok * 100 >= total * 99, "legit success {ok}/{total}");
+    let attack = seen.load(Ordering::Relaxed) - ok;
+    let bound = 30.0 + 30.0 * secs + 5.0;
+    assert!((attack as f64) <= bound, "{attack} > {bound:.0}");
+    assert!(drops(admin, "rate_prefix") > 0);
+}
+
+#[test]
+fn deny_list_and_concurrency_cap() {
+    let guard = "allow = [\"127.0.0.1\"]\ndeny = [\"127.13.0.0/16\"]\nmax_connections_per_address = 3";
+    let (_e, lb, _seen, admin) = start(guard);
+    assert!(get_from(Ipv4Addr::new(127, 13, 5, 5), lb, "/").is_err());
+    assert_eq!(drops(admin, "deny_list"), 1);
+    // slowloris: one address holding connections open; only 3 are admitted
+    let src = Ipv4Addr::new(127, 55, 0, 1);
+    let mut held = Vec::new();
+    for _ in 0..10 {
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.bind(&SocketAddr::from((src, 0)).into()).unwrap();
+        sock.connect(&lb.into()).unwrap();
+        let mut s: TcpStream = sock.into();
+        let _ = s.write_all(b"GET / HTTP/1.1\r\n"); // never finished
+        held.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(drops(admin, "concurrency"), 7);
+    // another address is not affected
+    assert!(get_from(Ipv4Addr::new(127, 56, 0, 1), lb, "/").is_ok());
+    drop(held);
+    std::thread::sleep(Duration::from_millis(300));
+    // slots are released when the connections end
+    assert!(get_from(src, lb, "/").is_ok());
+}
