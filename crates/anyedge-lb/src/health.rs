@@ -271,8 +271,125 @@ mod tests {
     }
 
     #[test]
+    fn starts_down_until_rise_passes() {
+        let t0 = Instant::now();
+        let th = Thresholds {
+            rise: 3,
+            fall: 2,
+            passive_fall: 0,
+        };
+        let mut h = Health::new(th, State::Down, t0);
+        assert_eq!(h.last_result(), None);
+        assert_eq!(h.on_check(ok(), t0), None);
+        assert_eq!(h.on_check(ok(), t0), None);
+        // a failure restarts the count
+        assert_eq!(h.on_check(fail(), t0), None);
+        assert_eq!(h.on_check(ok(), t0), None);
+        assert_eq!(h.on_check(ok(), t0), None);
+        let tr = h.on_check(ok(), t0).unwrap();
+        assert_eq!(
+            tr,
+            Transition {
+                from: State::Down,
+                to: State::Up,
+                reason: "3 consecutive passing checks".into()
+            }
+        );
+    }
+
+    #[test]
+    fn alternating_from_down_never_rises() {
+        let t0 = Instant::now();
+        let th = Thresholds {
+            rise: 2,
+            fall: 2,
+            passive_fall: 3,
+        };
+        let mut h = Health::new(th, State::Down, t0);
+        for i in 0..100 {
+            let r = if i % 2 == 0 { ok() } else { fail() };
+            assert_eq!(h.on_check(r, t0 + Duration::from_secs(i)), None);
+        }
+        assert_eq!(h.state(), State::Down);
+        assert_eq!(h.since(), t0);
+    }
+
+    #[test]
+    fn since_moves_only_on_transitions() {
+        let t0 = Instant::now();
+        let at = |s| t0 + Duration::from_secs(s);
+        let mut h = Health::new(TH, State::Up, t0);
+        h.on_check(ok(), at(1));
+        h.on_check(fail(), at(2));
+        h.on_connect_failure(at(3));
+        h.on_connect_success();
+        h.set_thresholds(Thresholds { rise: 5, ..TH });
+        assert_eq!(h.since(), t0);
+        assert_eq!(h.last_reason(), "assumed up at start");
+        h.on_check(fail(), at(4));
+        h.on_check(fail(), at(5));
+        assert_eq!(h.since(), t0);
+        assert!(h.on_check(fail(), at(6)).is_some());
+        assert_eq!(h.since(), at(6));
+        h.on_check(fail(), at(7));
+        h.on_check(ok(), at(8));
+        assert_eq!(h.since(), at(6));
+        assert_eq!(h.state(), State::Down);
+    }
+
+    #[test]
+    fn passive_ejection_discards_earlier_passes() {
+        let t0 = Instant::now();
+        let mut h = Health::new(TH, State::Up, t0);
+        // healthy by active checks, yet ejected by real traffic
+        for _ in 0..5 {
+            assert_eq!(h.on_check(ok(), t0), None);
+        }
+        assert_eq!(h.on_connect_failure(t0), None);
+        let tr = h.on_connect_failure(t0).unwrap();
+        assert_eq!(tr.from, State::Up);
+        assert_eq!(tr.reason, "2 consecutive failed connects from client traffic");
+        // the 5 passes before the ejection do not count toward `rise`
+        assert_eq!(h.on_check(ok(), t0), None);
+        assert!(h.on_check(ok(), t0).is_some());
+        // after recovery the passive count starts from zero again
+        assert_eq!(h.on_connect_failure(t0), None);
+        assert_eq!(h.state(), State::Up);
+    }
+
+    #[test]
+    fn zero_thresholds_act_as_one() {
+        let t0 = Instant::now();
+        let th = Thresholds {
+            rise: 0,
+            fall: 0,
+            passive_fall: 1,
+        };
+        let mut h = Health::new(th, State::Down, t0);
+        assert!(h.on_check(ok(), t0).is_some());
+        assert!(h.on_check(fail(), t0).is_some());
+        assert!(h.on_check(ok(), t0).is_some());
+        assert!(h.on_connect_failure(t0).is_some());
+        assert_eq!(h.state(), State::Down);
+    }
+
+    #[test]
+    fn threshold_change_keeps_down_state() {
+        let t0 = Instant::now();
+        let mut h = Health::new(TH, State::Down, t0);
+        h.set_thresholds(Thresholds { rise: 1, ..TH });
+        assert_eq!(h.state(), State::Down);
+        assert_eq!(h.since(), t0);
+        assert_eq!(h.thresholds().rise, 1);
+        assert!(h.on_check(ok(), t0).is_some());
+    }
+
+    #[test]
     fn fail_reasons_display() {
         assert_eq!(FailReason::BadStatus(503).to_string(), "unexpected HTTP status 503");
         assert_eq!(FailReason::Timeout.to_string(), "check timed out");
+        assert_eq!(FailReason::ConnectTimeout.to_string(), "connect timed out");
+        assert_eq!(FailReason::BadResponse.to_string(), "malformed response");
+        assert_eq!(FailReason::Io("reset".into()).to_string(), "I/O error: reset");
     }
 }

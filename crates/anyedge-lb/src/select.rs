@@ -12,10 +12,12 @@ const SHIFT: u32 = 66;
 /// exactly `weight` times, spread out rather than in bursts: backend `i`'s
 /// `k`-th turn of a cycle sits at virtual time `(k + 1/2) / w_i` in `[0, 1)`,
 /// and the cycle lists all turns by time (ties by index). This is the
-/// lock-free-friendly counterpart of nginx's smooth WRR (same idea: each
-/// backend's turns are evenly spaced, and at any prefix every backend is
-/// within one turn of its proportional share); weights `5,1,1` give
-/// `a a a b c a a`, equal weights give plain `0, 1, .., n-1`.
+/// lock-free-friendly counterpart of nginx's smooth WRR (same idea, not the
+/// same sequence: each backend's turns are evenly spaced, so at any prefix
+/// every backend is within about one turn of its proportional share; the
+/// worst case, with many ties, is `1/2 + n/2` turns). Weights `5,1,1` give
+/// `a a a b c a a` (nginx: `a a b a c a a`); equal weights give plain
+/// `0, 1, .., n-1`.
 ///
 /// Cost: O(n) for equal weights, O(66 n) otherwise, whatever the weights
 /// (no replay of the cycle). Weight-0 backends are never chosen; `None` if
@@ -94,6 +96,7 @@ pub fn least_conn(candidates: &[(u64, u32)], tiebreak: u64) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn rr_equal_weights_cycles() {
@@ -103,14 +106,109 @@ mod tests {
 
     #[test]
     fn rr_weighted_is_smooth_and_proportional() {
-        // nginx's example: weights 5,1,1 -> a a b a c a a
+        // Turn times: a .1 .3 .5 .7 .9, b .5, c .5 -> a a a b c a a
         let seq: Vec<usize> = (0..7).map(|c| weighted_rr(&[5, 1, 1], c).unwrap()).collect();
-        assert_eq!(seq, vec![0, 0, 1, 0, 2, 0, 0]);
+        assert_eq!(seq, vec![0, 0, 0, 1, 2, 0, 0]);
+        // Two equal-ish backends alternate instead of 10 x a then 10 x b.
+        let seq: Vec<usize> = (0..6).map(|c| weighted_rr(&[3, 3, 0], c).unwrap()).collect();
+        assert_eq!(seq, vec![0, 1, 0, 1, 0, 1]);
+        let seq: Vec<usize> = (0..6).map(|c| weighted_rr(&[1, 2, 3], c).unwrap()).collect();
+        assert_eq!(seq, vec![2, 1, 0, 2, 1, 2]);
         let mut count = [0; 3];
         for c in 0..600 {
             count[weighted_rr(&[1, 2, 3], c).unwrap()] += 1;
         }
         assert_eq!(count, [100, 200, 300]);
+    }
+
+    /// At every prefix of the cycle, every backend is within one turn of
+    /// its proportional share (no AAAB-style bursts).
+    #[test]
+    fn rr_prefixes_stay_proportional() {
+        for ws in [
+            vec![5u32, 1, 1],
+            vec![1, 2, 3],
+            vec![10, 1],
+            vec![7, 5, 3, 2],
+            vec![100, 99, 1],
+            vec![10_000, 1, 5_000],
+        ] {
+            let total: u64 = ws.iter().map(|&w| u64::from(w)).sum();
+            let mut count = vec![0u64; ws.len()];
+            for c in 0..total {
+                count[weighted_rr(&ws, c).unwrap()] += 1;
+                for (i, &w) in ws.iter().enumerate() {
+                    let ideal = (c + 1) as f64 * f64::from(w) / total as f64;
+                    let dev = (count[i] as f64 - ideal).abs();
+                    assert!(dev <= 1.0 + 1e-9, "{ws:?} at {c}: backend {i} {count:?}");
+                }
+            }
+            assert_eq!(count, ws.iter().map(|&w| u64::from(w)).collect::<Vec<_>>(), "{ws:?}");
+        }
+    }
+
+    #[test]
+    fn rr_counter_wraps_cleanly() {
+        // u64::MAX + 1 wraps to 0: both ends stay in bounds and the result
+        // is periodic in sum(weights).
+        let ws = [3u32, 0, 4];
+        for c in [u64::MAX, u64::MAX - 1, 0, 1] {
+            let i = weighted_rr(&ws, c).unwrap();
+            assert_ne!(i, 1);
+        }
+        for c in 0..50u64 {
+            assert_eq!(weighted_rr(&ws, c), weighted_rr(&ws, c + 7));
+        }
+        assert!(weighted_rr(&[u32::MAX, u32::MAX - 1, 1], u64::MAX).is_some());
+    }
+
+    /// Reference: list every turn of a cycle as (time, index), sorted.
+    fn rr_reference(ws: &[u32]) -> Vec<usize> {
+        let mut turns: Vec<(u64, u64, usize)> = Vec::new();
+        for (i, &w) in ws.iter().enumerate() {
+            for k in 0..u64::from(w) {
+                // time (2k+1) / (2w), kept as a fraction
+                turns.push((2 * k + 1, 2 * u64::from(w), i));
+            }
+        }
+        turns.sort_by(|a, b| {
+            (u128::from(a.0) * u128::from(b.1))
+                .cmp(&(u128::from(b.0) * u128::from(a.1)))
+                .then(a.2.cmp(&b.2))
+        });
+        turns.into_iter().map(|t| t.2).collect()
+    }
+
+    proptest! {
+        #[test]
+        fn rr_matches_reference(ws in proptest::collection::vec(0u32..40, 0..8)) {
+            let reference = rr_reference(&ws);
+            if reference.is_empty() {
+                prop_assert_eq!(weighted_rr(&ws, 0), None);
+            } else {
+                for (c, &want) in reference.iter().enumerate() {
+                    prop_assert_eq!(weighted_rr(&ws, c as u64), Some(want));
+                }
+            }
+        }
+
+        #[test]
+        fn least_conn_is_a_weighted_minimum(
+            cands in proptest::collection::vec((0u64..20, 0u32..5), 0..8),
+            tiebreak: u64,
+        ) {
+            match least_conn(&cands, tiebreak) {
+                None => prop_assert!(cands.iter().all(|c| c.1 == 0)),
+                Some(i) => {
+                    let (a, w) = cands[i];
+                    prop_assert!(w > 0);
+                    for &(a2, w2) in cands.iter().filter(|c| c.1 > 0) {
+                        // a / w <= a2 / w2
+                        prop_assert!(u128::from(a) * u128::from(w2) <= u128::from(a2) * u128::from(w));
+                    }
+                }
+            }
+        }
     }
 
     #[test]

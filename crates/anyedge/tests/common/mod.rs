@@ -2,6 +2,8 @@
 //! real nginx instances, each ended by the PID we started.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod netns;
+
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -135,11 +137,28 @@ pub struct Anyedge {
 
 impl Anyedge {
     pub fn start(config: &str, wait_for: SocketAddr) -> Anyedge {
+        let a = Anyedge::spawn(Command::new(env!("CARGO_BIN_EXE_anyedge")), config);
+        wait_port(wait_for, Duration::from_secs(10));
+        a
+    }
+
+    /// Runs anyedge inside network namespace `ns` and waits, from inside it,
+    /// until `wait_for` accepts connections.
+    pub fn start_in(ns: &netns::Netns, config: &str, wait_for: SocketAddr) -> Anyedge {
+        let mut cmd = ns.command(env!("CARGO_BIN_EXE_anyedge"));
+        cmd.env("RUST_LOG", "info");
+        let a = Anyedge::spawn(cmd, config);
+        ns.enter(move || wait_port(wait_for, Duration::from_secs(10)));
+        a
+    }
+
+    /// `cmd` is the program (or a wrapper that execs it, like `ip netns exec`).
+    fn spawn(mut cmd: Command, config: &str) -> Anyedge {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("anyedge.toml");
         std::fs::write(&path, config).unwrap();
         let log = std::fs::File::create(dir.path().join("anyedge.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_anyedge"))
+        let child = cmd
             .arg("run")
             .arg("-c")
             .arg(&path)
@@ -149,13 +168,11 @@ impl Anyedge {
             .stderr(log)
             .spawn()
             .expect("start anyedge");
-        let a = Anyedge {
+        Anyedge {
             dir,
             config: path,
             child: Some(child),
-        };
-        wait_port(wait_for, Duration::from_secs(10));
-        a
+        }
     }
 
     pub fn pid(&self) -> i32 {

@@ -1,0 +1,322 @@
+//! DDoS absorption across a real (virtual) network: a PoP namespace running
+//! anyedge with a backend on its loopback, an attacker namespace and a client
+//! namespace, each joined to the PoP by a veth pair.
+//!
+//! ```text
+//!  attacker 198.18.1.2 / 2001:db8:1::2        client 198.18.2.2 / 2001:db8:2::2
+//!  (sources: any of 2001:db8:66::/64,              |
+//!   198.18.100.0/24 via AnyIP routes)              |
+//!            \                                     /
+//!           pop 198.18.1.1 2001:db8:1::1 | 198.18.2.1 2001:db8:2::1
+//!           anyedge :80 -> backend 127.0.0.1:8080 (PROXY v2)
+//! ```
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::netns::{link, Netns};
+use common::*;
+
+struct Lab {
+    pop: Netns,
+    attacker: Netns,
+    client: Netns,
+    edge: Anyedge,
+    /// client connections that reached the backend, by source address
+    seen: Arc<std::sync::Mutex<Vec<IpAddr>>>,
+}
+
+fn lab(guard: &str) -> Lab {
+    let pop = Netns::new("pop");
+    let attacker = Netns::new("att");
+    let client = Netns::new("cli");
+    link(
+        &pop,
+        "to-att",
+        &["198.18.1.1/24", "2001:db8:1::1/64"],
+        &attacker,
+        "eth0",
+        &["198.18.1.2/24", "2001:db8:1::2/64"],
+    );
+    link(
+        &pop,
+        "to-cli",
+        &["198.18.2.1/24", "2001:db8:2::1/64"],
+        &client,
+        "eth0",
+        &["198.18.2.2/24", "2001:db8:2::2/64"],
+    );
+    // the attacker owns a whole /64 and a /24 (AnyIP: every address is local)
+    attacker.ip(&["-6", "route", "add", "local", "2001:db8:66::/64", "dev", "lo"]);
+    attacker.ip(&["route", "add", "local", "198.18.100.0/24", "dev", "lo"]);
+    attacker.ip(&["-6", "route", "add", "default", "via", "2001:db8:1::1"]);
+    attacker.ip(&["route", "add", "default", "via", "198.18.1.1"]);
+    client.ip(&["-6", "route", "add", "default", "via", "2001:db8:2::1"]);
+    client.ip(&["route", "add", "default", "via", "198.18.2.1"]);
+    pop.ip(&["-6", "route", "add", "2001:db8:66::/64", "via", "2001:db8:1::2"]);
+    pop.ip(&["route", "add", "198.18.100.0/24", "via", "198.18.1.2"]);
+
+    // backend on the PoP's loopback: records the client address of each
+    // forwarded connection (from the PROXY header) and answers
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let ready = pop.spawn(move || TcpListener::bind("127.0.0.1:8080").unwrap());
+    let listener = ready.join().unwrap();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { continue };
+            let seen = s2.clone();
+            std::thread::spawn(move || {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 2048];
+                loop {
+                    match s.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                    if let Ok(anyedge_proxy::Decoded::Complete { len, header }) = anyedge_proxy::decode(&buf, 4096) {
+                        if buf[len..].windows(4).any(|w| w == b"\r\n\r\n") {
+                            if let anyedge_proxy::Addresses::Tcp { src, .. } = header.addrs {
+                                seen.lock().unwrap().push(src.ip());
+                            }
+                            break;
+                        }
+                    }
+                }
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n");
+            });
+        }
+    });
+
+    let cfg = format!(
+        r#"
+[pop]
+name = "netns-pop"
+[admin]
+listen = "127.0.0.1:9180"
+[guard]
+{guard}
+[[service]]
+name = "web"
+listen = ["0.0.0.0:80", "[::]:80"]
+[service.timeouts]
+client_first_byte = "1s"
+[service.health]
+kind = "tcp"
+send_proxy = false
+interval = "200ms"
+timeout = "100ms"
+rise = 1
+[[service.backend]]
+name = "b"
+address = "127.0.0.1:8080"
+"#
+    );
+    let edge = Anyedge::start_in(&pop, &cfg, "127.0.0.1:80".parse().unwrap());
+    edge.wait_log("backend up", 1, Duration::from_secs(5));
+    Lab {
+        pop,
+        attacker,
+        client,
+        edge,
+        seen,
+    }
+}
+
+/// One GET from `src` (bound with IP_FREEBIND so any AnyIP address works).
+fn request(src: IpAddr, dst: SocketAddr) -> std::io::Result<Duration> {
+    let t = Instant::now();
+    let domain = if src.is_ipv6() {
+        socket2::Domain::IPV6
+    } else {
+        socket2::Domain::IPV4
+    };
+    let sock = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+    if src.is_ipv6() {
+        sock.set_freebind_ipv6(true)?;
+    } else {
+        sock.set_freebind(true)?;
+    }
+    sock.bind(&SocketAddr::new(src, 0).into())?;
+    sock.set_read_timeout(Some(Duration::from_secs(3)))?;
+    sock.connect_timeout(&dst.into(), Duration::from_secs(2))?;
+    let mut s: TcpStream = sock.into();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+    let mut r = String::new();
+    s.read_to_string(&mut r)?;
+    if r.starts_with("HTTP/1.1 200") {
+        Ok(t.elapsed())
+    } else {
+        Err(std::io::Error::other("no response"))
+    }
+}
+
+fn status(lab: &Lab) -> serde_json::Value {
+    lab.pop.enter(|| {
+        let mut s = TcpStream::connect("127.0.0.1:9180").unwrap();
+        write!(s, "GET /api/v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+        serde_json::from_str(r.split_once("\r\n\r\n").unwrap().1).unwrap()
+    })
+}
+
+/// Runs `attack` in the attacker namespace while the client namespace makes
+/// requests; returns (client ok, client total, client worst latency).
+fn under_attack(lab: &Lab, attack: impl FnOnce() + Send + 'static) -> (usize, usize, Duration) {
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let d2 = done.clone();
+    let h = lab.attacker.spawn(move || {
+        attack();
+        d2.store(true, Ordering::Relaxed);
+    });
+    // A real user: 4 new connections a second, over IPv4 and IPv6 in turn,
+    // for as long as the attack lasts (at least 3 s, at most 30 s).
+    let c = lab.client.spawn(move || {
+        let mut ok = 0;
+        let mut total = 0;
+        let mut worst = Duration::ZERO;
+        let dst: SocketAddr = "[2001:db8:2::1]:80".parse().unwrap();
+        let v4: SocketAddr = "198.18.2.1:80".parse().unwrap();
+        let start = Instant::now();
+        while (start.elapsed() < Duration::from_secs(3) || !done.load(Ordering::Relaxed))
+            && start.elapsed() < Duration::from_secs(30)
+        {
+            total += 1;
+            let target = if total % 2 == 0 { dst } else { v4 };
+            let src: IpAddr = if total % 2 == 0 {
+                "2001:db8:2::2".parse().unwrap()
+            } else {
+                "198.18.2.2".parse().unwrap()
+            };
+            if let Ok(t) = request(src, target) {
+                ok += 1;
+                worst = worst.max(t);
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        (ok, total, worst)
+    });
+    h.join().unwrap();
+    c.join().unwrap()
+}
+
+#[test]
+fn ipv6_rotation_inside_one_64_is_limited_as_one_source() {
+    let l = lab("new_connections_per_address = { per_second = 5, burst = 5 }\n\
+         new_connections_per_prefix = { per_second = 20, burst = 20 }");
+    let admitted = Arc::new(AtomicUsize::new(0));
+    let a2 = admitted.clone();
+    let t0 = Instant::now();
+    let (ok, total, worst) = under_attack(&l, move || {
+        // 2000 connections, each from a new address of 2001:db8:66::/64
+        let dst: SocketAddr = "[2001:db8:1::1]:80".parse().unwrap();
+        let start = Instant::now();
+        for i in 0..2000u16 {
+            if start.elapsed() > Duration::from_secs(20) {
+                break;
+            }
+            let src = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0x66, 0, 0x1234, i, 7, 1));
+            if request(src, dst).is_ok() {
+                a2.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    let secs = t0.elapsed().as_secs_f64();
+    assert!(ok * 100 >= total * 99, "legit client {ok}/{total}");
+    assert!(worst < Duration::from_secs(1), "legit latency {worst:?}");
+    let from_attacker = l
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|ip| ip.to_string().starts_with("2001:db8:66:"))
+        .count();
+    let bound = 20.0 + 20.0 * secs + 2.0;
+    assert!(
+        (from_attacker as f64) <= bound,
+        "backend saw {from_attacker} attack connections (bound {bound:.0})"
+    );
+    assert_eq!(from_attacker, admitted.load(Ordering::Relaxed));
+    let v = status(&l);
+    let drops = v["guard"]["drops"]["rate_prefix"].as_u64().unwrap();
+    assert!(drops as usize + from_attacker >= 1990, "drops explain the attack: {v}");
+    drop(l.edge);
+}
+
+#[test]
+fn many_sources_flood_is_absorbed() {
+    let l = lab("new_connections_per_address = { per_second = 3, burst = 3 }");
+    let t0 = Instant::now();
+    let (ok, total, _) = under_attack(&l, move || {
+        // a new-connection flood from 200 sources
+        let dst: SocketAddr = "198.18.1.1:80".parse().unwrap();
+        for i in 0..1500u32 {
+            let src = IpAddr::from([198, 18, 100, (i % 200) as u8 + 21]);
+            let _ = request(src, dst);
+        }
+    });
+    let secs = t0.elapsed().as_secs_f64();
+    assert!(ok * 100 >= total * 99, "legit client {ok}/{total}");
+    let from_attacker = l
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|ip| ip.to_string().starts_with("198.18.100."))
+        .count();
+    // per source at most burst + rate x time
+    let bound = 200.0 * (3.0 + 3.0 * secs);
+    assert!((from_attacker as f64) <= bound, "{from_attacker} > {bound}");
+    let v = status(&l);
+    let drops = v["guard"]["drops"]["rate_address"].as_u64().unwrap();
+    assert_eq!(
+        drops as usize + from_attacker,
+        1500,
+        "every attack connection is accounted for: {v}"
+    );
+}
+
+#[test]
+fn slowloris_is_capped_per_source() {
+    let l = lab("max_connections_per_address = 4");
+    // 20 sources x 20 connections that never finish their request
+    let held = l.attacker.enter(|| {
+        let dst: SocketAddr = "198.18.1.1:80".parse().unwrap();
+        let mut held = Vec::new();
+        for src in 1..=20u8 {
+            for _ in 0..20 {
+                let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+                sock.set_freebind(true).unwrap();
+                sock.bind(&SocketAddr::from(([198, 18, 100, src], 0)).into()).unwrap();
+                sock.connect_timeout(&dst.into(), Duration::from_secs(1)).unwrap();
+                let mut s: TcpStream = sock.into();
+                let _ = s.write_all(b"GET / HTTP/1.1\r\n");
+                held.push(s);
+            }
+        }
+        held
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let v = status(&l);
+    assert_eq!(v["guard"]["drops"]["concurrency"], 20 * 16, "{v}");
+    assert!(
+        v["services"][0]["active_connections"].as_u64().unwrap() <= 20 * 4,
+        "{v}"
+    );
+    // a legitimate client is served meanwhile
+    let t = l
+        .client
+        .enter(|| request("198.18.2.2".parse().unwrap(), "198.18.2.1:80".parse().unwrap()))
+        .expect("legit client served during slowloris");
+    assert!(t < Duration::from_secs(1));
+    drop(held);
+}
