@@ -36,6 +36,7 @@ use crate::lb::Edge;
 pub struct Control {
     pub edge: Arc<Edge>,
     pub config_path: Option<PathBuf>,
+    pub announcer: Option<Arc<crate::announce::Announcer>>,
 }
 
 impl Control {
@@ -116,7 +117,34 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn status(State(state): State<Arc<AppState>>) -> Json<Value> {
-    Json(status_json(&state.ctl.edge))
+    let mut v = status_json(&state.ctl.edge);
+    if let (Some(a), Some(obj)) = (&state.ctl.announcer, v.as_object_mut()) {
+        let prefixes: Vec<Value> = a
+            .prefix_states()
+            .into_iter()
+            .map(|(p, s)| {
+                let since = s.since.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                json!({ "prefix": p, "state": s.state, "reason": s.reason, "since_unix": since })
+            })
+            .collect();
+        let peers: Vec<Value> = a
+            .peers
+            .iter()
+            .map(|(pc, st)| {
+                json!({
+                    "name": pc.name,
+                    "address": pc.address.to_string(),
+                    "asn": pc.asn,
+                    "established": st.established.load(Ordering::Relaxed),
+                    "flaps": st.flaps.load(Ordering::Relaxed),
+                    "last_error": st.last_error.lock().map(|e| e.clone()).unwrap_or_default(),
+                })
+            })
+            .collect();
+        obj.insert("anycast".into(), json!(prefixes));
+        obj.insert("bgp_peers".into(), json!(peers));
+    }
+    Json(v)
 }
 
 pub fn status_json(edge: &Edge) -> Value {

@@ -149,6 +149,11 @@ impl Service {
         self.backends.load_full()
     }
 
+    /// Backends that can take new connections (healthy, not draining).
+    pub fn eligible_count(&self) -> usize {
+        self.selector.load().eligible.len()
+    }
+
     /// Recomputes the eligible set and the Maglev table. Called on health
     /// transitions, drains and reloads (never per connection).
     fn rebuild_selector(&self) {

@@ -10,6 +10,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
 mod admin;
+mod announce;
 mod config;
 mod demo;
 mod forward;
@@ -154,10 +155,13 @@ async fn daemon(cfg: Config, path: Option<PathBuf>, demo: bool, workers: usize) 
         .flat_map(|s| s.listen.iter().map(|a| a.to_string()))
         .collect();
     let admin_listen = cfg.admin.as_ref().map(|a| a.listen);
+    let bgp = cfg.bgp.clone();
     let edge: Arc<Edge> = Edge::start(cfg, workers)?;
+    let announcer = bgp.as_ref().map(|b| announce::Announcer::start(edge.clone(), b));
     let ctl = Arc::new(admin::Control {
         edge: edge.clone(),
         config_path: path.clone(),
+        announcer: announcer.clone(),
     });
     if let Some(listen) = admin_listen {
         admin::serve(listen, ctl.clone()).await?;
@@ -176,8 +180,12 @@ async fn daemon(cfg: Config, path: Option<PathBuf>, demo: bool, workers: usize) 
         }
     }
 
-    // Shutdown invariant: (withdraw routes, once BGP lands) -> stop accepting
-    // -> drain open connections up to the grace period -> exit.
+    // Shutdown invariant: withdraw routes (and close BGP sessions with
+    // Cease) -> stop accepting -> drain open connections up to the grace
+    // period -> exit.
+    if let Some(a) = &announcer {
+        a.shutdown(std::time::Duration::from_secs(2)).await;
+    }
     let grace = edge.config().shutdown_grace;
     edge.stop_accepting();
     let open = edge.active.load(std::sync::atomic::Ordering::Relaxed);

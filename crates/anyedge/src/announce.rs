@@ -1,0 +1,366 @@
+//! Health-tied anycast announcements: which prefixes this PoP announces,
+//! and one BGP session driver per peer (the protocol itself is the sans-IO
+//! `anyedge_bgp::Session`; this module only moves its bytes and timers).
+//!
+//! ```text
+//! controller (every 100 ms): service health -> prefix state -> routes
+//!      │ watch<Vec<Route>> per peer
+//!      ▼
+//! peer driver: Session <-> TCP (connect, read, write), timers, Stop
+//! ```
+//!
+//! Shutdown invariant: [`Announcer::shutdown`] withdraws every prefix and
+//! waits until each established peer has been sent the withdrawals, then
+//! sends NOTIFICATION Cease; only then does the caller close listeners.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyedge_bgp::{Action, Event, Route, Session, SessionConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::config::{AnycastConfig, BgpConfig, PeerConfig};
+use crate::lb::Edge;
+
+/// Where a prefix stands and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrefixState {
+    pub state: &'static str,
+    pub reason: String,
+    pub since: std::time::SystemTime,
+}
+
+/// Live state of one BGP peer.
+#[derive(Debug, Default)]
+pub struct PeerStatus {
+    pub established: AtomicBool,
+    /// Times the session went down after having been established.
+    pub flaps: AtomicU64,
+    /// Prefixes currently announced to the peer (as far as we sent them).
+    pub advertised: AtomicU64,
+    pub last_error: Mutex<String>,
+}
+
+pub struct Announcer {
+    edge: Arc<Edge>,
+    prefixes: Mutex<BTreeMap<String, PrefixState>>,
+    pub peers: Vec<(PeerConfig, Arc<PeerStatus>)>,
+    route_tx: Vec<watch::Sender<Vec<Route>>>,
+    stop_tx: watch::Sender<Option<String>>,
+    /// Set on shutdown: everything is withdrawn from then on.
+    withdraw_all: AtomicBool,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+fn prefix_str(p: &(IpAddr, u8)) -> String {
+    format!("{}/{}", p.0, p.1)
+}
+
+impl Announcer {
+    /// Starts the peer drivers and the controller.
+    pub fn start(edge: Arc<Edge>, bgp: &BgpConfig) -> Arc<Announcer> {
+        let (stop_tx, stop_rx) = watch::channel(None);
+        let mut peers = Vec::new();
+        let mut route_tx = Vec::new();
+        let mut tasks = Vec::new();
+        for pc in &bgp.peers {
+            let status = Arc::new(PeerStatus::default());
+            let (tx, rx) = watch::channel(Vec::new());
+            tasks.push(tokio::spawn(run_peer(
+                pc.clone(),
+                bgp.clone(),
+                rx,
+                stop_rx.clone(),
+                status.clone(),
+            )));
+            peers.push((pc.clone(), status));
+            route_tx.push(tx);
+        }
+        let a = Arc::new(Announcer {
+            edge,
+            prefixes: Mutex::new(BTreeMap::new()),
+            peers,
+            route_tx,
+            stop_tx,
+            withdraw_all: AtomicBool::new(false),
+            tasks: Mutex::new(tasks),
+        });
+        let weak = Arc::downgrade(&a);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(a) = weak.upgrade() else { return };
+                a.evaluate();
+            }
+        });
+        a.evaluate();
+        a
+    }
+
+    /// Is `ac`'s traffic servable here? (None = yes, Some(reason) = no)
+    fn health(&self, ac: &AnycastConfig) -> Option<String> {
+        for name in &ac.services {
+            let Some(svc) = self.edge.service(name) else {
+                return Some(format!("service {name:?} not running"));
+            };
+            let n = svc.eligible_count();
+            if (n as u32) < ac.min_healthy_backends {
+                return Some(format!(
+                    "service {name:?} has {n} healthy backend(s), needs {}",
+                    ac.min_healthy_backends
+                ));
+            }
+        }
+        None
+    }
+
+    /// Recomputes prefix states and pushes route sets to the peers.
+    pub fn evaluate(&self) {
+        let cfg = self.edge.config();
+        let shutting_down = self.withdraw_all.load(Ordering::SeqCst);
+        let mut announced: Vec<&AnycastConfig> = Vec::new();
+        let mut states = BTreeMap::new();
+        for ac in &cfg.anycast {
+            let (state, reason) = if shutting_down {
+                ("withdrawn", "shutting down".to_string())
+            } else if let Some(why) = self.health(ac) {
+                ("withdrawn", why)
+            } else {
+                announced.push(ac);
+                ("announced", "all checks pass".to_string())
+            };
+            states.insert(prefix_str(&ac.prefix), (state, reason));
+        }
+        if let Ok(mut cur) = self.prefixes.lock() {
+            cur.retain(|k, _| states.contains_key(k));
+            for (k, (state, reason)) in states {
+                let changed = cur.get(&k).is_none_or(|s| s.state != state);
+                if changed {
+                    if state == "announced" {
+                        info!(prefix = %k, state, reason = %reason, "anycast prefix state changed");
+                    } else {
+                        warn!(prefix = %k, state, reason = %reason, "anycast prefix state changed");
+                    }
+                    cur.insert(
+                        k,
+                        PrefixState {
+                            state,
+                            reason,
+                            since: std::time::SystemTime::now(),
+                        },
+                    );
+                } else if let Some(s) = cur.get_mut(&k) {
+                    s.reason = reason;
+                }
+            }
+        }
+        for ((pc, _), tx) in self.peers.iter().zip(&self.route_tx) {
+            let routes: Vec<Route> = announced.iter().filter_map(|ac| route_for(ac, pc)).collect();
+            tx.send_if_modified(|cur| {
+                if *cur != routes {
+                    *cur = routes;
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+    }
+
+    pub fn prefix_states(&self) -> BTreeMap<String, PrefixState> {
+        self.prefixes.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// Withdraws everything, waits (up to `max`) until every established
+    /// peer has been sent the withdrawals, then closes the sessions with
+    /// NOTIFICATION Cease / Administrative Shutdown.
+    pub async fn shutdown(&self, max: Duration) {
+        self.withdraw_all.store(true, Ordering::SeqCst);
+        self.evaluate();
+        let deadline = Instant::now() + max;
+        while Instant::now() < deadline {
+            let pending = self
+                .peers
+                .iter()
+                .any(|(_, s)| s.established.load(Ordering::SeqCst) && s.advertised.load(Ordering::SeqCst) > 0);
+            if !pending {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        info!("anycast routes withdrawn; closing BGP sessions");
+        let _ = self.stop_tx.send(Some("anyedge shutting down".into()));
+        let tasks: Vec<_> = self.tasks.lock().map(|mut t| t.drain(..).collect()).unwrap_or_default();
+        for t in tasks {
+            let _ = tokio::time::timeout_at(deadline + Duration::from_secs(1), t).await;
+        }
+    }
+}
+
+/// The route for `ac` as sent to peer `pc`, or None when the peer has no
+/// next hop of the prefix's family.
+fn route_for(ac: &AnycastConfig, pc: &PeerConfig) -> Option<Route> {
+    let next_hop = match ac.prefix.0 {
+        IpAddr::V4(_) => IpAddr::V4(pc.next_hop.or(match pc.local_address {
+            Some(IpAddr::V4(a)) => Some(a),
+            _ => None,
+        })?),
+        IpAddr::V6(_) => IpAddr::V6(pc.next_hop_v6.or(match pc.local_address {
+            Some(IpAddr::V6(a)) => Some(a),
+            _ => None,
+        })?),
+    };
+    Some(Route {
+        prefix: ac.prefix,
+        next_hop,
+        as_path_prepend: 0,
+        med: ac.med,
+        communities: ac.communities.clone(),
+        large_communities: Vec::new(),
+    })
+}
+
+async fn connect(pc: &PeerConfig) -> std::io::Result<TcpStream> {
+    let sock = match pc.address {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    if let Some(local) = pc.local_address {
+        sock.bind(SocketAddr::new(local, 0))?;
+    }
+    let s = tokio::time::timeout(Duration::from_secs(5), sock.connect(pc.address))
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
+/// Drives one BGP session until Stop.
+async fn run_peer(
+    pc: PeerConfig,
+    bgp: BgpConfig,
+    mut routes: watch::Receiver<Vec<Route>>,
+    mut stop: watch::Receiver<Option<String>>,
+    status: Arc<PeerStatus>,
+) {
+    let mut scfg = SessionConfig::new(bgp.asn, pc.asn, bgp.router_id);
+    scfg.hold_time = bgp.hold_time;
+    scfg.connect_retry = bgp.connect_retry;
+    scfg.connect_retry_max = bgp.connect_retry.max(Duration::from_secs(30));
+    let mut sess = Session::new(scfg, std::time::Instant::now());
+    let _ = sess.set_routes(routes.borrow_and_update().clone());
+    sess.handle_event(Event::Start, std::time::Instant::now());
+    let mut stream: Option<TcpStream> = None;
+    let mut connecting: Option<
+        std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<TcpStream>> + Send>>,
+    > = None;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut stopping = false;
+    loop {
+        // Perform every queued action.
+        while let Some(action) = sess.poll_action() {
+            match action {
+                Action::Connect => {
+                    let pc2 = pc.clone();
+                    connecting = Some(Box::pin(async move { connect(&pc2).await }));
+                }
+                Action::Send(bytes) => {
+                    let failed = match stream.as_mut() {
+                        Some(s) => s.write_all(&bytes).await.is_err(),
+                        None => false,
+                    };
+                    if failed {
+                        stream = None;
+                        sess.handle_event(Event::TcpClosed, std::time::Instant::now());
+                    }
+                }
+                Action::CloseTcp => {
+                    if let Some(mut s) = stream.take() {
+                        let _ = s.shutdown().await;
+                    }
+                    connecting = None;
+                }
+                Action::Established => {
+                    status.established.store(true, Ordering::SeqCst);
+                    info!(peer = %pc.name, address = %pc.address, "BGP session established");
+                }
+                Action::Down { reason } => {
+                    if status.established.swap(false, Ordering::SeqCst) {
+                        status.flaps.fetch_add(1, Ordering::Relaxed);
+                    }
+                    status.advertised.store(0, Ordering::SeqCst);
+                    if let Ok(mut e) = status.last_error.lock() {
+                        *e = format!("{reason:?}");
+                    }
+                    if !stopping {
+                        warn!(peer = %pc.name, address = %pc.address, ?reason, "BGP session down");
+                    }
+                }
+            }
+        }
+        if status.established.load(Ordering::SeqCst) {
+            status.advertised.store(routes.borrow().len() as u64, Ordering::SeqCst);
+        }
+        if stopping {
+            if let Some(mut s) = stream.take() {
+                let _ = s.shutdown().await;
+            }
+            info!(peer = %pc.name, "BGP session closed (Cease sent)");
+            return;
+        }
+        let deadline = sess.poll_timeout().map(Instant::from_std);
+        tokio::select! {
+            r = async { match connecting.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
+                connecting = None;
+                match r {
+                    Ok(s) => {
+                        stream = Some(s);
+                        sess.handle_event(Event::TcpConnected, std::time::Instant::now());
+                    }
+                    Err(e) => {
+                        if let Ok(mut le) = status.last_error.lock() {
+                            *le = format!("connect: {e}");
+                        }
+                        sess.handle_event(Event::TcpFailed, std::time::Instant::now());
+                    }
+                }
+            }
+            r = async { match stream.as_mut() { Some(s) => s.read(&mut buf).await, None => std::future::pending().await } } => {
+                match r {
+                    Ok(0) | Err(_) => {
+                        stream = None;
+                        sess.handle_event(Event::TcpClosed, std::time::Instant::now());
+                    }
+                    Ok(n) => sess.handle_event(Event::Bytes(&buf[..n]), std::time::Instant::now()),
+                }
+            }
+            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
+                sess.handle_timeout(std::time::Instant::now());
+            }
+            r = routes.changed() => {
+                if r.is_ok() {
+                    let set = routes.borrow_and_update().clone();
+                    if let Err(e) = sess.set_routes(set) {
+                        warn!(peer = %pc.name, error = %e, "route rejected");
+                    }
+                    // advertised count follows once the UPDATEs are written
+                    status.advertised.store(u64::MAX, Ordering::SeqCst);
+                }
+            }
+            r = stop.changed() => {
+                let reason = if r.is_ok() { stop.borrow().clone() } else { None };
+                sess.handle_event(Event::Stop { reason }, std::time::Instant::now());
+                stopping = true;
+            }
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! anyedge announcing an anycast prefix to a real BIRD 2 router, both in
+//! network namespaces joined by a veth pair:
+//!
+//! ```text
+//! router (BIRD, AS 65000) 198.18.0.2 ---- 198.18.0.1 pop (anyedge, AS 65001)
+//!                                                     lo: 192.0.2.10/32 (anycast)
+//!                                                     backend 127.0.0.1:8080
+//! ```
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::netns::{link, Netns};
+use common::*;
+
+const PREFIX: &str = "192.0.2.10/32";
+
+struct Bird {
+    child: Child,
+    sock: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Bird {
+    fn start(ns: &Netns) -> Bird {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("bird.conf");
+        let sock = dir.path().join("bird.ctl");
+        std::fs::write(
+            &conf,
+            format!(
+                r#"
+log "{}/bird.log" all;
+router id 198.18.0.2;
+protocol device {{ }}
+protocol bgp pop1 {{
+    local 198.18.0.2 as 65000;
+    neighbor 198.18.0.1 as 65001;
+    hold time 9;
+    connect retry time 1;
+    ipv4 {{ import all; export none; }};
+}}
+"#,
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let child = ns
+            .command("bird")
+            .args(["-f", "-c"])
+            .arg(&conf)
+            .arg("-s")
+            .arg(&sock)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("bird (apt-get install bird2)");
+        Bird { child, sock, _dir: dir }
+    }
+
+    fn birdc(&self, cmd: &str) -> String {
+        let out = std::process::Command::new("birdc")
+            .arg("-s")
+            .arg(&self.sock)
+            .args(cmd.split_whitespace())
+            .output()
+            .expect("birdc");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn has_route(&self) -> bool {
+        self.birdc(&format!("show route {PREFIX}")).contains(PREFIX)
+    }
+
+    /// Waits until the route is present (`want`) or gone; returns the time.
+    fn wait_route(&self, want: bool, max: Duration) -> Duration {
+        let t = Instant::now();
+        while t.elapsed() < max {
+            if self.has_route() == want {
+                return t.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "route {PREFIX} {} after {max:?}:\n{}\n{}",
+            if want { "never appeared" } else { "still there" },
+            self.birdc("show protocols all pop1"),
+            self.birdc("show route")
+        );
+    }
+}
+
+impl Drop for Bird {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A backend on the PoP's loopback that can be stopped and started.
+struct Backend {
+    ns_path: String,
+    stop: Arc<AtomicBool>,
+}
+
+impl Backend {
+    fn start(ns: &Netns) -> Backend {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let listener = ns.enter(|| TcpListener::bind("127.0.0.1:8080").unwrap());
+        std::thread::spawn(move || {
+            for s in listener.incoming() {
+                if s2.load(Ordering::SeqCst) {
+                    return; // drops the listener: connections are refused
+                }
+                let Ok(mut s) = s else { continue };
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 2048];
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                    let _ = s.read(&mut buf);
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n");
+                });
+            }
+        });
+        Backend {
+            ns_path: ns.name.clone(),
+            stop,
+        }
+    }
+
+    fn stop(&self, ns: &Netns) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = &self.ns_path;
+        ns.enter(|| {
+            let _ = TcpStream::connect("127.0.0.1:8080");
+        });
+    }
+}
+
+fn setup() -> (Netns, Netns, Bird, Anyedge) {
+    let router = Netns::new("rtr");
+    let pop = Netns::new("pop");
+    link(
+        &router,
+        "to-pop",
+        &["198.18.0.2/30"],
+        &pop,
+        "to-rtr",
+        &["198.18.0.1/30"],
+    );
+    pop.ip(&["addr", "add", "192.0.2.10/32", "dev", "lo"]);
+    let bird = Bird::start(&router);
+    let cfg = r#"
+[pop]
+name = "pop1"
+[limits]
+shutdown_grace = "1s"
+[bgp]
+asn = 65001
+router_id = "198.18.0.1"
+hold_time = 9
+connect_retry = "1s"
+[[bgp.peer]]
+name = "router"
+address = "198.18.0.2"
+asn = 65000
+local_address = "198.18.0.1"
+[[anycast]]
+prefix = "192.0.2.10/32"
+services = ["web"]
+communities = ["65001:100"]
+[[service]]
+name = "web"
+listen = ["192.0.2.10:80"]
+[service.health]
+kind = "tcp"
+send_proxy = false
+interval = "200ms"
+timeout = "100ms"
+rise = 2
+fall = 2
+[[service.backend]]
+name = "b"
+address = "127.0.0.1:8080"
+"#;
+    let edge = Anyedge::start_in(&pop, cfg, "192.0.2.10:80".parse().unwrap());
+    (router, pop, bird, edge)
+}
+
+#[test]
+fn prefix_follows_backend_health_and_is_withdrawn_before_shutdown() {
+    let (_router, pop, bird, mut edge) = setup();
+    let backend = Backend::start(&pop);
+    bird.wait_route(true, Duration::from_secs(15));
+    let detail = bird.birdc(&format!("show route {PREFIX} all"));
+    assert!(detail.contains("(65001,100)"), "community sent: {detail}");
+    assert!(detail.contains("AS_PATH") || detail.contains("as_path"), "{detail}");
+
+    // backend fails: withdrawn within fall x interval (+ check timeout and
+    // propagation slack)
+    backend.stop(&pop);
+    let t = bird.wait_route(false, Duration::from_secs(5));
+    assert!(t <= Duration::from_millis(2 * 200 + 100 + 600), "withdrawn after {t:?}");
+    edge.wait_log("service \"web\" has 0 healthy backend(s)", 1, Duration::from_secs(1));
+
+    // backend back: re-announced after rise checks
+    let _backend = Backend::start(&pop);
+    bird.wait_route(true, Duration::from_secs(5));
+
+    // SIGTERM: the route goes first, then the listeners close
+    edge.signal(nix::sys::signal::Signal::SIGTERM);
+    bird.wait_route(false, Duration::from_secs(3));
+    edge.wait_exit(Duration::from_secs(5)).expect("anyedge exits");
+    let log = edge.log();
+    let withdrawn = log.find("anycast routes withdrawn").expect("withdraw logged");
+    let closed = log.find("listeners closed").expect("listeners closed logged");
+    assert!(withdrawn < closed, "{log}");
+    let proto = bird.birdc("show protocols all pop1");
+    assert!(
+        proto.contains("Administrative shutdown") || proto.contains("shutting down"),
+        "Cease with shutdown communication seen by BIRD: {proto}"
+    );
+}
