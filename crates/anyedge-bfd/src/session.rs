@@ -289,7 +289,7 @@ impl Session {
         // 75..=100 % (75..=90 % when Detect Mult is 1), RFC 5880 6.8.7.
         let span = if self.cfg.detect_mult == 1 { 151 } else { 251 };
         let per_mille = 750 + x % span;
-        interval * per_mille / 1000
+        (interval * per_mille / 1000).max(Duration::from_micros(1))
     }
 
     fn apply_intervals(&mut self, now: Instant) {

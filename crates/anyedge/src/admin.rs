@@ -69,6 +69,8 @@ pub async fn serve(listen: SocketAddr, ctl: Arc<Control>) -> anyhow::Result<()> 
         .route("/api/v1/services/{service}/backends/{backend}/drain", post(drain))
         .route("/api/v1/services/{service}/backends/{backend}/undrain", post(undrain))
         .route("/api/v1/reload", post(reload))
+        .route("/api/v1/pop/drain", post(pop_drain))
+        .route("/api/v1/pop/undrain", post(pop_undrain))
         .route("/metrics", get(metrics))
         .with_state(state);
     info!(%listen, "admin API listening");
@@ -264,6 +266,29 @@ async fn undrain(
     Path((service, backend)): Path<(String, String)>,
 ) -> Response {
     set_drain(&state, &headers, &service, &backend, false).await
+}
+
+async fn pop_drain(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    pop_set_drain(&state, &headers, true)
+}
+
+async fn pop_undrain(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    pop_set_drain(&state, &headers, false)
+}
+
+fn pop_set_drain(state: &AppState, headers: &HeaderMap, drain: bool) -> Response {
+    if let Some(r) = refuse(state, headers) {
+        return r;
+    }
+    let Some(a) = &state.ctl.announcer else {
+        return error(StatusCode::CONFLICT, "no [bgp] configured: nothing to drain");
+    };
+    if drain {
+        a.start_drain("admin API");
+    } else {
+        a.stop_drain();
+    }
+    Json(json!({ "draining": drain })).into_response()
 }
 
 async fn reload(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {

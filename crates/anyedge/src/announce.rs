@@ -56,6 +56,8 @@ pub struct Announcer {
     stop_tx: watch::Sender<Option<String>>,
     /// Set on shutdown: everything is withdrawn from then on.
     withdraw_all: AtomicBool,
+    /// An operator's drain (admin API or SIGTERM): reason and deadline.
+    drain: Mutex<Option<(String, Instant)>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -90,6 +92,7 @@ impl Announcer {
             route_tx,
             stop_tx,
             withdraw_all: AtomicBool::new(false),
+            drain: Mutex::new(None),
             tasks: Mutex::new(tasks),
         });
         let weak = Arc::downgrade(&a);
@@ -123,19 +126,82 @@ impl Announcer {
         None
     }
 
+    /// Starts draining the whole PoP: prefixes are announced less preferred
+    /// (GRACEFUL_SHUTDOWN community, prepends) until open connections fall
+    /// to `drain_until_connections` or `drain_timeout` passes, then withdrawn.
+    pub fn start_drain(&self, reason: &str) {
+        let timeout = self
+            .edge
+            .config()
+            .bgp
+            .as_ref()
+            .map_or(Duration::ZERO, |b| b.drain_timeout);
+        if let Ok(mut d) = self.drain.lock() {
+            if d.is_none() {
+                info!(reason, ?timeout, "PoP drain started");
+                *d = Some((reason.to_string(), Instant::now() + timeout));
+            }
+        }
+        self.evaluate();
+    }
+
+    /// Ends an operator's drain (not a maintenance file's, not shutdown).
+    pub fn stop_drain(&self) {
+        if let Ok(mut d) = self.drain.lock() {
+            if d.take().is_some() {
+                info!("PoP drain ended");
+            }
+        }
+        self.evaluate();
+    }
+
+    /// The drain in force, if any: (reason, deadline).
+    fn current_drain(&self) -> Option<(String, Instant)> {
+        if let Some(d) = self.drain.lock().ok().and_then(|d| d.clone()) {
+            return Some(d);
+        }
+        let cfg = self.edge.config();
+        let file = cfg.bgp.as_ref()?.maintenance_file.as_ref()?;
+        if file.exists() {
+            // A maintenance file drains until the connection threshold only.
+            return Some((
+                format!("maintenance file {} exists", file.display()),
+                Instant::now() + Duration::from_secs(3600),
+            ));
+        }
+        None
+    }
+
     /// Recomputes prefix states and pushes route sets to the peers.
     pub fn evaluate(&self) {
         let cfg = self.edge.config();
         let shutting_down = self.withdraw_all.load(Ordering::SeqCst);
-        let mut announced: Vec<&AnycastConfig> = Vec::new();
+        let drain = self.current_drain();
+        let (below, open) = (
+            cfg.bgp.as_ref().map_or(0, |b| b.drain_until_connections),
+            self.edge.active.load(Ordering::Relaxed),
+        );
+        let mut announced: Vec<(&AnycastConfig, bool)> = Vec::new();
         let mut states = BTreeMap::new();
         for ac in &cfg.anycast {
             let (state, reason) = if shutting_down {
                 ("withdrawn", "shutting down".to_string())
             } else if let Some(why) = self.health(ac) {
                 ("withdrawn", why)
+            } else if let Some((why, deadline)) = &drain {
+                if open <= below {
+                    ("withdrawn", format!("drained ({why}): {open} open connection(s)"))
+                } else if Instant::now() >= *deadline {
+                    (
+                        "withdrawn",
+                        format!("drained ({why}): drain timeout with {open} open connection(s)"),
+                    )
+                } else {
+                    announced.push((ac, true));
+                    ("draining", format!("{why}: waiting for {open} open connection(s)"))
+                }
             } else {
-                announced.push(ac);
+                announced.push((ac, false));
                 ("announced", "all checks pass".to_string())
             };
             states.insert(prefix_str(&ac.prefix), (state, reason));
@@ -164,7 +230,7 @@ impl Announcer {
             }
         }
         for ((pc, _), tx) in self.peers.iter().zip(&self.route_tx) {
-            let routes: Vec<Route> = announced.iter().filter_map(|ac| route_for(ac, pc)).collect();
+            let routes: Vec<Route> = announced.iter().filter_map(|(ac, d)| route_for(ac, pc, *d)).collect();
             tx.send_if_modified(|cur| {
                 if *cur != routes {
                     *cur = routes;
@@ -184,6 +250,13 @@ impl Announcer {
     /// peer has been sent the withdrawals, then closes the sessions with
     /// NOTIFICATION Cease / Administrative Shutdown.
     pub async fn shutdown(&self, max: Duration) {
+        // Drain first (less preferred, wait for connections), then withdraw.
+        self.start_drain("shutting down");
+        let drain_deadline = self.current_drain().map_or_else(Instant::now, |(_, d)| d);
+        while Instant::now() < drain_deadline && self.prefix_states().values().any(|s| s.state == "draining") {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            self.evaluate();
+        }
         self.withdraw_all.store(true, Ordering::SeqCst);
         self.evaluate();
         let deadline = Instant::now() + max;
@@ -208,7 +281,7 @@ impl Announcer {
 
 /// The route for `ac` as sent to peer `pc`, or None when the peer has no
 /// next hop of the prefix's family.
-fn route_for(ac: &AnycastConfig, pc: &PeerConfig) -> Option<Route> {
+fn route_for(ac: &AnycastConfig, pc: &PeerConfig, draining: bool) -> Option<Route> {
     let next_hop = match ac.prefix.0 {
         IpAddr::V4(_) => IpAddr::V4(pc.next_hop.or(match pc.local_address {
             Some(IpAddr::V4(a)) => Some(a),
@@ -219,12 +292,21 @@ fn route_for(ac: &AnycastConfig, pc: &PeerConfig) -> Option<Route> {
             _ => None,
         })?),
     };
+    let mut communities = ac.communities.clone();
+    if draining {
+        communities.extend(
+            ac.drain_communities
+                .iter()
+                .copied()
+                .filter(|c| !ac.communities.contains(c)),
+        );
+    }
     Some(Route {
         prefix: ac.prefix,
         next_hop,
-        as_path_prepend: 0,
+        as_path_prepend: if draining { ac.drain_prepend } else { 0 },
         med: ac.med,
-        communities: ac.communities.clone(),
+        communities,
         large_communities: Vec::new(),
     })
 }

@@ -84,6 +84,12 @@ pub struct BgpConfig {
     pub router_id: std::net::Ipv4Addr,
     pub hold_time: u16,
     pub connect_retry: Duration,
+    /// Draining (admin, maintenance file, SIGTERM) lasts until open
+    /// connections are at most `drain_until_connections`, or this long.
+    pub drain_timeout: Duration,
+    pub drain_until_connections: u64,
+    /// While this file exists the PoP drains (maintenance).
+    pub maintenance_file: Option<std::path::PathBuf>,
     pub peers: Vec<PeerConfig>,
 }
 
@@ -215,11 +221,20 @@ struct RawBgp {
     hold_time: Spanned<u16>,
     #[serde(default = "d_retry", with = "humantime_spanned")]
     connect_retry: Spanned<Duration>,
+    #[serde(default = "d_drain_timeout", with = "humantime_spanned")]
+    drain_timeout: Spanned<Duration>,
+    #[serde(default)]
+    drain_until_connections: u64,
+    #[serde(default)]
+    maintenance_file: Option<String>,
     #[serde(default, rename = "peer")]
     peers: Vec<RawPeer>,
 }
 fn d_hold() -> Spanned<u16> {
     Spanned::new(0..0, 90)
+}
+fn d_drain_timeout() -> Spanned<Duration> {
+    Spanned::new(0..0, Duration::from_secs(30))
 }
 fn d_retry() -> Spanned<Duration> {
     Spanned::new(0..0, Duration::from_secs(5))
@@ -786,6 +801,9 @@ fn parse_bgp(cx: &Ctx<'_>, b: RawBgp) -> Result<BgpConfig, ConfigError> {
         router_id,
         hold_time: hold,
         connect_retry: b.connect_retry.into_inner(),
+        drain_timeout: b.drain_timeout.into_inner(),
+        drain_until_connections: b.drain_until_connections,
+        maintenance_file: b.maintenance_file.map(std::path::PathBuf::from),
         peers,
     })
 }

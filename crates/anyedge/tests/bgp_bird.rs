@@ -146,7 +146,7 @@ impl Backend {
     }
 }
 
-fn setup() -> (Netns, Netns, Bird, Anyedge) {
+fn setup(extra: &str) -> (Netns, Netns, Bird, Anyedge) {
     let router = Netns::new("rtr");
     let pop = Netns::new("pop");
     link(
@@ -159,7 +159,9 @@ fn setup() -> (Netns, Netns, Bird, Anyedge) {
     );
     pop.ip(&["addr", "add", "192.0.2.10/32", "dev", "lo"]);
     let bird = Bird::start(&router);
-    let cfg = r#"
+    let cfg = format!(
+        "{extra}\n{}",
+        r#"
 [pop]
 name = "pop1"
 [limits]
@@ -191,14 +193,15 @@ fall = 2
 [[service.backend]]
 name = "b"
 address = "127.0.0.1:8080"
-"#;
-    let edge = Anyedge::start_in(&pop, cfg, "192.0.2.10:80".parse().unwrap());
+"#
+    );
+    let edge = Anyedge::start_in(&pop, &cfg, "192.0.2.10:80".parse().unwrap());
     (router, pop, bird, edge)
 }
 
 #[test]
 fn prefix_follows_backend_health_and_is_withdrawn_before_shutdown() {
-    let (_router, pop, bird, mut edge) = setup();
+    let (_router, pop, bird, mut edge) = setup("");
     let backend = Backend::start(&pop);
     bird.wait_route(true, Duration::from_secs(15));
     let detail = bird.birdc(&format!("show route {PREFIX} all"));
@@ -229,4 +232,51 @@ fn prefix_follows_backend_health_and_is_withdrawn_before_shutdown() {
         proto.contains("Administrative shutdown") || proto.contains("shutting down"),
         "Cease with shutdown communication seen by BIRD: {proto}"
     );
+}
+
+const TOKEN: &str = "drain-test-token-0123456789";
+
+fn admin_post(pop: &Netns, path: &'static str) -> String {
+    pop.enter(move || {
+        let mut s = TcpStream::connect("127.0.0.1:9180").unwrap();
+        write!(s, "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+        r
+    })
+}
+
+#[test]
+fn admin_drain_prefers_other_pops_then_withdraws_when_connections_end() {
+    let (_router, pop, bird, _edge) = setup(&format!("[admin]\nlisten = \"127.0.0.1:9180\"\ntoken = \"{TOKEN}\""));
+    let _backend = Backend::start(&pop);
+    bird.wait_route(true, Duration::from_secs(15));
+    // an open client connection (it has sent nothing yet)
+    let held = pop.enter(|| TcpStream::connect("192.0.2.10:80").unwrap());
+    std::thread::sleep(Duration::from_millis(100));
+
+    let r = admin_post(&pop, "/api/v1/pop/drain");
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    // still announced, but with GRACEFUL_SHUTDOWN and a longer AS path
+    let t = Instant::now();
+    loop {
+        let d = bird.birdc(&format!("show route {PREFIX} all"));
+        if d.contains("(65535,0)") {
+            assert!(d.contains("65001 65001 65001"), "prepended twice: {d}");
+            assert!(d.contains("(65001,100)"), "{d}");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(3), "drain attributes never seen: {d}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(bird.has_route());
+    // the last connection ends: withdrawn
+    drop(held);
+    bird.wait_route(false, Duration::from_secs(3));
+    // undrain: announced again, without drain attributes
+    let r = admin_post(&pop, "/api/v1/pop/undrain");
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    bird.wait_route(true, Duration::from_secs(3));
+    let d = bird.birdc(&format!("show route {PREFIX} all"));
+    assert!(!d.contains("(65535,0)"), "{d}");
 }
