@@ -1,6 +1,8 @@
 //! Byte-vector, error-path and property tests for the BGP codec.
 //! Expected bytes are assembled by hand from the RFC layouts.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyedge_bgp::codec::*;
@@ -70,15 +72,28 @@ fn open_with_all_capabilities() {
         bgp_id: Ipv4Addr::new(192, 0, 2, 1),
         capabilities: vec![
             Capability::FourOctetAs(65001),
-            Capability::Multiprotocol { afi: AFI_IPV4, safi: SAFI_UNICAST },
-            Capability::Multiprotocol { afi: AFI_IPV6, safi: SAFI_UNICAST },
+            Capability::Multiprotocol {
+                afi: AFI_IPV4,
+                safi: SAFI_UNICAST,
+            },
+            Capability::Multiprotocol {
+                afi: AFI_IPV6,
+                safi: SAFI_UNICAST,
+            },
             Capability::RouteRefresh,
             Capability::GracefulRestart(GracefulRestart {
                 flags: 0x8,
                 restart_time: 120,
-                families: vec![GracefulRestartFamily { afi: 1, safi: 1, flags: 0x80 }],
+                families: vec![GracefulRestartFamily {
+                    afi: 1,
+                    safi: 1,
+                    flags: 0x80,
+                }],
             }),
-            Capability::Unknown { code: 73, value: vec![1, 2, 3] },
+            Capability::Unknown {
+                code: 73,
+                value: vec![1, 2, 3],
+            },
         ],
     };
     let params: Vec<u8> = [
@@ -108,7 +123,9 @@ fn open_four_octet_asn_uses_as_trans() {
     assert_eq!(open.asn(), 4_200_000_000);
     // version 4, My AS 23456 = 0x5ba0, hold 180 = 0x00b4, id 10.0.0.1,
     // opt len 8: param 2 len 6: cap 65 len 4: 4200000000 = 0xfa56ea00
-    let body = [4, 0x5b, 0xa0, 0, 0xb4, 10, 0, 0, 1, 8, 2, 6, 65, 4, 0xfa, 0x56, 0xea, 0x00];
+    let body = [
+        4, 0x5b, 0xa0, 0, 0xb4, 10, 0, 0, 1, 8, 2, 6, 65, 4, 0xfa, 0x56, 0xea, 0x00,
+    ];
     check(Message::Open(open), &msg(1, &body));
 }
 
@@ -119,7 +136,10 @@ fn open_multiple_caps_in_one_parameter_decodes() {
     let body = [4, 0xfd, 0xe9, 0, 90, 1, 1, 1, 1, 10, 2, 8, 2, 0, 1, 4, 0, 2, 0, 1];
     let (m, _) = decode(&msg(1, &body)).unwrap().unwrap();
     let Message::Open(o) = m else { panic!() };
-    assert_eq!(o.capabilities, vec![Capability::RouteRefresh, Capability::Multiprotocol { afi: 2, safi: 1 }]);
+    assert_eq!(
+        o.capabilities,
+        vec![Capability::RouteRefresh, Capability::Multiprotocol { afi: 2, safi: 1 }]
+    );
 }
 
 #[test]
@@ -128,7 +148,10 @@ fn update_ipv4_announce_all_attributes() {
         withdrawn: vec![],
         attributes: vec![
             PathAttribute::Origin(Origin::Igp),
-            PathAttribute::AsPath(vec![AsSegment::Sequence(vec![65001, 65001, 65001]), AsSegment::Set(vec![64512])]),
+            PathAttribute::AsPath(vec![
+                AsSegment::Sequence(vec![65001, 65001, 65001]),
+                AsSegment::Set(vec![64512]),
+            ]),
             PathAttribute::NextHop(Ipv4Addr::new(192, 0, 2, 1)),
             PathAttribute::MultiExitDisc(100),
             PathAttribute::LocalPref(200),
@@ -136,17 +159,24 @@ fn update_ipv4_announce_all_attributes() {
             PathAttribute::Communities(vec![0xfde9_0001, 0xffff_ff01]),
             PathAttribute::LargeCommunities(vec![(65001, 1, 2)]),
         ],
-        nlri: vec![p("198.51.100.0", 24), p("203.0.113.5", 32), p("10.0.0.0", 8), p("0.0.0.0", 0)],
+        nlri: vec![
+            p("198.51.100.0", 24),
+            p("203.0.113.5", 32),
+            p("10.0.0.0", 8),
+            p("0.0.0.0", 0),
+        ],
     };
     let attrs: Vec<u8> = [
         &ORIGIN_IGP[..], // well-known transitive 0x40, type 1, len 1, IGP
         // AS_PATH len 20: AS_SEQUENCE(2) x3 65001 (prepends), AS_SET(1) x1 64512
-        &[0x40, 2, 20, 2, 3, 0, 0, 0xfd, 0xe9, 0, 0, 0xfd, 0xe9, 0, 0, 0xfd, 0xe9, 1, 1, 0, 0, 0xfc, 0x00],
+        &[
+            0x40, 2, 20, 2, 3, 0, 0, 0xfd, 0xe9, 0, 0, 0xfd, 0xe9, 0, 0, 0xfd, 0xe9, 1, 1, 0, 0, 0xfc, 0x00,
+        ],
         &NEXT_HOP_192_0_2_1,
-        &[0x80, 4, 4, 0, 0, 0, 100],                              // MED: optional non-transitive
-        &[0x40, 5, 4, 0, 0, 0, 200],                              // LOCAL_PREF
-        &[0x40, 6, 0],                                            // ATOMIC_AGGREGATE
-        &[0xc0, 8, 8, 0xfd, 0xe9, 0, 1, 0xff, 0xff, 0xff, 0x01],  // COMMUNITIES 65001:1 NO_EXPORT
+        &[0x80, 4, 4, 0, 0, 0, 100], // MED: optional non-transitive
+        &[0x40, 5, 4, 0, 0, 0, 200], // LOCAL_PREF
+        &[0x40, 6, 0],               // ATOMIC_AGGREGATE
+        &[0xc0, 8, 8, 0xfd, 0xe9, 0, 1, 0xff, 0xff, 0xff, 0x01], // COMMUNITIES 65001:1 NO_EXPORT
         &[0xc0, 32, 12, 0, 0, 0xfd, 0xe9, 0, 0, 0, 1, 0, 0, 0, 2], // LARGE_COMMUNITY 65001:1:2
     ]
     .concat();
@@ -157,7 +187,10 @@ fn update_ipv4_announce_all_attributes() {
 
 #[test]
 fn update_ipv4_withdraw_and_eor() {
-    let u = Update { withdrawn: vec![p("198.51.100.0", 24), p("192.0.2.128", 25)], ..Update::default() };
+    let u = Update {
+        withdrawn: vec![p("198.51.100.0", 24), p("192.0.2.128", 25)],
+        ..Update::default()
+    };
     let w = [24, 198, 51, 100, 25, 192, 0, 2, 128];
     check(Message::Update(u), &msg(2, &update_body(&w, &[], &[])));
     // IPv4 End-of-RIB: empty UPDATE, 23 bytes.
@@ -206,12 +239,21 @@ fn update_mp_reach_ipv6_16_and_32_byte_next_hop() {
 
 #[test]
 fn update_mp_unreach_ipv6_and_eor() {
-    let u = Update { attributes: vec![PathAttribute::MpUnreach(vec![p("2001:db8:100::", 48)])], ..Update::default() };
+    let u = Update {
+        attributes: vec![PathAttribute::MpUnreach(vec![p("2001:db8:100::", 48)])],
+        ..Update::default()
+    };
     let attrs = [0x80, 15, 10, 0, 2, 1, 48, 0x20, 0x01, 0x0d, 0xb8, 0x01, 0x00];
     check(Message::Update(u), &msg(2, &update_body(&[], &attrs, &[])));
     // IPv6 End-of-RIB (RFC 4724 2): MP_UNREACH with AFI 2 SAFI 1 and nothing else.
-    let eor = Update { attributes: vec![PathAttribute::MpUnreach(vec![])], ..Update::default() };
-    check(Message::Update(eor), &msg(2, &update_body(&[], &[0x80, 15, 3, 0, 2, 1], &[])));
+    let eor = Update {
+        attributes: vec![PathAttribute::MpUnreach(vec![])],
+        ..Update::default()
+    };
+    check(
+        Message::Update(eor),
+        &msg(2, &update_body(&[], &[0x80, 15, 3, 0, 2, 1], &[])),
+    );
 }
 
 #[test]
@@ -221,9 +263,17 @@ fn update_extended_length_and_unknown_attributes() {
         attributes: vec![
             PathAttribute::Communities(comms.clone()),
             // optional transitive partial, unknown type 99
-            PathAttribute::Unknown { flags: 0xe0, type_code: 99, value: vec![1, 2, 3] },
+            PathAttribute::Unknown {
+                flags: 0xe0,
+                type_code: 99,
+                value: vec![1, 2, 3],
+            },
             // MP_REACH for AFI 1 / SAFI 128 is not parsed: kept raw
-            PathAttribute::Unknown { flags: 0x80, type_code: 14, value: vec![0, 1, 128, 0, 0] },
+            PathAttribute::Unknown {
+                flags: 0x80,
+                type_code: 14,
+                value: vec![0, 1, 128, 0, 0],
+            },
         ],
         ..Update::default()
     };
@@ -252,7 +302,11 @@ fn notification_and_shutdown_communication() {
     body.extend_from_slice(b"maintenance");
     check(Message::Notification(n), &msg(3, &body));
 
-    let n = Notification { code: 4, subcode: 0, data: vec![] };
+    let n = Notification {
+        code: 4,
+        subcode: 0,
+        data: vec![],
+    };
     check(Message::Notification(n), &msg(3, &[4, 0]));
 
     // Truncation to 255 bytes on a character boundary.
@@ -263,13 +317,21 @@ fn notification_and_shutdown_communication() {
     assert_eq!(n.shutdown_communication().unwrap().len(), 254);
     // No message: empty data; bad length: None.
     assert_eq!(Notification::admin_shutdown(None).data, Vec::<u8>::new());
-    let bad = Notification { code: 6, subcode: 2, data: vec![5, b'a'] };
+    let bad = Notification {
+        code: 6,
+        subcode: 2,
+        data: vec![5, b'a'],
+    };
     assert_eq!(bad.shutdown_communication(), None);
 }
 
 #[test]
 fn route_refresh_bytes() {
-    let rr = RouteRefresh { afi: 2, subtype: 0, safi: 1 };
+    let rr = RouteRefresh {
+        afi: 2,
+        subtype: 0,
+        safi: 1,
+    };
     check(Message::RouteRefresh(rr), &msg(5, &[0, 2, 0, 1]));
 }
 
@@ -331,8 +393,14 @@ fn open_errors() {
     let e = decode_err(&msg(1, &open_body(4, 90, [1, 1, 1, 1], &[2, 9, 2, 0])));
     assert_eq!(e.notification(), (2, 0, vec![]));
 
-    assert_eq!(DecodeError::BadPeerAs { expected: 1, got: 2 }.notification(), (2, 2, vec![]));
-    assert_eq!(DecodeError::UnsupportedCapability(vec![65, 0]).notification(), (2, 7, vec![65, 0]));
+    assert_eq!(
+        DecodeError::BadPeerAs { expected: 1, got: 2 }.notification(),
+        (2, 2, vec![])
+    );
+    assert_eq!(
+        DecodeError::UnsupportedCapability(vec![65, 0]).notification(),
+        (2, 7, vec![65, 0])
+    );
 }
 
 // ------------------------------------------------------------ UPDATE errors
@@ -407,28 +475,47 @@ fn update_attribute_errors() {
     assert_eq!(update_err(&[], &attrs, &[24, 10, 0]), (3, 10, vec![]));
     assert_eq!(update_err(&[40, 1, 2, 3, 4, 5], &[], &[]), (3, 10, vec![]));
     // 3/11 malformed AS_PATH: segment type 5, count overrun, zero count.
-    for a in [[0x40u8, 2, 6, 5, 1, 0, 0, 0, 1], [0x40, 2, 6, 2, 2, 0, 0, 0, 1], [0x40, 2, 6, 2, 0, 0, 0, 0, 1]] {
+    for a in [
+        [0x40u8, 2, 6, 5, 1, 0, 0, 0, 1],
+        [0x40, 2, 6, 2, 2, 0, 0, 0, 1],
+        [0x40, 2, 6, 2, 0, 0, 0, 0, 1],
+    ] {
         assert_eq!(update_err(&[], &a, &[]), (3, 11, vec![]));
     }
 }
 
 #[test]
 fn encode_errors() {
-    let big = Update { attributes: vec![PathAttribute::Communities((0..1100).collect())], ..Update::default() };
-    assert!(matches!(encode_to_vec(&Message::Update(big)), Err(EncodeError::MessageTooLong(_))));
+    let big = Update {
+        attributes: vec![PathAttribute::Communities((0..1100).collect())],
+        ..Update::default()
+    };
+    assert!(matches!(
+        encode_to_vec(&Message::Update(big)),
+        Err(EncodeError::MessageTooLong(_))
+    ));
     let seg = Update {
         attributes: vec![PathAttribute::AsPath(vec![AsSegment::Sequence(vec![1; 256])])],
         ..Update::default()
     };
-    assert_eq!(encode_to_vec(&Message::Update(seg)), Err(EncodeError::AsPathSegmentTooLong));
+    assert_eq!(
+        encode_to_vec(&Message::Update(seg)),
+        Err(EncodeError::AsPathSegmentTooLong)
+    );
     let mut out = vec![9];
     let open = Open {
         my_as: 1,
         hold_time: 0,
         bgp_id: Ipv4Addr::new(1, 1, 1, 1),
-        capabilities: vec![Capability::Unknown { code: 99, value: vec![0; 254] }],
+        capabilities: vec![Capability::Unknown {
+            code: 99,
+            value: vec![0; 254],
+        }],
     };
-    assert_eq!(encode(&Message::Open(open), &mut out), Err(EncodeError::OptionalParametersTooLong));
+    assert_eq!(
+        encode(&Message::Open(open), &mut out),
+        Err(EncodeError::OptionalParametersTooLong)
+    );
     assert_eq!(out, vec![9], "output untouched on error");
 }
 
@@ -440,7 +527,14 @@ fn decode_consumes_one_message_at_a_time() {
     let (m1, n1) = decode(&buf).unwrap().unwrap();
     assert_eq!((m1, n1), (Message::Keepalive, 19));
     let (m2, n2) = decode(&buf[n1..]).unwrap().unwrap();
-    assert_eq!(m2, Message::RouteRefresh(RouteRefresh { afi: 1, subtype: 0, safi: 1 }));
+    assert_eq!(
+        m2,
+        Message::RouteRefresh(RouteRefresh {
+            afi: 1,
+            subtype: 0,
+            safi: 1
+        })
+    );
     assert_eq!(decode(&buf[n1 + n2..]), Ok(None));
 }
 
@@ -477,10 +571,17 @@ fn capability() -> impl Strategy<Value = Capability> {
         (any::<u16>(), any::<u8>()).prop_map(|(afi, safi)| Capability::Multiprotocol { afi, safi }),
         Just(Capability::RouteRefresh),
         (0u8..16, 0u16..4096, prop::collection::vec(fam, 0..3)).prop_map(|(flags, restart_time, families)| {
-            Capability::GracefulRestart(GracefulRestart { flags, restart_time, families })
+            Capability::GracefulRestart(GracefulRestart {
+                flags,
+                restart_time,
+                families,
+            })
         }),
         any::<u32>().prop_map(Capability::FourOctetAs),
-        (any::<u8>().prop_filter("known", |c| ![1, 2, 64, 65].contains(c)), prop::collection::vec(any::<u8>(), 0..10))
+        (
+            any::<u8>().prop_filter("known", |c| ![1, 2, 64, 65].contains(c)),
+            prop::collection::vec(any::<u8>(), 0..10)
+        )
             .prop_map(|(code, value)| Capability::Unknown { code, value }),
     ]
 }
@@ -501,13 +602,22 @@ fn open() -> impl Strategy<Value = Open> {
 }
 
 fn segment() -> impl Strategy<Value = AsSegment> {
-    (any::<bool>(), prop::collection::vec(any::<u32>(), 1..6))
-        .prop_map(|(set, a)| if set { AsSegment::Set(a) } else { AsSegment::Sequence(a) })
+    (any::<bool>(), prop::collection::vec(any::<u32>(), 1..6)).prop_map(|(set, a)| {
+        if set {
+            AsSegment::Set(a)
+        } else {
+            AsSegment::Sequence(a)
+        }
+    })
 }
 
 fn update() -> impl Strategy<Value = Update> {
     let origin = prop_oneof![Just(Origin::Igp), Just(Origin::Egp), Just(Origin::Incomplete)];
-    let mp_reach = (any::<u128>(), proptest::option::of(any::<u128>()), prop::collection::vec(prefix6(), 0..4))
+    let mp_reach = (
+        any::<u128>(),
+        proptest::option::of(any::<u128>()),
+        prop::collection::vec(prefix6(), 0..4),
+    )
         .prop_map(|(nh, ll, nlri)| MpReach {
             next_hop: Ipv6Addr::from(nh),
             link_local: ll.map(Ipv6Addr::from),
@@ -518,7 +628,11 @@ fn update() -> impl Strategy<Value = Update> {
         any::<u8>().prop_filter("known", |t| ![1, 2, 3, 4, 5, 6, 8, 14, 15, 32].contains(t)),
         prop::collection::vec(any::<u8>(), 0..300),
     )
-        .prop_map(|(f, type_code, value)| PathAttribute::Unknown { flags: 0x80 | (f & 0x60), type_code, value });
+        .prop_map(|(f, type_code, value)| PathAttribute::Unknown {
+            flags: 0x80 | (f & 0x60),
+            type_code,
+            value,
+        });
     (
         (
             proptest::option::of(origin),
@@ -538,27 +652,41 @@ fn update() -> impl Strategy<Value = Update> {
             prop::collection::vec(prefix4(), 0..5),
         ),
     )
-        .prop_map(|((origin, as_path, nh, med, lp, atomic), (comms, large, mp, mpu, unk, withdrawn, nlri))| {
-            let needs = !nlri.is_empty() || mp.is_some();
-            let mut attributes = Vec::new();
-            let origin = if needs { Some(origin.unwrap_or(Origin::Igp)) } else { origin };
-            let as_path = if needs { Some(as_path.unwrap_or_default()) } else { as_path };
-            let nh = if nlri.is_empty() { nh } else { Some(nh.unwrap_or(1)) };
-            attributes.extend(origin.map(PathAttribute::Origin));
-            attributes.extend(as_path.map(PathAttribute::AsPath));
-            attributes.extend(nh.map(|n| PathAttribute::NextHop(Ipv4Addr::from(n))));
-            attributes.extend(med.map(PathAttribute::MultiExitDisc));
-            attributes.extend(lp.map(PathAttribute::LocalPref));
-            if atomic {
-                attributes.push(PathAttribute::AtomicAggregate);
-            }
-            attributes.extend(comms.map(PathAttribute::Communities));
-            attributes.extend(mp.map(PathAttribute::MpReach));
-            attributes.extend(mpu.map(PathAttribute::MpUnreach));
-            attributes.extend(large.map(PathAttribute::LargeCommunities));
-            attributes.extend(unk);
-            Update { withdrawn, attributes, nlri }
-        })
+        .prop_map(
+            |((origin, as_path, nh, med, lp, atomic), (comms, large, mp, mpu, unk, withdrawn, nlri))| {
+                let needs = !nlri.is_empty() || mp.is_some();
+                let mut attributes = Vec::new();
+                let origin = if needs {
+                    Some(origin.unwrap_or(Origin::Igp))
+                } else {
+                    origin
+                };
+                let as_path = if needs {
+                    Some(as_path.unwrap_or_default())
+                } else {
+                    as_path
+                };
+                let nh = if nlri.is_empty() { nh } else { Some(nh.unwrap_or(1)) };
+                attributes.extend(origin.map(PathAttribute::Origin));
+                attributes.extend(as_path.map(PathAttribute::AsPath));
+                attributes.extend(nh.map(|n| PathAttribute::NextHop(Ipv4Addr::from(n))));
+                attributes.extend(med.map(PathAttribute::MultiExitDisc));
+                attributes.extend(lp.map(PathAttribute::LocalPref));
+                if atomic {
+                    attributes.push(PathAttribute::AtomicAggregate);
+                }
+                attributes.extend(comms.map(PathAttribute::Communities));
+                attributes.extend(mp.map(PathAttribute::MpReach));
+                attributes.extend(mpu.map(PathAttribute::MpUnreach));
+                attributes.extend(large.map(PathAttribute::LargeCommunities));
+                attributes.extend(unk);
+                Update {
+                    withdrawn,
+                    attributes,
+                    nlri,
+                }
+            },
+        )
 }
 
 fn message() -> impl Strategy<Value = Message> {
@@ -568,8 +696,11 @@ fn message() -> impl Strategy<Value = Message> {
         (any::<u8>(), any::<u8>(), prop::collection::vec(any::<u8>(), 0..40))
             .prop_map(|(code, subcode, data)| Message::Notification(Notification { code, subcode, data })),
         Just(Message::Keepalive),
-        any::<(u16, u8, u8)>()
-            .prop_map(|(afi, subtype, safi)| Message::RouteRefresh(RouteRefresh { afi, subtype, safi })),
+        any::<(u16, u8, u8)>().prop_map(|(afi, subtype, safi)| Message::RouteRefresh(RouteRefresh {
+            afi,
+            subtype,
+            safi
+        })),
     ]
 }
 

@@ -1,5 +1,7 @@
 //! Session FSM tests in simulated time: an `Instant` base plus `Duration`s.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
@@ -47,8 +49,14 @@ fn peer_open(hold: u16) -> Message {
         hold,
         Ipv4Addr::new(192, 0, 2, 2),
         vec![
-            Capability::Multiprotocol { afi: AFI_IPV4, safi: SAFI_UNICAST },
-            Capability::Multiprotocol { afi: AFI_IPV6, safi: SAFI_UNICAST },
+            Capability::Multiprotocol {
+                afi: AFI_IPV4,
+                safi: SAFI_UNICAST,
+            },
+            Capability::Multiprotocol {
+                afi: AFI_IPV6,
+                safi: SAFI_UNICAST,
+            },
             Capability::RouteRefresh,
         ],
     ))
@@ -80,12 +88,17 @@ fn eor4() -> Message {
 }
 
 fn eor6() -> Message {
-    Message::Update(Update { attributes: vec![PathAttribute::MpUnreach(vec![])], ..Update::default() })
+    Message::Update(Update {
+        attributes: vec![PathAttribute::MpUnreach(vec![])],
+        ..Update::default()
+    })
 }
 
 fn assert_torn_down(actions: &[Action], code: u8, subcode: u8) {
     let msgs = sent(actions);
-    let Some(Message::Notification(n)) = msgs.last() else { panic!("no NOTIFICATION in {actions:?}") };
+    let Some(Message::Notification(n)) = msgs.last() else {
+        panic!("no NOTIFICATION in {actions:?}")
+    };
     assert_eq!((n.code, n.subcode), (code, subcode), "{n:?}");
     assert!(actions.contains(&Action::CloseTcp));
     assert!(matches!(actions.last(), Some(Action::Down { .. })), "{actions:?}");
@@ -94,11 +107,19 @@ fn assert_torn_down(actions: &[Action], code: u8, subcode: u8) {
 #[test]
 fn open_handshake_to_established() {
     let t = Instant::now();
-    let mut s = Session::new(SessionConfig { graceful_restart: Some(120), ..cfg() }, t);
+    let mut s = Session::new(
+        SessionConfig {
+            graceful_restart: Some(120),
+            ..cfg()
+        },
+        t,
+    );
     assert_eq!(s.state(), State::Idle);
     assert_eq!(s.poll_timeout(), None);
     let a = to_open_sent(&mut s, t);
-    let [Message::Open(open)] = &sent(&a)[..] else { panic!("{a:?}") };
+    let [Message::Open(open)] = &sent(&a)[..] else {
+        panic!("{a:?}")
+    };
     assert_eq!(open.my_as, 65001);
     assert_eq!(open.hold_time, 90);
     assert_eq!(open.bgp_id, Ipv4Addr::new(192, 0, 2, 1));
@@ -109,7 +130,11 @@ fn open_handshake_to_established() {
             Capability::Multiprotocol { afi: 1, safi: 1 },
             Capability::Multiprotocol { afi: 2, safi: 1 },
             Capability::RouteRefresh,
-            Capability::GracefulRestart(GracefulRestart { flags: 0, restart_time: 120, families: vec![] }),
+            Capability::GracefulRestart(GracefulRestart {
+                flags: 0,
+                restart_time: 120,
+                families: vec![]
+            }),
         ]
     );
     // Hold timer while waiting for the OPEN: 4 minutes.
@@ -173,7 +198,12 @@ fn hold_expiry_sends_4_0_and_goes_down() {
         } else {
             assert_eq!(now, t2 + secs(30));
             assert_torn_down(&a, 4, 0);
-            assert_eq!(a.last(), Some(&Action::Down { reason: DownReason::HoldTimerExpired }));
+            assert_eq!(
+                a.last(),
+                Some(&Action::Down {
+                    reason: DownReason::HoldTimerExpired
+                })
+            );
         }
     }
     assert_eq!(s.state(), State::Idle);
@@ -199,7 +229,12 @@ fn bad_open(open_bytes: Vec<u8>, code: u8, subcode: u8) {
     s.handle_event(Event::Bytes(&open_bytes), t);
     let a = drain(&mut s);
     assert_torn_down(&a, code, subcode);
-    assert!(matches!(a.last(), Some(Action::Down { reason: DownReason::NotificationSent(_) })));
+    assert!(matches!(
+        a.last(),
+        Some(Action::Down {
+            reason: DownReason::NotificationSent(_)
+        })
+    ));
     assert_eq!(s.state(), State::Idle);
 }
 
@@ -251,7 +286,13 @@ fn peer_as_mismatch() {
     bad_open(raw_open(4, 65003, 90, id, Some(PEER_AS)), 2, 2);
     // A 4-octet peer AS behind AS_TRANS is fine.
     let t = Instant::now();
-    let mut s = Session::new(SessionConfig { peer_as: 4_200_000_000, ..cfg() }, t);
+    let mut s = Session::new(
+        SessionConfig {
+            peer_as: 4_200_000_000,
+            ..cfg()
+        },
+        t,
+    );
     to_open_sent(&mut s, t);
     s.handle_event(Event::Bytes(&raw_open(4, AS_TRANS, 90, id, Some(4_200_000_000))), t);
     assert_eq!(s.state(), State::OpenConfirm);
@@ -260,8 +301,14 @@ fn peer_as_mismatch() {
 #[test]
 fn connect_retry_backoff_grows_and_caps() {
     let t = Instant::now();
-    let mut s =
-        Session::new(SessionConfig { connect_retry: secs(5), connect_retry_max: secs(40), ..cfg() }, t);
+    let mut s = Session::new(
+        SessionConfig {
+            connect_retry: secs(5),
+            connect_retry_max: secs(40),
+            ..cfg()
+        },
+        t,
+    );
     s.handle_event(Event::Start, t);
     assert_eq!(drain(&mut s), vec![Action::Connect]);
     let mut now = t;
@@ -289,7 +336,15 @@ fn connect_retry_backoff_grows_and_caps() {
     s.handle_event(Event::Message(Message::Keepalive), hang);
     drain(&mut s);
     s.handle_event(Event::TcpClosed, hang);
-    assert_eq!(drain(&mut s), vec![Action::CloseTcp, Action::Down { reason: DownReason::TcpClosed }]);
+    assert_eq!(
+        drain(&mut s),
+        vec![
+            Action::CloseTcp,
+            Action::Down {
+                reason: DownReason::TcpClosed
+            }
+        ]
+    );
     assert_eq!(s.poll_timeout(), Some(hang + secs(5)));
 }
 
@@ -357,9 +412,9 @@ fn v4_attrs(med: u8) -> Vec<u8> {
         &[0x40, 1, 1, 0][..], // ORIGIN IGP
         // AS_PATH: AS_SEQUENCE of 3 x 65001 (own AS + 2 prepends)
         &[0x40, 2, 14, 2, 3, 0, 0, 0xfd, 0xe9, 0, 0, 0xfd, 0xe9, 0, 0, 0xfd, 0xe9],
-        &[0x40, 3, 4, 192, 0, 2, 1],                                // NEXT_HOP
-        &[0x80, 4, 4, 0, 0, 0, med],                                // MED
-        &[0xc0, 8, 4, 0xfd, 0xe9, 0, 0x64],                         // COMMUNITIES 65001:100
+        &[0x40, 3, 4, 192, 0, 2, 1],                               // NEXT_HOP
+        &[0x80, 4, 4, 0, 0, 0, med],                               // MED
+        &[0xc0, 8, 4, 0xfd, 0xe9, 0, 0x64],                        // COMMUNITIES 65001:100
         &[0xc0, 32, 12, 0, 0, 0xfd, 0xe9, 0, 0, 0, 1, 0, 0, 0, 1], // LARGE 65001:1:1
     ]
     .concat()
@@ -397,7 +452,10 @@ fn routes_add_change_withdraw() {
     second.prefix = (IpAddr::V4(Ipv4Addr::new(203, 0, 113, 0)), 24);
     s.set_routes(vec![changed.clone(), second, v6_route()]).unwrap();
     let out = sends(&drain(&mut s));
-    assert_eq!(out, vec![update_msg(&[], &v4_attrs(20), &[24, 198, 51, 100, 24, 203, 0, 113])]);
+    assert_eq!(
+        out,
+        vec![update_msg(&[], &v4_attrs(20), &[24, 198, 51, 100, 24, 203, 0, 113])]
+    );
 
     // Remove everything but the second IPv4 prefix: IPv4 withdrawn routes, IPv6 via MP_UNREACH.
     let mut second = changed;
@@ -408,12 +466,20 @@ fn routes_add_change_withdraw() {
         out,
         vec![
             update_msg(&[24, 198, 51, 100], &[], &[]),
-            update_msg(&[], &[0x80, 15, 10, 0, 2, 1, 48, 0x20, 0x01, 0x0d, 0xb8, 0x01, 0x00], &[]),
+            update_msg(
+                &[],
+                &[0x80, 15, 10, 0, 2, 1, 48, 0x20, 0x01, 0x0d, 0xb8, 0x01, 0x00],
+                &[]
+            ),
         ]
     );
 
     // ROUTE-REFRESH for IPv4 re-sends the IPv4 routes.
-    let rr = Message::RouteRefresh(RouteRefresh { afi: 1, subtype: 0, safi: 1 });
+    let rr = Message::RouteRefresh(RouteRefresh {
+        afi: 1,
+        subtype: 0,
+        safi: 1,
+    });
     s.handle_event(Event::Bytes(&bytes(&rr)), t);
     let out = sends(&drain(&mut s));
     assert_eq!(out, vec![update_msg(&[], &v4_attrs(20), &[24, 203, 0, 113])]);
@@ -422,7 +488,13 @@ fn routes_add_change_withdraw() {
 #[test]
 fn ibgp_routes_carry_local_pref() {
     let t = Instant::now();
-    let mut s = Session::new(SessionConfig { peer_as: LOCAL_AS, ..cfg() }, t);
+    let mut s = Session::new(
+        SessionConfig {
+            peer_as: LOCAL_AS,
+            ..cfg()
+        },
+        t,
+    );
     let mut r = v4_route();
     r.as_path_prepend = 0;
     r.med = None;
@@ -436,8 +508,13 @@ fn ibgp_routes_carry_local_pref() {
     s.handle_event(Event::Message(Message::Keepalive), t);
     let out = sends(&drain(&mut s));
     // ORIGIN, empty AS_PATH, NEXT_HOP, LOCAL_PREF 100.
-    let attrs = [0x40, 1, 1, 0, 0x40, 2, 0, 0x40, 3, 4, 192, 0, 2, 1, 0x40, 5, 4, 0, 0, 0, 100];
-    assert_eq!(out, vec![update_msg(&[], &attrs, &[24, 198, 51, 100]), update_msg(&[], &[], &[])]);
+    let attrs = [
+        0x40, 1, 1, 0, 0x40, 2, 0, 0x40, 3, 4, 192, 0, 2, 1, 0x40, 5, 4, 0, 0, 0, 100,
+    ];
+    assert_eq!(
+        out,
+        vec![update_msg(&[], &attrs, &[24, 198, 51, 100]), update_msg(&[], &[], &[])]
+    );
 }
 
 #[test]
@@ -459,7 +536,10 @@ fn many_routes_are_split_across_updates() {
     let t = Instant::now();
     let mut s = Session::new(cfg(), t);
     let routes: Vec<Route> = (0..2000u32)
-        .map(|i| Route { prefix: (IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + (i << 8))), 24), ..v4_route() })
+        .map(|i| Route {
+            prefix: (IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + (i << 8))), 24),
+            ..v4_route()
+        })
         .collect();
     s.set_routes(routes).unwrap();
     let a = established(&mut s, t, 90);
@@ -480,14 +560,25 @@ fn stop_sends_cease_with_shutdown_communication() {
     let t = Instant::now();
     let mut s = Session::new(cfg(), t);
     established(&mut s, t, 90);
-    s.handle_event(Event::Stop { reason: Some("maintenance".into()) }, t + secs(1));
+    s.handle_event(
+        Event::Stop {
+            reason: Some("maintenance".into()),
+        },
+        t + secs(1),
+    );
     let a = drain(&mut s);
     let mut expected = vec![0xff; 16];
     expected.extend_from_slice(&[0, 33, 3, 6, 2, 11]);
     expected.extend_from_slice(b"maintenance");
     assert_eq!(
         a,
-        vec![Action::Send(expected), Action::CloseTcp, Action::Down { reason: DownReason::Stopped }]
+        vec![
+            Action::Send(expected),
+            Action::CloseTcp,
+            Action::Down {
+                reason: DownReason::Stopped
+            }
+        ]
     );
     assert_eq!(s.state(), State::Idle);
     assert_eq!(s.poll_timeout(), None, "no automatic restart after Stop");
@@ -506,7 +597,15 @@ fn received_notification_and_errors() {
     let n = Notification::admin_shutdown(Some("bye"));
     s.handle_event(Event::Bytes(&bytes(&Message::Notification(n.clone()))), t);
     let a = drain(&mut s);
-    assert_eq!(a, vec![Action::CloseTcp, Action::Down { reason: DownReason::NotificationReceived(n) }]);
+    assert_eq!(
+        a,
+        vec![
+            Action::CloseTcp,
+            Action::Down {
+                reason: DownReason::NotificationReceived(n)
+            }
+        ]
+    );
 
     // Decode error in Established -> mapped NOTIFICATION (bad marker -> 1/1).
     let mut s = Session::new(cfg(), t);

@@ -30,7 +30,8 @@ struct Bird {
 }
 
 impl Bird {
-    fn start(ns: &Netns) -> Bird {
+    /// BIRD expecting the PoP to be `pop_as`.
+    fn start_as(ns: &Netns, pop_as: u32) -> Bird {
         let dir = tempfile::tempdir().unwrap();
         let conf = dir.path().join("bird.conf");
         let sock = dir.path().join("bird.ctl");
@@ -43,13 +44,13 @@ router id 198.18.0.2;
 protocol device {{ }}
 protocol bgp pop1 {{
     local 198.18.0.2 as 65000;
-    neighbor 198.18.0.1 as 65001;
+    neighbor 198.18.0.1 as {pop_as};
     hold time 9;
     connect retry time 1;
     ipv4 {{ import all; export none; }};
 }}
 "#,
-                dir.path().display()
+                dir.path().display(),
             ),
         )
         .unwrap();
@@ -147,6 +148,10 @@ impl Backend {
 }
 
 fn setup(extra: &str) -> (Netns, Netns, Bird, Anyedge) {
+    setup_as(extra, 65001)
+}
+
+fn setup_as(extra: &str, bird_expects: u32) -> (Netns, Netns, Bird, Anyedge) {
     let router = Netns::new("rtr");
     let pop = Netns::new("pop");
     link(
@@ -158,7 +163,7 @@ fn setup(extra: &str) -> (Netns, Netns, Bird, Anyedge) {
         &["198.18.0.1/30"],
     );
     pop.ip(&["addr", "add", "192.0.2.10/32", "dev", "lo"]);
-    let bird = Bird::start(&router);
+    let bird = Bird::start_as(&router, bird_expects);
     let cfg = format!(
         "{extra}\n{}",
         r#"
@@ -279,4 +284,112 @@ fn admin_drain_prefers_other_pops_then_withdraws_when_connections_end() {
     bird.wait_route(true, Duration::from_secs(3));
     let d = bird.birdc(&format!("show route {PREFIX} all"));
     assert!(!d.contains("(65535,0)"), "{d}");
+}
+
+#[test]
+fn ipv6_anycast_over_an_ipv6_session() {
+    let router = Netns::new("rtr6");
+    let pop = Netns::new("pop6");
+    link(
+        &router,
+        "to-pop",
+        &["2001:db8:ff::2/64"],
+        &pop,
+        "to-rtr",
+        &["2001:db8:ff::1/64"],
+    );
+    pop.ip(&["-6", "addr", "add", "2001:db8:a::10/128", "dev", "lo"]);
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("bird.conf");
+    let sock = dir.path().join("bird.ctl");
+    std::fs::write(
+        &conf,
+        r#"
+router id 198.18.0.2;
+protocol device { }
+protocol bgp pop6 {
+    local 2001:db8:ff::2 as 65000;
+    neighbor 2001:db8:ff::1 as 65001;
+    connect retry time 1;
+    ipv6 { import all; export none; };
+}
+"#,
+    )
+    .unwrap();
+    let child = router
+        .command("bird")
+        .args(["-f", "-c"])
+        .arg(&conf)
+        .arg("-s")
+        .arg(&sock)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut bird = Bird { child, sock, _dir: dir };
+    let _backend = Backend::start(&pop);
+    let cfg = r#"
+[pop]
+name = "pop6"
+[bgp]
+asn = 65001
+router_id = "198.18.0.1"
+connect_retry = "1s"
+[[bgp.peer]]
+name = "router6"
+address = "2001:db8:ff::2"
+asn = 65000
+local_address = "2001:db8:ff::1"
+[[anycast]]
+prefix = "2001:db8:a::10/128"
+services = ["web"]
+[[service]]
+name = "web"
+listen = ["[2001:db8:a::10]:80"]
+[service.health]
+kind = "tcp"
+send_proxy = false
+interval = "200ms"
+timeout = "100ms"
+rise = 1
+[[service.backend]]
+name = "b"
+address = "127.0.0.1:8080"
+"#;
+    let _edge = Anyedge::start_in(&pop, cfg, "[2001:db8:a::10]:80".parse().unwrap());
+    let t = Instant::now();
+    loop {
+        let r = bird.birdc("show route 2001:db8:a::10/128 all");
+        if r.contains("2001:db8:a::10/128") {
+            assert!(
+                r.contains("2001:db8:ff::1"),
+                "next hop is the PoP's session address: {r}"
+            );
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "{r}\n{}",
+            bird.birdc("show protocols all pop6")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = bird.child.kill();
+}
+
+#[test]
+fn wrong_peer_as_keeps_the_session_down_and_it_retries() {
+    let (_router, pop, bird, edge) = setup_as("", 65099);
+    let _backend = Backend::start(&pop);
+    // BIRD refuses our OPEN (Bad Peer AS); we log it, back off and retry
+    edge.wait_log("BGP session down", 2, Duration::from_secs(10));
+    let log = edge.log();
+    assert!(log.contains("NotificationReceived"), "{log}");
+    assert!(!bird.has_route());
+    let proto = bird.birdc("show protocols all pop1");
+    assert!(
+        proto.contains("Bad peer AS") || proto.contains("bad peer AS") || proto.contains("Bad AS"),
+        "{proto}"
+    );
 }
