@@ -652,3 +652,81 @@ fn collision_resolution() {
     assert_eq!(resolve_collision(hi, lo), Keep::LocallyInitiated);
     assert_eq!(resolve_collision(lo, hi), Keep::RemotelyInitiated);
 }
+
+#[test]
+fn two_sessions_back_to_back() {
+    let t = Instant::now();
+    let mut a = Session::new(cfg(), t);
+    let mut b = Session::new(
+        SessionConfig {
+            passive: true,
+            ..SessionConfig::new(PEER_AS, LOCAL_AS, Ipv4Addr::new(192, 0, 2, 2))
+        },
+        t,
+    );
+    a.set_routes(vec![v4_route(), v6_route()]).unwrap();
+    a.handle_event(Event::Start, t);
+    b.handle_event(Event::Start, t);
+    let mut now = t;
+    let mut established = (0, 0);
+    for _ in 0..50 {
+        let mut progressed = false;
+        while let Some(act) = a.poll_action() {
+            progressed = true;
+            match act {
+                Action::Connect => {
+                    a.handle_event(Event::TcpConnected, now);
+                    b.handle_event(Event::TcpConnected, now);
+                }
+                Action::Send(bytes) => b.handle_event(Event::Bytes(&bytes), now),
+                Action::Established => established.0 += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        while let Some(act) = b.poll_action() {
+            progressed = true;
+            match act {
+                Action::Send(bytes) => a.handle_event(Event::Bytes(&bytes), now),
+                Action::Established => established.1 += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        if !progressed {
+            now = [a.poll_timeout(), b.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap();
+            a.handle_timeout(now);
+            b.handle_timeout(now);
+        }
+    }
+    assert_eq!(established, (1, 1));
+    assert_eq!((a.state(), b.state()), (State::Established, State::Established));
+    assert!(now > t + secs(60), "kept alive by keepalives for a while");
+}
+
+proptest::proptest! {
+    #[test]
+    fn established_session_survives_arbitrary_bytes(
+        chunks in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64), 0..8),
+        marker in proptest::prelude::any::<bool>(),
+    ) {
+        let t = Instant::now();
+        let mut s = Session::new(cfg(), t);
+        established(&mut s, t, 90);
+        if marker {
+            s.handle_event(Event::Bytes(&[0xff; 16]), t);
+        }
+        for c in &chunks {
+            s.handle_event(Event::Bytes(c), t);
+            s.handle_timeout(t + secs(1));
+        }
+        let actions = drain(&mut s);
+        // Either still Established, or torn down with a NOTIFICATION + Down.
+        if s.state() != State::Established {
+            let down = matches!(actions.last(), Some(Action::Down { .. }));
+            proptest::prop_assert!(down);
+        }
+    }
+}

@@ -316,6 +316,15 @@ async fn connect(pc: &PeerConfig) -> std::io::Result<TcpStream> {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
     };
+    {
+        use std::os::fd::AsFd;
+        if let Some(key) = &pc.password {
+            crate::net::set_tcp_md5(sock.as_fd(), pc.address.ip(), key.as_bytes())?;
+        }
+        if pc.ttl_security {
+            crate::net::set_gtsm(sock.as_fd(), pc.address.is_ipv6())?;
+        }
+    }
     if let Some(local) = pc.local_address {
         sock.bind(SocketAddr::new(local, 0))?;
     }

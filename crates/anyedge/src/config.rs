@@ -101,6 +101,10 @@ pub struct PeerConfig {
     pub local_address: Option<std::net::IpAddr>,
     pub next_hop: Option<std::net::Ipv4Addr>,
     pub next_hop_v6: Option<std::net::Ipv6Addr>,
+    /// TCP MD5 signature key (RFC 2385).
+    pub password: Option<String>,
+    /// GTSM (RFC 5082): TTL 255 out, >= 254 in.
+    pub ttl_security: bool,
 }
 
 /// One anycast prefix and what must be healthy for this PoP to announce it.
@@ -254,6 +258,10 @@ struct RawPeer {
     next_hop: Option<Spanned<String>>,
     #[serde(default)]
     next_hop_v6: Option<Spanned<String>>,
+    #[serde(default)]
+    password: Option<Spanned<String>>,
+    #[serde(default)]
+    ttl_security: bool,
 }
 
 #[derive(Deserialize)]
@@ -787,7 +795,14 @@ fn parse_bgp(cx: &Ctx<'_>, b: RawBgp) -> Result<BgpConfig, ConfigError> {
             Some(std::net::IpAddr::V6(a)) => Some(a),
             Some(_) => return Err(cx.err(0..0, f("next_hop_v6"), "must be IPv6")),
         };
+        if let Some(pw) = &p.password {
+            if pw.get_ref().is_empty() || pw.get_ref().len() > 80 {
+                return Err(cx.err(pw.span(), f("password"), "TCP MD5 keys are 1-80 bytes"));
+            }
+        }
         peers.push(PeerConfig {
+            password: p.password.map(Spanned::into_inner),
+            ttl_security: p.ttl_security,
             name: p.name.into_inner(),
             address: SocketAddr::new(ip, p.port.unwrap_or(179)),
             asn: p.asn.into_inner(),

@@ -131,3 +131,59 @@ pub async fn write_all(s: &Sock, mut data: &[u8]) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// TCP MD5 signatures (RFC 2385) for connections to/from `peer` with `key`
+/// (at most 80 bytes). Linux `struct tcp_md5sig`, laid out byte by byte:
+/// sockaddr_storage (128) | flags u8 | prefixlen u8 | keylen u16 | ifindex
+/// i32 | key [80].
+pub fn set_tcp_md5(fd: std::os::fd::BorrowedFd<'_>, peer: std::net::IpAddr, key: &[u8]) -> io::Result<()> {
+    const MAXKEY: usize = 80;
+    if key.is_empty() || key.len() > MAXKEY {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "TCP MD5 key must be 1-80 bytes",
+        ));
+    }
+    let mut sig = [0u8; 128 + 1 + 1 + 2 + 4 + MAXKEY];
+    match peer {
+        std::net::IpAddr::V4(a) => {
+            sig[0..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+            sig[4..8].copy_from_slice(&a.octets());
+        }
+        std::net::IpAddr::V6(a) => {
+            sig[0..2].copy_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());
+            sig[8..24].copy_from_slice(&a.octets());
+        }
+    }
+    sig[130..132].copy_from_slice(&(key.len() as u16).to_ne_bytes());
+    sig[136..136 + key.len()].copy_from_slice(key);
+    setsockopt_bytes(fd, libc::IPPROTO_TCP, libc::TCP_MD5SIG, &sig)
+}
+
+/// GTSM (RFC 5082): send with TTL/hop limit 255 and accept only segments
+/// that arrive with at least 254 (one hop away at most).
+pub fn set_gtsm(fd: std::os::fd::BorrowedFd<'_>, ipv6: bool) -> io::Result<()> {
+    let sock = socket2::SockRef::from(&fd);
+    if ipv6 {
+        sock.set_unicast_hops_v6(255)?;
+        setsockopt_bytes(fd, libc::IPPROTO_IPV6, libc::IPV6_MINHOPCOUNT, &254i32.to_ne_bytes())
+    } else {
+        sock.set_ttl(255)?;
+        setsockopt_bytes(fd, libc::IPPROTO_IP, libc::IP_MINTTL, &254i32.to_ne_bytes())
+    }
+}
+
+#[allow(unsafe_code)]
+fn setsockopt_bytes(fd: std::os::fd::BorrowedFd<'_>, level: i32, name: i32, val: &[u8]) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let len = libc::socklen_t::try_from(val.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `fd` is a valid open socket for the borrow's lifetime; the
+    // kernel reads exactly `len` bytes from `val`, which is that long and
+    // lives across the call.
+    let rc = unsafe { libc::setsockopt(fd.as_raw_fd(), level, name, val.as_ptr().cast(), len) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

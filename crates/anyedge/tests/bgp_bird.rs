@@ -32,6 +32,11 @@ struct Bird {
 impl Bird {
     /// BIRD expecting the PoP to be `pop_as`.
     fn start_as(ns: &Netns, pop_as: u32) -> Bird {
+        Bird::start_with(ns, pop_as, "")
+    }
+
+    /// ... with extra lines in its `protocol bgp` block.
+    fn start_with(ns: &Netns, pop_as: u32, extra: &str) -> Bird {
         let dir = tempfile::tempdir().unwrap();
         let conf = dir.path().join("bird.conf");
         let sock = dir.path().join("bird.ctl");
@@ -45,6 +50,7 @@ protocol device {{ }}
 protocol bgp pop1 {{
     local 198.18.0.2 as 65000;
     neighbor 198.18.0.1 as {pop_as};
+    {extra}
     hold time 9;
     connect retry time 1;
     ipv4 {{ import all; export none; }};
@@ -152,6 +158,12 @@ fn setup(extra: &str) -> (Netns, Netns, Bird, Anyedge) {
 }
 
 fn setup_as(extra: &str, bird_expects: u32) -> (Netns, Netns, Bird, Anyedge) {
+    setup_full(extra, bird_expects, "", "")
+}
+
+/// `bird_extra` goes into BIRD's protocol block, `peer_extra` into our
+/// `[[bgp.peer]]`.
+fn setup_full(extra: &str, bird_expects: u32, bird_extra: &str, peer_extra: &str) -> (Netns, Netns, Bird, Anyedge) {
     let router = Netns::new("rtr");
     let pop = Netns::new("pop");
     link(
@@ -163,7 +175,7 @@ fn setup_as(extra: &str, bird_expects: u32) -> (Netns, Netns, Bird, Anyedge) {
         &["198.18.0.1/30"],
     );
     pop.ip(&["addr", "add", "192.0.2.10/32", "dev", "lo"]);
-    let bird = Bird::start_as(&router, bird_expects);
+    let bird = Bird::start_with(&router, bird_expects, bird_extra);
     let cfg = format!(
         "{extra}\n{}",
         r#"
@@ -181,6 +193,7 @@ name = "router"
 address = "198.18.0.2"
 asn = 65000
 local_address = "198.18.0.1"
+PEER_EXTRA
 [[anycast]]
 prefix = "192.0.2.10/32"
 services = ["web"]
@@ -200,6 +213,7 @@ name = "b"
 address = "127.0.0.1:8080"
 "#
     );
+    let cfg = cfg.replace("PEER_EXTRA", peer_extra);
     let edge = Anyedge::start_in(&pop, &cfg, "192.0.2.10:80".parse().unwrap());
     (router, pop, bird, edge)
 }
@@ -392,4 +406,27 @@ fn wrong_peer_as_keeps_the_session_down_and_it_retries() {
         proto.contains("Bad peer AS") || proto.contains("bad peer AS") || proto.contains("Bad AS"),
         "{proto}"
     );
+}
+
+#[test]
+fn md5_and_gtsm_with_the_right_key_establish() {
+    let (_router, pop, bird, _edge) = setup_full(
+        "",
+        65001,
+        "password \"md5-secret-1\"; ttl security on;",
+        "password = \"md5-secret-1\"\nttl_security = true",
+    );
+    let _backend = Backend::start(&pop);
+    bird.wait_route(true, Duration::from_secs(15));
+}
+
+#[test]
+fn md5_with_a_wrong_key_keeps_the_session_down() {
+    let (_router, pop, bird, edge) = setup_full("", 65001, "password \"md5-secret-1\";", "password = \"not-the-key\"");
+    let _backend = Backend::start(&pop);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!bird.has_route());
+    assert!(!edge.log().contains("BGP session established"), "{}", edge.log());
+    let proto = bird.birdc("show protocols pop1");
+    assert!(!proto.contains("Established"), "{proto}");
 }
