@@ -30,12 +30,8 @@ struct Bird {
 }
 
 impl Bird {
-    /// BIRD expecting the PoP to be `pop_as`.
-    fn start_as(ns: &Netns, pop_as: u32) -> Bird {
-        Bird::start_with(ns, pop_as, "")
-    }
-
-    /// ... with extra lines in its `protocol bgp` block.
+    /// BIRD expecting the PoP to be `pop_as`, with extra lines in its
+    /// `protocol bgp` block.
     fn start_with(ns: &Netns, pop_as: u32, extra: &str) -> Bird {
         let dir = tempfile::tempdir().unwrap();
         let conf = dir.path().join("bird.conf");
