@@ -41,6 +41,8 @@ pub struct PrefixState {
 #[derive(Debug, Default)]
 pub struct PeerStatus {
     pub established: AtomicBool,
+    /// BFD session state (false without BFD).
+    pub bfd_up: AtomicBool,
     /// Times the session went down after having been established.
     pub flaps: AtomicU64,
     /// Prefixes currently announced to the peer (as far as we sent them).
@@ -75,11 +77,21 @@ impl Announcer {
         for pc in &bgp.peers {
             let status = Arc::new(PeerStatus::default());
             let (tx, rx) = watch::channel(Vec::new());
+            let (bfd_tx, bfd_rx) = watch::channel(0u64);
+            if pc.bfd.is_some() {
+                tasks.push(tokio::spawn(run_bfd(
+                    pc.clone(),
+                    bfd_tx,
+                    stop_rx.clone(),
+                    status.clone(),
+                )));
+            }
             tasks.push(tokio::spawn(run_peer(
                 pc.clone(),
                 bgp.clone(),
                 rx,
                 stop_rx.clone(),
+                bfd_rx,
                 status.clone(),
             )));
             peers.push((pc.clone(), status));
@@ -341,6 +353,7 @@ async fn run_peer(
     bgp: BgpConfig,
     mut routes: watch::Receiver<Vec<Route>>,
     mut stop: watch::Receiver<Option<String>>,
+    mut bfd_down: watch::Receiver<u64>,
     status: Arc<PeerStatus>,
 ) {
     let mut scfg = SessionConfig::new(bgp.asn, pc.asn, bgp.router_id);
@@ -452,6 +465,118 @@ async fn run_peer(
                 sess.handle_event(Event::Stop { reason }, std::time::Instant::now());
                 stopping = true;
             }
+            r = bfd_down.changed(), if pc.bfd.is_some() => {
+                if r.is_ok() && stream.is_some() {
+                    // RFC 5882: the forwarding path is gone; tear the session
+                    // down at once instead of waiting for the hold timer.
+                    warn!(peer = %pc.name, "BFD down: closing the BGP session");
+                    stream = None;
+                    sess.handle_event(Event::TcpClosed, std::time::Instant::now());
+                }
+            }
         }
     }
+}
+
+/// BFD for one peer (RFC 5881 single hop): control packets from a source
+/// port in 49152-65535 with TTL 255 to the peer's port 3784; ours arrive on
+/// local_address:3784. A transition out of Up closes the BGP session.
+async fn run_bfd(
+    pc: PeerConfig,
+    down_tx: watch::Sender<u64>,
+    mut stop: watch::Receiver<Option<String>>,
+    status: Arc<PeerStatus>,
+) {
+    use anyedge_bfd::{BfdEvent, Session as Bfd, SessionConfig as BfdConfig};
+    let (Some(local), Some((interval, mult))) = (pc.local_address, pc.bfd) else {
+        return;
+    };
+    let peer = pc.address.ip();
+    let rx = match bind_udp(SocketAddr::new(local, 3784), None) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(peer = %pc.name, error = %e, "BFD: cannot bind port 3784; BFD disabled for this peer");
+            return;
+        }
+    };
+    let mut tx = None;
+    for port in 49152u16..=49152 + 512 {
+        if let Ok(s) = bind_udp(SocketAddr::new(local, port), Some(255)) {
+            tx = Some(s);
+            break;
+        }
+    }
+    let Some(tx) = tx else {
+        warn!(peer = %pc.name, "BFD: no free source port in 49152-49664; BFD disabled for this peer");
+        return;
+    };
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.subsec_nanos() | 1);
+    let mut bfd = Bfd::new(
+        BfdConfig {
+            local_discriminator: seed,
+            desired_min_tx: interval,
+            required_min_rx: interval,
+            detect_mult: mult,
+            jitter_seed: seed.rotate_left(7),
+        },
+        std::time::Instant::now(),
+    );
+    let dst = SocketAddr::new(peer, 3784);
+    let mut buf = [0u8; 128];
+    let mut downs = 0u64;
+    loop {
+        while let Some(pkt) = bfd.poll_transmit(std::time::Instant::now()) {
+            let _ = tx.send_to(&pkt, dst).await;
+        }
+        while let Some(ev) = bfd.poll_event() {
+            match ev {
+                BfdEvent::Up => {
+                    status.bfd_up.store(true, Ordering::SeqCst);
+                    info!(peer = %pc.name, "BFD session up");
+                }
+                BfdEvent::Down { diag } => {
+                    status.bfd_up.store(false, Ordering::SeqCst);
+                    warn!(peer = %pc.name, ?diag, "BFD session down");
+                    downs += 1;
+                    let _ = down_tx.send(downs);
+                }
+            }
+        }
+        let deadline = bfd.poll_timeout().map(Instant::from_std);
+        tokio::select! {
+            r = rx.recv_from(&mut buf) => {
+                if let Ok((n, from)) = r {
+                    if from.ip() == peer {
+                        let _ = bfd.handle_packet(&buf[..n], std::time::Instant::now());
+                    }
+                }
+            }
+            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
+                bfd.handle_timeout(std::time::Instant::now());
+            }
+            _ = stop.changed() => {
+                bfd.set_admin_down(std::time::Instant::now());
+                while let Some(pkt) = bfd.poll_transmit(std::time::Instant::now()) {
+                    let _ = tx.send_to(&pkt, dst).await;
+                }
+                return;
+            }
+        }
+    }
+}
+
+fn bind_udp(addr: SocketAddr, ttl: Option<u32>) -> std::io::Result<tokio::net::UdpSocket> {
+    let s = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, None)?;
+    s.set_nonblocking(true)?;
+    if let Some(t) = ttl {
+        if addr.is_ipv6() {
+            s.set_unicast_hops_v6(t)?;
+        } else {
+            s.set_ttl(t)?;
+        }
+    }
+    s.bind(&addr.into())?;
+    tokio::net::UdpSocket::from_std(s.into())
 }

@@ -105,6 +105,8 @@ pub struct PeerConfig {
     pub password: Option<String>,
     /// GTSM (RFC 5082): TTL 255 out, >= 254 in.
     pub ttl_security: bool,
+    /// BFD (RFC 5880/5881 single hop): (interval, multiplier).
+    pub bfd: Option<(Duration, u8)>,
 }
 
 /// One anycast prefix and what must be healthy for this PoP to announce it.
@@ -262,6 +264,18 @@ struct RawPeer {
     password: Option<Spanned<String>>,
     #[serde(default)]
     ttl_security: bool,
+    #[serde(default)]
+    bfd: bool,
+    #[serde(default = "d_bfd_interval", with = "humantime_spanned")]
+    bfd_interval: Spanned<Duration>,
+    #[serde(default = "d_bfd_mult")]
+    bfd_multiplier: Spanned<u8>,
+}
+fn d_bfd_interval() -> Spanned<Duration> {
+    Spanned::new(0..0, Duration::from_millis(300))
+}
+fn d_bfd_mult() -> Spanned<u8> {
+    Spanned::new(0..0, 3)
 }
 
 #[derive(Deserialize)]
@@ -800,7 +814,24 @@ fn parse_bgp(cx: &Ctx<'_>, b: RawBgp) -> Result<BgpConfig, ConfigError> {
                 return Err(cx.err(pw.span(), f("password"), "TCP MD5 keys are 1-80 bytes"));
             }
         }
+        if p.bfd {
+            let iv = *p.bfd_interval.get_ref();
+            if iv < Duration::from_millis(10) || iv > Duration::from_secs(10) {
+                return Err(cx.err(p.bfd_interval.span(), f("bfd_interval"), "must be between 10ms and 10s"));
+            }
+            if *p.bfd_multiplier.get_ref() == 0 {
+                return Err(cx.err(p.bfd_multiplier.span(), f("bfd_multiplier"), "must be at least 1"));
+            }
+            if local_address.is_none() {
+                return Err(cx.err(
+                    p.name.span(),
+                    f("bfd"),
+                    "BFD needs local_address (the BFD packets' source)",
+                ));
+            }
+        }
         peers.push(PeerConfig {
+            bfd: p.bfd.then(|| (*p.bfd_interval.get_ref(), *p.bfd_multiplier.get_ref())),
             password: p.password.map(Spanned::into_inner),
             ttl_security: p.ttl_security,
             name: p.name.into_inner(),

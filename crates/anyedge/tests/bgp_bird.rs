@@ -32,7 +32,8 @@ struct Bird {
 impl Bird {
     /// BIRD expecting the PoP to be `pop_as`, with extra lines in its
     /// `protocol bgp` block.
-    fn start_with(ns: &Netns, pop_as: u32, extra: &str) -> Bird {
+    /// `top` goes at the top level of the config (e.g. `protocol bfd`).
+    fn start_with(ns: &Netns, pop_as: u32, extra: &str, top: &str) -> Bird {
         let dir = tempfile::tempdir().unwrap();
         let conf = dir.path().join("bird.conf");
         let sock = dir.path().join("bird.ctl");
@@ -43,6 +44,7 @@ impl Bird {
 log "{}/bird.log" all;
 router id 198.18.0.2;
 protocol device {{ }}
+{top}
 protocol bgp pop1 {{
     local 198.18.0.2 as 65000;
     neighbor 198.18.0.1 as {pop_as};
@@ -154,12 +156,18 @@ fn setup(extra: &str) -> (Netns, Netns, Bird, Anyedge) {
 }
 
 fn setup_as(extra: &str, bird_expects: u32) -> (Netns, Netns, Bird, Anyedge) {
-    setup_full(extra, bird_expects, "", "")
+    setup_full(extra, bird_expects, "", "", "")
 }
 
 /// `bird_extra` goes into BIRD's protocol block, `peer_extra` into our
 /// `[[bgp.peer]]`.
-fn setup_full(extra: &str, bird_expects: u32, bird_extra: &str, peer_extra: &str) -> (Netns, Netns, Bird, Anyedge) {
+fn setup_full(
+    extra: &str,
+    bird_expects: u32,
+    bird_extra: &str,
+    peer_extra: &str,
+    bird_top: &str,
+) -> (Netns, Netns, Bird, Anyedge) {
     let router = Netns::new("rtr");
     let pop = Netns::new("pop");
     link(
@@ -171,7 +179,7 @@ fn setup_full(extra: &str, bird_expects: u32, bird_extra: &str, peer_extra: &str
         &["198.18.0.1/30"],
     );
     pop.ip(&["addr", "add", "192.0.2.10/32", "dev", "lo"]);
-    let bird = Bird::start_with(&router, bird_expects, bird_extra);
+    let bird = Bird::start_with(&router, bird_expects, bird_extra, bird_top);
     let cfg = format!(
         "{extra}\n{}",
         r#"
@@ -227,6 +235,7 @@ fn prefix_follows_backend_health_and_is_withdrawn_before_shutdown() {
     // propagation slack)
     backend.stop(&pop);
     let t = bird.wait_route(false, Duration::from_secs(5));
+    eprintln!("measured: backend stopped -> route withdrawn at BIRD after {t:?}");
     assert!(t <= Duration::from_millis(2 * 200 + 100 + 600), "withdrawn after {t:?}");
     edge.wait_log("service \"web\" has 0 healthy backend(s)", 1, Duration::from_secs(1));
 
@@ -411,6 +420,7 @@ fn md5_and_gtsm_with_the_right_key_establish() {
         65001,
         "password \"md5-secret-1\"; ttl security on;",
         "password = \"md5-secret-1\"\nttl_security = true",
+        "",
     );
     let _backend = Backend::start(&pop);
     bird.wait_route(true, Duration::from_secs(15));
@@ -418,11 +428,62 @@ fn md5_and_gtsm_with_the_right_key_establish() {
 
 #[test]
 fn md5_with_a_wrong_key_keeps_the_session_down() {
-    let (_router, pop, bird, edge) = setup_full("", 65001, "password \"md5-secret-1\";", "password = \"not-the-key\"");
+    let (_router, pop, bird, edge) = setup_full(
+        "",
+        65001,
+        "password \"md5-secret-1\";",
+        "password = \"not-the-key\"",
+        "",
+    );
     let _backend = Backend::start(&pop);
     std::thread::sleep(Duration::from_secs(3));
     assert!(!bird.has_route());
     assert!(!edge.log().contains("BGP session established"), "{}", edge.log());
     let proto = bird.birdc("show protocols pop1");
     assert!(!proto.contains("Established"), "{proto}");
+}
+
+#[test]
+fn silent_pop_is_detected_by_bfd_and_kill_9_too_within_500ms() {
+    let (_router, pop, bird, mut edge) = setup_full(
+        "",
+        65001,
+        "bfd on; error wait time 1, 2;",
+        "bfd = true\nbfd_interval = \"100ms\"\nbfd_multiplier = 3",
+        "protocol bfd { interface \"to-pop\" { min rx interval 100 ms; min tx interval 100 ms; multiplier 3; }; }",
+    );
+    let _backend = Backend::start(&pop);
+    bird.wait_route(true, Duration::from_secs(15));
+    let t = Instant::now();
+    while !bird.birdc("show bfd sessions").contains("Up") {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{}",
+            bird.birdc("show bfd sessions")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    edge.wait_log("BFD session up", 1, Duration::from_secs(2));
+    // A hung or powered-off PoP sends no FIN: freeze the process, so only
+    // BFD can notice (the hold timer is 9 s).
+    edge.signal(nix::sys::signal::Signal::SIGSTOP);
+    let gone = bird.wait_route(false, Duration::from_secs(5));
+    eprintln!("measured: SIGSTOP (silent PoP) -> route gone at BIRD after {gone:?}");
+    assert!(gone <= Duration::from_millis(500), "route gone after {gone:?}");
+    assert!(
+        bird.birdc("show protocols all pop1").contains("BFD"),
+        "{}",
+        bird.birdc("show protocols all pop1")
+    );
+    edge.signal(nix::sys::signal::Signal::SIGCONT);
+    // BIRD waits its `error wait time` (1-2 s here), then BFD and BGP
+    // come back
+    bird.wait_route(true, Duration::from_secs(15));
+    // kill -9: the kernel closes the TCP session at once (and BFD stops)
+    edge.signal(nix::sys::signal::Signal::SIGKILL);
+    let gone = bird.wait_route(false, Duration::from_secs(5));
+    // 3 x 100 ms detection + propagation; the hold timer (9 s) would be far later
+    eprintln!("measured: kill -9 -> route gone at BIRD after {gone:?}");
+    assert!(gone <= Duration::from_millis(500), "route gone after {gone:?}");
+    let _ = edge.wait_exit(Duration::from_secs(1));
 }
