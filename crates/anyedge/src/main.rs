@@ -15,6 +15,7 @@ mod config;
 mod demo;
 mod forward;
 mod health;
+mod lab;
 mod lb;
 mod logutil;
 mod net;
@@ -57,6 +58,28 @@ enum Cmd {
     /// Run the embedded default config plus two built-in demo backends on
     /// 127.0.0.1:9001 and :9002; then try `curl http://127.0.0.1:8080/`.
     Demo,
+    /// A multi-PoP anycast lab in network namespaces (root): client, BIRD
+    /// router with BFD and ECMP, two PoPs running anyedge, two nginx backends.
+    Lab {
+        #[command(subcommand)]
+        action: LabAction,
+        /// Prefix of the namespace names.
+        #[arg(long, global = true, default_value = "ae")]
+        name: String,
+        /// Where configs, logs and PID files go.
+        #[arg(long, global = true, default_value = "/tmp/anyedge-lab")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Clone, Copy)]
+enum LabAction {
+    /// Build the topology and start everything; prints what to try.
+    Up,
+    /// Stop what `up` started (by PID) and delete the namespaces.
+    Down,
+    /// Processes, the router's routes and BGP sessions.
+    Status,
 }
 
 fn main() -> ExitCode {
@@ -81,6 +104,37 @@ fn main() -> ExitCode {
         },
         Cmd::Run { config } => run(config, false),
         Cmd::Demo => run(None, true),
+        Cmd::Lab { action, name, dir } => {
+            let lab = lab::Lab::new(&name, &dir);
+            let r = match action {
+                LabAction::Up => std::env::current_exe()
+                    .map_err(anyhow::Error::from)
+                    .and_then(|exe| lab.up(&exe))
+                    .map(|()| print!("{}", lab.howto())),
+                LabAction::Down => lab.down(),
+                LabAction::Status => {
+                    print!("{}", lab.status());
+                    Ok(())
+                }
+            };
+            match r {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!(
+                        "lab {}: {e:#}",
+                        match action {
+                            LabAction::Up => "up",
+                            LabAction::Down => "down",
+                            LabAction::Status => "status",
+                        }
+                    );
+                    if matches!(action, LabAction::Up) {
+                        let _ = lab.down();
+                    }
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 

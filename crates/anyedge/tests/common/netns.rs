@@ -9,6 +9,8 @@ static SEQ: AtomicUsize = AtomicUsize::new(0);
 
 pub struct Netns {
     pub name: String,
+    /// Deleted on drop (false for namespaces someone else manages).
+    owned: bool,
 }
 
 fn ip(args: &[&str]) {
@@ -29,9 +31,17 @@ impl Netns {
     pub fn new(tag: &str) -> Netns {
         let name = format!("ae{}-{}-{tag}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
         ip(&["netns", "add", &name]);
-        let n = Netns { name };
+        let n = Netns { name, owned: true };
         n.ip(&["link", "set", "lo", "up"]);
         n
+    }
+
+    /// A handle on an existing namespace that is not deleted on drop.
+    pub fn borrow(name: &str) -> Netns {
+        Netns {
+            name: name.to_string(),
+            owned: false,
+        }
     }
 
     /// `ip -n NAME ...`
@@ -74,6 +84,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
     }
 }

@@ -1,0 +1,431 @@
+//! `anyedge lab up|down|status`: a multi-PoP anycast network on one machine,
+//! in network namespaces joined by veth pairs (root needed). The same
+//! topology drives the end-to-end tests and `bench/failover.sh`.
+//!
+//! ```text
+//!                    client 198.18.10.2
+//!                         │
+//!          router (BIRD 2, AS 65000, BFD, ECMP) 198.18.10.1
+//!            │ 198.18.1.1                 │ 198.18.2.1
+//!  pop1 198.18.1.2 (AS 65001)    pop2 198.18.2.2 (AS 65001)
+//!  anycast 192.0.2.10/32         anycast 192.0.2.10/32
+//!  2001:db8:a::10/128 on lo      2001:db8:a::10/128 on lo
+//!            │ 198.18.31.1                │ 198.18.32.1
+//!  be1 nginx proxy_protocol      be2 nginx proxy_protocol
+//!      198.18.31.2:8080              198.18.32.2:8080
+//! ```
+//!
+//! Everything lives under `--dir` (configs, logs, PID files); `down` ends
+//! exactly the processes whose PIDs it recorded and deletes the namespaces.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+pub const ANYCAST_V4: &str = "192.0.2.10";
+pub const ANYCAST_V6: &str = "2001:db8:a::10";
+
+pub struct Lab {
+    pub prefix: String,
+    pub dir: PathBuf,
+}
+
+impl Lab {
+    pub fn new(prefix: &str, dir: &Path) -> Lab {
+        Lab {
+            prefix: prefix.to_string(),
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn ns(&self, role: &str) -> String {
+        format!("{}-{role}", self.prefix)
+    }
+
+    fn ip(&self, role: &str, args: &[&str]) -> anyhow::Result<()> {
+        let mut a = vec!["-n".to_string(), self.ns(role)];
+        a.extend(args.iter().map(|s| s.to_string()));
+        run("ip", &a)
+    }
+
+    fn sysctl(&self, role: &str, kv: &str) -> anyhow::Result<()> {
+        run(
+            "ip",
+            &[
+                "netns".into(),
+                "exec".into(),
+                self.ns(role),
+                "sysctl".into(),
+                "-qw".into(),
+                kv.into(),
+            ],
+        )
+    }
+
+    fn link(&self, a: &str, a_if: &str, a_addrs: &[&str], b: &str, b_if: &str, b_addrs: &[&str]) -> anyhow::Result<()> {
+        self.ip(
+            a,
+            &[
+                "link",
+                "add",
+                a_if,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                b_if,
+                "netns",
+                &self.ns(b),
+            ],
+        )?;
+        for (role, ifc, addrs) in [(a, a_if, a_addrs), (b, b_if, b_addrs)] {
+            for addr in addrs {
+                if addr.contains(':') {
+                    self.ip(role, &["-6", "addr", "add", addr, "dev", ifc, "nodad"])?;
+                } else {
+                    self.ip(role, &["addr", "add", addr, "dev", ifc])?;
+                }
+            }
+            self.ip(role, &["link", "set", ifc, "up"])?;
+        }
+        Ok(())
+    }
+
+    /// Starts `program args` inside namespace `role`, detached, output to
+    /// `dir/NAME.log`, PID in `dir/NAME.pid`.
+    pub fn spawn(&self, name: &str, role: &str, program: &str, args: &[String]) -> anyhow::Result<u32> {
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log")))?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns(role), program])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("start {program} in {}", self.ns(role)))?;
+        let pid = child.id();
+        std::fs::write(self.dir.join(format!("{name}.pid")), pid.to_string())?;
+        // The lab outlives this command: the child is not waited for (it is
+        // reparented when we exit) and `down` ends it by its recorded PID.
+        drop(child);
+        Ok(pid)
+    }
+
+    pub fn pid(&self, name: &str) -> Option<i32> {
+        std::fs::read_to_string(self.dir.join(format!("{name}.pid")))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    pub fn birdc(&self, cmd: &str) -> String {
+        Command::new("birdc")
+            .arg("-s")
+            .arg(self.dir.join("bird.ctl"))
+            .args(cmd.split_whitespace())
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Next hops of the anycast route at the router (one per announcing PoP).
+    pub fn route_nexthops(&self) -> Vec<String> {
+        let out = Command::new("ip")
+            .args(["-n", &self.ns("router"), "route", "show", ANYCAST_V4])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let mut hops: Vec<String> = out
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .windows(2)
+            .filter(|w| w[0] == "via")
+            .map(|w| w[1].to_string())
+            .collect();
+        hops.sort();
+        hops
+    }
+
+    pub fn up(&self, exe: &Path) -> anyhow::Result<()> {
+        for p in ["ip", "bird", "birdc", "nginx"] {
+            if which(p).is_none() {
+                bail!("{p} not found: apt-get install iproute2 bird2 nginx");
+            }
+        }
+        std::fs::create_dir_all(&self.dir)?;
+        for role in ["client", "router", "pop1", "pop2", "be1", "be2"] {
+            run("ip", &["netns".into(), "add".into(), self.ns(role)])?;
+            self.ip(role, &["link", "set", "lo", "up"])?;
+        }
+        self.link(
+            "client",
+            "eth0",
+            &["198.18.10.2/24", "2001:db8:10::2/64"],
+            "router",
+            "to-client",
+            &["198.18.10.1/24", "2001:db8:10::1/64"],
+        )?;
+        self.link(
+            "router",
+            "to-pop1",
+            &["198.18.1.1/30", "2001:db8:1::1/64"],
+            "pop1",
+            "uplink",
+            &["198.18.1.2/30", "2001:db8:1::2/64"],
+        )?;
+        self.link(
+            "router",
+            "to-pop2",
+            &["198.18.2.1/30", "2001:db8:2::1/64"],
+            "pop2",
+            "uplink",
+            &["198.18.2.2/30", "2001:db8:2::2/64"],
+        )?;
+        self.link("pop1", "to-be", &["198.18.31.1/30"], "be1", "eth0", &["198.18.31.2/30"])?;
+        self.link("pop2", "to-be", &["198.18.32.1/30"], "be2", "eth0", &["198.18.32.2/30"])?;
+        self.ip("client", &["route", "add", "default", "via", "198.18.10.1"])?;
+        self.ip("client", &["-6", "route", "add", "default", "via", "2001:db8:10::1"])?;
+        for (pop, gw, gw6) in [
+            ("pop1", "198.18.1.1", "2001:db8:1::1"),
+            ("pop2", "198.18.2.1", "2001:db8:2::1"),
+        ] {
+            self.ip(pop, &["route", "add", "198.18.10.0/24", "via", gw])?;
+            self.ip(pop, &["-6", "route", "add", "2001:db8:10::/64", "via", gw6])?;
+            self.ip(pop, &["addr", "add", &format!("{ANYCAST_V4}/32"), "dev", "lo"])?;
+            self.ip(pop, &["-6", "addr", "add", &format!("{ANYCAST_V6}/128"), "dev", "lo"])?;
+        }
+        self.sysctl("router", "net.ipv4.ip_forward=1")?;
+        self.sysctl("router", "net.ipv6.conf.all.forwarding=1")?;
+        // ECMP by 5-tuple, so one client's connections spread over both PoPs
+        self.sysctl("router", "net.ipv4.fib_multipath_hash_policy=1")?;
+
+        // backends: nginx with proxy_protocol, single process
+        for be in ["be1", "be2"] {
+            let d = self.dir.join(be);
+            std::fs::create_dir_all(d.join("tmp"))?;
+            let conf = format!(
+                r#"daemon off;
+master_process off;
+error_log {d}/error.log warn;
+pid {d}/nginx.pid;
+events {{ worker_connections 4096; }}
+http {{
+    access_log {d}/access.log;
+    client_body_temp_path {d}/tmp/b; proxy_temp_path {d}/tmp/p;
+    fastcgi_temp_path {d}/tmp/f; uwsgi_temp_path {d}/tmp/u; scgi_temp_path {d}/tmp/s;
+    server {{
+        listen 0.0.0.0:8080 proxy_protocol;
+        location / {{ return 200 "backend={be} client=$proxy_protocol_addr:$proxy_protocol_port pop=$server_addr\n"; }}
+    }}
+}}
+"#,
+                d = d.display()
+            );
+            std::fs::write(d.join("nginx.conf"), conf)?;
+            self.start_backend(be)?;
+        }
+
+        // router: BIRD with BFD and ECMP into its kernel table
+        let bird = format!(
+            r#"log "{dir}/bird.log" all;
+router id 198.18.10.1;
+protocol device {{ }}
+protocol kernel {{ merge paths on; ipv4 {{ import none; export all; }}; }}
+protocol kernel {{ merge paths on; ipv6 {{ import none; export all; }}; }}
+protocol bfd {{ interface "to-pop*" {{ min rx interval 100 ms; min tx interval 100 ms; multiplier 3; }}; }}
+template bgp pop {{
+    local as 65000;
+    hold time 9;
+    connect retry time 1;
+    error wait time 1, 2;
+    bfd on;
+}}
+protocol bgp pop1 from pop {{ neighbor 198.18.1.2 as 65001; ipv4 {{ import all; export none; }}; }}
+protocol bgp pop2 from pop {{ neighbor 198.18.2.2 as 65001; ipv4 {{ import all; export none; }}; }}
+protocol bgp pop1v6 from pop {{ neighbor 2001:db8:1::2 as 65001; ipv6 {{ import all; export none; }}; }}
+protocol bgp pop2v6 from pop {{ neighbor 2001:db8:2::2 as 65001; ipv6 {{ import all; export none; }}; }}
+"#,
+            dir = self.dir.display()
+        );
+        std::fs::write(self.dir.join("bird.conf"), bird)?;
+        self.spawn(
+            "bird",
+            "router",
+            "bird",
+            &[
+                "-f".into(),
+                "-c".into(),
+                path(&self.dir.join("bird.conf")),
+                "-s".into(),
+                path(&self.dir.join("bird.ctl")),
+            ],
+        )?;
+
+        for (pop, n, be) in [("pop1", 1, "198.18.31.2"), ("pop2", 2, "198.18.32.2")] {
+            let cfg = format!(
+                r#"[pop]
+name = "{pop}"
+workers = 1
+[limits]
+shutdown_grace = "5s"
+[admin]
+listen = "127.0.0.1:9180"
+token = "lab-admin-token-0123456789"
+[bgp]
+asn = 65001
+router_id = "198.18.{n}.2"
+hold_time = 9
+connect_retry = "1s"
+drain_timeout = "10s"
+[[bgp.peer]]
+name = "router"
+address = "198.18.{n}.1"
+asn = 65000
+local_address = "198.18.{n}.2"
+bfd = true
+bfd_interval = "100ms"
+[[bgp.peer]]
+name = "router-v6"
+address = "2001:db8:{n}::1"
+asn = 65000
+local_address = "2001:db8:{n}::2"
+[[anycast]]
+prefix = "{ANYCAST_V4}/32"
+services = ["web"]
+[[anycast]]
+prefix = "{ANYCAST_V6}/128"
+services = ["web"]
+[[service]]
+name = "web"
+listen = ["{ANYCAST_V4}:80", "[{ANYCAST_V6}]:80"]
+[service.timeouts]
+connect = "1s"
+[service.health]
+kind = "http"
+path = "/"
+interval = "200ms"
+timeout = "150ms"
+rise = 2
+fall = 2
+[[service.backend]]
+name = "k8s-node"
+address = "{be}:8080"
+"#
+            );
+            let p = self.dir.join(format!("{pop}.toml"));
+            std::fs::write(&p, cfg)?;
+            self.spawn(pop, pop, &path(exe), &["run".into(), "-c".into(), path(&p)])?;
+        }
+
+        // wait for both PoPs' routes (ECMP) at the router
+        let t = Instant::now();
+        while self.route_nexthops().len() < 2 {
+            if t.elapsed() > Duration::from_secs(30) {
+                bail!(
+                    "the router did not get both PoPs' routes in 30 s:\n{}",
+                    self.birdc("show protocols")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    pub fn start_backend(&self, be: &str) -> anyhow::Result<u32> {
+        let d = self.dir.join(be);
+        self.spawn(
+            be,
+            be,
+            "nginx",
+            &[
+                "-p".into(),
+                path(&d),
+                "-e".into(),
+                path(&d.join("error.log")),
+                "-c".into(),
+                path(&d.join("nginx.conf")),
+            ],
+        )
+    }
+
+    pub fn down(&self) -> anyhow::Result<()> {
+        for name in ["pop1", "pop2", "bird", "be1", "be2"] {
+            if let Some(pid) = self.pid(name) {
+                let pid = nix::unistd::Pid::from_raw(pid);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                let _ = std::fs::remove_file(self.dir.join(format!("{name}.pid")));
+            }
+        }
+        for role in ["client", "router", "pop1", "pop2", "be1", "be2"] {
+            let _ = Command::new("ip").args(["netns", "del", &self.ns(role)]).output();
+        }
+        Ok(())
+    }
+
+    pub fn status(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "lab {} in {}", self.prefix, self.dir.display());
+        for name in ["bird", "pop1", "pop2", "be1", "be2"] {
+            let alive = self.pid(name).is_some_and(alive);
+            let _ = writeln!(s, "  {name:5} {}", if alive { "running" } else { "stopped" });
+        }
+        let _ = writeln!(s, "router next hops for {ANYCAST_V4}: {:?}", self.route_nexthops());
+        s.push_str(&self.birdc("show protocols"));
+        s
+    }
+
+    pub fn howto(&self) -> String {
+        let c = self.ns("client");
+        format!(
+            "lab up. Try:\n  ip netns exec {c} curl -s http://{ANYCAST_V4}/\n  ip netns exec {c} curl -s -g http://[{ANYCAST_V6}]/\n  \
+             anyedge lab status --name {p} --dir {d}\n  birdc -s {d}/bird.ctl show route all\n  \
+             ip netns exec {p}-pop1 curl -s http://127.0.0.1:9180/api/v1/status\n  \
+             kill -STOP $(cat {d}/pop1.pid)   # a silent PoP: BFD withdraws it in ~300 ms\n  \
+             anyedge lab down --name {p} --dir {d}\n",
+            p = self.prefix,
+            d = self.dir.display()
+        )
+    }
+}
+
+/// Running (not gone, not a zombie).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().chars().next()))
+        .flatten()
+        .is_some_and(|state| state != 'Z' && state != 'X')
+}
+
+fn path(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn which(p: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|v| std::env::split_paths(&v).collect::<Vec<_>>())
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|d| d.join(p))
+        .find(|f| f.is_file())
+}
+
+fn run(program: &str, args: &[String]) -> anyhow::Result<()> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("run {program}"))?;
+    if !out.status.success() {
+        bail!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}

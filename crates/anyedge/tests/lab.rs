@@ -1,0 +1,275 @@
+//! End-to-end in the multi-PoP lab (`anyedge lab up`): a BIRD router with
+//! ECMP and BFD in front of two PoPs announcing the same anycast /32 and
+//! /128, each with an nginx `proxy_protocol` backend, and a client.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::netns::Netns;
+
+struct Lab {
+    name: String,
+    dir: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Lab {
+    fn up(tag: &str) -> Lab {
+        let tmp = tempfile::tempdir().unwrap();
+        let name = format!("l{}{tag}", std::process::id() % 10000);
+        let dir = tmp.path().join("lab");
+        let out = Command::new(env!("CARGO_BIN_EXE_anyedge"))
+            .args(["lab", "up", "--name", &name, "--dir"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "lab up: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Lab { name, dir, _tmp: tmp }
+    }
+
+    fn ns(&self, role: &str) -> Netns {
+        // borrowed handle: the lab deletes the namespaces itself
+        Netns::borrow(&format!("{}-{role}", self.name))
+    }
+
+    fn nexthops(&self) -> Vec<String> {
+        let out = Command::new("ip")
+            .args(["-n", &format!("{}-router", self.name), "route", "show", "192.0.2.10"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let mut v: Vec<String> = words
+            .windows(2)
+            .filter(|w| w[0] == "via")
+            .map(|w| w[1].to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn wait_nexthops(&self, want: &[&str], max: Duration) -> Duration {
+        let t = Instant::now();
+        loop {
+            if self.nexthops() == want {
+                return t.elapsed();
+            }
+            assert!(
+                t.elapsed() < max,
+                "router next hops {:?}, want {want:?}",
+                self.nexthops()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn pid(&self, name: &str) -> i32 {
+        std::fs::read_to_string(self.dir.join(format!("{name}.pid")))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    fn signal(&self, name: &str, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid(name)), sig).unwrap();
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for n in ["pop1", "pop2"] {
+                eprintln!("---- {n} log ----\n{}", self.log(n));
+            }
+        }
+        let _ = Command::new(env!("CARGO_BIN_EXE_anyedge"))
+            .args(["lab", "down", "--name", &self.name, "--dir"])
+            .arg(&self.dir)
+            .output();
+    }
+}
+
+/// A client loop in the client namespace: one request per new connection to
+/// the anycast address, until stopped. Counts successes and failures.
+struct ClientLoop {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ClientLoop {
+    fn start(ns: &Netns) -> ClientLoop {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(AtomicUsize::new(0));
+        let (s, o, f) = (stop.clone(), ok.clone(), failed.clone());
+        let handle = ns.spawn(move || {
+            let dst: SocketAddr = "192.0.2.10:80".parse().unwrap();
+            let start = Instant::now();
+            while !s.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(60) {
+                if request(dst) {
+                    o.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    f.fetch_add(1, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        ClientLoop {
+            stop,
+            ok,
+            failed,
+            handle: Some(handle),
+        }
+    }
+
+    fn counts(&self) -> (usize, usize) {
+        (self.ok.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed))
+    }
+
+    fn finish(mut self) -> (usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            h.join().unwrap();
+        }
+        self.counts()
+    }
+}
+
+fn request(dst: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&dst, Duration::from_secs(1)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET / HTTP/1.1\r\nHost: anycast\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut r = String::new();
+    s.read_to_string(&mut r).is_ok() && r.starts_with("HTTP/1.1 200") && r.contains("client=198.18.10.2:")
+}
+
+#[test]
+fn ecmp_backend_failure_drain_and_silent_pop() {
+    let lab = Lab::up("a");
+    let client = lab.ns("client");
+    // both PoPs announce: ECMP at the router
+    lab.wait_nexthops(&["198.18.1.2", "198.18.2.2"], Duration::from_secs(10));
+    // IPv6 anycast too
+    let out = Command::new("ip")
+        .args([
+            "-n",
+            &format!("{}-router", lab.name),
+            "-6",
+            "route",
+            "show",
+            "2001:db8:a::10",
+        ])
+        .output()
+        .unwrap();
+    let v6 = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(v6.contains("2001:db8:1::2") && v6.contains("2001:db8:2::2"), "{v6}");
+
+    // (a) PoP1's backend dies: PoP1 withdraws, clients keep succeeding via PoP2
+    let clients = ClientLoop::start(&client);
+    std::thread::sleep(Duration::from_millis(500));
+    lab.signal("be1", nix::sys::signal::Signal::SIGKILL);
+    let t = lab.wait_nexthops(&["198.18.2.2"], Duration::from_secs(5));
+    eprintln!("measured: backend failure -> PoP1 route gone after {t:?}");
+    // fall (2) x interval (200 ms) + a check timeout + 1 s
+    assert!(t <= Duration::from_millis(2 * 200 + 150 + 1000), "{t:?}");
+    let (_, failed_before) = clients.counts();
+    std::thread::sleep(Duration::from_secs(1));
+    let (ok, failed) = clients.finish();
+    assert_eq!(failed, failed_before, "every request after the withdrawal succeeds");
+    assert!(ok > 50);
+    eprintln!("measured: requests failed during backend failover: {failed_before}");
+
+    // backend back: PoP1 re-announces
+    let out = Command::new(env!("CARGO_BIN_EXE_anyedge"))
+        .args(["lab", "status", "--name", &lab.name, "--dir"])
+        .arg(&lab.dir)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("be1   stopped"));
+    restart_backend(&lab, "be1");
+    lab.wait_nexthops(&["198.18.1.2", "198.18.2.2"], Duration::from_secs(5));
+
+    // (c) planned drain of PoP1 with a client loop running: zero failures
+    let clients = ClientLoop::start(&client);
+    std::thread::sleep(Duration::from_millis(300));
+    let pop1 = lab.ns("pop1");
+    let resp = pop1.enter(|| {
+        let mut s = TcpStream::connect("127.0.0.1:9180").unwrap();
+        s.write_all(
+            b"POST /api/v1/pop/drain HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer lab-admin-token-0123456789\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+        r
+    });
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    lab.wait_nexthops(&["198.18.2.2"], Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, failed) = clients.finish();
+    eprintln!("measured: drain: {ok} requests ok, {failed} failed");
+    assert_eq!(failed, 0, "a planned drain loses no request");
+    let resp = pop1.enter(|| {
+        let mut s = TcpStream::connect("127.0.0.1:9180").unwrap();
+        s.write_all(
+            b"POST /api/v1/pop/undrain HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer lab-admin-token-0123456789\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+        r
+    });
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    lab.wait_nexthops(&["198.18.1.2", "198.18.2.2"], Duration::from_secs(5));
+
+    // (b) a silent PoP (process frozen, no FIN): BFD takes it out
+    lab.signal("pop1", nix::sys::signal::Signal::SIGSTOP);
+    let t = lab.wait_nexthops(&["198.18.2.2"], Duration::from_secs(3));
+    eprintln!("measured: silent PoP1 -> route gone after {t:?}");
+    assert!(t <= Duration::from_millis(3 * 100 + 200), "{t:?}");
+    lab.signal("pop1", nix::sys::signal::Signal::SIGCONT);
+}
+
+fn restart_backend(lab: &Lab, be: &str) {
+    let d = lab.dir.join(be);
+    let log = std::fs::File::create(lab.dir.join(format!("{be}.log"))).unwrap();
+    let child = Command::new("ip")
+        .args(["netns", "exec", &format!("{}-{be}", lab.name), "nginx", "-p"])
+        .arg(&d)
+        .arg("-e")
+        .arg(d.join("error.log"))
+        .arg("-c")
+        .arg(d.join("nginx.conf"))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    std::fs::write(lab.dir.join(format!("{be}.pid")), child.id().to_string()).unwrap();
+}
