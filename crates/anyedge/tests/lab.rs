@@ -257,6 +257,8 @@ fn ecmp_backend_failure_drain_and_silent_pop() {
     lab.signal("pop1", nix::sys::signal::Signal::SIGCONT);
 }
 
+/// The new nginx is ended by `lab down` through its recorded PID.
+#[allow(clippy::zombie_processes)]
 fn restart_backend(lab: &Lab, be: &str) {
     let d = lab.dir.join(be);
     let log = std::fs::File::create(lab.dir.join(format!("{be}.log"))).unwrap();
