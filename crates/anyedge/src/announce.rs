@@ -29,7 +29,9 @@ use tracing::{info, warn};
 use crate::config::{AnycastConfig, BgpConfig, PeerConfig};
 use crate::lb::Edge;
 
-/// Where a prefix stands and why.
+/// Where a prefix stands and why: "announced", "draining" (announced less
+/// preferred), "withdrawn", or "suppressed" (withdrawn by flap damping
+/// although healthy).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PrefixState {
     pub state: &'static str,
@@ -53,6 +55,8 @@ pub struct PeerStatus {
 pub struct Announcer {
     edge: Arc<Edge>,
     prefixes: Mutex<BTreeMap<String, PrefixState>>,
+    /// Flap damping per prefix (health-caused withdrawals only).
+    damping: Mutex<BTreeMap<String, Damping>>,
     pub peers: Vec<(PeerConfig, Arc<PeerStatus>)>,
     route_tx: Vec<watch::Sender<Vec<Route>>>,
     stop_tx: watch::Sender<Option<String>>,
@@ -100,6 +104,7 @@ impl Announcer {
         let a = Arc::new(Announcer {
             edge,
             prefixes: Mutex::new(BTreeMap::new()),
+            damping: Mutex::new(BTreeMap::new()),
             peers,
             route_tx,
             stop_tx,
@@ -195,11 +200,34 @@ impl Announcer {
         );
         let mut announced: Vec<(&AnycastConfig, bool)> = Vec::new();
         let mut states = BTreeMap::new();
+        let half_life = cfg.bgp.as_ref().map_or(Duration::from_secs(60), |b| b.flap_half_life);
+        let previous = self.prefix_states();
+        let mut damping = self.damping.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
         for ac in &cfg.anycast {
+            let key = prefix_str(&ac.prefix);
+            let d = damping
+                .entry(key.clone())
+                .or_insert_with(|| Damping::new(half_life, now));
+            let was_up = previous
+                .get(&key)
+                .is_some_and(|s| s.state == "announced" || s.state == "draining");
             let (state, reason) = if shutting_down {
                 ("withdrawn", "shutting down".to_string())
             } else if let Some(why) = self.health(ac) {
+                if was_up {
+                    d.on_health_withdraw(now);
+                }
                 ("withdrawn", why)
+            } else if let Err(left) = d.may_announce(now) {
+                (
+                    "suppressed",
+                    format!(
+                        "flap damping: healthy again, held down for {}s more after {} recent flaps",
+                        left.as_secs() + 1,
+                        d.flaps
+                    ),
+                )
             } else if let Some((why, deadline)) = &drain {
                 if open <= below {
                     ("withdrawn", format!("drained ({why}): {open} open connection(s)"))
@@ -216,8 +244,9 @@ impl Announcer {
                 announced.push((ac, false));
                 ("announced", "all checks pass".to_string())
             };
-            states.insert(prefix_str(&ac.prefix), (state, reason));
+            states.insert(key, (state, reason));
         }
+        drop(damping);
         if let Ok(mut cur) = self.prefixes.lock() {
             cur.retain(|k, _| states.contains_key(k));
             for (k, (state, reason)) in states {
@@ -288,6 +317,69 @@ impl Announcer {
         for t in tasks {
             let _ = tokio::time::timeout_at(deadline + Duration::from_secs(1), t).await;
         }
+    }
+}
+
+/// Flap damping (in the spirit of RFC 2439, for our own announcements): each
+/// health-caused withdrawal adds a penalty of 1000 that decays with
+/// `half_life`. Past 2500 (the third flap in quick succession) the prefix is
+/// held down, even when healthy, until the penalty decays below 750; so a
+/// flapping service cannot make the prefix flap on the internet.
+#[derive(Debug, Clone)]
+pub struct Damping {
+    half_life: Duration,
+    penalty: f64,
+    at: std::time::Instant,
+    suppressed: bool,
+    /// Withdrawals counted since the penalty last decayed to nothing.
+    pub flaps: u32,
+}
+
+const PENALTY: f64 = 1000.0;
+const SUPPRESS: f64 = 2500.0;
+const REUSE: f64 = 750.0;
+
+impl Damping {
+    pub fn new(half_life: Duration, now: std::time::Instant) -> Damping {
+        Damping {
+            half_life,
+            penalty: 0.0,
+            at: now,
+            suppressed: false,
+            flaps: 0,
+        }
+    }
+
+    fn decay(&mut self, now: std::time::Instant) {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        let hl = self.half_life.as_secs_f64().max(0.001);
+        self.penalty *= 0.5f64.powf(dt / hl);
+        self.at = now;
+        if self.penalty < 1.0 {
+            self.penalty = 0.0;
+            self.flaps = 0;
+        }
+    }
+
+    pub fn on_health_withdraw(&mut self, now: std::time::Instant) {
+        self.decay(now);
+        self.penalty += PENALTY;
+        self.flaps += 1;
+        if self.penalty >= SUPPRESS {
+            self.suppressed = true;
+        }
+    }
+
+    /// Ok if the prefix may be announced now, else how long until it may.
+    pub fn may_announce(&mut self, now: std::time::Instant) -> Result<(), Duration> {
+        self.decay(now);
+        if self.suppressed && self.penalty > REUSE {
+            let hl = self.half_life.as_secs_f64();
+            let wait = hl * (self.penalty / REUSE).log2();
+            return Err(Duration::from_secs_f64(wait.max(0.0)));
+        }
+        self.suppressed = false;
+        Ok(())
     }
 }
 
@@ -579,4 +671,47 @@ fn bind_udp(addr: SocketAddr, ttl: Option<u32>) -> std::io::Result<tokio::net::U
     }
     s.bind(&addr.into())?;
     tokio::net::UdpSocket::from_std(s.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Damping;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn damping_holds_down_a_flapping_prefix_and_releases_it() {
+        let t0 = Instant::now();
+        let hl = Duration::from_secs(60);
+        let mut d = Damping::new(hl, t0);
+        // two flaps: still allowed
+        d.on_health_withdraw(t0);
+        assert!(d.may_announce(t0 + Duration::from_secs(1)).is_ok());
+        d.on_health_withdraw(t0 + Duration::from_secs(2));
+        assert!(d.may_announce(t0 + Duration::from_secs(3)).is_ok());
+        // the third in quick succession suppresses
+        d.on_health_withdraw(t0 + Duration::from_secs(4));
+        let wait = d.may_announce(t0 + Duration::from_secs(5)).unwrap_err();
+        // ~2965 / 750 = 2 half-lives: about 2 minutes
+        assert!(
+            wait > Duration::from_secs(100) && wait < Duration::from_secs(125),
+            "{wait:?}"
+        );
+        assert!(d.may_announce(t0 + Duration::from_secs(60)).is_err());
+        assert!(d
+            .may_announce(t0 + Duration::from_secs(5) + wait + Duration::from_secs(1))
+            .is_ok());
+        // once released it stays released until it flaps again
+        assert!(d.may_announce(t0 + Duration::from_secs(200)).is_ok());
+    }
+
+    #[test]
+    fn slow_flaps_never_suppress() {
+        let t0 = Instant::now();
+        let mut d = Damping::new(Duration::from_secs(60), t0);
+        for i in 0..20u64 {
+            let t = t0 + Duration::from_secs(120 * i);
+            d.on_health_withdraw(t);
+            assert!(d.may_announce(t + Duration::from_secs(1)).is_ok(), "flap {i}");
+        }
+    }
 }

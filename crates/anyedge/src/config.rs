@@ -90,6 +90,8 @@ pub struct BgpConfig {
     pub drain_until_connections: u64,
     /// While this file exists the PoP drains (maintenance).
     pub maintenance_file: Option<std::path::PathBuf>,
+    /// Half-life of the flap-damping penalty.
+    pub flap_half_life: Duration,
     pub peers: Vec<PeerConfig>,
 }
 
@@ -233,11 +235,16 @@ struct RawBgp {
     drain_until_connections: u64,
     #[serde(default)]
     maintenance_file: Option<String>,
+    #[serde(default = "d_half_life", with = "humantime_spanned")]
+    flap_half_life: Spanned<Duration>,
     #[serde(default, rename = "peer")]
     peers: Vec<RawPeer>,
 }
 fn d_hold() -> Spanned<u16> {
     Spanned::new(0..0, 90)
+}
+fn d_half_life() -> Spanned<Duration> {
+    Spanned::new(0..0, Duration::from_secs(60))
 }
 fn d_drain_timeout() -> Spanned<Duration> {
     Spanned::new(0..0, Duration::from_secs(30))
@@ -850,6 +857,7 @@ fn parse_bgp(cx: &Ctx<'_>, b: RawBgp) -> Result<BgpConfig, ConfigError> {
         drain_timeout: b.drain_timeout.into_inner(),
         drain_until_connections: b.drain_until_connections,
         maintenance_file: b.maintenance_file.map(std::path::PathBuf::from),
+        flap_half_life: b.flap_half_life.into_inner(),
         peers,
     })
 }

@@ -487,3 +487,24 @@ fn silent_pop_is_detected_by_bfd_and_kill_9_too_within_500ms() {
     assert!(gone <= Duration::from_millis(500), "route gone after {gone:?}");
     let _ = edge.wait_exit(Duration::from_secs(1));
 }
+
+#[test]
+fn a_flapping_service_is_held_down_by_flap_damping() {
+    let (_router, pop, bird, edge) = setup("");
+    let mut backend = Backend::start(&pop);
+    bird.wait_route(true, Duration::from_secs(15));
+    for flap in 1..=3 {
+        backend.stop(&pop);
+        bird.wait_route(false, Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(100));
+        backend = Backend::start(&pop);
+        if flap < 3 {
+            bird.wait_route(true, Duration::from_secs(5));
+        }
+    }
+    // healthy again, but the third flap in a row is held down
+    edge.wait_log("backend up", 4, Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!bird.has_route(), "flapping prefix re-announced");
+    edge.wait_log("flap damping", 1, Duration::from_secs(1));
+}
