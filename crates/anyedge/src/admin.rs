@@ -62,7 +62,12 @@ pub async fn serve(listen: SocketAddr, ctl: Arc<Control>) -> anyhow::Result<()> 
         .await
         .map_err(|e| anyhow::anyhow!("admin API: cannot listen on {listen}: {e}"))?;
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(EdgeCollector(ctl.edge.clone())));
+    registry.register_collector(Box::new(EdgeCollector(ctl.clone())));
+    registry.register(
+        "anyedge_health_check_duration_seconds",
+        "Duration of successful active health checks",
+        crate::lb::CHECK_LATENCY.clone(),
+    );
     let state = Arc::new(AppState { ctl, registry });
     let app = Router::new()
         .route("/api/v1/status", get(status))
@@ -325,7 +330,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 
 /// Reads the live atomics on each scrape: nothing is recorded twice and the
 /// connection path never touches the metrics registry.
-struct EdgeCollector(Arc<Edge>);
+struct EdgeCollector(Arc<Control>);
 
 impl std::fmt::Debug for EdgeCollector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -363,7 +368,8 @@ fn gauge(
 
 impl Collector for EdgeCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
-        let services = self.0.services();
+        let edge = &self.0.edge;
+        let services = edge.services();
         let backends: Vec<_> = services
             .iter()
             .flat_map(|s| s.backends().iter().map(|b| (s.clone(), b.clone())).collect::<Vec<_>>())
@@ -525,7 +531,7 @@ impl Collector for EdgeCollector {
         )?;
         let drops: Vec<(Vec<(&str, &str)>, u64)> = anyedge_guard::DropReason::ALL
             .iter()
-            .zip(&self.0.guard_drops)
+            .zip(&edge.guard_drops)
             .map(|(r, v)| (vec![("layer", "userspace"), ("reason", r.as_str())], ld(v)))
             .collect();
         counter(
@@ -534,6 +540,61 @@ impl Collector for EdgeCollector {
             "Connections dropped by the guard, by layer and reason.",
             &drops,
         )?;
+        if let Some(a) = &self.0.announcer {
+            let up: Vec<(Vec<(&str, &str)>, i64)> = a
+                .peers
+                .iter()
+                .map(|(pc, st)| {
+                    (
+                        vec![("peer", pc.name.as_str())],
+                        i64::from(st.established.load(Ordering::Relaxed)),
+                    )
+                })
+                .collect();
+            gauge(
+                &mut enc,
+                "anyedge_bgp_session_up",
+                "1 if the BGP session is established.",
+                &up,
+            )?;
+            let flaps: Vec<(Vec<(&str, &str)>, u64)> = a
+                .peers
+                .iter()
+                .map(|(pc, st)| (vec![("peer", pc.name.as_str())], st.flaps.load(Ordering::Relaxed)))
+                .collect();
+            counter(
+                &mut enc,
+                "anyedge_bgp_session_flaps",
+                "Established BGP sessions that went down.",
+                &flaps,
+            )?;
+            let bfd: Vec<(Vec<(&str, &str)>, i64)> = a
+                .peers
+                .iter()
+                .filter(|(pc, _)| pc.bfd.is_some())
+                .map(|(pc, st)| {
+                    (
+                        vec![("peer", pc.name.as_str())],
+                        i64::from(st.bfd_up.load(Ordering::Relaxed)),
+                    )
+                })
+                .collect();
+            gauge(&mut enc, "anyedge_bfd_session_up", "1 if the BFD session is up.", &bfd)?;
+            let states = a.prefix_states();
+            let announced: Vec<(Vec<(&str, &str)>, i64)> = states
+                .iter()
+                .map(|(p, s)| {
+                    let v = i64::from(s.state == "announced" || s.state == "draining");
+                    (vec![("prefix", p.as_str()), ("state", s.state)], v)
+                })
+                .collect();
+            gauge(
+                &mut enc,
+                "anyedge_anycast_prefix_announced",
+                "1 if the prefix is announced (state label: announced, draining, withdrawn, suppressed).",
+                &announced,
+            )?;
+        }
         Ok(())
     }
 }

@@ -45,6 +45,21 @@ static LOG_CAP: LogLimiter = LogLimiter::new(5);
 static LOG_SILENT_BACKEND: LogLimiter = LogLimiter::new(10);
 static LOG_GUARD: LogLimiter = LogLimiter::new(5);
 
+/// Labels of per-backend metric families: (service, backend).
+pub type BackendLabels = Vec<(String, String)>;
+
+/// Latency of successful health checks, per backend (registered by the
+/// admin API; recorded on the control path only).
+pub static CHECK_LATENCY: std::sync::LazyLock<
+    prometheus_client::metrics::family::Family<BackendLabels, prometheus_client::metrics::histogram::Histogram>,
+> = std::sync::LazyLock::new(|| {
+    prometheus_client::metrics::family::Family::new_with_constructor(|| {
+        prometheus_client::metrics::histogram::Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 16),
+        )
+    })
+});
+
 /// Counters of one service. All relaxed atomics: exact totals, no ordering.
 #[derive(Default, Debug)]
 pub struct ServiceStats {
@@ -282,7 +297,15 @@ impl Service {
     /// Active health-check result from the checker task.
     pub(crate) fn check_result(&self, b: &Backend, r: anyedge_lb::health::CheckResult) {
         match &r {
-            anyedge_lb::health::CheckResult::Ok { .. } => b.stats.checks_ok.fetch_add(1, Ordering::Relaxed),
+            anyedge_lb::health::CheckResult::Ok { latency } => {
+                CHECK_LATENCY
+                    .get_or_create(&vec![
+                        ("service".to_string(), self.name.clone()),
+                        ("backend".to_string(), b.name.clone()),
+                    ])
+                    .observe(latency.as_secs_f64());
+                b.stats.checks_ok.fetch_add(1, Ordering::Relaxed)
+            }
             anyedge_lb::health::CheckResult::Failed { .. } => b.stats.checks_failed.fetch_add(1, Ordering::Relaxed),
         };
         let tr = match b.health.lock() {

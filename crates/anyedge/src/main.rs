@@ -19,6 +19,7 @@ mod lab;
 mod lb;
 mod logutil;
 mod net;
+mod sysctl;
 
 use config::Config;
 use lb::Edge;
@@ -203,6 +204,10 @@ async fn daemon(cfg: Config, path: Option<PathBuf>, demo: bool, workers: usize) 
         demo::serve("demo-b", "127.0.0.1:9002".parse()?).await?;
     }
     info!(pop = %cfg.pop_name, config = %cfg.source, services = cfg.services.len(), workers, "anyedge starting");
+    let max_backlog = cfg.services.iter().map(|s| s.backlog).max().unwrap_or(0);
+    for w in sysctl::warnings(&sysctl::Kernel::read(), max_backlog) {
+        warn!("kernel setting: {w}");
+    }
     let listen: Vec<String> = cfg
         .services
         .iter()

@@ -248,4 +248,15 @@ fn metrics_parse_as_prometheus_text() {
         ) > 0.0
     );
     assert!(find("anyedge_health_checks_total", &[("backend", "b"), ("result", "ok")]) >= 1.0);
+    let hist = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "anyedge_health_check_duration_seconds" && s.labels.get("backend") == Some("a"))
+        .unwrap_or_else(|| panic!("no health check histogram in\n{body}"));
+    match &hist.value {
+        prometheus_parse::Value::Histogram(buckets) => {
+            assert!(buckets.last().is_some_and(|b| b.count >= 1.0), "{buckets:?}")
+        }
+        other => panic!("not a histogram: {other:?}"),
+    }
 }

@@ -279,6 +279,21 @@ fn admin_drain_prefers_other_pops_then_withdraws_when_connections_end() {
     let held = pop.enter(|| TcpStream::connect("192.0.2.10:80").unwrap());
     std::thread::sleep(Duration::from_millis(100));
 
+    let metrics = pop.enter(|| {
+        let mut s = TcpStream::connect("127.0.0.1:9180").unwrap();
+        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+        r
+    });
+    assert!(
+        metrics.contains("anyedge_bgp_session_up{peer=\"router\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("anyedge_anycast_prefix_announced{prefix=\"192.0.2.10/32\",state=\"announced\"} 1"),
+        "{metrics}"
+    );
     let r = admin_post(&pop, "/api/v1/pop/drain");
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
     // still announced, but with GRACEFUL_SHUTDOWN and a longer AS path
