@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use gcra::Gcra;
 use prefix::{Prefix, PrefixSet};
-use table::{ConcurrencyTable, RateTable};
+use table::{ConcurrencyTable, CountTable, RateTable};
 
 /// Why a connection was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -85,6 +85,17 @@ pub struct GuardConfig {
     /// Entries per table, rounded up to whole shards of 64 (memory bound:
     /// about 48 bytes an entry).
     pub table_capacity: usize,
+    /// Heavy-hitter detection: sources making at least this many new
+    /// connections in one second are denied for `block_for`.
+    pub dynamic_block: Option<DynamicBlock>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DynamicBlock {
+    pub threshold_per_second: u32,
+    pub block_for: Duration,
+    /// Never counted, never blocked (besides the allow list).
+    pub exclude: Vec<Prefix>,
 }
 
 impl Default for GuardConfig {
@@ -96,6 +107,7 @@ impl Default for GuardConfig {
             rate_per_prefix: None,
             max_concurrent_per_address: None,
             table_capacity: 1 << 16,
+            dynamic_block: None,
         }
     }
 }
@@ -107,6 +119,7 @@ pub struct Guard {
     per_address: Option<(Gcra, RateTable)>,
     per_prefix: Option<(Gcra, RateTable, Gcra)>,
     concurrent: Option<(u32, ConcurrencyTable)>,
+    heavy: Option<(DynamicBlock, PrefixSet, CountTable)>,
 }
 
 impl Guard {
@@ -126,7 +139,32 @@ impl Guard {
                 )
             }),
             concurrent: cfg.max_concurrent_per_address.map(|m| (m, ConcurrencyTable::new(cap))),
+            heavy: cfg.dynamic_block.as_ref().map(|d| {
+                (
+                    d.clone(),
+                    PrefixSet::from_prefixes(d.exclude.iter().copied()),
+                    CountTable::new(cap),
+                )
+            }),
         }
+    }
+
+    /// Once a second: sources over the heavy-hitter threshold in the window
+    /// just ended are added to the deny list until `now + block_for`;
+    /// expired blocks are removed. Returns the new blocks (source, count).
+    pub fn tick(&self, now: Duration) -> Vec<(Prefix, u32)> {
+        self.deny.expire(now);
+        let Some((d, _, counts)) = &self.heavy else {
+            return Vec::new();
+        };
+        let hits = counts.take_over(d.threshold_per_second);
+        let mut out = Vec::with_capacity(hits.len());
+        for (key, n) in hits {
+            let p = Prefix::from_key(key);
+            self.deny.insert(p, Some(now + d.block_for));
+            out.push((p, n));
+        }
+        out
     }
 
     /// The dynamic deny list (heavy hitters, admin blocks).
@@ -140,6 +178,11 @@ impl Guard {
         let ip = canonical(ip);
         if self.allow.contains(ip, now) {
             return Verdict::Allowlisted;
+        }
+        if let Some((_, exclude, counts)) = &self.heavy {
+            if !exclude.contains(ip, now) {
+                counts.add(Prefix::host(ip).key());
+            }
         }
         if self.deny.contains(ip, now) {
             return Verdict::Drop(DropReason::DenyList);
@@ -312,6 +355,38 @@ mod tests {
         g.release(ip);
         g.release(ip);
         assert_eq!(g.table_sizes()[2], 0, "entries at zero are removed");
+    }
+
+    #[test]
+    fn heavy_hitters_are_blocked_for_a_while_and_excluded_ranges_never() {
+        let g = Guard::new(&GuardConfig {
+            dynamic_block: Some(DynamicBlock {
+                threshold_per_second: 100,
+                block_for: Duration::from_secs(60),
+                exclude: vec!["198.18.9.0/24".parse().unwrap()],
+            }),
+            ..GuardConfig::default()
+        });
+        let heavy: IpAddr = "198.18.0.66".parse().unwrap();
+        let excluded: IpAddr = "198.18.9.9".parse().unwrap();
+        let light: IpAddr = "198.18.0.7".parse().unwrap();
+        for _ in 0..150 {
+            assert_eq!(g.admit(heavy, ms(500)), Verdict::Admit);
+            assert_eq!(g.admit(excluded, ms(500)), Verdict::Admit);
+        }
+        for _ in 0..10 {
+            g.admit(light, ms(500));
+        }
+        let blocked = g.tick(ms(1000));
+        assert_eq!(blocked.len(), 1, "{blocked:?}");
+        assert_eq!(blocked[0].0, Prefix::host(heavy));
+        assert!(blocked[0].1 >= 150);
+        assert_eq!(g.admit(heavy, ms(1500)), Verdict::Drop(DropReason::DenyList));
+        assert_eq!(g.admit(excluded, ms(1500)), Verdict::Admit);
+        assert_eq!(g.admit(light, ms(1500)), Verdict::Admit);
+        // the block expires
+        assert!(g.tick(ms(62_000)).is_empty());
+        assert_eq!(g.admit(heavy, ms(62_500)), Verdict::Admit);
     }
 
     #[test]

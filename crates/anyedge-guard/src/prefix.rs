@@ -48,6 +48,15 @@ impl Prefix {
         (self.bits, self.len)
     }
 
+    /// The prefix a [`Prefix::key`] came from (host bits cleared).
+    pub fn from_key(k: (u128, u8)) -> Prefix {
+        let len = k.1.min(128);
+        Prefix {
+            bits: k.0 & mask(len),
+            len,
+        }
+    }
+
     fn is_v4(&self) -> bool {
         self.len >= 96 && (self.bits >> 32) == 0xffff
     }

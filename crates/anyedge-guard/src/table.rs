@@ -169,3 +169,64 @@ mod tests {
         assert!(t.len() <= 64);
     }
 }
+
+/// Per-key event counts for one window, bounded: when full, a new key
+/// replaces the smallest of a few sampled entries and inherits its count
+/// (the Space-Saving rule), so a heavy hitter is never under-counted and
+/// memory stays fixed.
+pub struct CountTable {
+    shards: Box<[Mutex<HashMap<Key, u32>>]>,
+    per_shard: usize,
+    hasher: Hasher_,
+}
+
+impl CountTable {
+    pub fn new(capacity: usize) -> CountTable {
+        let per_shard = capacity.div_ceil(SHARDS).max(1);
+        CountTable {
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::with_capacity(per_shard)))
+                .collect(),
+            per_shard,
+            hasher: Hasher_(Default::default()),
+        }
+    }
+
+    pub fn add(&self, key: Key) {
+        let i = self.hasher.shard(&key);
+        let Some(shard) = self.shards.get(i) else { return };
+        let Ok(mut m) = shard.lock() else { return };
+        if let Some(n) = m.get_mut(&key) {
+            *n = n.saturating_add(1);
+            return;
+        }
+        let mut start = 1u32;
+        if m.len() >= self.per_shard {
+            if let Some((k, n)) = m.iter().take(SAMPLE).min_by_key(|(_, &n)| n).map(|(k, n)| (*k, *n)) {
+                m.remove(&k);
+                start = n.saturating_add(1);
+            }
+        }
+        m.insert(key, start);
+    }
+
+    /// Returns the keys counted at least `threshold` times and clears the
+    /// table for the next window.
+    pub fn take_over(&self, threshold: u32) -> Vec<(Key, u32)> {
+        let mut out = Vec::new();
+        for s in self.shards.iter() {
+            if let Ok(mut m) = s.lock() {
+                out.extend(m.drain().filter(|(_, n)| *n >= threshold));
+            }
+        }
+        out
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().map_or(0, |m| m.len())).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

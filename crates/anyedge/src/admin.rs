@@ -233,7 +233,7 @@ pub fn status_json(edge: &Edge) -> Value {
         .collect();
     json!({
         "pop": cfg.pop_name,
-        "guard": { "drops": drops },
+        "guard": { "drops": drops, "dynamic_blocks": edge.dynamic_blocks.load(Ordering::Relaxed) },
         "config": cfg.source,
         "active_connections": edge.active.load(Ordering::Relaxed),
         "max_connections": cfg.max_connections.get(),

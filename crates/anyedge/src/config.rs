@@ -321,6 +321,21 @@ struct RawGuard {
     max_connections_per_address: Option<Spanned<u32>>,
     #[serde(default)]
     table_capacity: Option<Spanned<usize>>,
+    #[serde(default)]
+    dynamic_block: Option<RawDynamicBlock>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDynamicBlock {
+    threshold_per_second: Spanned<u32>,
+    #[serde(default = "d_block_for", with = "humantime_spanned")]
+    block_for: Spanned<Duration>,
+    #[serde(default)]
+    exclude: Vec<Spanned<String>>,
+}
+fn d_block_for() -> Spanned<Duration> {
+    Spanned::new(0..0, Duration::from_secs(60))
 }
 
 #[derive(Deserialize)]
@@ -746,6 +761,23 @@ fn parse_guard(cx: &Ctx<'_>, g: RawGuard) -> Result<anyedge_guard::GuardConfig, 
             ));
         }
         cfg.max_concurrent_per_address = Some(m.into_inner());
+    }
+    if let Some(d) = g.dynamic_block {
+        if *d.threshold_per_second.get_ref() == 0 {
+            return Err(cx.err(
+                d.threshold_per_second.span(),
+                "guard.dynamic_block.threshold_per_second",
+                "must be > 0",
+            ));
+        }
+        if d.block_for.get_ref().is_zero() {
+            return Err(cx.err(d.block_for.span(), "guard.dynamic_block.block_for", "must be > 0"));
+        }
+        cfg.dynamic_block = Some(anyedge_guard::DynamicBlock {
+            threshold_per_second: d.threshold_per_second.into_inner(),
+            block_for: d.block_for.into_inner(),
+            exclude: prefixes(d.exclude, "dynamic_block.exclude")?,
+        });
     }
     if let Some(c) = g.table_capacity {
         if !(64..=1 << 26).contains(c.get_ref()) {

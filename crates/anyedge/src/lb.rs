@@ -346,6 +346,8 @@ pub struct Edge {
     guard: ArcSwap<Guard>,
     /// Connections dropped by the guard, indexed like `DropReason::ALL`.
     pub guard_drops: [AtomicU64; 4],
+    /// Deny entries added by the heavy-hitter detector.
+    pub dynamic_blocks: AtomicU64,
     /// Origin of the guard's clock.
     epoch: Instant,
     services: Mutex<BTreeMap<String, Arc<Service>>>,
@@ -393,6 +395,7 @@ impl Edge {
         let edge = Arc::new(Edge {
             guard: ArcSwap::from_pointee(Guard::new(&config.guard)),
             guard_drops: Default::default(),
+            dynamic_blocks: AtomicU64::new(0),
             epoch: Instant::now(),
             config: ArcSwap::from_pointee(config.clone()),
             services: Mutex::new(BTreeMap::new()),
@@ -404,6 +407,31 @@ impl Edge {
             workers: workers.max(1),
         });
         edge.apply(config)?;
+        // Heavy-hitter detection and block expiry, once a second.
+        let weak = Arc::downgrade(&edge);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(edge) = weak.upgrade() else { return };
+                let blocks = edge.guard.load().tick(edge.epoch.elapsed());
+                edge.dynamic_blocks.fetch_add(blocks.len() as u64, Ordering::Relaxed);
+                for (p, n) in blocks.iter().take(10) {
+                    let secs = edge
+                        .config
+                        .load()
+                        .guard
+                        .dynamic_block
+                        .as_ref()
+                        .map_or(0, |d| d.block_for.as_secs());
+                    warn!(source = %p, connections_per_second = n, block_for_s = secs, "heavy hitter: dynamic block added");
+                }
+                if blocks.len() > 10 {
+                    warn!(more = blocks.len() - 10, "heavy hitter: more dynamic blocks added");
+                }
+            }
+        });
         Ok(edge)
     }
 

@@ -176,3 +176,28 @@ fn deny_list_and_concurrency_cap() {
     // slots are released when the connections end
     assert!(get_from(src, lb, "/").is_ok());
 }
+
+#[test]
+fn heavy_hitter_gets_a_dynamic_block() {
+    let guard = "allow = [\"127.0.0.1\"]\ndynamic_block = { threshold_per_second = 50, block_for = \"30s\", exclude = [\"127.44.0.0/16\"] }";
+    let (e, lb, _seen, admin) = start(guard);
+    // 300 connections as fast as possible from one source, and from an
+    // excluded one
+    let heavy = Ipv4Addr::new(127, 66, 6, 6);
+    let excluded = Ipv4Addr::new(127, 44, 0, 1);
+    let t = Instant::now();
+    let mut blocked_after = None;
+    while t.elapsed() < Duration::from_secs(5) {
+        let _ = get_from(excluded, lb, "/");
+        if get_from(heavy, lb, "/").is_err() {
+            blocked_after = Some(t.elapsed());
+            break;
+        }
+    }
+    let after = blocked_after.expect("heavy hitter never blocked");
+    assert!(after <= Duration::from_millis(2100), "{after:?}");
+    e.wait_log("heavy hitter: dynamic block added", 1, Duration::from_secs(1));
+    assert!(drops(admin, "deny_list") >= 1);
+    assert!(get_from(excluded, lb, "/").is_ok(), "excluded source never blocked");
+    assert!(get_from(Ipv4Addr::new(127, 67, 0, 1), lb, "/").is_ok());
+}
