@@ -142,34 +142,6 @@ impl ConcurrencyTable {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn eviction_keeps_capacity() {
-        let t = RateTable::new(640);
-        let g = Gcra::new(1, 1);
-        for i in 0..100_000u128 {
-            t.check((i, 128), 0, &g);
-        }
-        assert!(t.len() <= 640, "{}", t.len());
-    }
-
-    #[test]
-    fn concurrency_full_table_refuses_new_keys() {
-        let t = ConcurrencyTable::new(64); // 1 per shard
-        let mut admitted = 0;
-        for i in 0..10_000u128 {
-            if t.acquire((i, 128), 5) {
-                admitted += 1;
-            }
-        }
-        assert!(admitted <= 64);
-        assert!(t.len() <= 64);
-    }
-}
-
 /// Per-key event counts for one window, bounded: when full, a new key
 /// replaces the smallest of a few sampled entries and inherits its count
 /// (the Space-Saving rule), so a heavy hitter is never under-counted and
@@ -228,5 +200,33 @@ impl CountTable {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eviction_keeps_capacity() {
+        let t = RateTable::new(640);
+        let g = Gcra::new(1, 1);
+        for i in 0..100_000u128 {
+            t.check((i, 128), 0, &g);
+        }
+        assert!(t.len() <= 640, "{}", t.len());
+    }
+
+    #[test]
+    fn concurrency_full_table_refuses_new_keys() {
+        let t = ConcurrencyTable::new(64); // 1 per shard
+        let mut admitted = 0;
+        for i in 0..10_000u128 {
+            if t.acquire((i, 128), 5) {
+                admitted += 1;
+            }
+        }
+        assert!(admitted <= 64);
+        assert!(t.len() <= 64);
     }
 }
