@@ -12,6 +12,7 @@ use tracing::{error, info, warn};
 mod admin;
 mod announce;
 mod config;
+mod ctl;
 mod demo;
 mod forward;
 mod health;
@@ -59,6 +60,20 @@ enum Cmd {
     /// Run the embedded default config plus two built-in demo backends on
     /// 127.0.0.1:9001 and :9002; then try `curl http://127.0.0.1:8080/`.
     Demo,
+    /// Talk to a running anyedge through its admin API.
+    Ctl {
+        #[command(subcommand)]
+        action: CtlAction,
+        /// Admin API address.
+        #[arg(long, global = true, default_value = "127.0.0.1:9180")]
+        admin: String,
+        /// Bearer token for state changes (or the ANYEDGE_TOKEN variable).
+        #[arg(long, global = true, env = "ANYEDGE_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Print the API's JSON instead of tables.
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// A multi-PoP anycast lab in network namespaces (root): client, BIRD
     /// router with BFD and ECMP, two PoPs running anyedge, two nginx backends.
     Lab {
@@ -71,6 +86,29 @@ enum Cmd {
         #[arg(long, global = true, default_value = "/tmp/anyedge-lab")]
         dir: PathBuf,
     },
+}
+
+#[derive(Subcommand, Clone)]
+enum CtlAction {
+    /// Prefixes, BGP peers, services, backends, guard counters.
+    Status,
+    /// Drain a backend (--service and --backend), or the whole PoP: its
+    /// anycast prefixes become less preferred, then are withdrawn.
+    Drain {
+        #[arg(long, requires = "backend")]
+        service: Option<String>,
+        #[arg(long, requires = "service")]
+        backend: Option<String>,
+    },
+    /// Undo a drain.
+    Undrain {
+        #[arg(long, requires = "backend")]
+        service: Option<String>,
+        #[arg(long, requires = "service")]
+        backend: Option<String>,
+    },
+    /// Reload the configuration file (like SIGHUP, but reports errors).
+    Reload,
 }
 
 #[derive(Subcommand, Clone, Copy)]
@@ -105,6 +143,35 @@ fn main() -> ExitCode {
         },
         Cmd::Run { config } => run(config, false),
         Cmd::Demo => run(None, true),
+        Cmd::Ctl {
+            action,
+            admin,
+            token,
+            json,
+        } => {
+            let drain = matches!(action, CtlAction::Drain { .. });
+            let action = match action {
+                CtlAction::Status => ctl::Action::Status,
+                CtlAction::Reload => ctl::Action::Reload,
+                CtlAction::Drain { service, backend } | CtlAction::Undrain { service, backend } => {
+                    match (service, backend) {
+                        (Some(service), Some(backend)) => ctl::Action::DrainBackend {
+                            service,
+                            backend,
+                            drain,
+                        },
+                        _ => ctl::Action::DrainPop { drain },
+                    }
+                }
+            };
+            match ctl::run(&admin, token.as_deref(), json, action) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("anyedge ctl: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Lab { action, name, dir } => {
             let lab = lab::Lab::new(&name, &dir);
             let r = match action {

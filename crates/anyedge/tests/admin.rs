@@ -260,3 +260,55 @@ fn metrics_parse_as_prometheus_text() {
         other => panic!("not a histogram: {other:?}"),
     }
 }
+
+fn ctl(admin: SocketAddr, args: &[&str], token: Option<&str>) -> (bool, String, String) {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_anyedge"));
+    c.arg("ctl").arg("--admin").arg(admin.to_string()).args(args);
+    c.env_remove("ANYEDGE_TOKEN");
+    if let Some(t) = token {
+        c.env("ANYEDGE_TOKEN", t);
+    }
+    let out = c.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn ctl_status_drain_reload() {
+    let (_e, lb, admin) = start(true);
+    let (ok, out, err) = ctl(admin, &["status"], None);
+    assert!(ok, "{err}");
+    assert!(out.contains("PoP adm"), "{out}");
+    assert!(out.contains("SERVICE web"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.trim_start().starts_with("a ") && l.contains(" up ")),
+        "{out}"
+    );
+    let (ok, out, _) = ctl(admin, &["status", "--json"], None);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["services"][0]["backends"].as_array().unwrap().len(), 2);
+    // state changes need the token
+    let (ok, _, err) = ctl(admin, &["drain", "--service", "web", "--backend", "a"], None);
+    assert!(!ok);
+    assert!(err.contains("HTTP 401") && err.contains("ANYEDGE_TOKEN"), "{err}");
+    let (ok, out, err) = ctl(admin, &["drain", "--service", "web", "--backend", "a"], Some(TOKEN));
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "web/a: draining");
+    for _ in 0..6 {
+        assert_eq!(get(lb).unwrap().1, "backend=b\n");
+    }
+    let (ok, _, _) = ctl(admin, &["undrain", "--service", "web", "--backend", "a"], Some(TOKEN));
+    assert!(ok);
+    let (ok, out, err) = ctl(admin, &["reload"], Some(TOKEN));
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "configuration reloaded");
+    // a PoP drain without [bgp] says why it cannot
+    let (ok, _, err) = ctl(admin, &["drain"], Some(TOKEN));
+    assert!(!ok);
+    assert!(err.contains("no [bgp] configured"), "{err}");
+}

@@ -1,0 +1,237 @@
+//! `anyedge ctl`: the operator's client for the admin API. Human-readable
+//! tables by default, the API's JSON with `--json`.
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde_json::Value;
+
+pub enum Action {
+    Status,
+    DrainBackend {
+        service: String,
+        backend: String,
+        drain: bool,
+    },
+    DrainPop {
+        drain: bool,
+    },
+    Reload,
+}
+
+/// One HTTP/1.1 request to the admin API; returns (status, body).
+fn request(admin: &str, method: &str, path: &str, token: Option<&str>) -> anyhow::Result<(u16, String)> {
+    let addr: SocketAddr = admin
+        .to_socket_addrs()
+        .with_context(|| format!("admin address {admin:?}"))?
+        .next()
+        .with_context(|| format!("admin address {admin:?} resolves to nothing"))?;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).with_context(|| {
+        format!("cannot reach the admin API at {addr} (is [admin] configured and anyedge running?)")
+    })?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp)?;
+    let text = String::from_utf8_lossy(&resp);
+    let (head, body) = text.split_once("\r\n\r\n").context("malformed HTTP response")?;
+    let status = head
+        .get(9..12)
+        .and_then(|c| c.parse().ok())
+        .context("malformed HTTP status line")?;
+    Ok((status, body.to_string()))
+}
+
+pub fn run(admin: &str, token: Option<&str>, json: bool, action: Action) -> anyhow::Result<()> {
+    let (method, path) = match &action {
+        Action::Status => ("GET", "/api/v1/status".to_string()),
+        Action::DrainBackend {
+            service,
+            backend,
+            drain,
+        } => (
+            "POST",
+            format!(
+                "/api/v1/services/{service}/backends/{backend}/{}",
+                if *drain { "drain" } else { "undrain" }
+            ),
+        ),
+        Action::DrainPop { drain } => (
+            "POST",
+            format!("/api/v1/pop/{}", if *drain { "drain" } else { "undrain" }),
+        ),
+        Action::Reload => ("POST", "/api/v1/reload".to_string()),
+    };
+    let (status, body) = request(admin, method, &path, token)?;
+    let v: Value = serde_json::from_str(&body).unwrap_or(Value::String(body.clone()));
+    if !(200..300).contains(&status) {
+        let msg = v.get("error").and_then(Value::as_str).unwrap_or(body.trim());
+        let hint = if status == 401 || status == 403 {
+            " (pass --token or set ANYEDGE_TOKEN)"
+        } else {
+            ""
+        };
+        bail!("{method} {path}: HTTP {status}: {msg}{hint}");
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    match action {
+        Action::Status => print!("{}", render_status(&v)),
+        Action::DrainBackend {
+            service,
+            backend,
+            drain,
+        } => {
+            println!("{service}/{backend}: {}", if drain { "draining" } else { "undrained" })
+        }
+        Action::DrainPop { drain } => println!("PoP {}", if drain { "draining" } else { "undrained" }),
+        Action::Reload => println!("configuration reloaded"),
+    }
+    Ok(())
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The status JSON as an operator reads it.
+pub fn render_status(v: &Value) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "PoP {}  ({})  connections {}/{}",
+        s(&v["pop"]),
+        s(&v["config"]),
+        s(&v["active_connections"]),
+        s(&v["max_connections"])
+    );
+    if let Some(prefixes) = v["anycast"].as_array() {
+        let _ = writeln!(o, "\n{:<24} {:<11} REASON", "ANYCAST PREFIX", "STATE");
+        for p in prefixes {
+            let _ = writeln!(o, "{:<24} {:<11} {}", s(&p["prefix"]), s(&p["state"]), s(&p["reason"]));
+        }
+    }
+    if let Some(peers) = v["bgp_peers"].as_array() {
+        let _ = writeln!(
+            o,
+            "\n{:<16} {:<28} {:<12} {:<6} LAST ERROR",
+            "BGP PEER", "ADDRESS", "STATE", "FLAPS"
+        );
+        for p in peers {
+            let st = if p["established"].as_bool() == Some(true) {
+                "established"
+            } else {
+                "down"
+            };
+            let _ = writeln!(
+                o,
+                "{:<16} {:<28} {:<12} {:<6} {}",
+                s(&p["name"]),
+                s(&p["address"]),
+                st,
+                s(&p["flaps"]),
+                s(&p["last_error"])
+            );
+        }
+    }
+    for svc in v["services"].as_array().into_iter().flatten() {
+        let r = &svc["rejected"];
+        let _ = writeln!(
+            o,
+            "\nSERVICE {}  listen {}  {}  active {}  accepted {}  no_backend {}  silent {}  cap {}",
+            s(&svc["name"]),
+            svc["listen"]
+                .as_array()
+                .map(|a| a.iter().map(s).collect::<Vec<_>>().join(","))
+                .unwrap_or_default(),
+            s(&svc["balance"]),
+            s(&svc["active_connections"]),
+            s(&svc["accepted"]),
+            s(&r["no_backend"]),
+            s(&r["client_silent"]),
+            r["global_cap"].as_u64().unwrap_or(0) + r["service_cap"].as_u64().unwrap_or(0),
+        );
+        let _ = writeln!(
+            o,
+            "  {:<16} {:<24} {:<6} {:<6} {:<7} {:<9} {:<10} WHY",
+            "BACKEND", "ADDRESS", "HEALTH", "DRAIN", "ACTIVE", "CONNS", "CHECK"
+        );
+        for b in svc["backends"].as_array().into_iter().flatten() {
+            let check = match b["last_check"].get("ok").and_then(Value::as_bool) {
+                Some(true) => format!("ok {:.1}ms", b["last_check"]["latency_ms"].as_f64().unwrap_or(0.0)),
+                Some(false) => "failed".to_string(),
+                None => "-".to_string(),
+            };
+            let _ = writeln!(
+                o,
+                "  {:<16} {:<24} {:<6} {:<6} {:<7} {:<9} {:<10} {}",
+                s(&b["name"]),
+                s(&b["address"]),
+                s(&b["health"]),
+                if b["draining"].as_bool() == Some(true) {
+                    "yes"
+                } else {
+                    "no"
+                },
+                s(&b["active_connections"]),
+                s(&b["connections"]),
+                check,
+                s(&b["health_reason"])
+            );
+        }
+    }
+    if let Some(d) = v["guard"]["drops"].as_object() {
+        let parts: Vec<String> = d.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        let _ = writeln!(
+            o,
+            "\nGUARD drops: {}  dynamic blocks {}",
+            parts.join(", "),
+            s(&v["guard"]["dynamic_blocks"])
+        );
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::render_status;
+
+    #[test]
+    fn renders_the_operator_view() {
+        let v = serde_json::json!({
+            "pop": "fra1", "config": "/etc/anyedge.toml", "active_connections": 3, "max_connections": 100,
+            "anycast": [{"prefix": "192.0.2.10/32", "state": "announced", "reason": "all checks pass"}],
+            "bgp_peers": [{"name": "r1", "address": "198.18.0.2:179", "established": true, "flaps": 0, "last_error": ""}],
+            "services": [{"name": "web", "listen": ["0.0.0.0:80"], "balance": "Maglev", "active_connections": 3,
+                "accepted": 10, "rejected": {"no_backend": 0, "client_silent": 1, "global_cap": 0, "service_cap": 0},
+                "backends": [{"name": "a", "address": "198.18.31.2:8080", "health": "up", "draining": false,
+                    "active_connections": 3, "connections": 10, "last_check": {"ok": true, "latency_ms": 0.4},
+                    "health_reason": "2 consecutive passing checks"}]}],
+            "guard": {"drops": {"deny_list": 2}, "dynamic_blocks": 1}
+        });
+        let out = render_status(&v);
+        assert!(out.contains("PoP fra1"), "{out}");
+        assert!(out.contains("192.0.2.10/32            announced"), "{out}");
+        assert!(
+            out.contains("r1               198.18.0.2:179               established"),
+            "{out}"
+        );
+        assert!(out.contains("ok 0.4ms"), "{out}");
+        assert!(out.contains("deny_list 2"), "{out}");
+    }
+}
