@@ -487,6 +487,9 @@ async fn run_peer(
                 }
                 Action::Established => {
                     status.established.store(true, Ordering::SeqCst);
+                    if let Ok(mut e) = status.last_error.lock() {
+                        e.clear();
+                    }
                     info!(peer = %pc.name, address = %pc.address, "BGP session established");
                 }
                 Action::Down { reason } => {
