@@ -20,6 +20,7 @@ mod lab;
 mod lb;
 mod logutil;
 mod net;
+mod notify;
 mod sysctl;
 
 use config::Config;
@@ -296,16 +297,22 @@ async fn daemon(cfg: Config, path: Option<PathBuf>, demo: bool, workers: usize) 
         info!("demo ready: try `curl http://127.0.0.1:8080/` (backends turn healthy after 2 checks, ~1s)");
     }
     info!(listen = ?listen, "ready");
+    notify::notify(&format!("READY=1\nSTATUS=serving {} listener(s)", listen.len()));
 
     loop {
         tokio::select! {
             _ = term.recv() => { info!("SIGTERM received"); break; }
             _ = int.recv() => { info!("SIGINT received"); break; }
-            _ = hup.recv() => reload(&ctl),
+            _ = hup.recv() => {
+                notify::reloading();
+                reload(&ctl);
+                notify::notify("READY=1");
+            }
             _ = usr1.recv() => info!("status\n{}", edge.status_report()),
         }
     }
 
+    notify::notify("STOPPING=1\nSTATUS=draining");
     // Shutdown invariant: withdraw routes (and close BGP sessions with
     // Cease) -> stop accepting -> drain open connections up to the grace
     // period -> exit.
