@@ -87,7 +87,7 @@ fn systemd_notifications_ready_reloading_stopping() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut recv = || {
+    let recv = || {
         let mut buf = [0u8; 512];
         let n = sock.recv(&mut buf).unwrap();
         String::from_utf8_lossy(&buf[..n]).into_owned()
