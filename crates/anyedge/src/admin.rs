@@ -70,6 +70,7 @@ pub async fn serve(listen: SocketAddr, ctl: Arc<Control>) -> anyhow::Result<()> 
     );
     let state = Arc::new(AppState { ctl, registry });
     let app = Router::new()
+        .route("/", get(status_page))
         .route("/api/v1/status", get(status))
         .route("/api/v1/services/{service}/backends/{backend}/drain", post(drain))
         .route("/api/v1/services/{service}/backends/{backend}/undrain", post(undrain))
@@ -121,6 +122,19 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Box<Response>>
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The live status page: one static file, no external assets; it polls
+/// `/api/v1/status` every second and posts actions with the token typed in.
+async fn status_page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        include_str!("status.html"),
+    )
+        .into_response()
 }
 
 async fn status(State(state): State<Arc<AppState>>) -> Json<Value> {

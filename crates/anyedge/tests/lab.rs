@@ -275,3 +275,38 @@ fn restart_backend(lab: &Lab, be: &str) {
         .unwrap();
     std::fs::write(lab.dir.join(format!("{be}.pid")), child.id().to_string()).unwrap();
 }
+
+/// The live status page in headless Chromium: it shows the lab's real
+/// state, and clicking "Drain PoP" on it takes PoP1 out at the BIRD router.
+/// Screenshots land in target/status-page.png and target/status-page-drained.png.
+#[test]
+fn status_page_in_chromium_drains_the_pop() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let modules = root.join(".ci/browser/node_modules");
+    assert!(
+        modules.join("playwright-core").exists() && std::path::Path::new("/usr/bin/chromium").exists(),
+        "needs Debian's chromium and playwright-core in .ci/browser (.ci/run installs both)"
+    );
+    let lab = Lab::up("b");
+    lab.wait_nexthops(&["198.18.1.2", "198.18.2.2"], Duration::from_secs(10));
+    let shot = root.join("target/status-page.png");
+    let out = Command::new("ip")
+        .args(["netns", "exec", &format!("{}-pop1", lab.name), "node"])
+        .arg(root.join(".ci/status_page.js"))
+        .arg("http://127.0.0.1:9180/")
+        .arg(&shot)
+        .arg("lab-admin-token-0123456789")
+        .env("NODE_PATH", &modules)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "browser: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(shot.exists());
+    // the click drained PoP1: the router now only uses PoP2
+    let t = lab.wait_nexthops(&["198.18.2.2"], Duration::from_secs(5));
+    eprintln!("measured: drain clicked on the status page -> PoP1 out of ECMP after {t:?}");
+}
