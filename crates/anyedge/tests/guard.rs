@@ -110,7 +110,8 @@ fn legit_during(lb: SocketAddr, attack: impl FnOnce() + Send + 'static) -> (usiz
         if get_from(Ipv4Addr::new(127, 9, 9, 9), lb, "/").is_ok() {
             ok += 1;
         }
-        std::thread::sleep(Duration::from_millis(5));
+        // a real user: 10 new connections a second, below every limit
+        std::thread::sleep(Duration::from_millis(100));
     }
     h.join().unwrap();
     (ok, total)
