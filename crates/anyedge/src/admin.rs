@@ -58,9 +58,18 @@ struct AppState {
 
 /// Binds the admin listener and serves it in a background task.
 pub async fn serve(listen: SocketAddr, ctl: Arc<Control>) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("admin API: cannot listen on {listen}: {e}"))?;
+    // SO_REUSEPORT: during a binary upgrade the new process binds the same
+    // address while the old one is still draining.
+    let listener = (|| -> std::io::Result<tokio::net::TcpListener> {
+        let s = socket2::Socket::new(socket2::Domain::for_address(listen), socket2::Type::STREAM, None)?;
+        s.set_reuse_address(true)?;
+        s.set_reuse_port(true)?;
+        s.set_nonblocking(true)?;
+        s.bind(&listen.into())?;
+        s.listen(128)?;
+        tokio::net::TcpListener::from_std(s.into())
+    })()
+    .map_err(|e| anyhow::anyhow!("admin API: cannot listen on {listen}: {e}"))?;
     let mut registry = Registry::default();
     registry.register_collector(Box::new(EdgeCollector(ctl.clone())));
     registry.register(

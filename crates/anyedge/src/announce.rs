@@ -291,6 +291,19 @@ impl Announcer {
     /// peer has been sent the withdrawals, then closes the sessions with
     /// NOTIFICATION Cease / Administrative Shutdown.
     pub async fn shutdown(&self, max: Duration) {
+        self.shutdown_with(max, true).await;
+    }
+
+    /// `drain: false` (upgrade hand-over): withdraw and Cease at once; the
+    /// connections stay with the new process anyway.
+    pub async fn shutdown_with(&self, max: Duration, drain: bool) {
+        if drain {
+            self.drain_then_wait().await;
+        }
+        self.withdraw_and_close(max).await;
+    }
+
+    async fn drain_then_wait(&self) {
         // Drain first (less preferred, wait for connections), then withdraw.
         self.start_drain("shutting down");
         let drain_deadline = self.current_drain().map_or_else(Instant::now, |(_, d)| d);
@@ -298,6 +311,9 @@ impl Announcer {
             tokio::time::sleep(Duration::from_millis(50)).await;
             self.evaluate();
         }
+    }
+
+    async fn withdraw_and_close(&self, max: Duration) {
         self.withdraw_all.store(true, Ordering::SeqCst);
         self.evaluate();
         let deadline = Instant::now() + max;

@@ -153,6 +153,8 @@ struct ListenerSet {
     addr: SocketAddr,
     backlog: u32,
     tasks: Vec<JoinHandle<()>>,
+    /// The sockets' fds (owned by the accept tasks), for an upgrade hand-over.
+    fds: Vec<std::os::fd::RawFd>,
 }
 
 impl Service {
@@ -357,6 +359,9 @@ pub struct Edge {
     conn_seq: AtomicU64,
     boot: u64,
     workers: usize,
+    /// Listening sockets received from the previous process, by address,
+    /// used (once) instead of binding new ones.
+    inherited: Mutex<std::collections::HashMap<SocketAddr, Vec<std::net::TcpListener>>>,
 }
 
 /// Decrements the connection gauges when a connection ends, however it ends.
@@ -390,7 +395,11 @@ impl Drop for BackendGuard {
 impl Edge {
     /// Builds the runtime and opens every listener. Fails if a listener
     /// cannot be bound (the daemon must not half-start).
-    pub fn start(config: Config, workers: usize) -> anyhow::Result<Arc<Edge>> {
+    pub fn start(
+        config: Config,
+        workers: usize,
+        inherited: std::collections::HashMap<SocketAddr, Vec<std::net::TcpListener>>,
+    ) -> anyhow::Result<Arc<Edge>> {
         let boot = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let edge = Arc::new(Edge {
             guard: ArcSwap::from_pointee(Guard::new(&config.guard)),
@@ -405,6 +414,7 @@ impl Edge {
             conn_seq: AtomicU64::new(0),
             boot,
             workers: workers.max(1),
+            inherited: Mutex::new(inherited),
         });
         edge.apply(config)?;
         // Heavy-hitter detection and block expiry, once a second.
@@ -474,10 +484,25 @@ impl Edge {
                         .unwrap_or(false)
                 });
                 if !have {
-                    let socks = (0..self.workers)
-                        .map(|_| net::listen(*addr, sc.backlog))
+                    // Sockets handed over by the previous process (upgrade)
+                    // first: their queued connections are served, not reset.
+                    let inherited = self
+                        .inherited
+                        .lock()
+                        .ok()
+                        .and_then(|mut m| m.remove(addr))
+                        .unwrap_or_default();
+                    let mut socks = inherited
+                        .into_iter()
+                        .map(net::adopt_listener)
                         .collect::<io::Result<Vec<_>>>()
-                        .map_err(|e| anyhow::anyhow!("service {:?}: cannot listen on {addr}: {e}", sc.name))?;
+                        .map_err(|e| anyhow::anyhow!("service {:?}: inherited socket for {addr}: {e}", sc.name))?;
+                    while socks.len() < self.workers {
+                        socks.push(
+                            net::listen(*addr, sc.backlog)
+                                .map_err(|e| anyhow::anyhow!("service {:?}: cannot listen on {addr}: {e}", sc.name))?,
+                        );
+                    }
                     fresh.insert((sc.name.clone(), *addr), socks);
                 }
             }
@@ -581,6 +606,10 @@ impl Edge {
                 let mut ls = svc.listeners.lock().unwrap_or_else(|p| p.into_inner());
                 for addr in &sc.listen {
                     if let Some(socks) = fresh.remove(&(sc.name.clone(), *addr)) {
+                        let fds = socks
+                            .iter()
+                            .map(|l| std::os::fd::AsRawFd::as_raw_fd(l.get_ref()))
+                            .collect();
                         let tasks = socks
                             .into_iter()
                             .map(|l| tokio::spawn(accept_loop(Arc::downgrade(self), Arc::downgrade(&svc), l)))
@@ -595,6 +624,7 @@ impl Edge {
                             addr: *addr,
                             backlog: sc.backlog,
                             tasks,
+                            fds,
                         });
                         info!(service = %sc.name, %addr, "listening");
                     }
@@ -620,6 +650,18 @@ impl Edge {
         }
         self.config.store(Arc::new(new));
         Ok(())
+    }
+
+    /// Every listening socket by address (for the upgrade hand-over). The
+    /// fds stay valid while the accept tasks run.
+    pub fn listener_fds(&self) -> Vec<(SocketAddr, Vec<std::os::fd::RawFd>)> {
+        let mut out = Vec::new();
+        for s in self.services() {
+            if let Ok(ls) = s.listeners.lock() {
+                out.extend(ls.iter().map(|l| (l.addr, l.fds.clone())));
+            }
+        }
+        out
     }
 
     /// Stops accepting on every listener (graceful shutdown, step 1).

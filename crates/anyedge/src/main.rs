@@ -22,6 +22,7 @@ mod logutil;
 mod net;
 mod notify;
 mod sysctl;
+mod upgrade;
 
 use config::Config;
 use lb::Edge;
@@ -266,6 +267,7 @@ async fn daemon(cfg: Config, path: Option<PathBuf>, demo: bool, workers: usize) 
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let mut usr1 = signal(SignalKind::user_defined1()).context("SIGUSR1 handler")?;
+    let mut usr2 = signal(SignalKind::user_defined2()).context("SIGUSR2 handler")?;
 
     if demo {
         demo::serve("demo-a", "127.0.0.1:9001".parse()?).await?;
@@ -283,7 +285,28 @@ async fn daemon(cfg: Config, path: Option<PathBuf>, demo: bool, workers: usize) 
         .collect();
     let admin_listen = cfg.admin.as_ref().map(|a| a.listen);
     let bgp = cfg.bgp.clone();
-    let edge: Arc<Edge> = Edge::start(cfg, workers)?;
+    // Started by an upgrading process? Then take over its listening sockets.
+    let inherit = tokio::task::spawn_blocking(upgrade::Inherit::connect).await??;
+    let (mut inherit, inherited) = match inherit {
+        Some((i, l)) => {
+            info!(
+                addresses = l.len(),
+                sockets = l.values().map(Vec::len).sum::<usize>(),
+                "upgrade: listening sockets received"
+            );
+            (Some(i), l)
+        }
+        None => (None, Default::default()),
+    };
+    let edge: Arc<Edge> = Edge::start(cfg, workers, inherited)?;
+    if let Some(mut i) = inherit.take() {
+        // Serving now; the old process stops accepting and hands over BGP.
+        i.say("READY")?;
+        if bgp.is_some() {
+            tokio::task::spawn_blocking(move || i.expect("BGP_RELEASED")).await??;
+        }
+        info!("upgrade: took over from the previous process");
+    }
     let announcer = bgp.as_ref().map(|b| announce::Announcer::start(edge.clone(), b));
     let ctl = Arc::new(admin::Control {
         edge: edge.clone(),
@@ -299,8 +322,34 @@ async fn daemon(cfg: Config, path: Option<PathBuf>, demo: bool, workers: usize) 
     info!(listen = ?listen, "ready");
     notify::notify(&format!("READY=1\nSTATUS=serving {} listener(s)", listen.len()));
 
+    let mut handover: Option<upgrade::Handover> = None;
     loop {
         tokio::select! {
+            _ = usr2.recv() => {
+                if demo {
+                    warn!("SIGUSR2: upgrade is not supported in demo mode");
+                    continue;
+                }
+                info!("SIGUSR2: starting the new binary and handing over the listening sockets");
+                let fds = edge.listener_fds();
+                let r = tokio::task::spawn_blocking(move || -> anyhow::Result<upgrade::Handover> {
+                    let mut h = upgrade::Handover::start()?;
+                    upgrade::send_listeners(&h.stream, &fds)?;
+                    h.expect("READY")?;
+                    Ok(h)
+                })
+                .await
+                .map_err(anyhow::Error::from)
+                .and_then(|r| r);
+                match r {
+                    Ok(h) => {
+                        info!(new_pid = h.child_pid, "upgrade: new process ready; handing over");
+                        handover = Some(h);
+                        break;
+                    }
+                    Err(e) => error!("upgrade failed, this process keeps serving: {e:#}"),
+                }
+            }
             _ = term.recv() => { info!("SIGTERM received"); break; }
             _ = int.recv() => { info!("SIGINT received"); break; }
             _ = hup.recv() => {
@@ -313,14 +362,28 @@ async fn daemon(cfg: Config, path: Option<PathBuf>, demo: bool, workers: usize) 
     }
 
     notify::notify("STOPPING=1\nSTATUS=draining");
-    // Shutdown invariant: withdraw routes (and close BGP sessions with
-    // Cease) -> stop accepting -> drain open connections up to the grace
-    // period -> exit.
-    if let Some(a) = &announcer {
-        a.shutdown(std::time::Duration::from_secs(2)).await;
-    }
     let grace = edge.config().shutdown_grace;
-    edge.stop_accepting();
+    if let Some(mut h) = handover {
+        // Upgrade: the new process accepts from the same sockets already;
+        // stop our accept loops (closing only our copies), give BGP to the
+        // new process, then finish our own connections.
+        edge.stop_accepting();
+        if let Some(a) = &announcer {
+            a.shutdown_with(std::time::Duration::from_secs(2), false).await;
+        }
+        if let Err(e) = tokio::task::spawn_blocking(move || h.say("BGP_RELEASED")).await {
+            warn!(error = %e, "upgrade: could not tell the new process");
+        }
+        info!("upgrade: listeners handed over; draining this process's connections");
+    } else {
+        // Shutdown invariant: withdraw routes (and close BGP sessions with
+        // Cease) -> stop accepting -> drain open connections up to the grace
+        // period -> exit.
+        if let Some(a) = &announcer {
+            a.shutdown(std::time::Duration::from_secs(2)).await;
+        }
+        edge.stop_accepting();
+    }
     let open = edge.active.load(std::sync::atomic::Ordering::Relaxed);
     info!(open_connections = open, grace = ?grace, "listeners closed; draining");
     let left = tokio::select! {

@@ -48,6 +48,12 @@ pub fn listen(addr: SocketAddr, backlog: u32) -> io::Result<Listener> {
     register(TcpListener::from(sock))
 }
 
+/// Registers a listening socket received from another process.
+pub fn adopt_listener(l: TcpListener) -> io::Result<Listener> {
+    l.set_nonblocking(true)?;
+    register(l)
+}
+
 /// Accepts one connection (non-blocking, close-on-exec in one `accept4`).
 pub async fn accept(l: &Listener) -> io::Result<(Sock, SocketAddr)> {
     use nix::sys::socket::{accept4, SockFlag};

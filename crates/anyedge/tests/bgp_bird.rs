@@ -523,3 +523,25 @@ fn a_flapping_service_is_held_down_by_flap_damping() {
     assert!(!bird.has_route(), "flapping prefix re-announced");
     edge.wait_log("flap damping", 1, Duration::from_secs(1));
 }
+
+#[test]
+fn binary_upgrade_hands_bgp_to_the_new_process() {
+    let (_router, pop, bird, mut edge) = setup("");
+    let _backend = Backend::start(&pop);
+    bird.wait_route(true, Duration::from_secs(15));
+    edge.signal(nix::sys::signal::Signal::SIGUSR2);
+    edge.wait_log("upgrade: new process ready", 1, Duration::from_secs(10));
+    edge.wait_exit(Duration::from_secs(10)).expect("old process exits");
+    // the new process announces again over its own session
+    bird.wait_route(true, Duration::from_secs(10));
+    edge.wait_log("BGP session established", 2, Duration::from_secs(5));
+    let log = edge.log();
+    assert!(log.contains("upgrade: took over from the previous process"), "{log}");
+    let new_pid: i32 = log
+        .split("new_pid=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .expect("new PID logged");
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(new_pid), nix::sys::signal::Signal::SIGKILL);
+}

@@ -149,3 +149,58 @@ fn ten_thousand_requests_across_reloads_lose_nothing() {
     assert_eq!(failed, 0);
     e.wait_log("reload applied", reloads as usize, Duration::from_secs(5));
 }
+
+#[test]
+fn binary_upgrade_hands_over_listeners_without_refusing_a_connection() {
+    let (a, b) = (backend(), backend());
+    let port = free_port();
+    let lb = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut e = Anyedge::start(&config(port, a, b, 1), lb);
+    e.wait_log("backend up", 2, Duration::from_secs(5));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed)
+                    && ok.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) < 10_000
+                {
+                    match get(lb) {
+                        Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    e.signal(nix::sys::signal::Signal::SIGUSR2);
+    e.wait_log("upgrade: new process ready", 1, Duration::from_secs(10));
+    // the old process drains and exits; the new one keeps serving
+    let old = e
+        .wait_exit(Duration::from_secs(10))
+        .expect("old process exits after the hand-over");
+    assert!(old.success(), "{old:?}");
+    let log = e.log();
+    let new_pid: i32 = log
+        .split("new_pid=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .expect("new PID logged");
+    for c in clients {
+        c.join().unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    eprintln!("measured: upgrade under load: {ok} requests ok, {failed} failed");
+    // still served after the old process is gone
+    let served_after = get(lb).is_ok();
+    // end the new process (started by ours) by its PID
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(new_pid), nix::sys::signal::Signal::SIGKILL);
+    assert!(log.contains("upgrade: took over from the previous process"), "{log}");
+    assert!(served_after, "the new process serves");
+    assert!(ok + failed >= 10_000);
+    assert_eq!(failed, 0, "no connection refused or reset during the upgrade");
+}
