@@ -147,6 +147,7 @@ pub struct Service {
     rr: AtomicU64,
     pub stats: ServiceStats,
     listeners: Mutex<Vec<ListenerSet>>,
+    rebuild_lock: Mutex<()>,
 }
 
 struct ListenerSet {
@@ -174,6 +175,9 @@ impl Service {
     /// Recomputes the eligible set and the Maglev table. Called on health
     /// transitions, drains and reloads (never per connection).
     fn rebuild_selector(&self) {
+        // Serialized: concurrent rebuilds (a health transition racing a
+        // reload) must not let a rebuild from older state be stored last.
+        let _guard = self.rebuild_lock.lock().unwrap_or_else(|p| p.into_inner());
         let cfg = self.cfg.load();
         let eligible: Vec<Arc<Backend>> = self.backends.load().iter().filter(|b| b.eligible()).cloned().collect();
         let weights: Vec<u32> = eligible.iter().map(|b| b.cfg.load().weight).collect();
@@ -544,6 +548,7 @@ impl Edge {
                         rr: AtomicU64::new(0),
                         stats: ServiceStats::default(),
                         listeners: Mutex::new(Vec::new()),
+                        rebuild_lock: Mutex::new(()),
                     });
                     services.insert(sc.name.clone(), s.clone());
                     info!(service = %sc.name, listen = ?sc.listen, backends = sc.backends.len(), "service added");
