@@ -216,7 +216,7 @@ mod tests {
 
     /// (plain tokio stream for the test side, registered `Sock` for forward)
     async fn pair() -> (TcpStream, Sock) {
-        let l = crate::net::listen("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        let l = crate::net::adopt_listener(crate::net::listen("127.0.0.1:0".parse().unwrap(), 16).unwrap()).unwrap();
         let addr = l.get_ref().local_addr().unwrap();
         let a = TcpStream::connect(addr).await.unwrap();
         let (b, _) = crate::net::accept(&l).await.unwrap();

@@ -29,7 +29,7 @@ use crate::config::{BackendConfig, Balance, Config, ProxyMode, ServiceConfig};
 use crate::forward::{self, End};
 use crate::health as checks;
 use crate::logutil::LogLimiter;
-use crate::net::{self, Listener, Sock};
+use crate::net::{self, Sock};
 
 /// Largest inbound PROXY header accepted from a trusted source.
 const MAX_INBOUND_PROXY: usize = 4096;
@@ -288,9 +288,11 @@ impl Service {
             Err(_) => None,
         };
         if let Some(tr) = tr {
+            // Selector first, then the log line: once "down" is logged, no
+            // new connection goes there.
+            self.set_backend_state(b, tr.to);
             warn!(service = %self.name, backend = %b.name, from = ?tr.from, to = ?tr.to,
                   reason = %tr.reason, last_error = %reason, "backend down: ejected by passive health");
-            self.set_backend_state(b, tr.to);
         }
     }
 
@@ -319,13 +321,15 @@ impl Service {
             Err(_) => None,
         };
         if let Some(tr) = tr {
+            // Selector first, then the log line: a backend logged "up" is
+            // already selectable, one logged "down" no longer is.
+            self.set_backend_state(b, tr.to);
             let addr = b.cfg.load().address;
             if tr.to == State::Up {
                 info!(service = %self.name, backend = %b.name, %addr, reason = %tr.reason, "backend up");
             } else {
                 warn!(service = %self.name, backend = %b.name, %addr, reason = %tr.reason, "backend down");
             }
-            self.set_backend_state(b, tr.to);
         }
     }
 }
@@ -366,6 +370,8 @@ pub struct Edge {
     /// Listening sockets received from the previous process, by address,
     /// used (once) instead of binding new ones.
     inherited: Mutex<std::collections::HashMap<SocketAddr, Vec<std::net::TcpListener>>>,
+    /// One current-thread runtime per worker (empty: use the ambient one).
+    worker_rts: Vec<tokio::runtime::Handle>,
 }
 
 /// Decrements the connection gauges when a connection ends, however it ends.
@@ -403,6 +409,7 @@ impl Edge {
         config: Config,
         workers: usize,
         inherited: std::collections::HashMap<SocketAddr, Vec<std::net::TcpListener>>,
+        worker_rts: Vec<tokio::runtime::Handle>,
     ) -> anyhow::Result<Arc<Edge>> {
         let boot = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let edge = Arc::new(Edge {
@@ -419,6 +426,7 @@ impl Edge {
             boot,
             workers: workers.max(1),
             inherited: Mutex::new(inherited),
+            worker_rts,
         });
         edge.apply(config)?;
         // Heavy-hitter detection and block expiry, once a second.
@@ -477,7 +485,7 @@ impl Edge {
 
         // 1. Bind every listener that does not exist yet, before changing
         //    anything: a bind failure aborts the reload with nothing changed.
-        let mut fresh: BTreeMap<(String, SocketAddr), Vec<Listener>> = BTreeMap::new();
+        let mut fresh: BTreeMap<(String, SocketAddr), Vec<std::net::TcpListener>> = BTreeMap::new();
         for sc in &new.services {
             let existing = services.get(&sc.name);
             for addr in &sc.listen {
@@ -496,11 +504,7 @@ impl Edge {
                         .ok()
                         .and_then(|mut m| m.remove(addr))
                         .unwrap_or_default();
-                    let mut socks = inherited
-                        .into_iter()
-                        .map(net::adopt_listener)
-                        .collect::<io::Result<Vec<_>>>()
-                        .map_err(|e| anyhow::anyhow!("service {:?}: inherited socket for {addr}: {e}", sc.name))?;
+                    let mut socks = inherited;
                     while socks.len() < self.workers {
                         socks.push(
                             net::listen(*addr, sc.backlog)
@@ -611,13 +615,19 @@ impl Edge {
                 let mut ls = svc.listeners.lock().unwrap_or_else(|p| p.into_inner());
                 for addr in &sc.listen {
                     if let Some(socks) = fresh.remove(&(sc.name.clone(), *addr)) {
-                        let fds = socks
-                            .iter()
-                            .map(|l| std::os::fd::AsRawFd::as_raw_fd(l.get_ref()))
-                            .collect();
+                        let fds = socks.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
+                        // One socket per worker thread: that worker accepts
+                        // from it and runs its connections (thread per core).
                         let tasks = socks
                             .into_iter()
-                            .map(|l| tokio::spawn(accept_loop(Arc::downgrade(self), Arc::downgrade(&svc), l)))
+                            .enumerate()
+                            .map(|(i, l)| {
+                                let fut = accept_loop(Arc::downgrade(self), Arc::downgrade(&svc), l);
+                                match self.worker_rts.get(i % self.worker_rts.len().max(1)) {
+                                    Some(h) => h.spawn(fut),
+                                    None => tokio::spawn(fut),
+                                }
+                            })
                             .collect();
                         // Replace a listener on the same address (backlog change).
                         if let Some(pos) = ls.iter().position(|x| x.addr == *addr) {
@@ -711,7 +721,15 @@ impl Service {
     }
 }
 
-async fn accept_loop(edge: Weak<Edge>, svc: Weak<Service>, listener: Listener) {
+async fn accept_loop(edge: Weak<Edge>, svc: Weak<Service>, listener: std::net::TcpListener) {
+    let addr = listener.local_addr().ok();
+    let listener = match net::adopt_listener(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(?addr, error = %e, "cannot register listening socket");
+            return;
+        }
+    };
     loop {
         let (stream, peer) = match net::accept(&listener).await {
             Ok(x) => x,

@@ -241,8 +241,37 @@ fn run(path: Option<PathBuf>, demo: bool) -> ExitCode {
         .workers
         .map(|w| w.get() as usize)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    // Data plane: one current-thread runtime per worker thread, each owning
+    // one SO_REUSEPORT socket per listen address and the connections it
+    // accepts (no work stealing, no cross-thread wake-ups per connection).
+    // Control plane (health checks, BGP, admin) on a small runtime of its own.
+    let mut worker_rts = Vec::with_capacity(workers);
+    for i in 0..workers {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name(format!("anyedge-w{i}"))
+            .spawn(
+                move || match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => {
+                        let _ = tx.send(Some(rt.handle().clone()));
+                        rt.block_on(std::future::pending::<()>());
+                    }
+                    Err(e) => {
+                        error!(error = %e, "cannot start worker runtime");
+                        let _ = tx.send(None);
+                    }
+                },
+            );
+        match spawned.ok().and_then(|_| rx.recv().ok().flatten()) {
+            Some(h) => worker_rts.push(h),
+            None => {
+                error!("cannot start worker thread {i}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
+        .worker_threads(1)
         .enable_all()
         .thread_name("anyedge-worker")
         .build()
@@ -253,7 +282,7 @@ fn run(path: Option<PathBuf>, demo: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(daemon(cfg, path, demo, workers)) {
+    match rt.block_on(daemon(cfg, path, demo, workers, worker_rts)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
@@ -262,7 +291,13 @@ fn run(path: Option<PathBuf>, demo: bool) -> ExitCode {
     }
 }
 
-async fn daemon(cfg: Config, path: Option<PathBuf>, demo: bool, workers: usize) -> anyhow::Result<()> {
+async fn daemon(
+    cfg: Config,
+    path: Option<PathBuf>,
+    demo: bool,
+    workers: usize,
+    worker_rts: Vec<tokio::runtime::Handle>,
+) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
@@ -298,7 +333,7 @@ async fn daemon(cfg: Config, path: Option<PathBuf>, demo: bool, workers: usize) 
         }
         None => (None, Default::default()),
     };
-    let edge: Arc<Edge> = Edge::start(cfg, workers, inherited)?;
+    let edge: Arc<Edge> = Edge::start(cfg, workers, inherited, worker_rts)?;
     if let Some(mut i) = inherit.take() {
         // Serving now; the old process stops accepting and hands over BGP.
         i.say("READY")?;

@@ -32,7 +32,9 @@ fn register<T: std::os::fd::AsRawFd>(inner: T) -> io::Result<AsyncFd<T>> {
 
 /// A listening socket with SO_REUSEPORT (several per address, one per
 /// worker, so the kernel spreads new connections) and the given backlog.
-pub fn listen(addr: SocketAddr, backlog: u32) -> io::Result<Listener> {
+/// Not yet registered: [`adopt_listener`] does that on the runtime (worker
+/// thread) that will accept from it.
+pub fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     let sock = Socket::new(
         Domain::for_address(addr),
         Type::STREAM.nonblocking(),
@@ -45,10 +47,10 @@ pub fn listen(addr: SocketAddr, backlog: u32) -> io::Result<Listener> {
     }
     sock.bind(&addr.into())?;
     sock.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
-    register(TcpListener::from(sock))
+    Ok(TcpListener::from(sock))
 }
 
-/// Registers a listening socket received from another process.
+/// Registers a listening socket with the current runtime's reactor.
 pub fn adopt_listener(l: TcpListener) -> io::Result<Listener> {
     l.set_nonblocking(true)?;
     register(l)
