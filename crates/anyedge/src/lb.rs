@@ -372,6 +372,9 @@ pub struct Edge {
     inherited: Mutex<std::collections::HashMap<SocketAddr, Vec<std::net::TcpListener>>>,
     /// One current-thread runtime per worker (empty: use the ambient one).
     worker_rts: Vec<tokio::runtime::Handle>,
+    /// Accept loops wait until this is true (held closed during an upgrade
+    /// until the backends' health is known).
+    gate: tokio::sync::watch::Sender<bool>,
 }
 
 /// Decrements the connection gauges when a connection ends, however it ends.
@@ -410,6 +413,7 @@ impl Edge {
         workers: usize,
         inherited: std::collections::HashMap<SocketAddr, Vec<std::net::TcpListener>>,
         worker_rts: Vec<tokio::runtime::Handle>,
+        hold_accept: bool,
     ) -> anyhow::Result<Arc<Edge>> {
         let boot = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let edge = Arc::new(Edge {
@@ -427,6 +431,7 @@ impl Edge {
             workers: workers.max(1),
             inherited: Mutex::new(inherited),
             worker_rts,
+            gate: tokio::sync::watch::Sender::new(!hold_accept),
         });
         edge.apply(config)?;
         // Heavy-hitter detection and block expiry, once a second.
@@ -667,6 +672,24 @@ impl Edge {
         Ok(())
     }
 
+    /// Lets the accept loops start (see `hold_accept` in [`Edge::start`]).
+    pub fn open_gate(&self) {
+        self.gate.send_replace(true);
+    }
+
+    /// True once every service can serve as well as its config allows:
+    /// each backend that is not drained and has weight is selectable.
+    pub fn backends_settled(&self) -> bool {
+        self.services().iter().all(|s| {
+            let wanted = s
+                .backends()
+                .iter()
+                .filter(|b| !b.is_draining() && b.cfg.load().weight > 0)
+                .count();
+            s.eligible_count() >= wanted
+        })
+    }
+
     /// Every listening socket by address (for the upgrade hand-over). The
     /// fds stay valid while the accept tasks run.
     pub fn listener_fds(&self) -> Vec<(SocketAddr, Vec<std::os::fd::RawFd>)> {
@@ -730,6 +753,17 @@ async fn accept_loop(edge: Weak<Edge>, svc: Weak<Service>, listener: std::net::T
             return;
         }
     };
+    // Wait for the gate (an upgrading process opens it once its backends
+    // are healthy; until then the previous process keeps accepting).
+    let mut gate = match edge.upgrade() {
+        Some(e) => e.gate.subscribe(),
+        None => return,
+    };
+    while !*gate.borrow_and_update() {
+        if gate.changed().await.is_err() {
+            return;
+        }
+    }
     loop {
         let (stream, peer) = match net::accept(&listener).await {
             Ok(x) => x,

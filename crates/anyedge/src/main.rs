@@ -333,7 +333,24 @@ async fn daemon(
         }
         None => (None, Default::default()),
     };
-    let edge: Arc<Edge> = Edge::start(cfg, workers, inherited, worker_rts)?;
+    let max_wait = cfg
+        .services
+        .iter()
+        .map(|s| s.health.interval * s.health.rise + s.health.timeout)
+        .max()
+        .unwrap_or_default()
+        + std::time::Duration::from_secs(2);
+    let upgrading = inherit.is_some();
+    let edge: Arc<Edge> = Edge::start(cfg, workers, inherited, worker_rts, upgrading)?;
+    if upgrading {
+        // Accept only once the backends have passed their checks (or the
+        // checks had their chance): the old process serves meanwhile.
+        let deadline = tokio::time::Instant::now() + max_wait;
+        while !edge.backends_settled() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        edge.open_gate();
+    }
     if let Some(mut i) = inherit.take() {
         // Serving now; the old process stops accepting and hands over BGP.
         i.say("READY")?;
