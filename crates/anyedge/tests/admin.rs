@@ -7,47 +7,12 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use common::*;
 
 const TOKEN: &str = "s3cret-token-for-tests-0123";
-
-/// A backend that answers every connection with a fixed HTTP response
-/// after reading the PROXY header and request head.
-fn backend(name: &'static str) -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let a = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            std::thread::spawn(move || {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 2048];
-                loop {
-                    match s.read(&mut chunk) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                    if let Ok(anyedge_proxy::Decoded::Complete { len, .. }) = anyedge_proxy::decode(&buf, 4096) {
-                        if buf[len..].windows(4).any(|w| w == b"\r\n\r\n") {
-                            break;
-                        }
-                    }
-                }
-                let body = format!("backend={name}\n");
-                let _ = write!(
-                    s,
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            });
-        }
-    });
-    a
-}
 
 fn config(lb: u16, admin: u16, a: SocketAddr, b: SocketAddr, token: bool) -> String {
     let token = if token {
@@ -104,7 +69,7 @@ fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16
 }
 
 fn start(token: bool) -> (Anyedge, SocketAddr, SocketAddr) {
-    let (a, b) = (backend("a"), backend("b"));
+    let (a, b) = (proxy_backend("backend=a\n".into()), proxy_backend("backend=b\n".into()));
     let (lb_port, admin_port) = (free_port(), free_port());
     let lb = SocketAddr::from(([127, 0, 0, 1], lb_port));
     let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));

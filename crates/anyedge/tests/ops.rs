@@ -5,8 +5,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -16,31 +15,7 @@ use std::time::Duration;
 use common::*;
 
 fn backend() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let a = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            std::thread::spawn(move || {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 2048];
-                loop {
-                    match s.read(&mut chunk) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                    if let Ok(anyedge_proxy::Decoded::Complete { len, .. }) = anyedge_proxy::decode(&buf, 4096) {
-                        if buf[len..].windows(4).any(|w| w == b"\r\n\r\n") {
-                            break;
-                        }
-                    }
-                }
-                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n");
-            });
-        }
-    });
-    a
+    proxy_backend("ok\n".into())
 }
 
 fn config(lb: u16, a: SocketAddr, b: SocketAddr, weight_b: u32) -> String {
@@ -68,6 +43,31 @@ address = "{b}"
 weight = {weight_b}
 "#
     )
+}
+
+type Counter = Arc<AtomicUsize>;
+
+/// 4 client threads making new-connection requests to `lb` until 10,000
+/// are done or `stop` is set; counts successes and failures.
+fn client_loop(lb: SocketAddr) -> (Arc<AtomicBool>, Counter, Counter, Vec<std::thread::JoinHandle<()>>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let clients = (0..4)
+        .map(|_| {
+            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed)
+                    && ok.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) < 10_000
+                {
+                    match get(lb) {
+                        Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect();
+    (stop, ok, failed, clients)
 }
 
 #[test]
@@ -113,23 +113,7 @@ fn ten_thousand_requests_across_reloads_lose_nothing() {
     let lb = SocketAddr::from(([127, 0, 0, 1], port));
     let e = Anyedge::start(&config(port, a, b, 1), lb);
     e.wait_log("backend up", 2, Duration::from_secs(5));
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed)
-                    && ok.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) < 10_000
-                {
-                    match get(lb) {
-                        Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
-                        Err(_) => failed.fetch_add(1, Ordering::Relaxed),
-                    };
-                }
-            })
-        })
-        .collect();
+    let (stop, ok, failed, clients) = client_loop(lb);
     // reload every 150 ms while the clients run, changing the weights
     let mut reloads = 0;
     while ok.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) < 10_000 && reloads < 200 {
@@ -157,23 +141,7 @@ fn binary_upgrade_hands_over_listeners_without_refusing_a_connection() {
     let lb = SocketAddr::from(([127, 0, 0, 1], port));
     let mut e = Anyedge::start(&config(port, a, b, 1), lb);
     e.wait_log("backend up", 2, Duration::from_secs(5));
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed)
-                    && ok.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) < 10_000
-                {
-                    match get(lb) {
-                        Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
-                        Err(_) => failed.fetch_add(1, Ordering::Relaxed),
-                    };
-                }
-            })
-        })
-        .collect();
+    let (stop, ok, failed, clients) = client_loop(lb);
     std::thread::sleep(Duration::from_millis(300));
     e.signal(nix::sys::signal::Signal::SIGUSR2);
     e.wait_log("upgrade: new process ready", 1, Duration::from_secs(10));

@@ -262,3 +262,39 @@ pub fn field<'a>(body: &'a str, key: &str) -> &'a str {
         .find_map(|kv| kv.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
         .unwrap_or("")
 }
+
+/// A backend on 127.0.0.1 that requires a PROXY header (like nginx with
+/// `listen ... proxy_protocol`), reads the request head and answers 200 with
+/// `body`, one thread per connection.
+pub fn proxy_backend(body: String) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let body = body.clone();
+            std::thread::spawn(move || {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 2048];
+                loop {
+                    match s.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                    if let Ok(anyedge_proxy::Decoded::Complete { len, .. }) = anyedge_proxy::decode(&buf, 4096) {
+                        if buf[len..].windows(4).any(|w| w == b"\r\n\r\n") {
+                            break;
+                        }
+                    }
+                }
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    a
+}
