@@ -17,47 +17,62 @@ const SHARDS: usize = 64;
 /// Entries examined to pick an eviction victim.
 const SAMPLE: usize = 8;
 
-/// A keyed hasher with a per-process random key, so an attacker cannot aim
-/// all sources at one shard.
-#[derive(Clone)]
-struct Hasher_(std::collections::hash_map::RandomState);
+/// The sharding all tables share: `SHARDS` mutex-guarded maps of at most
+/// `per_shard` entries each, a key's shard chosen by a hasher with a
+/// per-process random key (so an attacker cannot aim all sources at one
+/// shard).
+struct Shards<V> {
+    shards: Box<[Mutex<HashMap<Key, V>>]>,
+    per_shard: usize,
+    hasher: std::collections::hash_map::RandomState,
+}
 
-impl Hasher_ {
-    fn shard(&self, k: &Key) -> usize {
-        (self.0.hash_one(k) as usize) % SHARDS
+impl<V> Shards<V> {
+    fn new(capacity: usize) -> Shards<V> {
+        let per_shard = capacity.div_ceil(SHARDS).max(1);
+        Shards {
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::with_capacity(per_shard)))
+                .collect(),
+            per_shard,
+            hasher: Default::default(),
+        }
+    }
+
+    /// The locked shard of `key` (None only if a holder panicked).
+    fn lock(&self, key: &Key) -> Option<std::sync::MutexGuard<'_, HashMap<Key, V>>> {
+        let i = (self.hasher.hash_one(key) as usize) % SHARDS;
+        self.shards.get(i)?.lock().ok()
+    }
+
+    fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().map_or(0, |m| m.len())).sum()
     }
 }
 
 /// GCRA state (theoretical arrival time) per key.
 pub struct RateTable {
-    shards: Box<[Mutex<HashMap<Key, u64>>]>,
-    per_shard: usize,
-    hasher: Hasher_,
+    shards: Shards<u64>,
 }
 
 impl RateTable {
     pub fn new(capacity: usize) -> RateTable {
-        let per_shard = capacity.div_ceil(SHARDS).max(1);
         RateTable {
-            shards: (0..SHARDS)
-                .map(|_| Mutex::new(HashMap::with_capacity(per_shard)))
-                .collect(),
-            per_shard,
-            hasher: Hasher_(Default::default()),
+            shards: Shards::new(capacity),
         }
     }
 
     /// Applies `g` to `key` at `now`; true if the arrival conforms.
     pub fn check(&self, key: Key, now: u64, g: &Gcra) -> bool {
-        let i = self.hasher.shard(&key);
-        let Some(shard) = self.shards.get(i) else { return true };
-        let Ok(mut m) = shard.lock() else { return true };
+        let Some(mut m) = self.shards.lock(&key) else {
+            return true;
+        };
         if let Some(tat) = m.get_mut(&key) {
             return g.check(tat, now);
         }
         let mut tat = 0u64;
         let ok = g.check(&mut tat, now);
-        if m.len() >= self.per_shard {
+        if m.len() >= self.shards.per_shard {
             // Evict: an idle entry, else the smallest TAT among a sample.
             let victim = m
                 .iter()
@@ -73,7 +88,7 @@ impl RateTable {
     }
 
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().map_or(0, |m| m.len())).sum()
+        self.shards.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -84,29 +99,22 @@ impl RateTable {
 /// Open-connection counts per key. A full table refuses new keys rather
 /// than forgetting counts (forgetting would let a source exceed its cap).
 pub struct ConcurrencyTable {
-    shards: Box<[Mutex<HashMap<Key, u32>>]>,
-    per_shard: usize,
-    hasher: Hasher_,
+    shards: Shards<u32>,
 }
 
 impl ConcurrencyTable {
     pub fn new(capacity: usize) -> ConcurrencyTable {
-        let per_shard = capacity.div_ceil(SHARDS).max(1);
         ConcurrencyTable {
-            shards: (0..SHARDS)
-                .map(|_| Mutex::new(HashMap::with_capacity(per_shard)))
-                .collect(),
-            per_shard,
-            hasher: Hasher_(Default::default()),
+            shards: Shards::new(capacity),
         }
     }
 
     /// Takes one slot for `key` if it has fewer than `max`.
     pub fn acquire(&self, key: Key, max: u32) -> bool {
-        let i = self.hasher.shard(&key);
-        let Some(shard) = self.shards.get(i) else { return true };
-        let Ok(mut m) = shard.lock() else { return true };
-        let full = m.len() >= self.per_shard;
+        let Some(mut m) = self.shards.lock(&key) else {
+            return true;
+        };
+        let full = m.len() >= self.shards.per_shard;
         match m.get_mut(&key) {
             Some(n) if *n >= max => false,
             Some(n) => {
@@ -122,9 +130,7 @@ impl ConcurrencyTable {
     }
 
     pub fn release(&self, key: Key) {
-        let i = self.hasher.shard(&key);
-        let Some(shard) = self.shards.get(i) else { return };
-        let Ok(mut m) = shard.lock() else { return };
+        let Some(mut m) = self.shards.lock(&key) else { return };
         if let Some(n) = m.get_mut(&key) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -134,7 +140,7 @@ impl ConcurrencyTable {
     }
 
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().map_or(0, |m| m.len())).sum()
+        self.shards.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -147,33 +153,24 @@ impl ConcurrencyTable {
 /// (the Space-Saving rule), so a heavy hitter is never under-counted and
 /// memory stays fixed.
 pub struct CountTable {
-    shards: Box<[Mutex<HashMap<Key, u32>>]>,
-    per_shard: usize,
-    hasher: Hasher_,
+    shards: Shards<u32>,
 }
 
 impl CountTable {
     pub fn new(capacity: usize) -> CountTable {
-        let per_shard = capacity.div_ceil(SHARDS).max(1);
         CountTable {
-            shards: (0..SHARDS)
-                .map(|_| Mutex::new(HashMap::with_capacity(per_shard)))
-                .collect(),
-            per_shard,
-            hasher: Hasher_(Default::default()),
+            shards: Shards::new(capacity),
         }
     }
 
     pub fn add(&self, key: Key) {
-        let i = self.hasher.shard(&key);
-        let Some(shard) = self.shards.get(i) else { return };
-        let Ok(mut m) = shard.lock() else { return };
+        let Some(mut m) = self.shards.lock(&key) else { return };
         if let Some(n) = m.get_mut(&key) {
             *n = n.saturating_add(1);
             return;
         }
         let mut start = 1u32;
-        if m.len() >= self.per_shard {
+        if m.len() >= self.shards.per_shard {
             if let Some((k, n)) = m.iter().take(SAMPLE).min_by_key(|(_, &n)| n).map(|(k, n)| (*k, *n)) {
                 m.remove(&k);
                 start = n.saturating_add(1);
@@ -186,7 +183,7 @@ impl CountTable {
     /// table for the next window.
     pub fn take_over(&self, threshold: u32) -> Vec<(Key, u32)> {
         let mut out = Vec::new();
-        for s in self.shards.iter() {
+        for s in self.shards.shards.iter() {
             if let Ok(mut m) = s.lock() {
                 out.extend(m.drain().filter(|(_, n)| *n >= threshold));
             }
@@ -195,7 +192,7 @@ impl CountTable {
     }
 
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().map_or(0, |m| m.len())).sum()
+        self.shards.len()
     }
 
     pub fn is_empty(&self) -> bool {
