@@ -321,7 +321,7 @@ async fn daemon(
     let admin_listen = cfg.admin.as_ref().map(|a| a.listen);
     let bgp = cfg.bgp.clone();
     // Started by an upgrading process? Then take over its listening sockets.
-    let inherit = tokio::task::spawn_blocking(upgrade::Inherit::connect).await??;
+    let inherit = tokio::task::spawn_blocking(upgrade::inherit).await??;
     let (mut inherit, inherited) = match inherit {
         Some((i, l)) => {
             info!(
@@ -386,8 +386,8 @@ async fn daemon(
                 let fds = edge.listener_fds();
                 let r = tokio::task::spawn_blocking(move || -> anyhow::Result<upgrade::Handover> {
                     let mut h = upgrade::Handover::start()?;
-                    upgrade::send_listeners(&h.stream, &fds)?;
-                    h.expect("READY")?;
+                    upgrade::send_listeners(&h.chan.stream, &fds)?;
+                    h.chan.expect("READY")?;
                     Ok(h)
                 })
                 .await
@@ -423,7 +423,7 @@ async fn daemon(
         if let Some(a) = &announcer {
             a.shutdown_with(std::time::Duration::from_secs(2), false).await;
         }
-        if let Err(e) = tokio::task::spawn_blocking(move || h.say("BGP_RELEASED")).await {
+        if let Err(e) = tokio::task::spawn_blocking(move || h.chan.say("BGP_RELEASED")).await {
             warn!(error = %e, "upgrade: could not tell the new process");
         }
         info!("upgrade: listeners handed over; draining this process's connections");

@@ -91,11 +91,43 @@ fn adopt(fd: RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
-/// Old side: the upgrade socket and the new process.
-pub struct Handover {
+/// The line protocol both sides speak after the sockets: one word a line.
+pub struct Channel {
     pub stream: UnixStream,
-    pub child_pid: u32,
     reader: BufReader<UnixStream>,
+    /// "the new process" / "the old process", for error messages.
+    peer: &'static str,
+}
+
+impl Channel {
+    fn new(stream: UnixStream, timeout: Duration, peer: &'static str) -> anyhow::Result<Channel> {
+        stream.set_read_timeout(Some(timeout))?;
+        let reader = BufReader::new(stream.try_clone()?);
+        Ok(Channel { stream, reader, peer })
+    }
+
+    /// Waits for the line `want` from the other process.
+    pub fn expect(&mut self, want: &str) -> anyhow::Result<()> {
+        let mut line = String::new();
+        self.reader
+            .read_line(&mut line)
+            .with_context(|| format!("reading from {}", self.peer))?;
+        if line.trim() != want {
+            bail!("{} said {:?}, expected {want:?}", self.peer, line.trim());
+        }
+        Ok(())
+    }
+
+    pub fn say(&mut self, what: &str) -> anyhow::Result<()> {
+        writeln!(self.stream, "{what}").with_context(|| format!("writing to {}", self.peer))?;
+        Ok(())
+    }
+}
+
+/// Old side: the new process and the channel to it.
+pub struct Handover {
+    pub chan: Channel,
+    pub child_pid: u32,
 }
 
 impl Handover {
@@ -131,66 +163,25 @@ impl Handover {
         };
         let _ = std::fs::remove_file(&path);
         stream.set_nonblocking(false)?;
-        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        let reader = BufReader::new(stream.try_clone()?);
         Ok(Handover {
-            stream,
+            chan: Channel::new(stream, Duration::from_secs(30), "the new process")?,
             child_pid,
-            reader,
         })
     }
-
-    /// Waits for one line from the new process.
-    pub fn expect(&mut self, want: &str) -> anyhow::Result<()> {
-        let mut line = String::new();
-        self.reader
-            .read_line(&mut line)
-            .context("reading from the new process")?;
-        if line.trim() != want {
-            bail!("the new process said {:?}, expected {want:?}", line.trim());
-        }
-        Ok(())
-    }
-
-    pub fn say(&mut self, what: &str) -> anyhow::Result<()> {
-        writeln!(self.stream, "{what}").context("writing to the new process")?;
-        Ok(())
-    }
 }
 
-/// New side: the connection to the old process, if this start is an upgrade.
-pub struct Inherit {
-    stream: UnixStream,
-    reader: BufReader<UnixStream>,
-}
-
-impl Inherit {
-    pub fn connect() -> anyhow::Result<Option<(Inherit, Listeners)>> {
-        let Some(path) = std::env::var_os(ENV) else {
-            return Ok(None);
-        };
-        // not inherited by any further upgrade of ours
-        std::env::remove_var(ENV);
-        let stream = UnixStream::connect(&path).context("connect to the old process")?;
-        let listeners = receive_listeners(&stream)?;
-        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-        let reader = BufReader::new(stream.try_clone()?);
-        Ok(Some((Inherit { stream, reader }, listeners)))
-    }
-
-    pub fn say(&mut self, what: &str) -> anyhow::Result<()> {
-        writeln!(self.stream, "{what}").context("writing to the old process")?;
-        Ok(())
-    }
-
-    pub fn expect(&mut self, want: &str) -> anyhow::Result<()> {
-        let mut line = String::new();
-        self.reader
-            .read_line(&mut line)
-            .context("reading from the old process")?;
-        if line.trim() != want {
-            bail!("the old process said {:?}, expected {want:?}", line.trim());
-        }
-        Ok(())
-    }
+/// New side: if this start is an upgrade, the channel to the old process
+/// and the listening sockets it handed over.
+pub fn inherit() -> anyhow::Result<Option<(Channel, Listeners)>> {
+    let Some(path) = std::env::var_os(ENV) else {
+        return Ok(None);
+    };
+    // not inherited by any further upgrade of ours
+    std::env::remove_var(ENV);
+    let stream = UnixStream::connect(&path).context("connect to the old process")?;
+    let listeners = receive_listeners(&stream)?;
+    Ok(Some((
+        Channel::new(stream, Duration::from_secs(60), "the old process")?,
+        listeners,
+    )))
 }
