@@ -362,7 +362,6 @@ pub struct Edge {
     epoch: Instant,
     services: Mutex<BTreeMap<String, Arc<Service>>>,
     pub active: AtomicU64,
-    accepting: AtomicBool,
     idle: Notify,
     conn_seq: AtomicU64,
     boot: u64,
@@ -424,7 +423,6 @@ impl Edge {
             config: ArcSwap::from_pointee(config.clone()),
             services: Mutex::new(BTreeMap::new()),
             active: AtomicU64::new(0),
-            accepting: AtomicBool::new(true),
             idle: Notify::new(),
             conn_seq: AtomicU64::new(0),
             boot,
@@ -704,7 +702,6 @@ impl Edge {
 
     /// Stops accepting on every listener (graceful shutdown, step 1).
     pub fn stop_accepting(&self) {
-        self.accepting.store(false, Ordering::SeqCst);
         for s in self.services() {
             s.close_listeners();
         }
@@ -777,9 +774,10 @@ async fn accept_loop(edge: Weak<Edge>, svc: Weak<Service>, listener: std::net::T
         let (Some(edge), Some(svc)) = (edge.upgrade(), svc.upgrade()) else {
             return;
         };
-        if !edge.accepting.load(Ordering::Relaxed) {
-            return;
-        }
+        // No `accepting` check here: a connection accept(2) returned is ours
+        // and is served (and drained). Dropping it would reset a client the
+        // kernel already completed a handshake with, e.g. during an upgrade.
+        // Stopping happens by aborting this task at its next `accept` await.
         svc.stats.accepted.fetch_add(1, Ordering::Relaxed);
         // Per-source rules first: a flood must not take global slots.
         let guard = edge.guard.load_full();
