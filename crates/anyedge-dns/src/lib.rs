@@ -1,0 +1,11 @@
+//! Sans-IO authoritative DNS for anyedge.
+//!
+//! - [`zone`]: zones loaded from RFC 1035 files (parsed by NLnet Labs'
+//!   `domain`) into immutable snapshots with O(labels) hash lookups.
+//! - [`answer`]: query bytes in, response bytes out (RFC 1034 4.3.2,
+//!   RFC 2308, RFC 4592, RFC 6672, EDNS, NSID, cookies, RFC 8482).
+//! - [`compare`]: the difference between two servers' answers to the same
+//!   question (migration safety check and conformance tests).
+#![forbid(unsafe_code)]
+
+pub mod compare;
