@@ -9,3 +9,5 @@
 #![forbid(unsafe_code)]
 
 pub mod compare;
+pub mod name;
+pub mod zone;

@@ -1,0 +1,695 @@
+//! The zone store: one immutable snapshot per zone version.
+//!
+//! Nodes are kept in a hash map keyed by the lowercased wire-format owner.
+//! Every empty non-terminal between the apex and an owner is a node too, so
+//! "does this name exist" and "closest encloser" are answered by hashing
+//! the query name's suffixes: O(labels), independent of the zone size, for
+//! NXDOMAIN as much as for hits (a random-subdomain flood costs the same as
+//! any other query). Parsing of the RFC 1035 text is NLnet Labs' `domain`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use domain::base::iana::Rtype;
+use domain::base::name::ToName;
+use domain::base::rdata::ComposeRecordData;
+use domain::base::Record;
+use domain::zonefile::inplace::{Entry, ScannedDname, ScannedRecordData, Zonefile};
+use rustc_hash::FxHashMap;
+
+use crate::name;
+
+pub const T_A: u16 = 1;
+pub const T_NS: u16 = 2;
+pub const T_CNAME: u16 = 5;
+pub const T_SOA: u16 = 6;
+pub const T_PTR: u16 = 12;
+pub const T_MX: u16 = 15;
+pub const T_AAAA: u16 = 28;
+pub const T_SRV: u16 = 33;
+pub const T_DNAME: u16 = 39;
+pub const T_DS: u16 = 43;
+pub const T_RRSIG: u16 = 46;
+pub const T_NSEC: u16 = 47;
+
+/// `$INCLUDE` nesting cap.
+pub const MAX_INCLUDE_DEPTH: usize = 8;
+
+/// Where a zone failed to load: file, line and the record.
+#[derive(Debug, thiserror::Error)]
+pub enum ZoneError {
+    #[error("{file}: {msg}")]
+    Io { file: String, msg: String },
+    #[error("{file}:{line}: {msg}")]
+    Syntax { file: String, line: usize, msg: String },
+    #[error("{file}:{line}: {record}: {msg}")]
+    Record {
+        file: String,
+        line: usize,
+        record: String,
+        msg: String,
+    },
+    #[error("zone {zone}: {msg}")]
+    Zone { zone: String, msg: String },
+}
+
+/// One record's data in wire form, with what the writer needs to compress
+/// the names RFC 3597 allows it to compress, and to do additional-section
+/// processing.
+#[derive(Debug, Clone)]
+pub struct Rdata {
+    /// Uncompressed rdata as it goes on the wire.
+    pub wire: Box<[u8]>,
+    /// Offsets of names the writer may compress (NS, CNAME, PTR, MX, SOA).
+    pub compress: [u16; 2],
+    pub n_compress: u8,
+    /// Offset of a target name for additional processing / chasing
+    /// (NS, MX, SRV, CNAME, DNAME), or `u16::MAX`.
+    pub target: u16,
+}
+
+impl Rdata {
+    pub fn target_name(&self) -> Option<&[u8]> {
+        if self.target == u16::MAX {
+            None
+        } else {
+            self.wire.get(self.target as usize..)
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RRset {
+    pub rtype: u16,
+    pub ttl: u32,
+    pub rdata: Vec<Rdata>,
+}
+
+pub const F_DELEGATION: u8 = 1;
+pub const F_CNAME: u8 = 2;
+pub const F_DNAME: u8 = 4;
+pub const F_APEX: u8 = 8;
+
+#[derive(Debug, Default)]
+pub struct Node {
+    /// Owner as written in the zone (case preserved), wire format.
+    pub owner: Box<[u8]>,
+    pub rrsets: Vec<RRset>,
+    pub flags: u8,
+}
+
+impl Node {
+    pub fn get(&self, rtype: u16) -> Option<&RRset> {
+        self.rrsets.iter().find(|r| r.rtype == rtype)
+    }
+    pub fn is_empty_non_terminal(&self) -> bool {
+        self.rrsets.is_empty()
+    }
+    pub fn is_delegation(&self) -> bool {
+        self.flags & F_DELEGATION != 0
+    }
+}
+
+/// An immutable zone snapshot.
+#[derive(Debug)]
+pub struct Zone {
+    /// Lowercased apex, wire format.
+    pub apex: Box<[u8]>,
+    pub serial: u32,
+    /// TTL for negative answers: min(SOA TTL, SOA MINIMUM) (RFC 2308 5).
+    pub negative_ttl: u32,
+    pub nodes: FxHashMap<Box<[u8]>, Node>,
+    /// Number of records.
+    pub records: usize,
+    /// Records skipped with a reason (out of zone, ...), for the operator.
+    pub warnings: Vec<String>,
+}
+
+impl Zone {
+    pub fn node(&self, lc: &[u8]) -> Option<&Node> {
+        self.nodes.get(lc)
+    }
+    pub fn apex_node(&self) -> Option<&Node> {
+        self.nodes.get(&self.apex[..])
+    }
+    pub fn soa(&self) -> Option<&RRset> {
+        self.apex_node().and_then(|n| n.get(T_SOA))
+    }
+    pub fn name(&self) -> String {
+        name::display(&self.apex)
+    }
+
+    /// Every record in canonical-ish order (SOA first), for AXFR and tests.
+    pub fn iter_records(&self) -> Vec<(&[u8], &RRset)> {
+        let mut v: Vec<(&[u8], &RRset)> = Vec::with_capacity(self.records);
+        let mut keys: Vec<&Box<[u8]>> = self.nodes.keys().collect();
+        keys.sort_by(|a, b| canonical_cmp(a, b));
+        for k in keys {
+            if let Some(n) = self.nodes.get(k) {
+                for r in &n.rrsets {
+                    v.push((&n.owner, r));
+                }
+            }
+        }
+        v
+    }
+}
+
+/// RFC 4034 6.1 canonical order of two lowercase wire names.
+pub fn canonical_cmp(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    let (la, lb) = (name::Labels::of(a), name::Labels::of(b));
+    let (na, nb) = (la.len(), lb.len());
+    for i in 1..=na.min(nb) {
+        let sa = label(a, la.suffix_at(i, a.len()));
+        let sb = label(b, lb.suffix_at(i, b.len()));
+        match sa.cmp(sb) {
+            std::cmp::Ordering::Equal => {}
+            o => return o,
+        }
+    }
+    na.cmp(&nb)
+}
+
+fn label(w: &[u8], at: usize) -> &[u8] {
+    let l = w[at] as usize;
+    &w[at + 1..at + 1 + l]
+}
+
+/// Builds a zone from records; shared by the file loader and transfers.
+pub struct ZoneBuilder {
+    apex: Box<[u8]>,
+    nodes: FxHashMap<Box<[u8]>, Node>,
+    records: usize,
+    warnings: Vec<String>,
+}
+
+impl ZoneBuilder {
+    /// `apex`: wire format (any case).
+    pub fn new(apex: &[u8]) -> ZoneBuilder {
+        ZoneBuilder {
+            apex: name::lower(apex),
+            nodes: FxHashMap::default(),
+            records: 0,
+            warnings: Vec::new(),
+        }
+    }
+
+    pub fn apex(&self) -> &[u8] {
+        &self.apex
+    }
+
+    /// Adds one record (owner wire name, any case). Out-of-zone owners are
+    /// skipped with a warning (as Knot does); other problems are errors.
+    pub fn add(&mut self, owner: &[u8], rtype: u16, ttl: u32, rdata: &[u8]) -> Result<(), String> {
+        let lc = name::lower(owner);
+        if !name::is_at_or_below(&lc, &self.apex) {
+            self.warnings.push(format!(
+                "{}: out of zone {}, ignored",
+                name::display(owner),
+                name::display(&self.apex)
+            ));
+            return Ok(());
+        }
+        if matches!(rtype, 41 | 249 | 250 | 251 | 252 | 253 | 254 | 255) {
+            return Err(format!("type {rtype} cannot appear in a zone"));
+        }
+        let rd = encode_rdata(rtype, rdata)?;
+        // empty non-terminals up to the apex
+        let labels = name::Labels::of(&lc);
+        let apex_labels = name::Labels::of(&self.apex).len();
+        for keep in apex_labels..labels.len() {
+            let off = labels.suffix_at(keep, lc.len());
+            let anc = &lc[off..];
+            if !self.nodes.contains_key(anc) {
+                self.nodes.insert(
+                    anc.into(),
+                    Node {
+                        owner: owner[off..].into(),
+                        ..Node::default()
+                    },
+                );
+            }
+        }
+        let node = self.nodes.entry(lc).or_insert_with(|| Node {
+            owner: owner.into(),
+            ..Node::default()
+        });
+        match node.rrsets.iter_mut().find(|r| r.rtype == rtype) {
+            Some(set) => {
+                // duplicates are collapsed (RFC 2181 5)
+                if set.rdata.iter().any(|r| r.wire == rd.wire) {
+                    return Ok(());
+                }
+                if set.ttl != ttl {
+                    self.warnings.push(format!(
+                        "{} {}: TTL {} differs within the RRset; using {}",
+                        name::display(owner),
+                        Rtype::from_int(rtype),
+                        ttl,
+                        set.ttl.min(ttl)
+                    ));
+                    set.ttl = set.ttl.min(ttl);
+                }
+                if rtype == T_CNAME || rtype == T_DNAME || rtype == T_SOA {
+                    return Err(format!("more than one {} at this name", Rtype::from_int(rtype)));
+                }
+                set.rdata.push(rd);
+            }
+            None => node.rrsets.push(RRset {
+                rtype,
+                ttl,
+                rdata: vec![rd],
+            }),
+        }
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Semantic checks, flags, and the finished snapshot.
+    pub fn finish(mut self) -> Result<Zone, String> {
+        let apex = self.apex.clone();
+        let zname = name::display(&apex);
+        let (serial, negative_ttl) = {
+            let node = self
+                .nodes
+                .get(&apex[..])
+                .ok_or_else(|| format!("zone {zname} has no SOA record"))?;
+            let soa = node
+                .get(T_SOA)
+                .ok_or_else(|| format!("zone {zname} has no SOA record"))?;
+            if node.get(T_NS).is_none() {
+                return Err(format!("zone {zname} has no NS records at its apex"));
+            }
+            let rd = &soa.rdata[0].wire;
+            let l1 = name::wire_len(rd).unwrap_or(0);
+            let l2 = name::wire_len(&rd[l1..]).unwrap_or(0);
+            let f = &rd[l1 + l2..];
+            if f.len() != 20 {
+                return Err(format!("zone {zname}: malformed SOA"));
+            }
+            let serial = u32::from_be_bytes([f[0], f[1], f[2], f[3]]);
+            let minimum = u32::from_be_bytes([f[16], f[17], f[18], f[19]]);
+            (serial, soa.ttl.min(minimum))
+        };
+        for (k, n) in self.nodes.iter_mut() {
+            let mut f = 0u8;
+            if k[..] == apex[..] {
+                f |= F_APEX;
+            } else if n.get(T_NS).is_some() {
+                f |= F_DELEGATION;
+            }
+            if n.get(T_CNAME).is_some() {
+                // CNAME and other data (RRSIG/NSEC excepted): RFC 1034 3.6.2
+                if let Some(o) = n.rrsets.iter().find(|r| !matches!(r.rtype, T_CNAME | T_RRSIG | T_NSEC)) {
+                    return Err(format!(
+                        "{}: CNAME and other data ({}) at the same name",
+                        name::display(&n.owner),
+                        Rtype::from_int(o.rtype)
+                    ));
+                }
+                f |= F_CNAME;
+            }
+            if n.get(T_DNAME).is_some() {
+                f |= F_DNAME;
+            }
+            n.flags = f;
+            // RRSIG last, so "first RRset" in ANY answers is real data
+            n.rrsets.sort_by_key(|r| (r.rtype == T_RRSIG, r.rtype != T_SOA));
+        }
+        Ok(Zone {
+            apex,
+            serial,
+            negative_ttl,
+            nodes: self.nodes,
+            records: self.records,
+            warnings: self.warnings,
+        })
+    }
+}
+
+/// Wire rdata plus the offsets the writer needs.
+pub fn encode_rdata(rtype: u16, wire: &[u8]) -> Result<Rdata, String> {
+    let mut rd = Rdata {
+        wire: wire.into(),
+        compress: [0; 2],
+        n_compress: 0,
+        target: u16::MAX,
+    };
+    let need = |at: usize| -> Result<usize, String> {
+        name::wire_len(wire.get(at..).unwrap_or_default()).ok_or_else(|| "malformed name in rdata".to_string())
+    };
+    match rtype {
+        T_NS | T_CNAME | T_PTR | T_DNAME => {
+            if need(0)? != wire.len() {
+                return Err("malformed rdata".into());
+            }
+            if rtype != T_DNAME {
+                rd.n_compress = 1;
+            }
+            if rtype != T_PTR {
+                rd.target = 0;
+            }
+        }
+        T_MX => {
+            if wire.len() < 3 || 2 + need(2)? != wire.len() {
+                return Err("malformed MX".into());
+            }
+            rd.compress[0] = 2;
+            rd.n_compress = 1;
+            rd.target = 2;
+        }
+        T_SRV => {
+            if wire.len() < 7 || 6 + need(6)? != wire.len() {
+                return Err("malformed SRV".into());
+            }
+            rd.target = 6;
+        }
+        T_SOA => {
+            let l1 = need(0)?;
+            let l2 = need(l1)?;
+            if l1 + l2 + 20 != wire.len() {
+                return Err("malformed SOA".into());
+            }
+            rd.compress = [0, l1 as u16];
+            rd.n_compress = 2;
+        }
+        _ => {}
+    }
+    if wire.len() > 65535 {
+        return Err("rdata too long".into());
+    }
+    Ok(rd)
+}
+
+/// Loads a zone file. `origin` is the zone's apex (presentation form or
+/// wire); `$INCLUDE` is confined to the file's directory and nested at most
+/// [`MAX_INCLUDE_DEPTH`] deep.
+pub fn load_file(path: &Path, origin: &str) -> Result<Zone, ZoneError> {
+    let apex: domain::base::Name<bytes::Bytes> = origin.parse().map_err(|e| ZoneError::Zone {
+        zone: origin.to_string(),
+        msg: format!("bad zone name: {e}"),
+    })?;
+    let dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let dir = dir.canonicalize().unwrap_or(dir);
+    let mut b = ZoneBuilder::new(apex.as_slice());
+    read_into(&mut b, path, apex, &dir, 0)?;
+    b.finish().map_err(|msg| ZoneError::Zone {
+        zone: origin.to_string(),
+        msg,
+    })
+}
+
+/// Loads a zone from text (tests, fuzzing, transfers' presentation form).
+pub fn load_str(text: &str, origin: &str) -> Result<Zone, ZoneError> {
+    let apex: domain::base::Name<bytes::Bytes> = origin.parse().map_err(|e| ZoneError::Zone {
+        zone: origin.to_string(),
+        msg: format!("bad zone name: {e}"),
+    })?;
+    let mut b = ZoneBuilder::new(apex.as_slice());
+    scan_into(&mut b, text.as_bytes(), "<text>", apex, None, 0)?;
+    b.finish().map_err(|msg| ZoneError::Zone {
+        zone: origin.to_string(),
+        msg,
+    })
+}
+
+fn read_into(
+    b: &mut ZoneBuilder,
+    path: &Path,
+    origin: domain::base::Name<bytes::Bytes>,
+    dir: &Path,
+    depth: usize,
+) -> Result<(), ZoneError> {
+    let file = path.display().to_string();
+    let text = std::fs::read(path).map_err(|e| ZoneError::Io {
+        file: file.clone(),
+        msg: e.to_string(),
+    })?;
+    scan_into(b, &text, &file, origin, Some(dir), depth)
+}
+
+fn scan_into(
+    b: &mut ZoneBuilder,
+    text: &[u8],
+    file: &str,
+    origin: domain::base::Name<bytes::Bytes>,
+    dir: Option<&Path>,
+    depth: usize,
+) -> Result<(), ZoneError> {
+    let mut zf = Zonefile::with_capacity(text.len());
+    zf.extend_from_slice(text);
+    zf.set_origin(origin.clone());
+    zf.set_default_class(domain::base::iana::Class::IN);
+    // line of a byte offset, for records that parse but are refused
+    let line_of = |off: usize| 1 + text[..off.min(text.len())].iter().filter(|&&c| c == b'\n').count();
+    loop {
+        let entry = zf.next_entry().map_err(|e| {
+            // `domain` reports the position after the newline that ended
+            // the bad entry: column 1 of the next line.
+            let (line, msg) = split_position(&e.to_string());
+            ZoneError::Syntax {
+                file: file.to_string(),
+                line,
+                msg,
+            }
+        })?;
+        // `current_offset` stops inside or just after the entry's last line
+        let here = line_of(zf.current_offset().saturating_sub(1));
+        match entry {
+            None => return Ok(()),
+            Some(Entry::Record(rec)) => {
+                add_scanned(b, &rec).map_err(|msg| ZoneError::Record {
+                    file: file.to_string(),
+                    line: here,
+                    record: format!("{} {} {}", rec.owner(), rec.rtype(), rec.data()),
+                    msg,
+                })?;
+            }
+            Some(Entry::Include {
+                path,
+                origin: inc_origin,
+            }) => {
+                let line = here;
+                let err = |msg: String| ZoneError::Syntax {
+                    file: file.to_string(),
+                    line,
+                    msg,
+                };
+                let Some(dir) = dir else {
+                    return Err(err("$INCLUDE is not allowed here".into()));
+                };
+                if depth + 1 > MAX_INCLUDE_DEPTH {
+                    return Err(err(format!("$INCLUDE nested deeper than {MAX_INCLUDE_DEPTH}")));
+                }
+                let rel = PathBuf::from(path.to_string());
+                let full = if rel.is_absolute() { rel } else { dir.join(rel) };
+                let full = full
+                    .canonicalize()
+                    .map_err(|e| err(format!("$INCLUDE {}: {e}", full.display())))?;
+                if !full.starts_with(dir) {
+                    return Err(err(format!(
+                        "$INCLUDE {} is outside the zone's directory {}",
+                        full.display(),
+                        dir.display()
+                    )));
+                }
+                let o = match inc_origin {
+                    Some(o) => o,
+                    None => zf.origin().unwrap_or_else(|_| origin.clone()),
+                };
+                read_into(b, &full, o, dir, depth + 1)?;
+            }
+        }
+    }
+}
+
+/// "5:1: msg" from `domain` -> (4, "msg").
+fn split_position(s: &str) -> (usize, String) {
+    let mut parts = s.splitn(3, ':');
+    let line: Option<usize> = parts.next().and_then(|l| l.trim().parse().ok());
+    let col: Option<usize> = parts.next().and_then(|c| c.trim().parse().ok());
+    match (line, col, parts.next()) {
+        (Some(l), Some(c), Some(msg)) => (if c <= 1 && l > 1 { l - 1 } else { l }, msg.trim().to_string()),
+        _ => (0, s.to_string()),
+    }
+}
+
+fn add_scanned(b: &mut ZoneBuilder, rec: &Record<ScannedDname, ScannedRecordData>) -> Result<(), String> {
+    let owner = rec.owner().to_vec().into_octets();
+    let mut rdata: Vec<u8> = Vec::new();
+    rec.data()
+        .compose_rdata(&mut rdata)
+        .map_err(|_| "rdata too long".to_string())?;
+    b.add(&owner, rec.rtype().to_int(), rec.ttl().as_secs(), &rdata)
+}
+
+/// All zones served, by lowercased apex. Cheap to clone (zones are `Arc`s):
+/// reloading one zone builds a new set that shares the others.
+#[derive(Debug, Default, Clone)]
+pub struct ZoneSet {
+    zones: FxHashMap<Box<[u8]>, Arc<Zone>>,
+    /// Label count of the deepest apex (bounds the suffix walk).
+    max_labels: usize,
+}
+
+impl ZoneSet {
+    pub fn new() -> ZoneSet {
+        ZoneSet::default()
+    }
+    pub fn insert(&mut self, z: Arc<Zone>) {
+        self.max_labels = self.max_labels.max(name::Labels::of(&z.apex).len());
+        self.zones.insert(z.apex.clone(), z);
+    }
+    pub fn remove(&mut self, apex_lc: &[u8]) -> Option<Arc<Zone>> {
+        self.zones.remove(apex_lc)
+    }
+    pub fn get(&self, apex_lc: &[u8]) -> Option<&Arc<Zone>> {
+        self.zones.get(apex_lc)
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Zone>> {
+        self.zones.values()
+    }
+    pub fn len(&self) -> usize {
+        self.zones.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.zones.is_empty()
+    }
+    /// The most specific zone containing `qname_lc` (lowercase wire).
+    pub fn find(&self, qname_lc: &[u8], labels: &name::Labels) -> Option<&Arc<Zone>> {
+        let n = labels.len();
+        for keep in (0..=n.min(self.max_labels)).rev() {
+            let off = labels.suffix_at(keep, qname_lc.len());
+            if let Some(z) = self.zones.get(&qname_lc[off..]) {
+                return Some(z);
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) const EXAMPLE: &str = r#"
+$ORIGIN example.com.
+$TTL 3600
+@   IN SOA ns1 hostmaster (
+        2024010101 ; serial
+        7200 3600 1209600 300 )
+    IN NS  ns1
+    IN NS  ns2.example.net.
+ns1 IN A   192.0.2.1
+www IN A   192.0.2.10
+    IN AAAA 2001:db8::10
+a.b.c IN TXT "deep" "two strings"
+*.wild IN A 192.0.2.99
+alias IN CNAME www
+sub IN NS ns.sub
+ns.sub IN A 192.0.2.53
+mail IN MX 10 mx1
+mx1 IN A 192.0.2.25
+odd IN TYPE65534 \# 3 010203
+"#;
+
+    #[test]
+    fn loads_and_indexes_empty_non_terminals() {
+        let z = load_str(EXAMPLE, "example.com.").unwrap();
+        assert_eq!(z.serial, 2024010101);
+        assert_eq!(z.negative_ttl, 300);
+        let b = z.node(b"\x01b\x01c\x07example\x03com\x00").unwrap();
+        assert!(b.is_empty_non_terminal());
+        let c = z.node(b"\x01c\x07example\x03com\x00").unwrap();
+        assert!(c.is_empty_non_terminal());
+        assert!(z.node(b"\x03sub\x07example\x03com\x00").unwrap().is_delegation());
+        assert!(z.node(b"\x05alias\x07example\x03com\x00").unwrap().flags & F_CNAME != 0);
+        let odd = z.node(b"\x03odd\x07example\x03com\x00").unwrap();
+        assert_eq!(&odd.get(65534).unwrap().rdata[0].wire[..], &[1, 2, 3]);
+        let mx = z.node(b"\x04mail\x07example\x03com\x00").unwrap().get(T_MX).unwrap();
+        assert_eq!(mx.rdata[0].target_name().unwrap(), b"\x03mx1\x07example\x03com\x00");
+    }
+
+    #[test]
+    fn errors_name_line_and_record() {
+        let bad = "$ORIGIN example.com.\n@ 3600 IN SOA ns1 h 1 2 3 4 5\n@ NS ns1\n\nx CNAME a\nx A 192.0.2.1\n";
+        let e = load_str(bad, "example.com.").unwrap_err().to_string();
+        assert!(e.contains("CNAME and other data"), "{e}");
+        let syntax = "$ORIGIN example.com.\n@ 3600 IN SOA ns1 h 1 2 3 4 5\n\nwww IN A 300.1.2.3\n";
+        let e = load_str(syntax, "example.com.").unwrap_err();
+        match e {
+            ZoneError::Syntax { line, .. } => assert_eq!(line, 4),
+            other => panic!("{other}"),
+        }
+        let e = load_str("$ORIGIN example.com.\n@ 3600 IN NS ns1\n", "example.com.").unwrap_err();
+        assert!(e.to_string().contains("no SOA"), "{e}");
+    }
+
+    #[test]
+    fn out_of_zone_records_are_skipped_with_a_warning() {
+        let t = "$ORIGIN example.com.\n@ 3600 IN SOA ns1 h 1 2 3 4 5\n@ NS ns1\nwww.example.org. A 192.0.2.1\n";
+        let z = load_str(t, "example.com.").unwrap();
+        assert_eq!(z.warnings.len(), 1);
+        assert!(z.node(b"\x03www\x07example\x03org\x00").is_none());
+    }
+
+    #[test]
+    fn include_is_confined_to_the_zone_directory() {
+        let dir = std::env::temp_dir().join(format!("anyedge-dns-inc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("hosts.inc"), "www A 192.0.2.10\n").unwrap();
+        std::fs::write(
+            dir.join("z.zone"),
+            "$ORIGIN example.com.\n@ 3600 IN SOA ns1 h 1 2 3 4 5\n@ NS ns1\n$INCLUDE hosts.inc\n",
+        )
+        .unwrap();
+        let z = load_file(&dir.join("z.zone"), "example.com.").unwrap();
+        assert!(z.node(b"\x03www\x07example\x03com\x00").is_some());
+        std::fs::write(
+            dir.join("y.zone"),
+            "$ORIGIN example.com.\n@ 3600 IN SOA ns1 h 1 2 3 4 5\n@ NS ns1\n$INCLUDE /etc/passwd\n",
+        )
+        .unwrap();
+        let e = load_file(&dir.join("y.zone"), "example.com.").unwrap_err().to_string();
+        assert!(e.contains("outside the zone's directory"), "{e}");
+        std::fs::write(dir.join("loop.zone"), "$INCLUDE loop.zone\n").unwrap();
+        let e = load_file(&dir.join("loop.zone"), "example.com.")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nested deeper"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn zone_set_finds_the_most_specific_zone() {
+        let mut s = ZoneSet::new();
+        s.insert(Arc::new(load_str(EXAMPLE, "example.com.").unwrap()));
+        let sub = "$ORIGIN sub.example.com.\n@ 3600 IN SOA ns h 1 2 3 4 5\n@ NS ns\nns A 192.0.2.53\n";
+        s.insert(Arc::new(load_str(sub, "sub.example.com.").unwrap()));
+        let q = b"\x03www\x03sub\x07example\x03com\x00";
+        let l = name::Labels::of(q);
+        assert_eq!(s.find(q, &l).unwrap().name(), "sub.example.com.");
+        let q = b"\x03www\x07example\x03com\x00";
+        assert_eq!(s.find(q, &name::Labels::of(q)).unwrap().name(), "example.com.");
+        let q = b"\x03www\x07example\x03org\x00";
+        assert!(s.find(q, &name::Labels::of(q)).is_none());
+    }
+
+    #[test]
+    fn canonical_order() {
+        let mut v: Vec<&[u8]> = vec![
+            b"\x01z\x07example\x00",
+            b"\x07example\x00",
+            b"\x01a\x07example\x00",
+            b"\x01b\x01a\x07example\x00",
+        ];
+        v.sort_by(|a, b| canonical_cmp(a, b));
+        assert_eq!(v[0], b"\x07example\x00");
+        assert_eq!(v[1], b"\x01a\x07example\x00");
+        assert_eq!(v[2], b"\x01b\x01a\x07example\x00");
+        assert_eq!(v[3], b"\x01z\x07example\x00");
+    }
+}
