@@ -8,6 +8,8 @@
 //!   question (migration safety check and conformance tests).
 #![forbid(unsafe_code)]
 
+pub mod answer;
 pub mod compare;
+pub mod cookie;
 pub mod name;
 pub mod zone;

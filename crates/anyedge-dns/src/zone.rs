@@ -313,8 +313,8 @@ impl ZoneBuilder {
                 f |= F_DNAME;
             }
             n.flags = f;
-            // RRSIG last, so "first RRset" in ANY answers is real data
-            n.rrsets.sort_by_key(|r| (r.rtype == T_RRSIG, r.rtype != T_SOA));
+            // by type, as Knot keeps them: ANY (RFC 8482) answers the first
+            n.rrsets.sort_by_key(|r| r.rtype);
         }
         Ok(Zone {
             apex,
