@@ -340,6 +340,35 @@ fn done(kind: Kind, rcode: u16, rrl_name: &[u8], cookie: CookieState) -> Answere
     }
 }
 
+/// Turns a response into its truncated form (header and question, TC set,
+/// no records): what response rate limiting "slips" so that a real
+/// resolver retries over TCP.
+pub fn slip(out: &mut Vec<u8>) {
+    if out.len() < 12 {
+        return;
+    }
+    let qd = u16::from_be_bytes([out[4], out[5]]);
+    let qend = if qd == 1 {
+        name::wire_len(&out[12..]).map_or(12, |l| (12 + l + 4).min(out.len()))
+    } else {
+        12
+    };
+    out.truncate(qend);
+    out[2] |= 0x02;
+    out[6..12].fill(0);
+}
+
+/// A REFUSED reply to `packet` (header and question), e.g. for a transfer
+/// that is not allowed.
+pub fn refuse(packet: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    if packet.len() < 12 {
+        return;
+    }
+    let qend = parse(packet).ok().map(|q| q.question_end);
+    error_response(packet, qend, RCODE_REFUSED, out);
+}
+
 /// Header (+ question when parseable) with `rcode`, nothing else.
 fn error_response(p: &[u8], qend: Option<usize>, rcode: u8, out: &mut Vec<u8>) {
     let qend = qend.unwrap_or(12);
@@ -960,3 +989,17 @@ impl<'o> Writer<'o> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod slip_tests {
+    #[test]
+    fn slip_keeps_header_and_question_with_tc() {
+        let mut out = vec![0x12, 0x34, 0x84, 0x00, 0, 1, 0, 1, 0, 0, 0, 1];
+        out.extend_from_slice(b"\x01a\x00\x00\x01\x00\x01");
+        out.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 1, 2, 3, 4]);
+        super::slip(&mut out);
+        assert_eq!(out.len(), 12 + 7);
+        assert_eq!(out[2] & 0x02, 0x02);
+        assert_eq!(&out[6..12], &[0; 6]);
+    }
+}

@@ -11,10 +11,15 @@
 //!   hierarchical new-connection rates (per address, and per /24, /64 and /48
 //!   aggregate so rotating addresses inside a prefix does not escape), and
 //!   per-source concurrency caps.
+//! - [`rrl`]: DNS Response Rate Limiting (Knot/BIND style) on the same
+//!   tables, GCRA and prefix sets: responses per second per (source
+//!   netblock, response class, name) bucket, with slip, whitelist and
+//!   dry-run.
 #![forbid(unsafe_code)]
 
 pub mod gcra;
 pub mod prefix;
+pub mod rrl;
 pub mod table;
 
 use std::net::IpAddr;
@@ -82,8 +87,8 @@ pub struct GuardConfig {
     pub rate_per_prefix: Option<Rate>,
     /// Open connections per address.
     pub max_concurrent_per_address: Option<u32>,
-    /// Entries per table, rounded up to whole shards of 64 (memory bound:
-    /// about 48 bytes an entry).
+    /// Entries per table, at least 64 (memory bound: about 48 bytes an
+    /// entry).
     pub table_capacity: usize,
     /// Heavy-hitter detection: sources making at least this many new
     /// connections in one second are denied for `block_for`.

@@ -37,6 +37,7 @@ pub struct Control {
     pub edge: Arc<Edge>,
     pub config_path: Option<PathBuf>,
     pub announcer: Option<Arc<crate::announce::Announcer>>,
+    pub dns: Option<Arc<crate::dns::Dns>>,
 }
 
 impl Control {
@@ -47,7 +48,28 @@ impl Control {
             None => crate::config::Config::embedded(),
         }
         .map_err(|e| e.to_string())?;
-        self.edge.apply(cfg).map_err(|e| format!("{e:#}"))
+        let dns_cfg = cfg.dns.clone();
+        let pop = cfg.pop_name.clone();
+        self.edge.apply(cfg).map_err(|e| format!("{e:#}"))?;
+        match (&self.dns, dns_cfg) {
+            (Some(d), Some(c)) => {
+                let errors = d.reload(&c, &pop);
+                if !errors.is_empty() {
+                    let list: Vec<String> = errors.iter().map(|(z, e)| format!("{z}: {e}")).collect();
+                    return Err(format!(
+                        "configuration applied, but zone(s) kept their previous version: {}",
+                        list.join("; ")
+                    ));
+                }
+            }
+            (None, Some(_)) | (Some(_), None) => {
+                tracing::warn!(
+                    "adding or removing the [dns] section takes effect after a restart (or an upgrade, SIGUSR2)"
+                );
+            }
+            (None, None) => {}
+        }
+        Ok(())
     }
 }
 

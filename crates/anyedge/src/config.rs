@@ -16,6 +16,9 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
+mod dns;
+pub use dns::{canonical_name, DnsConfig, RrlConfig, TsigAlgorithm, TsigKey, ZoneConfig, ZoneSource};
+
 /// The configuration compiled into the binary: used by `anyedge run` without
 /// `-c` and by `anyedge demo`.
 pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
@@ -75,6 +78,8 @@ pub struct Config {
     pub bgp: Option<BgpConfig>,
     pub anycast: Vec<AnycastConfig>,
     pub services: Vec<ServiceConfig>,
+    /// Authoritative DNS (absent: no DNS listeners).
+    pub dns: Option<DnsConfig>,
 }
 
 /// BGP speaker settings (announce-only).
@@ -218,6 +223,8 @@ struct RawConfig {
     anycast: Vec<RawAnycast>,
     #[serde(default, rename = "service")]
     services: Vec<RawService>,
+    #[serde(default)]
+    dns: Option<dns::RawDns>,
 }
 
 #[derive(Deserialize)]
@@ -700,6 +707,23 @@ impl Config {
             }
             anycast.push(ac);
         }
+        // zone files are relative to the config file's directory
+        let base_dir = Path::new(file)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty() && p.is_dir())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let dns = match raw.dns {
+            None => None,
+            Some(d) => Some(dns::parse_dns(&cx, d, &base_dir)?),
+        };
+        if let Some(d) = &dns {
+            for l in &d.listen {
+                if services.iter().any(|s| s.listen.contains(l)) {
+                    return Err(cx.err(0..0, "dns.listen", format!("{l} is also an L4 service listener (TCP)")));
+                }
+            }
+        }
         if !anycast.is_empty() && bgp.is_none() {
             return Err(cx.err(0..0, "anycast", "anycast prefixes need a [bgp] section to be announced"));
         }
@@ -714,8 +738,16 @@ impl Config {
             bgp,
             anycast,
             services,
+            dns,
         })
     }
+}
+
+/// An address or CIDR (`192.0.2.1` = `/32`).
+fn parse_net(s: &str) -> Option<IpNet> {
+    s.parse::<IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
 }
 
 fn parse_guard(cx: &Ctx<'_>, g: RawGuard) -> Result<anyedge_guard::GuardConfig, ConfigError> {

@@ -14,6 +14,7 @@ mod announce;
 mod config;
 mod ctl;
 mod demo;
+mod dns;
 mod forward;
 mod health;
 mod lab;
@@ -129,6 +130,15 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Check { config } => match load(config.as_ref()) {
             Ok(c) => {
+                if let Some(d) = &c.dns {
+                    match dns::check_zones(d) {
+                        Ok(records) => println!("{} zone(s), {records} record(s) from files: OK", d.zones.len()),
+                        Err(e) => {
+                            eprintln!("{e}");
+                            return ExitCode::FAILURE;
+                        }
+                    }
+                }
                 println!(
                     "{}: OK (pop {:?}, {} service(s), {} backend(s))",
                     c.source,
@@ -320,6 +330,9 @@ async fn daemon(
         .collect();
     let admin_listen = cfg.admin.as_ref().map(|a| a.listen);
     let bgp = cfg.bgp.clone();
+    let dns_cfg = cfg.dns.clone();
+    let pop_name = cfg.pop_name.clone();
+    let dns_rts = worker_rts.clone();
     // Started by an upgrading process? Then take over its listening sockets.
     let inherit = tokio::task::spawn_blocking(upgrade::inherit).await??;
     let (mut inherit, inherited) = match inherit {
@@ -359,11 +372,16 @@ async fn daemon(
         }
         info!("upgrade: took over from the previous process");
     }
+    let dns = match &dns_cfg {
+        Some(d) => Some(dns::Dns::start(d, &pop_name, workers, &dns_rts)?),
+        None => None,
+    };
     let announcer = bgp.as_ref().map(|b| announce::Announcer::start(edge.clone(), b));
     let ctl = Arc::new(admin::Control {
         edge: edge.clone(),
         config_path: path.clone(),
         announcer: announcer.clone(),
+        dns: dns.clone(),
     });
     if let Some(listen) = admin_listen {
         admin::serve(listen, ctl.clone()).await?;
@@ -420,6 +438,7 @@ async fn daemon(
         // stop our accept loops (closing only our copies), give BGP to the
         // new process, then finish our own connections.
         edge.stop_accepting();
+        stop_dns(&dns).await;
         if let Some(a) = &announcer {
             a.shutdown_with(std::time::Duration::from_secs(2), false).await;
         }
@@ -435,6 +454,7 @@ async fn daemon(
             a.shutdown(std::time::Duration::from_secs(2)).await;
         }
         edge.stop_accepting();
+        stop_dns(&dns).await;
     }
     let open = edge.active.load(std::sync::atomic::Ordering::Relaxed);
     info!(open_connections = open, grace = ?grace, "listeners closed; draining");
@@ -450,6 +470,13 @@ async fn daemon(
     }
     info!("anyedge stopped");
     Ok(())
+}
+
+/// Closes the DNS listeners (after the routes are withdrawn).
+async fn stop_dns(dns: &Option<Arc<dns::Dns>>) {
+    if let Some(d) = dns.clone() {
+        let _ = tokio::task::spawn_blocking(move || d.stop()).await;
+    }
 }
 
 /// Reload: parse the whole file first; only a valid config is applied, and

@@ -1,0 +1,449 @@
+//! The `[dns]` section: authoritative DNS listeners, zones, transfers,
+//! cookies and response rate limiting.
+
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{humantime_spanned, ConfigError, Ctx};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsConfig {
+    /// UDP and TCP on each address.
+    pub listen: Vec<SocketAddr>,
+    /// Threads serving UDP (and TCP); default: one per core.
+    pub workers: Option<NonZeroU32>,
+    /// NSID (RFC 5001) payload; default: the PoP name.
+    pub nsid: Option<String>,
+    /// Largest UDP response we send (EDNS); 512..=4096.
+    pub udp_payload: u16,
+    pub tcp_idle_timeout: Duration,
+    pub tcp_max_connections: NonZeroU32,
+    pub cookies: Option<anyedge_dns::cookie::Secrets>,
+    pub rrl: Option<RrlConfig>,
+    pub tsig_keys: Vec<TsigKey>,
+    pub zones: Vec<ZoneConfig>,
+}
+
+/// Response rate limiting (Knot-style). UDP only; a valid server cookie
+/// exempts the client (it proved its address).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RrlConfig {
+    pub rate: NonZeroU32,
+    pub burst: NonZeroU32,
+    pub slip: u8,
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
+    pub table_size: NonZeroUsize,
+    pub whitelist: Vec<IpNet>,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TsigAlgorithm {
+    HmacSha256,
+    HmacSha384,
+    HmacSha512,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TsigKey {
+    /// Key name as a domain name (`xfr-key.` style, lowercase).
+    pub name: String,
+    pub algorithm: TsigAlgorithm,
+    pub secret: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ZoneSource {
+    /// An RFC 1035 zone file we serve as primary.
+    File(PathBuf),
+    /// Pulled by AXFR/IXFR from these primaries (secondary mode).
+    Secondary { primaries: Vec<SocketAddr> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneConfig {
+    /// Absolute name with the trailing dot, lowercase.
+    pub name: String,
+    pub source: ZoneSource,
+    /// TSIG key (by name) for transfers and NOTIFY of this zone, both ways.
+    pub key: Option<String>,
+    /// Secondaries to NOTIFY when this zone changes (primary mode).
+    pub notify: Vec<SocketAddr>,
+    /// Who may AXFR/IXFR this zone (and must sign with `key` if set).
+    pub allow_transfer: Vec<IpNet>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDns {
+    listen: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    workers: Option<Spanned<u32>>,
+    #[serde(default)]
+    nsid: Option<Spanned<String>>,
+    #[serde(default = "d_udp_payload")]
+    udp_payload: Spanned<u16>,
+    #[serde(default = "d_tcp_idle", with = "humantime_spanned")]
+    tcp_idle_timeout: Spanned<Duration>,
+    #[serde(default = "d_tcp_max")]
+    tcp_max_connections: Spanned<u32>,
+    #[serde(default)]
+    cookie_secret: Option<Spanned<String>>,
+    #[serde(default)]
+    cookie_secret_previous: Option<Spanned<String>>,
+    #[serde(default)]
+    rrl: Option<RawRrl>,
+    #[serde(default, rename = "tsig_key")]
+    tsig_keys: Vec<RawTsig>,
+    #[serde(default, rename = "zone")]
+    zones: Vec<RawZone>,
+}
+
+fn d_udp_payload() -> Spanned<u16> {
+    Spanned::new(0..0, 1232)
+}
+fn d_tcp_idle() -> Spanned<Duration> {
+    Spanned::new(0..0, Duration::from_secs(10))
+}
+fn d_tcp_max() -> Spanned<u32> {
+    Spanned::new(0..0, 1024)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRrl {
+    rate: Spanned<u32>,
+    #[serde(default = "d_burst")]
+    burst: Spanned<u32>,
+    #[serde(default = "d_slip")]
+    slip: Spanned<u8>,
+    #[serde(default = "d_v4")]
+    ipv4_prefix: Spanned<u8>,
+    #[serde(default = "d_v6")]
+    ipv6_prefix: Spanned<u8>,
+    #[serde(default = "d_table")]
+    table_size: Spanned<usize>,
+    #[serde(default)]
+    whitelist: Vec<Spanned<String>>,
+    #[serde(default)]
+    dry_run: bool,
+}
+fn d_slip() -> Spanned<u8> {
+    Spanned::new(0..0, 1)
+}
+fn d_burst() -> Spanned<u32> {
+    Spanned::new(0..0, 50)
+}
+fn d_v4() -> Spanned<u8> {
+    Spanned::new(0..0, 24)
+}
+fn d_v6() -> Spanned<u8> {
+    Spanned::new(0..0, 56)
+}
+fn d_table() -> Spanned<usize> {
+    Spanned::new(0..0, 393_241)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTsig {
+    name: Spanned<String>,
+    #[serde(default = "d_alg")]
+    algorithm: Spanned<String>,
+    secret: Spanned<String>,
+}
+fn d_alg() -> Spanned<String> {
+    Spanned::new(0..0, "hmac-sha256".into())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawZone {
+    name: Spanned<String>,
+    #[serde(default)]
+    file: Option<Spanned<String>>,
+    #[serde(default)]
+    primary: Vec<Spanned<String>>,
+    #[serde(default)]
+    key: Option<Spanned<String>>,
+    #[serde(default)]
+    notify: Vec<Spanned<String>>,
+    #[serde(default)]
+    allow_transfer: Vec<Spanned<String>>,
+}
+
+/// Lowercase absolute name with the trailing dot, or `None` if invalid.
+pub fn canonical_name(s: &str) -> Option<String> {
+    let s = s.trim().to_ascii_lowercase();
+    let abs = if s.ends_with('.') { s } else { format!("{s}.") };
+    let n: Result<domain::base::Name<Vec<u8>>, _> = abs.parse();
+    n.ok().map(|_| abs)
+}
+
+fn hex16(cx: &Ctx<'_>, s: &Spanned<String>, field: &str) -> Result<[u8; 16], ConfigError> {
+    let t = s.get_ref().trim();
+    let bad = || {
+        cx.err(
+            s.span(),
+            field,
+            "must be 32 hexadecimal digits (16 bytes, e.g. from `openssl rand -hex 16`)",
+        )
+    };
+    if t.len() != 32 {
+        return Err(bad());
+    }
+    let mut out = [0u8; 16];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(t.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16).map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+fn addr_with_default_port(s: &str, port: u16) -> Option<SocketAddr> {
+    s.parse::<SocketAddr>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(|ip| SocketAddr::new(ip, port)))
+}
+
+pub(super) fn parse_dns(cx: &Ctx<'_>, d: RawDns, base_dir: &Path) -> Result<DnsConfig, ConfigError> {
+    let mut listen = Vec::new();
+    for (i, l) in d.listen.get_ref().iter().enumerate() {
+        let a = addr_with_default_port(l.get_ref(), 53).ok_or_else(|| {
+            cx.err(
+                l.span(),
+                format!("dns.listen[{i}]"),
+                format!("{:?} is not ADDRESS[:PORT]", l.get_ref()),
+            )
+        })?;
+        if listen.contains(&a) {
+            return Err(cx.err(l.span(), format!("dns.listen[{i}]"), "listed twice"));
+        }
+        listen.push(a);
+    }
+    if listen.is_empty() {
+        return Err(cx.err(d.listen.span(), "dns.listen", "needs at least one address"));
+    }
+    let workers = match d.workers {
+        None => None,
+        Some(w) => Some(
+            NonZeroU32::new(*w.get_ref())
+                .filter(|n| n.get() <= 256)
+                .ok_or_else(|| cx.err(w.span(), "dns.workers", "must be between 1 and 256"))?,
+        ),
+    };
+    let nsid = match d.nsid {
+        None => None,
+        Some(n) => {
+            if n.get_ref().len() > 32 || !n.get_ref().bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(cx.err(n.span(), "dns.nsid", "must be at most 32 printable ASCII characters"));
+            }
+            Some(n.into_inner())
+        }
+    };
+    let udp_payload = *d.udp_payload.get_ref();
+    if !(512..=4096).contains(&udp_payload) {
+        return Err(cx.err(
+            d.udp_payload.span(),
+            "dns.udp_payload",
+            "must be between 512 and 4096 (1232 avoids fragmentation)",
+        ));
+    }
+    let tcp_max_connections = NonZeroU32::new(*d.tcp_max_connections.get_ref())
+        .ok_or_else(|| cx.err(d.tcp_max_connections.span(), "dns.tcp_max_connections", "must be > 0"))?;
+    let cookies = match (&d.cookie_secret, &d.cookie_secret_previous) {
+        (None, None) => None,
+        (None, Some(p)) => {
+            return Err(cx.err(p.span(), "dns.cookie_secret_previous", "needs dns.cookie_secret"));
+        }
+        (Some(c), p) => Some(anyedge_dns::cookie::Secrets {
+            current: hex16(cx, c, "dns.cookie_secret")?,
+            previous: match p {
+                Some(p) => Some(hex16(cx, p, "dns.cookie_secret_previous")?),
+                None => None,
+            },
+        }),
+    };
+    let rrl = match d.rrl {
+        None => None,
+        Some(r) => {
+            let rate = NonZeroU32::new(*r.rate.get_ref())
+                .ok_or_else(|| cx.err(r.rate.span(), "dns.rrl.rate", "must be > 0 responses per second"))?;
+            if *r.ipv4_prefix.get_ref() > 32 || *r.ipv4_prefix.get_ref() == 0 {
+                return Err(cx.err(r.ipv4_prefix.span(), "dns.rrl.ipv4_prefix", "must be 1..=32"));
+            }
+            if *r.ipv6_prefix.get_ref() > 128 || *r.ipv6_prefix.get_ref() == 0 {
+                return Err(cx.err(r.ipv6_prefix.span(), "dns.rrl.ipv6_prefix", "must be 1..=128"));
+            }
+            let table_size = NonZeroUsize::new(*r.table_size.get_ref())
+                .filter(|n| n.get() <= 1 << 26)
+                .ok_or_else(|| {
+                    cx.err(
+                        r.table_size.span(),
+                        "dns.rrl.table_size",
+                        "must be between 1 and 67108864",
+                    )
+                })?;
+            let mut whitelist = Vec::new();
+            for (i, w) in r.whitelist.iter().enumerate() {
+                whitelist.push(super::parse_net(w.get_ref()).ok_or_else(|| {
+                    cx.err(
+                        w.span(),
+                        format!("dns.rrl.whitelist[{i}]"),
+                        format!("{:?} is not an address or CIDR", w.get_ref()),
+                    )
+                })?);
+            }
+            let burst = NonZeroU32::new(*r.burst.get_ref())
+                .ok_or_else(|| cx.err(r.burst.span(), "dns.rrl.burst", "must be > 0"))?;
+            Some(RrlConfig {
+                rate,
+                burst,
+                slip: *r.slip.get_ref(),
+                ipv4_prefix: *r.ipv4_prefix.get_ref(),
+                ipv6_prefix: *r.ipv6_prefix.get_ref(),
+                table_size,
+                whitelist,
+                dry_run: r.dry_run,
+            })
+        }
+    };
+    let mut tsig_keys: Vec<TsigKey> = Vec::new();
+    for (i, k) in d.tsig_keys.into_iter().enumerate() {
+        let f = format!("dns.tsig_key[{i}]");
+        let name = canonical_name(k.name.get_ref())
+            .ok_or_else(|| cx.err(k.name.span(), format!("{f}.name"), "not a valid domain name"))?;
+        if tsig_keys.iter().any(|x| x.name == name) {
+            return Err(cx.err(k.name.span(), format!("{f}.name"), "key defined twice"));
+        }
+        let algorithm = match k.algorithm.get_ref().to_ascii_lowercase().as_str() {
+            "hmac-sha256" => TsigAlgorithm::HmacSha256,
+            "hmac-sha384" => TsigAlgorithm::HmacSha384,
+            "hmac-sha512" => TsigAlgorithm::HmacSha512,
+            other => {
+                return Err(cx.err(
+                    k.algorithm.span(),
+                    format!("{f}.algorithm"),
+                    format!("{other:?}: use hmac-sha256, hmac-sha384 or hmac-sha512"),
+                ))
+            }
+        };
+        use base64::Engine as _;
+        let secret = base64::engine::general_purpose::STANDARD
+            .decode(k.secret.get_ref().trim())
+            .map_err(|e| cx.err(k.secret.span(), format!("{f}.secret"), format!("not base64: {e}")))?;
+        if secret.len() < 16 {
+            return Err(cx.err(
+                k.secret.span(),
+                format!("{f}.secret"),
+                "at least 16 bytes of key material",
+            ));
+        }
+        tsig_keys.push(TsigKey {
+            name,
+            algorithm,
+            secret,
+        });
+    }
+    let mut zones: Vec<ZoneConfig> = Vec::new();
+    for (i, z) in d.zones.into_iter().enumerate() {
+        let f = format!("dns.zone[{i}]");
+        let name = canonical_name(z.name.get_ref())
+            .ok_or_else(|| cx.err(z.name.span(), format!("{f}.name"), "not a valid domain name"))?;
+        if zones.iter().any(|x| x.name == name) {
+            return Err(cx.err(z.name.span(), format!("{f}.name"), format!("zone {name} listed twice")));
+        }
+        let source = match (z.file, z.primary.is_empty()) {
+            (Some(file), true) => {
+                let p = PathBuf::from(file.get_ref());
+                ZoneSource::File(if p.is_absolute() { p } else { base_dir.join(p) })
+            }
+            (None, false) => {
+                let mut primaries = Vec::new();
+                for (j, p) in z.primary.iter().enumerate() {
+                    primaries.push(addr_with_default_port(p.get_ref(), 53).ok_or_else(|| {
+                        cx.err(
+                            p.span(),
+                            format!("{f}.primary[{j}]"),
+                            format!("{:?} is not ADDRESS[:PORT]", p.get_ref()),
+                        )
+                    })?);
+                }
+                ZoneSource::Secondary { primaries }
+            }
+            (Some(file), false) => {
+                return Err(cx.err(
+                    file.span(),
+                    format!("{f}.file"),
+                    "a zone has either a file (primary) or primary servers (secondary), not both",
+                ));
+            }
+            (None, true) => {
+                return Err(cx.err(
+                    z.name.span(),
+                    format!("{f}"),
+                    "needs `file` (we are primary) or `primary` (we are secondary)",
+                ));
+            }
+        };
+        let key = match z.key {
+            None => None,
+            Some(k) => {
+                let n = canonical_name(k.get_ref()).unwrap_or_default();
+                if !tsig_keys.iter().any(|t| t.name == n) {
+                    return Err(cx.err(
+                        k.span(),
+                        format!("{f}.key"),
+                        format!("no [[dns.tsig_key]] named {:?}", k.get_ref()),
+                    ));
+                }
+                Some(n)
+            }
+        };
+        let mut notify = Vec::new();
+        for (j, n) in z.notify.iter().enumerate() {
+            notify.push(addr_with_default_port(n.get_ref(), 53).ok_or_else(|| {
+                cx.err(
+                    n.span(),
+                    format!("{f}.notify[{j}]"),
+                    format!("{:?} is not ADDRESS[:PORT]", n.get_ref()),
+                )
+            })?);
+        }
+        let mut allow_transfer = Vec::new();
+        for (j, a) in z.allow_transfer.iter().enumerate() {
+            allow_transfer.push(super::parse_net(a.get_ref()).ok_or_else(|| {
+                cx.err(
+                    a.span(),
+                    format!("{f}.allow_transfer[{j}]"),
+                    format!("{:?} is not an address or CIDR", a.get_ref()),
+                )
+            })?);
+        }
+        zones.push(ZoneConfig {
+            name,
+            source,
+            key,
+            notify,
+            allow_transfer,
+        });
+    }
+    Ok(DnsConfig {
+        listen,
+        workers,
+        nsid,
+        udp_payload,
+        tcp_idle_timeout: d.tcp_idle_timeout.into_inner(),
+        tcp_max_connections,
+        cookies,
+        rrl,
+        tsig_keys,
+        zones,
+    })
+}
