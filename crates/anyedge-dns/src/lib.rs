@@ -13,3 +13,4 @@ pub mod compare;
 pub mod cookie;
 pub mod name;
 pub mod zone;
+pub mod fuzz_check;

@@ -106,6 +106,7 @@ pub async fn serve(listen: SocketAddr, ctl: Arc<Control>) -> anyhow::Result<()> 
         .route("/api/v1/services/{service}/backends/{backend}/drain", post(drain))
         .route("/api/v1/services/{service}/backends/{backend}/undrain", post(undrain))
         .route("/api/v1/reload", post(reload))
+        .route("/api/v1/dns/zones/{zone}/reload", post(dns_zone_reload))
         .route("/api/v1/pop/drain", post(pop_drain))
         .route("/api/v1/pop/undrain", post(pop_undrain))
         .route("/metrics", get(metrics))
@@ -196,7 +197,30 @@ async fn status(State(state): State<Arc<AppState>>) -> Json<Value> {
         obj.insert("anycast".into(), json!(prefixes));
         obj.insert("bgp_peers".into(), json!(peers));
     }
+    if let (Some(d), Some(obj)) = (&state.ctl.dns, v.as_object_mut()) {
+        obj.insert("dns".into(), json!({ "zones": d.zone_status(), "stats": d.stats() }));
+    }
     Json(v)
+}
+
+/// Reloads one zone from its file; the previous version keeps serving if
+/// the new one does not load.
+async fn dns_zone_reload(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    axum::extract::Path(zone): axum::extract::Path<String>,
+) -> Response {
+    if let Some(r) = refuse(&state, &headers) {
+        return r;
+    }
+    let Some(d) = state.ctl.dns.clone() else {
+        return error(StatusCode::NOT_FOUND, "no [dns] section configured");
+    };
+    match tokio::task::spawn_blocking(move || d.reload_zone(&zone)).await {
+        Ok(Ok(serial)) => Json(json!({ "reloaded": true, "serial": serial })).into_response(),
+        Ok(Err(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
 }
 
 pub fn status_json(edge: &Edge) -> Value {
@@ -408,6 +432,105 @@ fn gauge(
     for (labels, v) in samples {
         ConstGauge::new(*v).encode(m.encode_family(labels)?)?;
     }
+    Ok(())
+}
+
+/// DNS counters: queries by transport, responses by RCODE and kind, RRL
+/// verdicts, and per-zone serials.
+fn dns_metrics(enc: &mut DescriptorEncoder, d: &crate::dns::Dns) -> std::fmt::Result {
+    let s = d.stats();
+    counter(
+        enc,
+        "anyedge_dns_queries",
+        "DNS queries received, by transport.",
+        &[
+            (vec![("transport", "udp")], s.udp_queries),
+            (vec![("transport", "tcp")], s.tcp_queries),
+        ],
+    )?;
+    const RCODES: [&str; 17] = [
+        "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "YXDOMAIN", "YXRRSET", "NXRRSET", "NOTAUTH",
+        "NOTZONE", "RCODE11", "RCODE12", "RCODE13", "RCODE14", "RCODE15", "BADVERS",
+    ];
+    counter(
+        enc,
+        "anyedge_dns_responses",
+        "DNS answers computed, by RCODE.",
+        &RCODES
+            .iter()
+            .zip(&s.rcode)
+            .filter(|(_, v)| **v > 0)
+            .map(|(r, v)| (vec![("rcode", *r)], *v))
+            .collect::<Vec<_>>(),
+    )?;
+    counter(
+        enc,
+        "anyedge_dns_answers",
+        "DNS answers by kind (positive, wildcard, nxdomain, nodata, referral, error).",
+        &crate::dns::KINDS
+            .iter()
+            .zip(&s.kind)
+            .map(|(k, v)| (vec![("kind", *k)], *v))
+            .collect::<Vec<_>>(),
+    )?;
+    counter(
+        enc,
+        "anyedge_dns_dropped",
+        "DNS packets not answered (not a query, or dropped by response rate limiting).",
+        &[(vec![], s.dropped)],
+    )?;
+    counter(
+        enc,
+        "anyedge_dns_truncated",
+        "UDP answers sent truncated (TC).",
+        &[(vec![], s.truncated)],
+    )?;
+    counter(
+        enc,
+        "anyedge_dns_rrl",
+        "Response rate limiting verdicts other than send (layer=dns, by reason).",
+        &[
+            (vec![("action", "drop")], s.rrl_dropped),
+            (vec![("action", "slip")], s.rrl_slipped),
+            (vec![("action", "would_limit")], s.rrl_would_limit),
+        ],
+    )?;
+    counter(
+        enc,
+        "anyedge_dns_cookies_valid",
+        "Queries carrying a valid server cookie (exempt from RRL).",
+        &[(vec![], s.cookies_valid)],
+    )?;
+    counter(
+        enc,
+        "anyedge_dns_tcp_refused",
+        "DNS TCP connections closed at once because of dns.tcp_max_connections.",
+        &[(vec![], s.tcp_refused_cap)],
+    )?;
+    let zones = d.zone_status();
+    gauge(
+        enc,
+        "anyedge_dns_zone_serial",
+        "SOA serial served per zone (0: not loaded).",
+        &zones
+            .iter()
+            .map(|z| (vec![("zone", z.name.as_str())], i64::from(z.serial)))
+            .collect::<Vec<_>>(),
+    )?;
+    gauge(
+        enc,
+        "anyedge_dns_zone_records",
+        "Records served per zone.",
+        &zones
+            .iter()
+            .map(|z| {
+                (
+                    vec![("zone", z.name.as_str())],
+                    i64::try_from(z.records).unwrap_or(i64::MAX),
+                )
+            })
+            .collect::<Vec<_>>(),
+    )?;
     Ok(())
 }
 
@@ -639,6 +762,9 @@ impl Collector for EdgeCollector {
                 "1 if the prefix is announced (state label: announced, draining, withdrawn, suppressed).",
                 &announced,
             )?;
+        }
+        if let Some(d) = &self.0.dns {
+            dns_metrics(&mut enc, d)?;
         }
         Ok(())
     }

@@ -20,6 +20,9 @@ pub enum Action {
         drain: bool,
     },
     Reload,
+    ReloadZone {
+        zone: String,
+    },
 }
 
 /// One HTTP/1.1 request to the admin API; returns (status, body).
@@ -70,6 +73,7 @@ pub fn run(admin: &str, token: Option<&str>, json: bool, action: Action) -> anyh
             format!("/api/v1/pop/{}", if *drain { "drain" } else { "undrain" }),
         ),
         Action::Reload => ("POST", "/api/v1/reload".to_string()),
+        Action::ReloadZone { zone } => ("POST", format!("/api/v1/dns/zones/{zone}/reload")),
     };
     let (status, body) = request(admin, method, &path, token)?;
     let v: Value = serde_json::from_str(&body).unwrap_or(Value::String(body.clone()));
@@ -97,6 +101,10 @@ pub fn run(admin: &str, token: Option<&str>, json: bool, action: Action) -> anyh
         }
         Action::DrainPop { drain } => println!("PoP {}", if drain { "draining" } else { "undrained" }),
         Action::Reload => println!("configuration reloaded"),
+        Action::ReloadZone { zone } => println!(
+            "zone {zone} reloaded, serial {}",
+            v.get("serial").map(s).unwrap_or_default()
+        ),
     }
     Ok(())
 }

@@ -112,6 +112,9 @@ enum CtlAction {
     },
     /// Reload the configuration file (like SIGHUP, but reports errors).
     Reload,
+    /// Reload one DNS zone from its file (the old version keeps serving if
+    /// the new one has errors, which are printed).
+    ReloadZone { zone: String },
 }
 
 #[derive(Subcommand, Clone, Copy)]
@@ -165,6 +168,7 @@ fn main() -> ExitCode {
             let action = match action {
                 CtlAction::Status => ctl::Action::Status,
                 CtlAction::Reload => ctl::Action::Reload,
+                CtlAction::ReloadZone { zone } => ctl::Action::ReloadZone { zone },
                 CtlAction::Drain { service, backend } | CtlAction::Undrain { service, backend } => {
                     match (service, backend) {
                         (Some(service), Some(backend)) => ctl::Action::DrainBackend {

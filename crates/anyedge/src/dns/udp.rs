@@ -38,12 +38,6 @@ impl Batch {
         self.n
     }
 
-    /// Datagram `i` and its source.
-    pub fn get(&self, i: usize) -> Option<(&[u8], SocketAddr)> {
-        let data = self.rx.get(i * RX_SIZE..i * RX_SIZE + self.lens[i])?;
-        Some((data, to_std(&self.addrs[i])?))
-    }
-
     /// Datagram `i`, the source, and its response buffer, at once.
     pub fn slot(&mut self, i: usize) -> Option<(&[u8], SocketAddr, &mut Vec<u8>)> {
         let src = to_std(&self.addrs[i])?;

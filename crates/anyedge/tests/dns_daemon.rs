@@ -1,0 +1,249 @@
+//! The DNS server of a running daemon: UDP and pipelined TCP, NSID, cookies,
+//! zone reloads that keep the old version on errors, response rate limiting
+//! with slip, and the DNS metrics.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::Duration;
+
+use common::*;
+
+const TOKEN: &str = "dns-admin-token-0123456789";
+
+const ZONE_V1: &str = "$ORIGIN example.com.
+$TTL 300
+@    SOA ns1 hostmaster 1 7200 3600 1209600 60
+     NS  ns1
+ns1  A   192.0.2.1
+www  A   192.0.2.10
+";
+
+fn name_wire(n: &str) -> Vec<u8> {
+    let mut v = Vec::new();
+    for l in n.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
+        v.push(l.len() as u8);
+        v.extend_from_slice(l.as_bytes());
+    }
+    v.push(0);
+    v
+}
+
+/// A query; `opts` are EDNS options (an OPT record is added if any, or if
+/// `edns`).
+fn query(id: u16, name: &str, qtype: u16, edns: bool, opts: &[(u16, &[u8])]) -> Vec<u8> {
+    let edns = edns || !opts.is_empty();
+    let mut p = id.to_be_bytes().to_vec();
+    p.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, u8::from(edns)]);
+    p.extend_from_slice(&name_wire(name));
+    p.extend_from_slice(&qtype.to_be_bytes());
+    p.extend_from_slice(&1u16.to_be_bytes());
+    if edns {
+        let o: Vec<u8> = opts
+            .iter()
+            .flat_map(|(c, d)| [&c.to_be_bytes()[..], &(d.len() as u16).to_be_bytes()[..], d].concat())
+            .collect();
+        p.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0]);
+        p.extend_from_slice(&(o.len() as u16).to_be_bytes());
+        p.extend_from_slice(&o);
+    }
+    p
+}
+
+struct Resp {
+    rcode: u8,
+    tc: bool,
+    answers: Vec<String>,
+    raw: Vec<u8>,
+}
+
+fn decode(raw: Vec<u8>) -> Resp {
+    let msg = domain::base::Message::from_octets(raw.clone()).expect("response parses");
+    let answers = msg
+        .answer()
+        .unwrap()
+        .limit_to::<domain::rdata::AllRecordData<_, domain::base::ParsedName<_>>>()
+        .map(|r| {
+            let r = r.unwrap();
+            format!("{} {} {}", r.owner(), r.rtype(), r.data())
+        })
+        .collect();
+    Resp {
+        rcode: msg.header().rcode().to_int(),
+        tc: msg.header().tc(),
+        answers,
+        raw,
+    }
+}
+
+fn udp(server: SocketAddr, q: &[u8]) -> Option<Resp> {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    s.send_to(q, server).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.recv(&mut buf).ok()?;
+    Some(decode(buf[..n].to_vec()))
+}
+
+fn start(dir: &std::path::Path, rrl: &str) -> (Anyedge, SocketAddr, SocketAddr) {
+    let (port, admin_port) = (free_port(), free_port());
+    let dns = SocketAddr::from(([127, 0, 0, 1], port));
+    let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
+    std::fs::write(dir.join("example.com.zone"), ZONE_V1).unwrap();
+    let cfg = format!(
+        r#"
+[pop]
+name = "pop-dns"
+[admin]
+listen = "{admin}"
+token = "{TOKEN}"
+[dns]
+listen = ["{dns}"]
+nsid = "pop-dns-1"
+cookie_secret = "000102030405060708090a0b0c0d0e0f"
+{rrl}
+[[dns.zone]]
+name = "example.com"
+file = "{}"
+"#,
+        dir.join("example.com.zone").display()
+    );
+    let e = Anyedge::start(&cfg, dns);
+    (e, dns, admin)
+}
+
+#[test]
+fn answers_over_udp_and_pipelined_tcp_with_nsid() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_e, dns, _) = start(dir.path(), "");
+    let r = udp(dns, &query(1, "www.example.com", 1, false, &[])).unwrap();
+    assert_eq!(r.rcode, 0);
+    assert_eq!(r.answers, vec!["www.example.com A 192.0.2.10"]);
+    let r = udp(dns, &query(2, "www.example.com", 1, true, &[(3, b"")])).unwrap();
+    assert!(r.raw.windows(9).any(|w| w == b"pop-dns-1"), "NSID names the PoP");
+    let r = udp(dns, &query(3, "nope.example.com", 1, false, &[])).unwrap();
+    assert_eq!(r.rcode, 3);
+    let r = udp(dns, &query(4, "www.example.org", 1, false, &[])).unwrap();
+    assert_eq!(r.rcode, 5, "REFUSED outside our zones");
+
+    // three queries in one TCP write; three answers in order
+    let mut s = TcpStream::connect(dns).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut batch = Vec::new();
+    for (id, n) in [
+        (10u16, "www.example.com"),
+        (11, "ns1.example.com"),
+        (12, "x.example.com"),
+    ] {
+        let q = query(id, n, 1, false, &[]);
+        batch.extend_from_slice(&(q.len() as u16).to_be_bytes());
+        batch.extend_from_slice(&q);
+    }
+    s.write_all(&batch).unwrap();
+    for (id, rcode) in [(10u16, 0u8), (11, 0), (12, 3)] {
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len).unwrap();
+        let mut m = vec![0u8; u16::from_be_bytes(len) as usize];
+        s.read_exact(&mut m).unwrap();
+        assert_eq!(u16::from_be_bytes([m[0], m[1]]), id);
+        assert_eq!(decode(m).rcode, rcode);
+    }
+}
+
+#[test]
+fn zone_reload_swaps_good_versions_and_keeps_serving_on_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (e, dns, admin) = start(dir.path(), "");
+    let zf = dir.path().join("example.com.zone");
+    // a new version with a new record
+    std::fs::write(
+        &zf,
+        ZONE_V1.replace("hostmaster 1 ", "hostmaster 2 ") + "new A 192.0.2.77\n",
+    )
+    .unwrap();
+    let (st, body) = http(admin, "POST", "/api/v1/dns/zones/example.com/reload", Some(TOKEN));
+    assert_eq!(st, 200, "{body}");
+    assert!(body.contains("\"serial\":2"), "{body}");
+    let r = udp(dns, &query(1, "new.example.com", 1, false, &[])).unwrap();
+    assert_eq!(r.answers, vec!["new.example.com A 192.0.2.77"]);
+    // a broken file: the API says why (file and line), version 2 keeps serving
+    std::fs::write(&zf, ZONE_V1.replace("www  A   192.0.2.10", "www  A   192.0.2.300")).unwrap();
+    let (st, body) = http(admin, "POST", "/api/v1/dns/zones/example.com/reload", Some(TOKEN));
+    assert_eq!(st, 422, "{body}");
+    assert!(body.contains("example.com.zone:6"), "error names file and line: {body}");
+    let r = udp(dns, &query(2, "new.example.com", 1, false, &[])).unwrap();
+    assert_eq!(r.answers.len(), 1, "previous version still served");
+    // SIGHUP with the broken file: same, and the log says so
+    e.signal(nix::sys::signal::Signal::SIGHUP);
+    e.wait_log("keeping the previous version of the zone", 1, Duration::from_secs(5));
+    let r = udp(dns, &query(3, "new.example.com", 1, false, &[])).unwrap();
+    assert_eq!(r.answers.len(), 1);
+    // the status API reports the error and the serial served
+    let (_, body) = http(admin, "GET", "/api/v1/status", None);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let z = &v["dns"]["zones"][0];
+    assert_eq!(z["serial"], 2);
+    assert!(z["error"].as_str().unwrap_or("").contains("example.com.zone:6"), "{z}");
+}
+
+#[test]
+fn rrl_slips_and_drops_a_flood_but_not_cookie_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_e, dns, admin) = start(dir.path(), "[dns.rrl]\nrate = 5\nburst = 5\nslip = 2\n");
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    // 200 random-subdomain queries: one bucket (the zone, NXDOMAIN)
+    for i in 0..200u16 {
+        s.send_to(&query(i, &format!("r{i}.example.com"), 1, false, &[]), dns)
+            .unwrap();
+    }
+    let (mut full, mut truncated) = (0, 0);
+    let mut buf = [0u8; 1500];
+    while let Ok(n) = s.recv(&mut buf) {
+        let r = decode(buf[..n].to_vec());
+        if r.tc {
+            truncated += 1;
+        } else {
+            full += 1;
+        }
+    }
+    eprintln!(
+        "measured: 200 queries -> {full} answered, {truncated} slipped (TC), {} dropped",
+        200 - full - truncated
+    );
+    assert!(full <= 10, "burst 5 + 5/s: {full}");
+    assert!(truncated >= 80, "every 2nd limited response slips: {truncated}");
+    assert!(full + truncated < 200, "some are dropped");
+    // a client with a valid server cookie is not limited
+    let first = udp(dns, &query(1, "zz.example.com", 1, true, &[(10, b"abcdefgh")])).unwrap();
+    let pos = first
+        .raw
+        .windows(4)
+        .position(|w| w == [0, 10, 0, 24])
+        .expect("server cookie issued");
+    let cookie = first.raw[pos + 4..pos + 28].to_vec();
+    let mut ok = 0;
+    for i in 0..30u16 {
+        if let Some(r) = udp(dns, &query(i, &format!("c{i}.example.com"), 1, true, &[(10, &cookie)])) {
+            if !r.tc && r.rcode == 3 {
+                ok += 1;
+            }
+        }
+    }
+    assert_eq!(ok, 30, "cookie clients bypass RRL");
+    let (_, m) = http(admin, "GET", "/metrics", None);
+    let line = |needle: &str| -> u64 {
+        m.lines()
+            .find(|l| l.starts_with(needle))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(line("anyedge_dns_rrl_total{action=\"slip\"}") >= 80, "{m}");
+    assert!(line("anyedge_dns_rrl_total{action=\"drop\"}") >= 1);
+    assert!(line("anyedge_dns_cookies_valid_total") >= 30);
+    assert!(line("anyedge_dns_queries_total{transport=\"udp\"}") >= 230);
+}
