@@ -1277,6 +1277,28 @@ address = "127.0.0.1:9001"
         let ex = include_str!("../../../examples/anyedge.toml");
         let c = Config::parse(ex, "examples/anyedge.toml").unwrap();
         assert!(!c.services.is_empty());
+        let d = c.dns.expect("the example documents [dns]");
+        assert!(d.rrl.is_some() && d.cookies.is_some() && !d.tsig_keys.is_empty());
+    }
+
+    #[test]
+    fn dns_errors_name_line_and_field() {
+        let base = "[pop]\nname = \"p\"\n[dns]\nlisten = [\"127.0.0.1:5353\"]\n";
+        let e = Config::parse(&format!("{base}cookie_secret = \"abc\"\n"), "t.toml").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (5, "dns.cookie_secret"), "{e}");
+        let e = Config::parse(&format!("{base}[[dns.zone]]\nname = \"example.com\"\nkey = \"nope\"\nfile = \"z\"\n"), "t.toml")
+            .unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (7, "dns.zone[0].key"), "{e}");
+        let e = Config::parse(&format!("{base}[[dns.zone]]\nname = \"example.com\"\n"), "t.toml").unwrap_err();
+        assert!(e.message.contains("needs `file`"), "{e}");
+        let e = Config::parse(&format!("{base}[dns.rrl]\nrate = 0\n"), "t.toml").unwrap_err();
+        assert_eq!(e.field, "dns.rrl.rate");
+        let e = Config::parse(&format!("{base}udp_payload = 100\n"), "t.toml").unwrap_err();
+        assert_eq!(e.field, "dns.udp_payload");
+        let ok = Config::parse(&format!("{base}[[dns.zone]]\nname = \"Example.COM\"\nprimary = [\"192.0.2.1\"]\n"), "t.toml").unwrap();
+        let z = &ok.dns.unwrap().zones[0];
+        assert_eq!(z.name, "example.com.");
+        assert_eq!(z.source, ZoneSource::Secondary { primaries: vec!["192.0.2.1:53".parse().unwrap()] });
     }
 
     #[test]
