@@ -51,6 +51,11 @@ impl Control {
         let dns_cfg = cfg.dns.clone();
         let pop = cfg.pop_name.clone();
         self.edge.apply(cfg).map_err(|e| format!("{e:#}"))?;
+        if let Some(fp) = self.edge.fast_path.get() {
+            if let Err(e) = fp.apply(&self.edge.config()) {
+                tracing::warn!(error = %e, "XDP fast path: new rules not applied (the userspace layer has them)");
+            }
+        }
         match (&self.dns, dns_cfg) {
             (Some(d), Some(c)) => {
                 let errors = d.reload(&c, &pop);
@@ -196,6 +201,12 @@ async fn status(State(state): State<Arc<AppState>>) -> Json<Value> {
             .collect();
         obj.insert("anycast".into(), json!(prefixes));
         obj.insert("bgp_peers".into(), json!(peers));
+    }
+    if let (Some(fp), Some(obj)) = (state.ctl.edge.fast_path.get(), v.as_object_mut()) {
+        obj.insert(
+            "xdp".into(),
+            json!({ "interfaces": fp.interfaces, "mode": fp.mode, "counters": fp.counters() }),
+        );
     }
     if let (Some(d), Some(obj)) = (&state.ctl.dns, v.as_object_mut()) {
         obj.insert("dns".into(), json!({ "zones": d.zone_status(), "stats": d.stats() }));
@@ -765,6 +776,17 @@ impl Collector for EdgeCollector {
         }
         if let Some(d) = &self.0.dns {
             dns_metrics(&mut enc, d)?;
+        }
+        if let Some(fp) = edge.fast_path.get() {
+            let c = fp.counters();
+            counter(
+                &mut enc,
+                "anyedge_xdp_packets",
+                "Packets judged by the XDP fast path (layer=xdp), by verdict and reason.",
+                &c.iter()
+                    .map(|c| (vec![("verdict", if c.drop { "drop" } else { "pass" }), ("reason", c.name)], c.packets))
+                    .collect::<Vec<_>>(),
+            )?;
         }
         Ok(())
     }

@@ -17,6 +17,10 @@ use serde::Deserialize;
 use toml::Spanned;
 
 mod dns;
+mod xdp;
+pub use xdp::XdpConfig;
+#[cfg_attr(not(feature = "xdp"), allow(unused_imports))]
+pub use xdp::XdpMode;
 pub use dns::{canonical_name, DnsConfig, RrlConfig, TsigAlgorithm, TsigKey, ZoneConfig, ZoneSource};
 
 /// The configuration compiled into the binary: used by `anyedge run` without
@@ -80,6 +84,8 @@ pub struct Config {
     pub services: Vec<ServiceConfig>,
     /// Authoritative DNS (absent: no DNS listeners).
     pub dns: Option<DnsConfig>,
+    /// The XDP fast path (absent: userspace layer only).
+    pub xdp: Option<XdpConfig>,
 }
 
 /// BGP speaker settings (announce-only).
@@ -225,6 +231,8 @@ struct RawConfig {
     services: Vec<RawService>,
     #[serde(default)]
     dns: Option<dns::RawDns>,
+    #[serde(default)]
+    xdp: Option<xdp::RawXdp>,
 }
 
 #[derive(Deserialize)]
@@ -724,6 +732,10 @@ impl Config {
                 }
             }
         }
+        let xdp = match raw.xdp {
+            None => None,
+            Some(x) => Some(xdp::parse_xdp(&cx, x)?),
+        };
         if !anycast.is_empty() && bgp.is_none() {
             return Err(cx.err(0..0, "anycast", "anycast prefixes need a [bgp] section to be announced"));
         }
@@ -739,6 +751,7 @@ impl Config {
             anycast,
             services,
             dns,
+            xdp,
         })
     }
 }
@@ -750,8 +763,25 @@ fn parse_net(s: &str) -> Option<IpNet> {
         .or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
 }
 
+/// `{ per_second, burst }` (burst defaults to per_second).
+fn parse_rate(cx: &Ctx<'_>, r: Option<RawRate>, field: &str) -> Result<Option<anyedge_guard::Rate>, ConfigError> {
+    let Some(r) = r else { return Ok(None) };
+    let ps = *r.per_second.get_ref();
+    if ps == 0 {
+        return Err(cx.err(
+            r.per_second.span(),
+            format!("{field}.per_second"),
+            "must be > 0 (omit the limit to disable it)",
+        ));
+    }
+    Ok(Some(anyedge_guard::Rate {
+        per_second: ps,
+        burst: r.burst.unwrap_or(ps).max(1),
+    }))
+}
+
 fn parse_guard(cx: &Ctx<'_>, g: RawGuard) -> Result<anyedge_guard::GuardConfig, ConfigError> {
-    use anyedge_guard::{prefix::Prefix, GuardConfig, Rate};
+    use anyedge_guard::{prefix::Prefix, GuardConfig};
     let prefixes = |list: Vec<Spanned<String>>, field: &str| -> Result<Vec<Prefix>, ConfigError> {
         list.into_iter()
             .map(|p| {
@@ -761,21 +791,7 @@ fn parse_guard(cx: &Ctx<'_>, g: RawGuard) -> Result<anyedge_guard::GuardConfig, 
             })
             .collect()
     };
-    let rate = |r: Option<RawRate>, field: &str| -> Result<Option<Rate>, ConfigError> {
-        let Some(r) = r else { return Ok(None) };
-        let ps = *r.per_second.get_ref();
-        if ps == 0 {
-            return Err(cx.err(
-                r.per_second.span(),
-                format!("guard.{field}.per_second"),
-                "must be > 0 (omit the limit to disable it)",
-            ));
-        }
-        Ok(Some(Rate {
-            per_second: ps,
-            burst: r.burst.unwrap_or(ps).max(1),
-        }))
-    };
+    let rate = |r: Option<RawRate>, field: &str| parse_rate(cx, r, &format!("guard.{field}"));
     let mut cfg = GuardConfig {
         allow: prefixes(g.allow, "allow")?,
         deny: prefixes(g.deny, "deny")?,

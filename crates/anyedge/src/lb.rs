@@ -358,6 +358,8 @@ pub struct Edge {
     pub guard_drops: [AtomicU64; 4],
     /// Deny entries added by the heavy-hitter detector.
     pub dynamic_blocks: AtomicU64,
+    /// The XDP fast path, when attached (set once at start).
+    pub fast_path: std::sync::OnceLock<Arc<crate::xdp::FastPath>>,
     /// Origin of the guard's clock.
     epoch: Instant,
     services: Mutex<BTreeMap<String, Arc<Service>>>,
@@ -419,6 +421,7 @@ impl Edge {
             guard: ArcSwap::from_pointee(Guard::new(&config.guard)),
             guard_drops: Default::default(),
             dynamic_blocks: AtomicU64::new(0),
+            fast_path: std::sync::OnceLock::new(),
             epoch: Instant::now(),
             config: ArcSwap::from_pointee(config.clone()),
             services: Mutex::new(BTreeMap::new()),
@@ -440,8 +443,19 @@ impl Edge {
             loop {
                 tick.tick().await;
                 let Some(edge) = weak.upgrade() else { return };
-                let blocks = edge.guard.load().tick(edge.epoch.elapsed());
+                let now = edge.epoch.elapsed();
+                let blocks = edge.guard.load().tick(now);
                 edge.dynamic_blocks.fetch_add(blocks.len() as u64, Ordering::Relaxed);
+                if let Some(fp) = edge.fast_path.get() {
+                    // the same blocks in the kernel, with the same expiry
+                    let block_for = edge.config.load().guard.dynamic_block.as_ref().map(|d| d.block_for);
+                    if let Some(block_for) = block_for {
+                        for (p, _) in &blocks {
+                            fp.block(*p, now + block_for);
+                        }
+                    }
+                    fp.expire(now);
+                }
                 for (p, n) in blocks.iter().take(10) {
                     let secs = edge
                         .config

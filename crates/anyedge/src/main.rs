@@ -24,6 +24,7 @@ mod net;
 mod notify;
 mod sysctl;
 mod upgrade;
+mod xdp;
 
 use config::Config;
 use lb::Edge;
@@ -375,6 +376,9 @@ async fn daemon(
             tokio::task::spawn_blocking(move || i.expect("BGP_RELEASED")).await??;
         }
         info!("upgrade: took over from the previous process");
+    }
+    if let Some(fp) = xdp::FastPath::start(&edge.config()) {
+        let _ = edge.fast_path.set(fp);
     }
     let dns = match &dns_cfg {
         Some(d) => Some(dns::Dns::start(d, &pop_name, workers, &dns_rts)?),

@@ -1,0 +1,90 @@
+//! The `[xdp]` section: the kernel fast path of the per-source rules.
+
+use std::net::IpAddr;
+
+use anyedge_guard::Rate;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{parse_rate, ConfigError, Ctx, RawRate};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// Native (driver) mode where the driver supports it, else generic.
+    Auto,
+    Native,
+    /// Generic (SKB) mode: works on any interface, slower.
+    Generic,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XdpConfig {
+    /// Ingress interfaces the program is attached to.
+    pub interfaces: Vec<String>,
+    pub mode: XdpMode,
+    /// Packets to these addresses are judged; empty: the addresses the
+    /// services and DNS listen on (an unspecified listener, 0.0.0.0 or
+    /// `::`, means every destination).
+    pub destinations: Vec<IpAddr>,
+    /// UDP datagrams to the DNS ports, per source address / prefix.
+    pub dns_per_address: Option<Rate>,
+    pub dns_per_prefix: Option<Rate>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawXdp {
+    interfaces: Spanned<Vec<Spanned<String>>>,
+    #[serde(default = "d_mode")]
+    mode: XdpMode,
+    #[serde(default)]
+    destinations: Vec<Spanned<String>>,
+    #[serde(default)]
+    dns_queries_per_address: Option<RawRate>,
+    #[serde(default)]
+    dns_queries_per_prefix: Option<RawRate>,
+}
+
+fn d_mode() -> XdpMode {
+    XdpMode::Auto
+}
+
+pub(super) fn parse_xdp(cx: &Ctx<'_>, x: RawXdp) -> Result<XdpConfig, ConfigError> {
+    let mut interfaces = Vec::new();
+    for (i, n) in x.interfaces.get_ref().iter().enumerate() {
+        let name = n.get_ref();
+        if name.is_empty() || name.len() > 15 || name.contains('/') || name.contains(char::is_whitespace) {
+            return Err(cx.err(
+                n.span(),
+                format!("xdp.interfaces[{i}]"),
+                format!("{name:?} is not an interface name"),
+            ));
+        }
+        interfaces.push(name.clone());
+    }
+    if interfaces.is_empty() {
+        return Err(cx.err(
+            x.interfaces.span(),
+            "xdp.interfaces",
+            "name at least one ingress interface",
+        ));
+    }
+    let mut destinations = Vec::new();
+    for (i, d) in x.destinations.iter().enumerate() {
+        destinations.push(d.get_ref().parse::<IpAddr>().map_err(|_| {
+            cx.err(
+                d.span(),
+                format!("xdp.destinations[{i}]"),
+                format!("{:?} is not an address", d.get_ref()),
+            )
+        })?);
+    }
+    Ok(XdpConfig {
+        interfaces,
+        mode: x.mode,
+        destinations,
+        dns_per_address: parse_rate(cx, x.dns_queries_per_address, "xdp.dns_queries_per_address")?,
+        dns_per_prefix: parse_rate(cx, x.dns_queries_per_prefix, "xdp.dns_queries_per_prefix")?,
+    })
+}
