@@ -1298,6 +1298,23 @@ address = "127.0.0.1:9001"
     }
 
     #[test]
+    fn xdp_section_parses_and_checks() {
+        let base = "[pop]\nname = \"p\"\n[xdp]\n";
+        let c = Config::parse(
+            &format!("{base}interfaces = [\"eth0\"]\nmode = \"generic\"\ndns_queries_per_address = {{ per_second = 5 }}\n"),
+            "t.toml",
+        )
+        .unwrap();
+        let x = c.xdp.unwrap();
+        assert_eq!(x.mode, XdpMode::Generic);
+        assert_eq!(x.dns_per_address.map(|r| (r.per_second, r.burst)), Some((5, 5)));
+        let e = Config::parse(&format!("{base}interfaces = []\n"), "t.toml").unwrap_err();
+        assert_eq!(e.field, "xdp.interfaces");
+        let e = Config::parse(&format!("{base}interfaces = [\"eth0\"]\ndestinations = [\"nope\"]\n"), "t.toml").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (5, "xdp.destinations[0]"));
+    }
+
+    #[test]
     fn dns_errors_name_line_and_field() {
         let base = "[pop]\nname = \"p\"\n[dns]\nlisten = [\"127.0.0.1:5353\"]\n";
         let e = Config::parse(&format!("{base}cookie_secret = \"abc\"\n"), "t.toml").unwrap_err();
