@@ -12,7 +12,8 @@ use std::net::IpAddr;
 use crate::cookie::{self, CookieState, Secrets};
 use crate::name::{self, Labels, MAX_NAME};
 use crate::zone::{
-    Node, RRset, Zone, ZoneSet, F_CNAME, F_DNAME, T_A, T_AAAA, T_CNAME, T_DNAME, T_DS, T_MX, T_NS, T_SRV,
+    Node, RRset, Zone, ZoneSet, F_CNAME, F_DNAME, T_A, T_AAAA, T_CNAME, T_DNAME, T_DS, T_HTTPS, T_MX, T_NS, T_SRV,
+    T_SVCB,
 };
 
 pub const OPCODE_QUERY: u8 = 0;
@@ -35,6 +36,7 @@ const T_IXFR: u16 = 251;
 const T_AXFR: u16 = 252;
 const T_ANY: u16 = 255;
 const C_IN: u16 = 1;
+const C_ANY: u16 = 255;
 
 const OPT_NSID: u16 = 3;
 const OPT_COOKIE: u16 = 10;
@@ -156,7 +158,9 @@ pub fn parse(p: &[u8]) -> Result<Query<'_>, ParseError> {
     let qclass = be16(p, qend - 2).unwrap_or(0);
     // answer/authority: a NOTIFY may carry the new SOA; a QUERY carries none
     let mut at = qend;
-    if opcode == OPCODE_QUERY && (an != 0 || ns != 0) {
+    // a QUERY carries no answer section, and an authority section only for
+    // IXFR (the client's SOA, RFC 1995)
+    if opcode == OPCODE_QUERY && (an != 0 || (ns != 0 && qtype != T_IXFR)) {
         return formerr;
     }
     for _ in 0..(an as usize + ns as usize) {
@@ -365,8 +369,26 @@ pub fn refuse(packet: &[u8], out: &mut Vec<u8>) {
     if packet.len() < 12 {
         return;
     }
-    let qend = parse(packet).ok().map(|q| q.question_end);
-    error_response(packet, qend, RCODE_REFUSED, out);
+    match parse(packet) {
+        Ok(q) => {
+            // header, question and (if the query had one) OPT, RFC 6891 7
+            let mut w = Writer::new(out, &q, 65535);
+            let cx = Context {
+                src: std::net::Ipv4Addr::UNSPECIFIED.into(),
+                tcp: true,
+                now: 0,
+            };
+            w.finish(
+                u16::from(RCODE_REFUSED),
+                false,
+                &Settings::default(),
+                &q,
+                &cx,
+                CookieState::None,
+            );
+        }
+        Err(_) => error_response(packet, None, RCODE_REFUSED, out),
+    }
 }
 
 /// Header (+ question when parseable) with `rcode`, nothing else.
@@ -426,7 +448,8 @@ pub fn answer_query<'z>(
     let qlc = &mut qlc[..q.qname.len()];
     name::lower_into(q.qname, qlc);
     let labels = Labels::of(qlc);
-    let zone = if q.qclass == C_IN {
+    // class ANY (255) is answered from IN data, as Knot does
+    let zone = if q.qclass == C_IN || q.qclass == C_ANY {
         zones.find(qlc, &labels)
     } else {
         None
@@ -448,19 +471,21 @@ pub fn answer_query<'z>(
                 ..done(Kind::Error, 0, &zone.apex, cookie)
             };
         }
-        T_AXFR | T_IXFR | T_OPT | T_TSIG => {
-            // transfers over UDP and meta types as questions
-            let rc = if q.qtype == T_OPT || q.qtype == T_TSIG {
-                RCODE_FORMERR
-            } else {
-                RCODE_NOTIMP
+        0 | T_AXFR | T_IXFR | T_OPT | T_TSIG => {
+            // transfers over UDP, type 0 and meta types as questions
+            let rc = match q.qtype {
+                T_OPT | T_TSIG => RCODE_FORMERR,
+                // IXFR over UDP is not served (RFC 1995 allows refusing it)
+                T_IXFR => RCODE_NOTAUTH,
+                _ => RCODE_NOTIMP,
             };
             w.finish(u16::from(rc), false, st, q, cx, cookie);
             return done(Kind::Error, u16::from(rc), &zone.apex, cookie);
         }
         _ => {}
     }
-    let r = resolve(zone, &mut w, qlc, q.qtype);
+    let dnssec_ok = q.edns.as_ref().is_some_and(|e| e.dnssec_ok);
+    let r = resolve(zone, &mut w, qlc, q.qtype, dnssec_ok);
     let truncated = w.truncated;
     w.finish(u16::from(r.rcode), r.aa, st, q, cx, cookie);
     Answered {
@@ -535,7 +560,11 @@ fn lookup<'z>(zone: &'z Zone, qlc: &[u8], qtype: u16, first: bool) -> Found<'z> 
     }
 }
 
-fn resolve<'z>(zone: &'z Zone, w: &mut Writer<'_>, qlc: &[u8], qtype: u16) -> Resolved<'z> {
+fn resolve<'z>(zone: &'z Zone, w: &mut Writer<'_>, qlc: &[u8], qtype: u16, dnssec_ok: bool) -> Resolved<'z> {
+    // names already visited in a CNAME/DNAME chain (loop detection)
+    let mut seen = [0u64; MAX_CHAIN];
+    let mut n_seen = 0usize;
+    looped(&mut seen, &mut n_seen, qlc);
     // current name (lowercase) and where its owner can be pointed at
     let mut cur = [0u8; MAX_NAME];
     let mut cur_len = qlc.len();
@@ -554,7 +583,9 @@ fn resolve<'z>(zone: &'z Zone, w: &mut Writer<'_>, qlc: &[u8], qtype: u16) -> Re
                         kind = Kind::Wildcard;
                     }
                 }
-                if node.flags & F_CNAME != 0 && qtype != T_CNAME {
+                // a CNAME answers every type but CNAME and ANY by restarting
+                // at its target (RFC 1034 4.3.2 3a); ANY matches the CNAME
+                if node.flags & F_CNAME != 0 && qtype != T_CNAME && qtype != T_ANY {
                     let Some(set) = node.get(T_CNAME) else { break };
                     let Some(tpos) = w.rrset(Section::Answer, owner, set) else {
                         return resolved(kind, RCODE_NOERROR, true, rrl);
@@ -567,7 +598,7 @@ fn resolve<'z>(zone: &'z Zone, w: &mut Writer<'_>, qlc: &[u8], qtype: u16) -> Re
                     let tl = target.len();
                     let mut next = [0u8; MAX_NAME];
                     name::lower_into(target, &mut next[..tl]);
-                    if !name::is_at_or_below(&next[..tl], &zone.apex) {
+                    if !name::is_at_or_below(&next[..tl], &zone.apex) || looped(&mut seen, &mut n_seen, &next[..tl]) {
                         return resolved(kind, RCODE_NOERROR, true, rrl);
                     }
                     cur[..tl].copy_from_slice(&next[..tl]);
@@ -581,7 +612,7 @@ fn resolve<'z>(zone: &'z Zone, w: &mut Writer<'_>, qlc: &[u8], qtype: u16) -> Re
                     match node.rrsets.first() {
                         Some(set) => {
                             w.rrset(Section::Answer, owner, set);
-                            w.additional_for(zone, set);
+                            w.additional_for(zone, set, name);
                             return resolved(kind, RCODE_NOERROR, true, rrl);
                         }
                         None => {
@@ -593,7 +624,7 @@ fn resolve<'z>(zone: &'z Zone, w: &mut Writer<'_>, qlc: &[u8], qtype: u16) -> Re
                 match node.get(qtype) {
                     Some(set) => {
                         w.rrset(Section::Answer, owner, set);
-                        w.additional_for(zone, set);
+                        w.additional_for(zone, set, name);
                         return resolved(kind, RCODE_NOERROR, true, rrl);
                     }
                     None => {
@@ -609,10 +640,14 @@ fn resolve<'z>(zone: &'z Zone, w: &mut Writer<'_>, qlc: &[u8], qtype: u16) -> Re
                 if let Some(ns) = node.get(T_NS) {
                     let o = Owner::Name(&node.owner);
                     w.rrset(Section::Authority, o, ns);
-                    if let Some(ds) = node.get(T_DS) {
-                        w.rrset(Section::Authority, o, ds);
+                    // the DS proves a secure delegation: only for DNSSEC-aware
+                    // clients of a signed zone (as Knot does)
+                    if dnssec_ok && zone.signed {
+                        if let Some(ds) = node.get(T_DS) {
+                            w.rrset(Section::Authority, o, ds);
+                        }
                     }
-                    w.additional_for(zone, ns);
+                    w.additional_for(zone, ns, &[]);
                 }
                 return resolved(if first { Kind::Referral } else { kind }, RCODE_NOERROR, !first, rrl);
             }
@@ -638,7 +673,12 @@ fn resolve<'z>(zone: &'z Zone, w: &mut Writer<'_>, qlc: &[u8], qtype: u16) -> Re
                 let Some(tpos) = w.synth_cname(owner, set.ttl, &next[..new_len]) else {
                     return resolved(kind, RCODE_NOERROR, true, rrl);
                 };
-                if !name::is_at_or_below(&next[..new_len], &zone.apex) {
+                // the synthesized CNAME answers a CNAME question; a name
+                // outside the zone or seen before ends the chain
+                if qtype == T_CNAME
+                    || !name::is_at_or_below(&next[..new_len], &zone.apex)
+                    || looped(&mut seen, &mut n_seen, &next[..new_len])
+                {
                     return resolved(kind, RCODE_NOERROR, true, rrl);
                 }
                 // a synthesized target is not in the zone's memory: point at it
@@ -659,6 +699,22 @@ fn resolve<'z>(zone: &'z Zone, w: &mut Writer<'_>, qlc: &[u8], qtype: u16) -> Re
     }
     // chain too long or inconsistent: what we have so far
     resolved(kind, RCODE_NOERROR, true, rrl)
+}
+
+/// Records `name` as visited; true if it was already (a CNAME/DNAME loop).
+fn looped(seen: &mut [u64; MAX_CHAIN], n: &mut usize, name: &[u8]) -> bool {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = rustc_hash::FxBuildHasher.build_hasher();
+    h.write(name);
+    let h = h.finish();
+    if seen[..*n].contains(&h) {
+        return true;
+    }
+    if *n < MAX_CHAIN {
+        seen[*n] = h;
+        *n += 1;
+    }
+    false
 }
 
 fn resolved(kind: Kind, rcode: u8, aa: bool, rrl_name: &[u8]) -> Resolved<'_> {
@@ -920,13 +976,21 @@ impl<'o> Writer<'o> {
         }
     }
 
-    /// A/AAAA for the targets of NS, MX and SRV records in this zone.
-    fn additional_for(&mut self, zone: &Zone, set: &RRset) {
-        if !matches!(set.rtype, T_NS | T_MX | T_SRV) || self.truncated {
+    /// A/AAAA for the targets of NS, MX, SRV, SVCB and HTTPS records in
+    /// this zone (an SVCB/HTTPS ServiceMode target "." means the owner,
+    /// `owner_lc`).
+    fn additional_for(&mut self, zone: &Zone, set: &RRset, owner_lc: &[u8]) {
+        if !matches!(set.rtype, T_NS | T_MX | T_SRV | T_SVCB | T_HTTPS) || self.truncated {
             return;
         }
         for rd in &set.rdata {
-            let Some(t) = rd.target_name() else { continue };
+            let Some(mut t) = rd.target_name() else { continue };
+            if t == b"\0" && matches!(set.rtype, T_SVCB | T_HTTPS) {
+                if rd.wire.starts_with(&[0, 0]) || owner_lc.is_empty() {
+                    continue; // AliasMode "." : no service
+                }
+                t = owner_lc;
+            }
             let mut lc = [0u8; MAX_NAME];
             let lc = &mut lc[..t.len()];
             name::lower_into(t, lc);

@@ -30,6 +30,9 @@ pub const T_SRV: u16 = 33;
 pub const T_DNAME: u16 = 39;
 pub const T_DS: u16 = 43;
 pub const T_RRSIG: u16 = 46;
+pub const T_DNSKEY: u16 = 48;
+pub const T_SVCB: u16 = 64;
+pub const T_HTTPS: u16 = 65;
 pub const T_NSEC: u16 = 47;
 
 /// `$INCLUDE` nesting cap.
@@ -123,6 +126,9 @@ pub struct Zone {
     pub records: usize,
     /// Records skipped with a reason (out of zone, ...), for the operator.
     pub warnings: Vec<String>,
+    /// DNSKEY at the apex: DNSSEC data is served to DO clients (DS in
+    /// referrals).
+    pub signed: bool,
 }
 
 impl Zone {
@@ -291,6 +297,7 @@ impl ZoneBuilder {
             let minimum = u32::from_be_bytes([f[16], f[17], f[18], f[19]]);
             (serial, soa.ttl.min(minimum))
         };
+        let signed = self.nodes.get(&apex[..]).is_some_and(|n| n.get(T_DNSKEY).is_some());
         for (k, n) in self.nodes.iter_mut() {
             let mut f = 0u8;
             if k[..] == apex[..] {
@@ -323,6 +330,7 @@ impl ZoneBuilder {
             nodes: self.nodes,
             records: self.records,
             warnings: self.warnings,
+            signed,
         })
     }
 }
@@ -363,6 +371,13 @@ pub fn encode_rdata(rtype: u16, wire: &[u8]) -> Result<Rdata, String> {
                 return Err("malformed SRV".into());
             }
             rd.target = 6;
+        }
+        T_SVCB | T_HTTPS => {
+            if wire.len() < 3 {
+                return Err("malformed SVCB/HTTPS".into());
+            }
+            need(2)?;
+            rd.target = 2;
         }
         T_SOA => {
             let l1 = need(0)?;
@@ -548,7 +563,36 @@ fn add_scanned(b: &mut ZoneBuilder, rec: &Record<ScannedDname, ScannedRecordData
     rec.data()
         .compose_rdata(&mut rdata)
         .map_err(|_| "rdata too long".to_string())?;
-    b.add(&owner, rec.rtype().to_int(), rec.ttl().as_secs(), &rdata)
+    let rtype = rec.rtype().to_int();
+    expand_at_in_rdata(rtype, &mut rdata);
+    b.add(&owner, rtype, rec.ttl().as_secs(), &rdata)
+}
+
+/// `domain` 0.12.3 reads a bare `@` inside record data as a relative label
+/// "@" (so `CNAME @` becomes `\@.<origin>`), where every other server reads
+/// the origin. A name in rdata whose first label is exactly "@" is therefore
+/// taken as the origin: the label is dropped (the origin follows it).
+fn expand_at_in_rdata(rtype: u16, rd: &mut Vec<u8>) {
+    let offsets: &[usize] = match rtype {
+        T_NS | T_CNAME | T_PTR | T_DNAME => &[0],
+        T_MX | T_SVCB | T_HTTPS => &[2],
+        T_SRV => &[6],
+        T_SOA => &[0, usize::MAX],
+        _ => return,
+    };
+    let mut i = 0;
+    while i < offsets.len() {
+        let at = if offsets[i] == usize::MAX {
+            // SOA RNAME follows MNAME
+            name::wire_len(rd).unwrap_or(rd.len())
+        } else {
+            offsets[i]
+        };
+        if rd.get(at..at + 2) == Some(&[1, b'@'][..]) && rd.get(at + 2).is_some() {
+            rd.drain(at..at + 2);
+        }
+        i += 1;
+    }
 }
 
 /// All zones served, by lowercased apex. Cheap to clone (zones are `Arc`s):
@@ -710,6 +754,22 @@ odd IN TYPE65534 \# 3 010203
         let t = "$ORIGIN example.com.\n@ 3600 IN SOA ns1 h 1 2 3 4 5\nR NS ns0\n*.w TXT \"ha#]\"b\"\" dc h ";
         let e = load_str(t, "example.com.").unwrap_err();
         assert!(e.to_string().contains("parser failed"), "{e}");
+    }
+
+    #[test]
+    fn at_in_rdata_is_the_origin() {
+        let t = "$ORIGIN example.com.\n@ 3600 IN SOA @ h.@ 1 2 3 4 5\n@ NS ns\n$ORIGIN shop.example.com.\nwww CNAME @\n@ MX 10 @\n";
+        let z = load_str(t, "example.com.").unwrap();
+        let c = z
+            .node(b"\x03www\x04shop\x07example\x03com\x00")
+            .unwrap()
+            .get(T_CNAME)
+            .unwrap();
+        assert_eq!(&c.rdata[0].wire[..], b"\x04shop\x07example\x03com\x00");
+        let mx = z.node(b"\x04shop\x07example\x03com\x00").unwrap().get(T_MX).unwrap();
+        assert_eq!(&mx.rdata[0].wire[2..], b"\x04shop\x07example\x03com\x00");
+        let soa = z.soa().unwrap();
+        assert!(soa.rdata[0].wire.starts_with(b"\x07example\x03com\x00"));
     }
 
     #[test]
