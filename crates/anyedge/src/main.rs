@@ -15,6 +15,7 @@ mod config;
 mod ctl;
 mod demo;
 mod dns;
+mod dnscompare;
 mod forward;
 mod health;
 mod lab;
@@ -80,6 +81,11 @@ enum Cmd {
     },
     /// A multi-PoP anycast lab in network namespaces (root): client, BIRD
     /// router with BFD and ECMP, two PoPs running anyedge, two nginx backends.
+    /// DNS tools.
+    Dns {
+        #[command(subcommand)]
+        action: DnsAction,
+    },
     Lab {
         #[command(subcommand)]
         action: LabAction,
@@ -116,6 +122,15 @@ enum CtlAction {
     /// Reload one DNS zone from its file (the old version keeps serving if
     /// the new one has errors, which are printed).
     ReloadZone { zone: String },
+}
+
+#[derive(Subcommand)]
+enum DnsAction {
+    /// Ask two name servers the same questions about a zone (every name and
+    /// type, plus negative probes) and print every difference in their
+    /// answers: the check before switching the registry's NS records.
+    /// Exit 0: same; 1: different; 2: error.
+    Compare(dnscompare::CompareArgs),
 }
 
 #[derive(Subcommand, Clone, Copy)]
@@ -189,6 +204,15 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Dns {
+            action: DnsAction::Compare(args),
+        } => match dnscompare::run(&args) {
+            Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(2)),
+            Err(e) => {
+                eprintln!("anyedge dns compare: {e:#}");
+                ExitCode::from(2)
+            }
+        },
         Cmd::Lab { action, name, dir } => {
             let lab = lab::Lab::new(&name, &dir);
             let r = match action {
