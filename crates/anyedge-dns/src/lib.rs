@@ -6,11 +6,14 @@
 //!   RFC 2308, RFC 4592, RFC 6672, EDNS, NSID, cookies, RFC 8482).
 //! - [`compare`]: the difference between two servers' answers to the same
 //!   question (migration safety check and conformance tests).
+//! - [`xfr`]: zone transfers (AXFR/IXFR both ways, a journal of
+//!   differences), NOTIFY, TSIG, and a secondary's refresh timing.
 #![forbid(unsafe_code)]
 
 pub mod answer;
 pub mod compare;
 pub mod cookie;
-pub mod name;
-pub mod zone;
 pub mod fuzz_check;
+pub mod name;
+pub mod xfr;
+pub mod zone;

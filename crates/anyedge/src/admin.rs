@@ -784,7 +784,12 @@ impl Collector for EdgeCollector {
                 "anyedge_xdp_packets",
                 "Packets judged by the XDP fast path (layer=xdp), by verdict and reason.",
                 &c.iter()
-                    .map(|c| (vec![("verdict", if c.drop { "drop" } else { "pass" }), ("reason", c.name)], c.packets))
+                    .map(|c| {
+                        (
+                            vec![("verdict", if c.drop { "drop" } else { "pass" }), ("reason", c.name)],
+                            c.packets,
+                        )
+                    })
                     .collect::<Vec<_>>(),
             )?;
         }

@@ -18,10 +18,10 @@ use toml::Spanned;
 
 mod dns;
 mod xdp;
+pub use dns::{canonical_name, DnsConfig, TsigAlgorithm, TsigKey, ZoneConfig, ZoneSource};
 pub use xdp::XdpConfig;
 #[cfg_attr(not(feature = "xdp"), allow(unused_imports))]
 pub use xdp::XdpMode;
-pub use dns::{canonical_name, DnsConfig, RrlConfig, TsigAlgorithm, TsigKey, ZoneConfig, ZoneSource};
 
 /// The configuration compiled into the binary: used by `anyedge run` without
 /// `-c` and by `anyedge demo`.
@@ -1301,7 +1301,9 @@ address = "127.0.0.1:9001"
     fn xdp_section_parses_and_checks() {
         let base = "[pop]\nname = \"p\"\n[xdp]\n";
         let c = Config::parse(
-            &format!("{base}interfaces = [\"eth0\"]\nmode = \"generic\"\ndns_queries_per_address = {{ per_second = 5 }}\n"),
+            &format!(
+                "{base}interfaces = [\"eth0\"]\nmode = \"generic\"\ndns_queries_per_address = {{ per_second = 5 }}\n"
+            ),
             "t.toml",
         )
         .unwrap();
@@ -1310,7 +1312,11 @@ address = "127.0.0.1:9001"
         assert_eq!(x.dns_per_address.map(|r| (r.per_second, r.burst)), Some((5, 5)));
         let e = Config::parse(&format!("{base}interfaces = []\n"), "t.toml").unwrap_err();
         assert_eq!(e.field, "xdp.interfaces");
-        let e = Config::parse(&format!("{base}interfaces = [\"eth0\"]\ndestinations = [\"nope\"]\n"), "t.toml").unwrap_err();
+        let e = Config::parse(
+            &format!("{base}interfaces = [\"eth0\"]\ndestinations = [\"nope\"]\n"),
+            "t.toml",
+        )
+        .unwrap_err();
         assert_eq!((e.line, e.field.as_str()), (5, "xdp.destinations[0]"));
     }
 
@@ -1319,8 +1325,11 @@ address = "127.0.0.1:9001"
         let base = "[pop]\nname = \"p\"\n[dns]\nlisten = [\"127.0.0.1:5353\"]\n";
         let e = Config::parse(&format!("{base}cookie_secret = \"abc\"\n"), "t.toml").unwrap_err();
         assert_eq!((e.line, e.field.as_str()), (5, "dns.cookie_secret"), "{e}");
-        let e = Config::parse(&format!("{base}[[dns.zone]]\nname = \"example.com\"\nkey = \"nope\"\nfile = \"z\"\n"), "t.toml")
-            .unwrap_err();
+        let e = Config::parse(
+            &format!("{base}[[dns.zone]]\nname = \"example.com\"\nkey = \"nope\"\nfile = \"z\"\n"),
+            "t.toml",
+        )
+        .unwrap_err();
         assert_eq!((e.line, e.field.as_str()), (7, "dns.zone[0].key"), "{e}");
         let e = Config::parse(&format!("{base}[[dns.zone]]\nname = \"example.com\"\n"), "t.toml").unwrap_err();
         assert!(e.message.contains("needs `file`"), "{e}");
@@ -1328,10 +1337,19 @@ address = "127.0.0.1:9001"
         assert_eq!(e.field, "dns.rrl.rate");
         let e = Config::parse(&format!("{base}udp_payload = 100\n"), "t.toml").unwrap_err();
         assert_eq!(e.field, "dns.udp_payload");
-        let ok = Config::parse(&format!("{base}[[dns.zone]]\nname = \"Example.COM\"\nprimary = [\"192.0.2.1\"]\n"), "t.toml").unwrap();
+        let ok = Config::parse(
+            &format!("{base}[[dns.zone]]\nname = \"Example.COM\"\nprimary = [\"192.0.2.1\"]\n"),
+            "t.toml",
+        )
+        .unwrap();
         let z = &ok.dns.unwrap().zones[0];
         assert_eq!(z.name, "example.com.");
-        assert_eq!(z.source, ZoneSource::Secondary { primaries: vec!["192.0.2.1:53".parse().unwrap()] });
+        assert_eq!(
+            z.source,
+            ZoneSource::Secondary {
+                primaries: vec!["192.0.2.1:53".parse().unwrap()]
+            }
+        );
     }
 
     #[test]

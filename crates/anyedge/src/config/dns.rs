@@ -387,7 +387,7 @@ pub(super) fn parse_dns(cx: &Ctx<'_>, d: RawDns, base_dir: &Path) -> Result<DnsC
             (None, true) => {
                 return Err(cx.err(
                     z.name.span(),
-                    format!("{f}"),
+                    f.clone(),
                     "needs `file` (we are primary) or `primary` (we are secondary)",
                 ));
             }

@@ -10,6 +10,7 @@
 //!   everything first, then swaps; in-flight queries finish on the old one.
 
 mod udp;
+mod xfr;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -99,6 +100,8 @@ pub struct Dns {
     tcp_open: AtomicU32,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     tcp_tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Zone transfers in and out, NOTIFY.
+    xfr: xfr::Xfr,
 }
 
 fn settings_of(cfg: &DnsConfig, pop: &str) -> Settings {
@@ -243,6 +246,7 @@ impl Dns {
             tcp_open: AtomicU32::new(0),
             threads: Mutex::new(Vec::new()),
             tcp_tasks: Mutex::new(Vec::new()),
+            xfr: xfr::Xfr::new(),
         });
         let workers = cfg.workers.map_or(workers, |w| w.get() as usize).max(1);
         // bind everything first: a port in use fails the start cleanly
@@ -277,6 +281,7 @@ impl Dns {
         for a in &cfg.listen {
             info!(addr = %a, workers, zones = cfg.zones.len(), "dns listening (udp+tcp)");
         }
+        xfr::start(&dns);
         Ok(dns)
     }
 
@@ -308,6 +313,7 @@ impl Dns {
             e.clear();
             e.extend(errors.iter().cloned());
         }
+        xfr::reloaded(self, &old);
         errors
     }
 
@@ -328,7 +334,9 @@ impl Dns {
         match r {
             Ok(z) => {
                 let serial = z.serial;
+                let old = self.zones.load_full();
                 self.install(z);
+                xfr::reloaded(self, &old);
                 if let Ok(mut e) = self.errors.lock() {
                     e.remove(&canon);
                 }
@@ -416,6 +424,7 @@ impl Dns {
     /// listeners close.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
+        self.xfr.stop();
         if let Ok(mut t) = self.tcp_tasks.lock() {
             for h in t.drain(..) {
                 h.abort();
@@ -479,9 +488,13 @@ impl Dns {
                     now,
                 };
                 let a = answer::answer(&zones, &st, q, &cx, out);
-                if a.special.is_some() {
-                    // NOTIFY over UDP is the transfer module's business
-                    out.clear();
+                match a.special {
+                    Some(answer::Special::Notify) => xfr::notify(self, q, src, out),
+                    Some(_) => out.clear(),
+                    None if a.rcode == u16::from(answer::RCODE_NOTAUTH) => {
+                        xfr::signed_soa(self, q, src, out);
+                    }
+                    None => {}
                 }
                 // RRL (UDP only): a valid server cookie proves the source
                 // address, so such clients are never limited.
@@ -552,6 +565,8 @@ impl Dns {
 
     /// One TCP connection: length-prefixed queries, answered in order;
     /// responses are batched into one write while more queries are buffered.
+    /// A zone transfer request is streamed by the transfer module once the
+    /// responses before it are written.
     async fn tcp_conn(&self, s: tokio::net::TcpStream, peer: SocketAddr, c: &Counters) {
         let _ = s.set_nodelay(true);
         let (mut rd, mut wr) = s.into_split();
@@ -561,13 +576,20 @@ impl Dns {
         let mut chunk = vec![0u8; 16384];
         loop {
             let idle = self.cfg.load().tcp_idle_timeout;
-            let n = match tokio::time::timeout(idle, rd.read(&mut chunk)).await {
-                Ok(Ok(0)) | Err(_) => return,
-                Ok(Ok(n)) => n,
-                Ok(Err(_)) => return,
+            // no read while a whole query is still buffered (after a transfer)
+            let buffered = inbuf.len() >= 2 && inbuf.len() >= 2 + usize::from(u16::from_be_bytes([inbuf[0], inbuf[1]]));
+            let n = if buffered {
+                0
+            } else {
+                match tokio::time::timeout(idle, rd.read(&mut chunk)).await {
+                    Ok(Ok(0)) | Err(_) => return,
+                    Ok(Ok(n)) => n,
+                    Ok(Err(_)) => return,
+                }
             };
             inbuf.extend_from_slice(&chunk[..n]);
             let mut at = 0usize;
+            let mut transfer: Option<Vec<u8>> = None;
             let zones = self.zones.load();
             let st = self.settings.load();
             let now = unix_now();
@@ -579,16 +601,24 @@ impl Dns {
                 let q = &inbuf[at + 2..at + 2 + len];
                 at += 2 + len;
                 c.tcp_queries.fetch_add(1, Ordering::Relaxed);
+                if anyedge_dns::xfr::is_transfer_request(q) {
+                    // streamed by the transfer module after what is queued
+                    transfer = Some(q.to_vec());
+                    break;
+                }
                 let cx = Context {
                     src: peer.ip(),
                     tcp: true,
                     now,
                 };
                 let a = answer::answer(&zones, &st, q, &cx, &mut resp);
-                if a.special.is_some() {
-                    // zone transfers are served by the transfer module
-                    resp.clear();
-                    answer::refuse(q, &mut resp);
+                match a.special {
+                    Some(answer::Special::Notify) => xfr::notify(self, q, peer, &mut resp),
+                    Some(_) => answer::refuse(q, &mut resp),
+                    None if a.rcode == u16::from(answer::RCODE_NOTAUTH) => {
+                        xfr::signed_soa(self, q, peer, &mut resp);
+                    }
+                    None => {}
                 }
                 self.count(c, &a, !resp.is_empty());
                 if resp.is_empty() {
@@ -597,6 +627,7 @@ impl Dns {
                 outbuf.extend_from_slice(&(resp.len() as u16).to_be_bytes());
                 outbuf.extend_from_slice(&resp);
             }
+            drop((zones, st));
             inbuf.drain(..at);
             if inbuf.len() > 2 + 65535 {
                 return;
@@ -606,6 +637,11 @@ impl Dns {
                     return;
                 }
                 outbuf.clear();
+            }
+            if let Some(q) = transfer {
+                if xfr::serve_transfer(self, &q, peer, &mut wr).await.is_err() {
+                    return;
+                }
             }
         }
     }
