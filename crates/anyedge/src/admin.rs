@@ -518,6 +518,17 @@ fn dns_metrics(enc: &mut DescriptorEncoder, d: &crate::dns::Dns) -> std::fmt::Re
         "DNS TCP connections closed at once because of dns.tcp_max_connections.",
         &[(vec![], s.tcp_refused_cap)],
     )?;
+    counter(
+        enc,
+        "anyedge_dns_transfers",
+        "Zone transfers: pulled as secondary (axfr_in, ixfr_in), served, refused.",
+        &[
+            (vec![("kind", "axfr_in")], s.axfr_in),
+            (vec![("kind", "ixfr_in")], s.ixfr_in),
+            (vec![("kind", "served")], s.transfers_served),
+            (vec![("kind", "refused")], s.transfers_refused),
+        ],
+    )?;
     let zones = d.zone_status();
     gauge(
         enc,

@@ -340,11 +340,15 @@ acl:
         soa_serial(knot.addr) == Some(2024010101)
     });
 
+    let state = tempfile::tempdir().unwrap();
     let cfg = format!(
         "{}\n[[dns.zone]]\nname = \"{APEX}\"\nprimary = [\"127.0.0.1:{kport}\"]\nkey = \"xfr-key\"\n",
-        anyedge_head(aport)
+        anyedge_head(aport).replace(
+            "[dns]\n",
+            &format!("[dns]\nstate_dir = \"{}\"\n", state.path().display())
+        ),
     );
-    let ours = common::Anyedge::start(&cfg, aaddr);
+    let mut ours = common::Anyedge::start(&cfg, aaddr);
     ours.wait_log("kind=AXFR serial=2024010101", 1, Duration::from_secs(10));
     wait_until("anyedge serves the transferred zone", Duration::from_secs(5), || {
         a_records(aaddr, "www.example.com.") == [Ipv4Addr::new(192, 0, 2, 10)]
@@ -367,6 +371,20 @@ acl:
     assert_eq!(log.matches("kind=AXFR").count(), 1, "{log}");
     // unchanged data still there
     assert_eq!(a_records(aaddr, "www.example.com."), [Ipv4Addr::new(192, 0, 2, 10)]);
+
+    // the primary goes away and the PoP restarts: the saved copy answers at
+    // once (no REFUSED window while a transfer cannot happen)
+    drop(knot);
+    wait_until("the saved copy is written", Duration::from_secs(5), || {
+        std::fs::read_dir(state.path()).map(|d| d.count() > 0).unwrap_or(false)
+    });
+    ours.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(ours.wait_exit(Duration::from_secs(10)).is_some());
+    drop(ours);
+    let ours = common::Anyedge::start(&cfg, aaddr);
+    ours.wait_log("loaded from its saved copy", 1, Duration::from_secs(5));
+    assert_eq!(soa_serial(aaddr), Some(2024010102));
+    assert_eq!(a_records(aaddr, "new.example.com."), [Ipv4Addr::new(192, 0, 2, 99)]);
 }
 
 #[test]

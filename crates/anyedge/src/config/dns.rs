@@ -28,6 +28,9 @@ pub struct DnsConfig {
     pub rrl: Option<RrlConfig>,
     pub tsig_keys: Vec<TsigKey>,
     pub zones: Vec<ZoneConfig>,
+    /// Where secondary zones are saved after each transfer (and loaded from
+    /// at start, unless older than their SOA expire). None: not saved.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Response rate limiting (Knot-style). UDP only; a valid server cookie
@@ -104,6 +107,8 @@ pub(super) struct RawDns {
     tsig_keys: Vec<RawTsig>,
     #[serde(default, rename = "zone")]
     zones: Vec<RawZone>,
+    #[serde(default)]
+    state_dir: Option<String>,
 }
 
 fn d_udp_payload() -> Spanned<u16> {
@@ -445,5 +450,13 @@ pub(super) fn parse_dns(cx: &Ctx<'_>, d: RawDns, base_dir: &Path) -> Result<DnsC
         rrl,
         tsig_keys,
         zones,
+        state_dir: d.state_dir.map(|p| {
+            let p = PathBuf::from(p);
+            if p.is_absolute() {
+                p
+            } else {
+                base_dir.join(p)
+            }
+        }),
     })
 }

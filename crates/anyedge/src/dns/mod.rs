@@ -73,6 +73,10 @@ pub struct StatsSnapshot {
     pub rrl_would_limit: u64,
     pub cookies_valid: u64,
     pub tcp_refused_cap: u64,
+    pub axfr_in: u64,
+    pub ixfr_in: u64,
+    pub transfers_served: u64,
+    pub transfers_refused: u64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -191,11 +195,81 @@ pub fn load_zones(cfg: &DnsConfig, old: Option<&ZoneSet>) -> (ZoneSet, Vec<(Stri
                 // transferred zones carry over; the transfer task refreshes them
                 if let Some(prev) = old.and_then(|o| o.get(&apex)) {
                     set.insert(prev.clone());
+                } else if let Some(saved) = cfg.state_dir.as_deref().and_then(|d| load_saved(d, &z.name, &apex)) {
+                    set.insert(Arc::new(saved));
                 }
             }
         }
     }
     (set, errors)
+}
+
+fn saved_path(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    dir.join(format!("{}zone", name.trim_end_matches('.').to_string() + "."))
+}
+
+/// A secondary zone saved by [`save_zone`], unless it is older than its SOA
+/// expire (then it must not be served: the primary may have changed it).
+fn load_saved(dir: &std::path::Path, name: &str, apex: &[u8]) -> Option<Zone> {
+    let path = saved_path(dir, name);
+    let bytes = std::fs::read(&path).ok()?;
+    let age = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .unwrap_or_default();
+    match zone::load_dump(&bytes, apex) {
+        Ok(z) => {
+            let expire = soa_expire(&z);
+            if age > expire {
+                warn!(zone = %name, age = ?age, ?expire, "saved copy is older than the SOA expire; not served until a transfer succeeds");
+                return None;
+            }
+            info!(zone = %name, serial = z.serial, records = z.records, age = ?age, "secondary zone loaded from its saved copy");
+            Some(z)
+        }
+        Err(e) => {
+            warn!(zone = %name, path = %path.display(), error = %e, "saved copy unreadable; waiting for a transfer");
+            None
+        }
+    }
+}
+
+fn soa_expire(z: &Zone) -> Duration {
+    z.soa()
+        .and_then(|s| s.rdata.first())
+        .and_then(|rd| {
+            let w = &rd.wire;
+            let l1 = anyedge_dns::name::wire_len(w)?;
+            let l2 = anyedge_dns::name::wire_len(&w[l1..])?;
+            let f = w.get(l1 + l2 + 12..l1 + l2 + 16)?;
+            Some(Duration::from_secs(u64::from(u32::from_be_bytes([
+                f[0], f[1], f[2], f[3],
+            ]))))
+        })
+        .unwrap_or(Duration::from_secs(7 * 86400))
+}
+
+/// Saves a transferred zone (write a temporary file, then rename); called
+/// after each successful transfer, and `touch`es it after each successful
+/// refresh check so its age is the time since the primary last confirmed it.
+pub(crate) fn save_zone(dir: &std::path::Path, name: &str, z: &Zone) {
+    let path = saved_path(dir, name);
+    let tmp = path.with_extension("zone.tmp");
+    let r = std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&tmp, z.dump()))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = r {
+        warn!(zone = %name, path = %path.display(), error = %e, "cannot save the transferred zone");
+    }
+}
+
+/// Marks the saved copy as confirmed by the primary now.
+pub(crate) fn touch_saved(dir: &std::path::Path, name: &str) {
+    let path = saved_path(dir, name);
+    if let Ok(f) = std::fs::File::options().write(true).open(&path) {
+        let _ = f.set_modified(SystemTime::now());
+    }
 }
 
 /// Wire form of a presentation name (already validated by the config).
@@ -310,7 +384,15 @@ impl Dns {
         }
         self.cfg.store(Arc::new(cfg.clone()));
         if let Ok(mut e) = self.errors.lock() {
-            e.clear();
+            // file zones were all just (re)loaded; a secondary's refresh
+            // error stands until its next refresh
+            let secondaries: std::collections::HashSet<&str> = cfg
+                .zones
+                .iter()
+                .filter(|z| matches!(z.source, ZoneSource::Secondary { .. }))
+                .map(|z| z.name.as_str())
+                .collect();
+            e.retain(|zone, _| secondaries.contains(zone.as_str()));
             e.extend(errors.iter().cloned());
         }
         xfr::reloaded(self, &old);
@@ -417,6 +499,10 @@ impl Dns {
                 s.tcp_refused_cap += r(&c.tcp_refused_cap);
             }
         }
+        s.axfr_in = r(&self.xfr.axfr_in);
+        s.ixfr_in = r(&self.xfr.ixfr_in);
+        s.transfers_served = r(&self.xfr.served_out);
+        s.transfers_refused = r(&self.xfr.refused_out);
         s
     }
 

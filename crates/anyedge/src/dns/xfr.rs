@@ -68,8 +68,11 @@ pub(super) struct Xfr {
     log_refused: LogLimiter,
     log_notify: LogLimiter,
     /// Transfers in, by kind.
-    axfr_in: AtomicU64,
-    ixfr_in: AtomicU64,
+    pub(super) axfr_in: AtomicU64,
+    pub(super) ixfr_in: AtomicU64,
+    /// Transfers served, and requests refused (policy or TSIG).
+    pub(super) served_out: AtomicU64,
+    pub(super) refused_out: AtomicU64,
 }
 
 /// The task keeping one secondary zone current.
@@ -106,6 +109,8 @@ impl Xfr {
             log_notify: LogLimiter::new(5),
             axfr_in: AtomicU64::new(0),
             ixfr_in: AtomicU64::new(0),
+            served_out: AtomicU64::new(0),
+            refused_out: AtomicU64::new(0),
         }
     }
 
@@ -476,6 +481,19 @@ async fn run_secondary(
                             key: zone_key(&cfg, &zc).ok().flatten(),
                         });
                     }
+                }
+                // keep a copy on disk: a restarted PoP serves it at once
+                if let Some(dir) = dns.cfg.load().state_dir.clone() {
+                    let changed = current.as_ref().is_none_or(|c| !Arc::ptr_eq(c, &zone));
+                    let (name, z) = (zc.name.clone(), zone.clone());
+                    let _ = tokio::task::spawn_blocking(move || {
+                        if changed {
+                            super::save_zone(&dir, &name, &z);
+                        } else {
+                            super::touch_saved(&dir, &name);
+                        }
+                    })
+                    .await;
                 }
                 if let Ok(mut l) = last.lock() {
                     *l = Some(zone.clone());
@@ -947,7 +965,10 @@ pub(super) async fn serve_transfer<W: AsyncWrite + Unpin>(
     let t = Instant::now();
     let (msg, plan, mut seq, opt, name) = match prepare(dns, q, peer) {
         Prepared::Reply(r) if r.is_empty() => return Ok(()),
-        Prepared::Reply(r) => return write_msg(wr, &r).await,
+        Prepared::Reply(r) => {
+            dns.xfr.refused_out.fetch_add(1, Ordering::Relaxed);
+            return write_msg(wr, &r).await;
+        }
         Prepared::Serve {
             msg,
             plan,
@@ -980,6 +1001,7 @@ pub(super) async fn serve_transfer<W: AsyncWrite + Unpin>(
         took = ?t.elapsed(),
         "zone transfer served"
     );
+    dns.xfr.served_out.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }
 
