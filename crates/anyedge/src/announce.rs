@@ -54,6 +54,8 @@ pub struct PeerStatus {
 
 pub struct Announcer {
     edge: Arc<Edge>,
+    /// For prefixes with `dns = true`.
+    dns: Option<Arc<crate::dns::Dns>>,
     prefixes: Mutex<BTreeMap<String, PrefixState>>,
     /// Flap damping per prefix (health-caused withdrawals only).
     damping: Mutex<BTreeMap<String, Damping>>,
@@ -73,7 +75,7 @@ fn prefix_str(p: &(IpAddr, u8)) -> String {
 
 impl Announcer {
     /// Starts the peer drivers and the controller.
-    pub fn start(edge: Arc<Edge>, bgp: &BgpConfig) -> Arc<Announcer> {
+    pub fn start(edge: Arc<Edge>, bgp: &BgpConfig, dns: Option<Arc<crate::dns::Dns>>) -> Arc<Announcer> {
         let (stop_tx, stop_rx) = watch::channel(None);
         let mut peers = Vec::new();
         let mut route_tx = Vec::new();
@@ -103,6 +105,7 @@ impl Announcer {
         }
         let a = Arc::new(Announcer {
             edge,
+            dns,
             prefixes: Mutex::new(BTreeMap::new()),
             damping: Mutex::new(BTreeMap::new()),
             peers,
@@ -128,6 +131,16 @@ impl Announcer {
 
     /// Is `ac`'s traffic servable here? (None = yes, Some(reason) = no)
     fn health(&self, ac: &AnycastConfig) -> Option<String> {
+        if ac.dns {
+            match &self.dns {
+                None => return Some("DNS server not running".into()),
+                Some(d) => {
+                    if let Err(why) = d.serving_all() {
+                        return Some(why);
+                    }
+                }
+            }
+        }
         for name in &ac.services {
             let Some(svc) = self.edge.service(name) else {
                 return Some(format!("service {name:?} not running"));

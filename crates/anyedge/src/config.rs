@@ -136,6 +136,9 @@ pub struct AnycastConfig {
     /// GRACEFUL_SHUTDOWN, RFC 8326, is always added).
     pub drain_prepend: u8,
     pub drain_communities: Vec<u32>,
+    /// Also requires the DNS server to serve every configured zone (an
+    /// anycast name-server address).
+    pub dns: bool,
 }
 
 /// The admin HTTP API. A non-loopback `listen` without a token cannot be
@@ -316,6 +319,8 @@ struct RawAnycast {
     drain_prepend: Option<Spanned<u8>>,
     #[serde(default)]
     drain_communities: Vec<Spanned<String>>,
+    #[serde(default)]
+    dns: Option<Spanned<bool>>,
 }
 fn d_min_healthy() -> u32 {
     1
@@ -736,6 +741,11 @@ impl Config {
             None => None,
             Some(x) => Some(xdp::parse_xdp(&cx, x)?),
         };
+        if dns.is_none() {
+            if let Some(i) = anycast.iter().position(|a| a.dns) {
+                return Err(cx.err(0..0, format!("anycast[{i}].dns"), "needs a [dns] section"));
+            }
+        }
         if !anycast.is_empty() && bgp.is_none() {
             return Err(cx.err(0..0, "anycast", "anycast prefixes need a [bgp] section to be announced"));
         }
@@ -999,6 +1009,7 @@ fn parse_anycast(
         med: a.med,
         drain_prepend,
         drain_communities,
+        dns: a.dns.as_ref().is_some_and(|d| *d.get_ref()),
     })
 }
 

@@ -408,7 +408,7 @@ async fn daemon(
         Some(d) => Some(dns::Dns::start(d, &pop_name, workers, &dns_rts)?),
         None => None,
     };
-    let announcer = bgp.as_ref().map(|b| announce::Announcer::start(edge.clone(), b));
+    let announcer = bgp.as_ref().map(|b| announce::Announcer::start(edge.clone(), b, dns.clone()));
     let ctl = Arc::new(admin::Control {
         edge: edge.clone(),
         config_path: path.clone(),

@@ -314,3 +314,71 @@ fn compression_loops_and_oversized_queries_get_formerr_or_silence() {
     // still serving
     assert_eq!(udp(dns, &query(9, "www.example.com", 1, false, &[])).unwrap().rcode, 0);
 }
+
+/// An anycast prefix with `dns = true` is announced only while every zone
+/// is loaded: a secondary zone still waiting for its first transfer keeps
+/// it withdrawn (this PoP would answer REFUSED for it).
+#[test]
+fn anycast_dns_prefix_waits_for_every_zone() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("example.com.zone"), ZONE_V1).unwrap();
+    let (port, admin_port, dead) = (free_port(), free_port(), free_port());
+    let dns = SocketAddr::from(([127, 0, 0, 1], port));
+    let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
+    let cfg = |secondary: bool| {
+        format!(
+            r#"
+[pop]
+name = "pop-dns"
+[admin]
+listen = "{admin}"
+[bgp]
+asn = 65001
+router_id = "198.18.0.1"
+connect_retry = "200ms"
+[[bgp.peer]]
+name = "router"
+address = "127.0.0.1"
+port = {dead}
+asn = 65000
+[[anycast]]
+prefix = "192.0.2.53/32"
+dns = true
+[dns]
+listen = ["{dns}"]
+[[dns.zone]]
+name = "example.com"
+file = "{}"
+{}
+"#,
+            dir.path().join("example.com.zone").display(),
+            if secondary {
+                format!("[[dns.zone]]\nname = \"example.net\"\nprimary = [\"127.0.0.1:{dead}\"]\n")
+            } else {
+                String::new()
+            }
+        )
+    };
+    let e = Anyedge::start(&cfg(true), dns);
+    let state = || {
+        let (_, body) = http(admin, "GET", "/api/v1/status", None);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        (
+            v["anycast"][0]["state"].as_str().unwrap_or("").to_string(),
+            v["anycast"][0]["reason"].to_string(),
+        )
+    };
+    std::thread::sleep(Duration::from_millis(400));
+    let (st, why) = state();
+    assert_ne!(st, "announced", "{why}");
+    assert!(why.contains("example.net") && why.contains("not loaded"), "{why}");
+    // without the unloadable zone the prefix is announced
+    e.rewrite_config(&cfg(false));
+    e.signal(nix::sys::signal::Signal::SIGHUP);
+    e.wait_log("reload applied", 1, Duration::from_secs(5));
+    let t = std::time::Instant::now();
+    while state().0 != "announced" && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(state().0, "announced", "{}", state().1);
+}

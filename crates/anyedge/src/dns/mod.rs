@@ -445,6 +445,21 @@ impl Dns {
         });
     }
 
+    /// Ok if every configured zone is loaded (for anycast prefixes with
+    /// `dns = true`: a PoP that cannot answer for a zone must not attract
+    /// its queries); otherwise why not.
+    pub fn serving_all(&self) -> Result<(), String> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Err("DNS server stopped".into());
+        }
+        let cfg = self.cfg.load();
+        let zones = self.zones.load();
+        match cfg.zones.iter().find(|z| zones.get(&domain_wire(&z.name)).is_none()) {
+            Some(z) => Err(format!("DNS zone {} is not loaded (transfer pending, failed or expired)", z.name)),
+            None => Ok(()),
+        }
+    }
+
     pub fn zone_status(&self) -> Vec<ZoneStatus> {
         let cfg = self.cfg.load_full();
         let zones = self.zones.load_full();
