@@ -1147,6 +1147,7 @@ mod tests {
             rrl: None,
             tsig_keys: vec![tsig(SECRET)],
             zones: vec![zone],
+            state_dir: None,
         }
     }
 
