@@ -542,13 +542,16 @@ fn scan_unguarded(
             }
         })?;
         // `current_offset` stops inside or just after the entry's last line
-        let here = line_of(zf.current_offset().saturating_sub(1));
+        // (computed only when needed: counting lines per record would make
+        // loading quadratic in the file size)
+        let at = zf.current_offset().saturating_sub(1);
+        let here = || line_of(at);
         match entry {
             None => return Ok(()),
             Some(Entry::Record(rec)) => {
                 add_scanned(b, &rec).map_err(|msg| ZoneError::Record {
                     file: file.to_string(),
-                    line: here,
+                    line: here(),
                     record: format!("{} {} {}", rec.owner(), rec.rtype(), rec.data()),
                     msg,
                 })?;
@@ -557,7 +560,7 @@ fn scan_unguarded(
                 path,
                 origin: inc_origin,
             }) => {
-                let line = here;
+                let line = here();
                 let err = |msg: String| ZoneError::Syntax {
                     file: file.to_string(),
                     line,
