@@ -405,10 +405,23 @@ async fn daemon(
         let _ = edge.fast_path.set(fp);
     }
     let dns = match &dns_cfg {
-        Some(d) => Some(dns::Dns::start(d, &pop_name, workers, &dns_rts)?),
+        Some(d) => {
+            // Loading big zones takes a while: stay stoppable meanwhile
+            // (nothing is announced yet, so stopping is just exiting).
+            let (d, pop, rts) = (d.clone(), pop_name.clone(), dns_rts.clone());
+            let load = tokio::task::spawn_blocking(move || dns::Dns::start(&d, &pop, workers, &rts));
+            tokio::select! {
+                r = load => Some(r??),
+                // exit at once: the runtime would otherwise wait for the load
+                _ = term.recv() => { info!("SIGTERM while loading zones: exiting"); std::process::exit(0) }
+                _ = int.recv() => { info!("SIGINT while loading zones: exiting"); std::process::exit(0) }
+            }
+        }
         None => None,
     };
-    let announcer = bgp.as_ref().map(|b| announce::Announcer::start(edge.clone(), b, dns.clone()));
+    let announcer = bgp
+        .as_ref()
+        .map(|b| announce::Announcer::start(edge.clone(), b, dns.clone()));
     let ctl = Arc::new(admin::Control {
         edge: edge.clone(),
         config_path: path.clone(),
