@@ -455,7 +455,10 @@ impl Dns {
         let cfg = self.cfg.load();
         let zones = self.zones.load();
         match cfg.zones.iter().find(|z| zones.get(&domain_wire(&z.name)).is_none()) {
-            Some(z) => Err(format!("DNS zone {} is not loaded (transfer pending, failed or expired)", z.name)),
+            Some(z) => Err(format!(
+                "DNS zone {} is not loaded (transfer pending, failed or expired)",
+                z.name
+            )),
             None => Ok(()),
         }
     }
