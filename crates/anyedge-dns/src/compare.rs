@@ -690,7 +690,11 @@ impl ZoneIndex {
     /// are relative to `apex` until an `$ORIGIN` says otherwise.
     pub fn from_zonefile(text: &[u8], apex: &impl ToName) -> Result<Self, ZoneError> {
         let mut idx = ZoneIndex::new(apex);
-        let mut zf = Zonefile::from(text);
+        // the same SPF workaround as the zone loader
+        let mut zf = match crate::zone::spf_as_generic(text) {
+            Some(t) => Zonefile::from(&t[..]),
+            None => Zonefile::from(text),
+        };
         zf.set_origin(idx.apex.clone());
         zf.set_default_class(Class::IN);
         loop {

@@ -525,7 +525,10 @@ fn scan_unguarded(
     depth: usize,
 ) -> Result<(), ZoneError> {
     let mut zf = Zonefile::with_capacity(text.len());
-    zf.extend_from_slice(text);
+    match spf_as_generic(text) {
+        Some(t) => zf.extend_from_slice(&t),
+        None => zf.extend_from_slice(text),
+    }
     zf.set_origin(origin.clone());
     zf.set_default_class(domain::base::iana::Class::IN);
     // line of a byte offset, for records that parse but are refused
@@ -591,6 +594,133 @@ fn scan_unguarded(
                 read_into(b, &full, o, dir, depth + 1)?;
             }
         }
+    }
+}
+
+/// `domain` 0.12.3 has no SPF (type 99, RFC 7208 4.1 / RFC 4408) text
+/// parser, but BIND-era exports still carry `SPF "v=spf1 ..."` lines. Such
+/// a record's text is rewritten to the generic RFC 3597 form (`TYPE99 \#
+/// len hex`; SPF rdata is TXT's), keeping every line where it was so error
+/// lines stay right. Only single-line SPF records are rewritten; `None`
+/// when nothing needed it.
+pub(crate) fn spf_as_generic(text: &[u8]) -> Option<Vec<u8>> {
+    if !text.windows(3).any(|w| w.eq_ignore_ascii_case(b"spf")) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(text.len() + 64);
+    let mut changed = false;
+    for line in text.split_inclusive(|&c| c == b'\n') {
+        match spf_line(line) {
+            Some(l) => {
+                out.extend_from_slice(&l);
+                changed = true;
+            }
+            None => out.extend_from_slice(line),
+        }
+    }
+    changed.then_some(out)
+}
+
+fn spf_line(line: &[u8]) -> Option<Vec<u8>> {
+    // tokens outside quotes up to a comment: [owner] [ttl] [class] type rdata
+    let starts_with_owner = line.first().is_some_and(|c| !c.is_ascii_whitespace() && *c != b';');
+    let mut i = 0usize;
+    let mut tok = 0usize;
+    loop {
+        while i < line.len() && (line[i] == b' ' || line[i] == b'\t') {
+            i += 1;
+        }
+        if i >= line.len() || matches!(line[i], b';' | b'\n' | b'\r' | b'(' | b'"') {
+            return None;
+        }
+        let start = i;
+        while i < line.len() && !line[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let t = &line[start..i];
+        tok += 1;
+        if tok == 1 && starts_with_owner {
+            continue;
+        }
+        if t[0].is_ascii_digit()
+            || t.eq_ignore_ascii_case(b"IN")
+            || t.eq_ignore_ascii_case(b"CH")
+            || t.eq_ignore_ascii_case(b"HS")
+        {
+            continue;
+        }
+        if !t.eq_ignore_ascii_case(b"SPF") {
+            return None;
+        }
+        let rdata = char_strings(&line[i..])?;
+        let mut l = line[..start].to_vec();
+        l.extend_from_slice(format!("TYPE99 \\# {}", rdata.len()).as_bytes());
+        if !rdata.is_empty() {
+            l.push(b' ');
+            for b in &rdata {
+                l.extend_from_slice(format!("{b:02x}").as_bytes());
+            }
+        }
+        l.push(b'\n');
+        return Some(l);
+    }
+}
+
+/// Character-strings (quoted or bare, with `\X` and `\DDD` escapes) up to
+/// the end of the line or a comment, as wire data.
+fn char_strings(rest: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut i = 0usize;
+    loop {
+        while i < rest.len() && (rest[i] == b' ' || rest[i] == b'\t') {
+            i += 1;
+        }
+        if i >= rest.len() || matches!(rest[i], b';' | b'\n' | b'\r') {
+            return (!out.is_empty()).then_some(out);
+        }
+        if rest[i] == b'(' || rest[i] == b')' {
+            return None;
+        }
+        let quoted = rest[i] == b'"';
+        if quoted {
+            i += 1;
+        }
+        let mut s = Vec::new();
+        while i < rest.len() {
+            let c = rest[i];
+            if quoted && c == b'"' {
+                i += 1;
+                break;
+            }
+            if !quoted && (c.is_ascii_whitespace() || c == b';') {
+                break;
+            }
+            if c == b'\n' {
+                return None; // unterminated quote
+            }
+            if c == b'\\' {
+                let d = rest.get(i + 1..i + 4).filter(|d| d.iter().all(u8::is_ascii_digit));
+                match d {
+                    Some(d) => {
+                        let v: u16 = std::str::from_utf8(d).ok()?.parse().ok()?;
+                        s.push(u8::try_from(v).ok()?);
+                        i += 4;
+                    }
+                    None => {
+                        s.push(*rest.get(i + 1)?);
+                        i += 2;
+                    }
+                }
+                continue;
+            }
+            s.push(c);
+            i += 1;
+        }
+        if s.len() > 255 {
+            return None;
+        }
+        out.push(s.len() as u8);
+        out.extend_from_slice(&s);
     }
 }
 
@@ -830,6 +960,24 @@ odd IN TYPE65534 \# 3 010203
         assert_eq!(back.dump(), d);
         assert!(load_dump(b"garbage", b"\x07example\x03com\x00").is_err());
         assert!(load_dump(&d[..d.len() - 3], b"\x07example\x03com\x00").is_err());
+    }
+
+    #[test]
+    fn spf_text_records_load_as_type_99() {
+        let t = "$ORIGIN example.com.\n@ 3600 IN SOA ns h 1 2 3 4 5\n@ NS ns\n@ 300 IN SPF \"v=spf1 \\\"x\" \"-all\" ; c\n@ TXT \"v=spf1 \\\"x\" \"-all\"\nspf SPF v=spf1\nspf2 IN TXT \"SPF\"\n";
+        let z = load_str(t, "example.com.").unwrap();
+        let apex = z.apex_node().unwrap();
+        let spf = apex.get(99).unwrap();
+        assert_eq!(spf.ttl, 300);
+        assert_eq!(&spf.rdata[0].wire[..], b"\x09v=spf1 \"x\x04-all");
+        assert_eq!(
+            apex.get(16).unwrap().rdata[0].wire,
+            spf.rdata[0].wire,
+            "same rdata as the TXT"
+        );
+        let bare = z.node(b"\x03spf\x07example\x03com\x00").unwrap().get(99).unwrap();
+        assert_eq!(&bare.rdata[0].wire[..], b"\x06v=spf1");
+        assert!(z.node(b"\x04spf2\x07example\x03com\x00").unwrap().get(16).is_some());
     }
 
     #[test]
