@@ -607,21 +607,13 @@ fn resolve<'z>(zone: &'z Zone, w: &mut Writer<'_>, qlc: &[u8], qtype: u16, dnsse
                     first = false;
                     continue;
                 }
-                if qtype == T_ANY {
-                    // RFC 8482: one RRset is a sufficient answer
-                    match node.rrsets.first() {
-                        Some(set) => {
-                            w.rrset(Section::Answer, owner, set);
-                            w.additional_for(zone, set, name);
-                            return resolved(kind, RCODE_NOERROR, true, rrl);
-                        }
-                        None => {
-                            w.negative(zone);
-                            return resolved(if first { Kind::NoData } else { kind }, RCODE_NOERROR, true, rrl);
-                        }
-                    }
-                }
-                match node.get(qtype) {
+                // RFC 8482: for ANY, one RRset is a sufficient answer
+                let set = if qtype == T_ANY {
+                    node.rrsets.first()
+                } else {
+                    node.get(qtype)
+                };
+                match set {
                     Some(set) => {
                         w.rrset(Section::Answer, owner, set);
                         w.additional_for(zone, set, name);

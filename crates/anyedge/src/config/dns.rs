@@ -25,26 +25,14 @@ pub struct DnsConfig {
     pub tcp_idle_timeout: Duration,
     pub tcp_max_connections: NonZeroU32,
     pub cookies: Option<anyedge_dns::cookie::Secrets>,
-    pub rrl: Option<RrlConfig>,
+    /// Response rate limiting (Knot-style; UDP only, valid server cookies
+    /// exempt).
+    pub rrl: Option<anyedge_guard::rrl::RrlConfig>,
     pub tsig_keys: Vec<TsigKey>,
     pub zones: Vec<ZoneConfig>,
     /// Where secondary zones are saved after each transfer (and loaded from
     /// at start, unless older than their SOA expire). None: not saved.
     pub state_dir: Option<PathBuf>,
-}
-
-/// Response rate limiting (Knot-style). UDP only; a valid server cookie
-/// exempts the client (it proved its address).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RrlConfig {
-    pub rate: NonZeroU32,
-    pub burst: NonZeroU32,
-    pub slip: u8,
-    pub ipv4_prefix: u8,
-    pub ipv6_prefix: u8,
-    pub table_size: NonZeroUsize,
-    pub whitelist: Vec<IpNet>,
-    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -297,17 +285,21 @@ pub(super) fn parse_dns(cx: &Ctx<'_>, d: RawDns, base_dir: &Path) -> Result<DnsC
                 })?;
             let mut whitelist = Vec::new();
             for (i, w) in r.whitelist.iter().enumerate() {
-                whitelist.push(super::parse_net(w.get_ref()).ok_or_else(|| {
-                    cx.err(
-                        w.span(),
-                        format!("dns.rrl.whitelist[{i}]"),
-                        format!("{:?} is not an address or CIDR", w.get_ref()),
-                    )
-                })?);
+                whitelist.push(
+                    super::parse_net(w.get_ref())
+                        .map(|n| anyedge_guard::prefix::Prefix::of(n.addr(), n.prefix_len()))
+                        .ok_or_else(|| {
+                            cx.err(
+                                w.span(),
+                                format!("dns.rrl.whitelist[{i}]"),
+                                format!("{:?} is not an address or CIDR", w.get_ref()),
+                            )
+                        })?,
+                );
             }
             let burst = NonZeroU32::new(*r.burst.get_ref())
                 .ok_or_else(|| cx.err(r.burst.span(), "dns.rrl.burst", "must be > 0"))?;
-            Some(RrlConfig {
+            Some(anyedge_guard::rrl::RrlConfig {
                 rate,
                 burst,
                 slip: *r.slip.get_ref(),

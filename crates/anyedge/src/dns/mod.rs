@@ -124,21 +124,7 @@ fn settings_of(cfg: &DnsConfig, pop: &str) -> Settings {
 }
 
 fn rrl_of(cfg: &DnsConfig) -> Option<Arc<Rrl>> {
-    let r = cfg.rrl.as_ref()?;
-    Some(Arc::new(Rrl::new(&anyedge_guard::rrl::RrlConfig {
-        rate: r.rate,
-        burst: r.burst,
-        slip: r.slip,
-        ipv4_prefix: r.ipv4_prefix,
-        ipv6_prefix: r.ipv6_prefix,
-        table_size: r.table_size,
-        whitelist: r
-            .whitelist
-            .iter()
-            .map(|n| anyedge_guard::prefix::Prefix::of(n.addr(), n.prefix_len()))
-            .collect(),
-        dry_run: r.dry_run,
-    })))
+    cfg.rrl.as_ref().map(|r| Arc::new(Rrl::new(r)))
 }
 
 fn rrl_class(k: Kind, len: usize) -> ResponseClass {
