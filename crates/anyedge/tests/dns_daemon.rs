@@ -382,3 +382,34 @@ file = "{}"
     }
     assert_eq!(state().0, "announced", "{}", state().1);
 }
+
+#[test]
+fn serves_over_ipv6_udp_and_tcp() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("example.com.zone"), ZONE_V1).unwrap();
+    let port = free_port();
+    let v4 = SocketAddr::from(([127, 0, 0, 1], port));
+    let v6: SocketAddr = format!("[::1]:{port}").parse().unwrap();
+    let cfg = format!(
+        "[pop]\nname = \"p6\"\n[dns]\nlisten = [\"{v4}\", \"{v6}\"]\n[[dns.zone]]\nname = \"example.com\"\nfile = \"{}\"\n",
+        dir.path().join("example.com.zone").display()
+    );
+    let _e = Anyedge::start(&cfg, v4);
+    let s = UdpSocket::bind("[::1]:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s.send_to(&query(5, "www.example.com", 1, false, &[]), v6).unwrap();
+    let mut buf = [0u8; 1500];
+    let (n, from) = s.recv_from(&mut buf).unwrap();
+    assert_eq!(from, v6, "answered from the address asked");
+    assert_eq!(decode(buf[..n].to_vec()).answers, vec!["www.example.com A 192.0.2.10"]);
+    let mut t = TcpStream::connect(v6).unwrap();
+    t.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let q = query(6, "ns1.example.com", 1, false, &[]);
+    t.write_all(&[&(q.len() as u16).to_be_bytes()[..], &q].concat())
+        .unwrap();
+    let mut len = [0u8; 2];
+    t.read_exact(&mut len).unwrap();
+    let mut m = vec![0u8; u16::from_be_bytes(len) as usize];
+    t.read_exact(&mut m).unwrap();
+    assert_eq!(decode(m).answers, vec!["ns1.example.com A 192.0.2.1"]);
+}
