@@ -266,6 +266,15 @@ protocol bgp pop2v6 from pop {{ neighbor 2001:db8:2::2 as 65001; ipv6 {{ import 
             ],
         )?;
 
+        // the zone every PoP serves (authoritative anycast DNS)
+        let zone = self.dir.join("lab.example.zone");
+        std::fs::write(
+            &zone,
+            format!(
+                "$ORIGIN lab.example.\n$TTL 60\n@ SOA ns1 hostmaster 1 3600 600 86400 60\n@ NS ns1\n\
+                 ns1 A {ANYCAST_V4}\nns1 AAAA {ANYCAST_V6}\nwww A {ANYCAST_V4}\nwww AAAA {ANYCAST_V6}\n"
+            ),
+        )?;
         for (pop, n, be) in [("pop1", 1, "198.18.31.2"), ("pop2", 2, "198.18.32.2")] {
             let cfg = format!(
                 r#"[pop]
@@ -297,9 +306,16 @@ local_address = "2001:db8:{n}::2"
 [[anycast]]
 prefix = "{ANYCAST_V4}/32"
 services = ["web"]
+dns = true
 [[anycast]]
 prefix = "{ANYCAST_V6}/128"
 services = ["web"]
+dns = true
+[dns]
+listen = ["{ANYCAST_V4}:53", "[{ANYCAST_V6}]:53"]
+[[dns.zone]]
+name = "lab.example"
+file = "{zone}"
 [[service]]
 name = "web"
 listen = ["{ANYCAST_V4}:80", "[{ANYCAST_V6}]:80"]
@@ -315,7 +331,8 @@ fall = 2
 [[service.backend]]
 name = "k8s-node"
 address = "{be}:8080"
-"#
+"#,
+                zone = path(&zone)
             );
             let p = self.dir.join(format!("{pop}.toml"));
             std::fs::write(&p, cfg)?;
@@ -383,6 +400,7 @@ address = "{be}:8080"
         let c = self.ns("client");
         format!(
             "lab up. Try:\n  ip netns exec {c} curl -s http://{ANYCAST_V4}/\n  ip netns exec {c} curl -s -g http://[{ANYCAST_V6}]/\n  \
+             ip netns exec {c} dig @{ANYCAST_V4} www.lab.example +nsid   # NSID: which PoP answered\n  \
              anyedge lab status --name {p} --dir {d}\n  birdc -s {d}/bird.ctl show route all\n  \
              ip netns exec {p}-pop1 curl -s http://127.0.0.1:9180/api/v1/status\n  \
              kill -STOP $(cat {d}/pop1.pid)   # a silent PoP: BFD withdraws it in ~300 ms\n  \

@@ -204,6 +204,15 @@ fn ecmp_backend_failure_drain_and_silent_pop() {
     let v6 = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(v6.contains("2001:db8:1::2") && v6.contains("2001:db8:2::2"), "{v6}");
 
+    // anycast DNS: both PoPs answer for the zone; NSID says which one
+    let seen = client.enter(dns_nsids);
+    eprintln!("measured: 64 DNS queries to the anycast address answered by {seen:?}");
+    assert_eq!(seen.values().sum::<usize>(), 64, "every query answered: {seen:?}");
+    assert!(
+        seen.contains_key("pop1") && seen.contains_key("pop2"),
+        "ECMP spreads DNS over both PoPs: {seen:?}"
+    );
+
     // (a) PoP1's backend dies: PoP1 withdraws, clients keep succeeding via PoP2
     let clients = ClientLoop::start(&client);
     std::thread::sleep(Duration::from_millis(500));
@@ -271,7 +280,41 @@ fn ecmp_backend_failure_drain_and_silent_pop() {
     let t = lab.wait_nexthops(&["198.18.2.2"], Duration::from_secs(3));
     eprintln!("measured: silent PoP1 -> route gone after {t:?}");
     assert!(t <= Duration::from_millis(3 * 100 + 200), "{t:?}");
+    // DNS keeps answering from the PoP that is left
+    let seen = client.enter(dns_nsids);
+    assert_eq!(seen.get("pop2"), Some(&64), "PoP2 answers every query: {seen:?}");
     lab.signal("pop1", nix::sys::signal::Signal::SIGCONT);
+}
+
+/// 64 queries for www.lab.example to the anycast address, each from a new
+/// UDP socket (a new source port, so the router's L4 ECMP hash spreads
+/// them); counts the answers by the NSID (PoP name) they carry.
+fn dns_nsids() -> std::collections::BTreeMap<String, usize> {
+    let mut seen = std::collections::BTreeMap::new();
+    for i in 0..64u16 {
+        let s = std::net::UdpSocket::bind("198.18.10.2:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let mut q = i.to_be_bytes().to_vec();
+        q.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 1]);
+        q.extend_from_slice(b"\x03www\x03lab\x07example\x00\x00\x01\x00\x01");
+        // OPT with an empty NSID option
+        q.extend_from_slice(&[0, 0, 41, 4, 208, 0, 0, 0, 0, 0, 4, 0, 3, 0, 0]);
+        s.send_to(&q, "192.0.2.10:53").unwrap();
+        let mut buf = [0u8; 1500];
+        let Ok(n) = s.recv(&mut buf) else { continue };
+        let r = &buf[..n];
+        if r[3] & 0x0f != 0 || r[7] != 1 {
+            continue;
+        }
+        // the NSID option (code 3) near the end: [0, 3, len_hi, len_lo, name...]
+        if let Some(p) = r.windows(2).rposition(|w| w == [0, 3]) {
+            let len = r.get(p + 3).copied().unwrap_or(0) as usize;
+            if let Some(name) = r.get(p + 4..p + 4 + len) {
+                *seen.entry(String::from_utf8_lossy(name).into_owned()).or_insert(0) += 1;
+            }
+        }
+    }
+    seen
 }
 
 /// The new nginx is ended by `lab down` through its recorded PID.
