@@ -469,7 +469,7 @@ pub fn load_str(text: &str, origin: &str) -> Result<Zone, ZoneError> {
         msg: format!("bad zone name: {e}"),
     })?;
     let mut b = ZoneBuilder::new(apex.as_slice());
-    scan_into(&mut b, text.as_bytes(), "<text>", apex, None, 0)?;
+    scan_into(&mut b, text.as_bytes().to_vec(), "<text>", apex, None, 0, None)?;
     b.finish().map_err(|msg| ZoneError::Zone {
         zone: origin.to_string(),
         msg,
@@ -488,7 +488,7 @@ fn read_into(
         file: file.clone(),
         msg: e.to_string(),
     })?;
-    scan_into(b, &text, &file, origin, Some(dir), depth)
+    scan_into(b, text, &file, origin, Some(dir), depth, Some(path))
 }
 
 /// Scans one file's text into `b`. `domain`'s scanner is run under
@@ -496,16 +496,18 @@ fn read_into(
 /// our fuzzing (domain 0.12.3 indexes out of bounds on some malformed
 /// character strings) must fail that load with an error, not take down
 /// the daemon. Nothing of the builder is kept after such a failure.
+#[allow(clippy::too_many_arguments)]
 fn scan_into(
     b: &mut ZoneBuilder,
-    text: &[u8],
+    text: Vec<u8>,
     file: &str,
     origin: domain::base::Name<bytes::Bytes>,
     dir: Option<&Path>,
     depth: usize,
+    path: Option<&Path>,
 ) -> Result<(), ZoneError> {
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        scan_unguarded(b, text, file, origin, dir, depth)
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        scan_unguarded(b, text, file, origin, dir, depth, path)
     }));
     r.unwrap_or_else(|_| {
         Err(ZoneError::Syntax {
@@ -516,23 +518,46 @@ fn scan_into(
     })
 }
 
+/// `path`: the file `text` was read from; then our copy of the text is
+/// freed once the scanner has its own (a big zone's text is not held twice
+/// while its records are built), and re-read only to name an error's line.
+#[allow(clippy::too_many_arguments)]
 fn scan_unguarded(
     b: &mut ZoneBuilder,
-    text: &[u8],
+    text: Vec<u8>,
     file: &str,
     origin: domain::base::Name<bytes::Bytes>,
     dir: Option<&Path>,
     depth: usize,
+    path: Option<&Path>,
 ) -> Result<(), ZoneError> {
     let mut zf = Zonefile::with_capacity(text.len());
-    match spf_as_generic(text) {
+    match spf_as_generic(&text) {
         Some(t) => zf.extend_from_slice(&t),
-        None => zf.extend_from_slice(text),
+        None => zf.extend_from_slice(&text),
     }
+    let kept = if path.is_some() {
+        drop(text);
+        None
+    } else {
+        Some(text)
+    };
     zf.set_origin(origin.clone());
     zf.set_default_class(domain::base::iana::Class::IN);
-    // line of a byte offset, for records that parse but are refused
-    let line_of = |off: usize| 1 + text[..off.min(text.len())].iter().filter(|&&c| c == b'\n').count();
+    // line of a byte offset, for records that parse but are refused (the
+    // SPF rewrite keeps every line where it was)
+    let line_of = |off: usize| {
+        let reread;
+        let t: &[u8] = match (&kept, path) {
+            (Some(t), _) => t,
+            (None, Some(p)) => {
+                reread = std::fs::read(p).unwrap_or_default();
+                &reread
+            }
+            (None, None) => &[],
+        };
+        1 + t[..off.min(t.len())].iter().filter(|&&c| c == b'\n').count()
+    };
     loop {
         let entry = zf.next_entry().map_err(|e| {
             // `domain` reports the position after the newline that ended
