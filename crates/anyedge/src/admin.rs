@@ -313,7 +313,12 @@ pub fn status_json(edge: &Edge) -> Value {
         .collect();
     json!({
         "pop": cfg.pop_name,
-        "guard": { "drops": drops, "dynamic_blocks": edge.dynamic_blocks.load(Ordering::Relaxed) },
+        "guard": {
+            "drops": drops,
+            "dynamic_blocks": edge.dynamic_blocks.load(Ordering::Relaxed),
+            "tarpitted": edge.tarpitted.load(Ordering::Relaxed),
+            "tarpit_open": edge.tarpit_open.load(Ordering::Relaxed),
+        },
         "config": cfg.source,
         "active_connections": edge.active.load(Ordering::Relaxed),
         "max_connections": cfg.max_connections.get(),
@@ -785,6 +790,18 @@ impl Collector for EdgeCollector {
                 &announced,
             )?;
         }
+        counter(
+            &mut enc,
+            "anyedge_guard_tarpitted",
+            "Refused connections held open by the tarpit.",
+            &[(vec![], ld(&edge.tarpitted))],
+        )?;
+        gauge(
+            &mut enc,
+            "anyedge_guard_tarpit_open",
+            "Refused connections held open by the tarpit now.",
+            &[(vec![], gi(ld(&edge.tarpit_open)))],
+        )?;
         if let Some(d) = &self.0.dns {
             dns_metrics(&mut enc, d)?;
         }

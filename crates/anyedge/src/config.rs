@@ -79,6 +79,9 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// Per-source admission rules for every L4 listener.
     pub guard: anyedge_guard::GuardConfig,
+    /// Hold connections the guard refuses open (silently) instead of
+    /// closing them, so the attacker's connection slots stay busy.
+    pub tarpit: Option<Tarpit>,
     pub bgp: Option<BgpConfig>,
     pub anycast: Vec<AnycastConfig>,
     pub services: Vec<ServiceConfig>,
@@ -86,6 +89,15 @@ pub struct Config {
     pub dns: Option<DnsConfig>,
     /// The XDP fast path (absent: userspace layer only).
     pub xdp: Option<XdpConfig>,
+}
+
+/// The tarpit: a refused connection is kept open, unread, for `hold`; at
+/// most `max_connections` at once (beyond that they are closed at once, so
+/// the tarpit cannot exhaust file descriptors).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tarpit {
+    pub hold: Duration,
+    pub max_connections: u32,
 }
 
 /// BGP speaker settings (announce-only).
@@ -343,6 +355,20 @@ struct RawGuard {
     table_capacity: Option<Spanned<usize>>,
     #[serde(default)]
     dynamic_block: Option<RawDynamicBlock>,
+    #[serde(default)]
+    tarpit: Option<RawTarpit>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarpit {
+    #[serde(with = "humantime_spanned")]
+    hold: Spanned<Duration>,
+    #[serde(default = "d_tarpit_max")]
+    max_connections: u32,
+}
+fn d_tarpit_max() -> u32 {
+    1000
 }
 
 #[derive(Deserialize)]
@@ -686,6 +712,18 @@ impl Config {
             Some(a) => Some(parse_admin(&cx, a)?),
         };
 
+        let tarpit = match &raw.guard.tarpit {
+            None => None,
+            Some(t) => {
+                if t.hold.get_ref().is_zero() || *t.hold.get_ref() > Duration::from_secs(3600) {
+                    return Err(cx.err(t.hold.span(), "guard.tarpit.hold", "must be between 1ms and 1h"));
+                }
+                Some(Tarpit {
+                    hold: *t.hold.get_ref(),
+                    max_connections: t.max_connections,
+                })
+            }
+        };
         let guard = parse_guard(&cx, raw.guard)?;
         let bgp = match raw.bgp {
             None => None,
@@ -757,6 +795,7 @@ impl Config {
             workers,
             admin,
             guard,
+            tarpit,
             bgp,
             anycast,
             services,

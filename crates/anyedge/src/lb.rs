@@ -358,6 +358,9 @@ pub struct Edge {
     pub guard_drops: [AtomicU64; 4],
     /// Deny entries added by the heavy-hitter detector.
     pub dynamic_blocks: AtomicU64,
+    /// Refused connections held open by the tarpit now, and in all.
+    pub tarpit_open: AtomicU64,
+    pub tarpitted: AtomicU64,
     /// The XDP fast path, when attached (set once at start).
     pub fast_path: std::sync::OnceLock<Arc<crate::xdp::FastPath>>,
     /// Origin of the guard's clock.
@@ -421,6 +424,8 @@ impl Edge {
             guard: ArcSwap::from_pointee(Guard::new(&config.guard)),
             guard_drops: Default::default(),
             dynamic_blocks: AtomicU64::new(0),
+            tarpit_open: AtomicU64::new(0),
+            tarpitted: AtomicU64::new(0),
             fast_path: std::sync::OnceLock::new(),
             epoch: Instant::now(),
             config: ArcSwap::from_pointee(config.clone()),
@@ -804,6 +809,7 @@ async fn accept_loop(edge: Weak<Edge>, svc: Weak<Service>, listener: std::net::T
                 if let Some(s) = LOG_GUARD.allow() {
                     warn!(service = %svc.name, %peer, reason = reason.as_str(), suppressed = s, "connection dropped by guard");
                 }
+                tarpit(&edge, stream);
                 continue;
             }
         };
@@ -837,6 +843,24 @@ async fn accept_loop(edge: Weak<Edge>, svc: Weak<Service>, listener: std::net::T
         }
         tokio::spawn(handle(edge, svc, stream, peer, guard));
     }
+}
+
+/// A refused connection: closed at once, or, with `[guard.tarpit]`, held
+/// open unread for the hold time (the attacker's slot stays busy, ours costs
+/// one idle socket), up to the tarpit's cap.
+fn tarpit(edge: &Arc<Edge>, stream: Sock) {
+    let Some(t) = edge.config.load().tarpit else { return };
+    if edge.tarpit_open.fetch_add(1, Ordering::AcqRel) >= u64::from(t.max_connections) {
+        edge.tarpit_open.fetch_sub(1, Ordering::AcqRel);
+        return;
+    }
+    edge.tarpitted.fetch_add(1, Ordering::Relaxed);
+    let edge = edge.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(t.hold).await;
+        drop(stream);
+        edge.tarpit_open.fetch_sub(1, Ordering::AcqRel);
+    });
 }
 
 /// What the client sent before we chose a backend.

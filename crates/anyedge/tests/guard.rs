@@ -202,3 +202,47 @@ fn heavy_hitter_gets_a_dynamic_block() {
     assert!(get_from(excluded, lb, "/").is_ok(), "excluded source never blocked");
     assert!(get_from(Ipv4Addr::new(127, 67, 0, 1), lb, "/").is_ok());
 }
+
+/// With a tarpit, a refused connection stays open and silent for the hold
+/// time (the attacker's slot is tied up), then closes; the cap bounds how
+/// many are held at once.
+#[test]
+fn tarpit_holds_refused_connections_silently_up_to_its_cap() {
+    let guard =
+        "allow = [\"127.0.0.1\"]\ndeny = [\"127.13.0.0/16\"]\ntarpit = { hold = \"1500ms\", max_connections = 2 }";
+    let (_e, lb, seen, admin) = start(guard);
+    let connect = |last: u8| {
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.bind(&SocketAddr::from((Ipv4Addr::new(127, 13, 0, last), 0)).into())
+            .unwrap();
+        sock.connect(&lb.into()).unwrap();
+        let mut s: TcpStream = sock.into();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        s
+    };
+    let t0 = Instant::now();
+    let mut held: Vec<TcpStream> = (1..=3).map(connect).collect();
+    // the third is over the cap: closed at once
+    let mut buf = [0u8; 64];
+    held[2].set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    assert!(matches!(held[2].read(&mut buf), Ok(0) | Err(_)), "over the cap: closed");
+    assert!(t0.elapsed() < Duration::from_millis(900));
+    // the first two: nothing for the hold time, then closed
+    for s in &mut held[..2] {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let r = s.read(&mut buf);
+        assert!(matches!(r, Ok(0) | Err(_)), "no data from a tarpit: {r:?}");
+    }
+    let held_for = t0.elapsed();
+    assert!(held_for >= Duration::from_millis(1400), "held {held_for:?}");
+    assert!(held_for < Duration::from_secs(4), "released {held_for:?}");
+    assert_eq!(drops(admin, "deny_list"), 3);
+    assert_eq!(seen.load(Ordering::Relaxed), 0, "the backend saw none");
+    let mut s = TcpStream::connect(admin).unwrap();
+    write!(s, "GET /api/v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut r = String::new();
+    s.read_to_string(&mut r).unwrap();
+    let v: serde_json::Value = serde_json::from_str(r.split_once("\r\n\r\n").unwrap().1).unwrap();
+    assert_eq!(v["guard"]["tarpitted"], 2);
+    assert_eq!(v["guard"]["tarpit_open"], 0);
+}
