@@ -630,7 +630,7 @@ fn resolve<'z>(zone: &'z Zone, w: &mut Writer<'_>, qlc: &[u8], qtype: u16, dnsse
                     rrl = key;
                 }
                 if let Some(ns) = node.get(T_NS) {
-                    let o = Owner::Name(&node.owner);
+                    let o = Owner::Name(node.owner(key));
                     w.rrset(Section::Authority, o, ns);
                     // the DS proves a secure delegation: only for DNSSEC-aware
                     // clients of a signed zone (as Knot does)
@@ -648,7 +648,7 @@ fn resolve<'z>(zone: &'z Zone, w: &mut Writer<'_>, qlc: &[u8], qtype: u16, dnsse
                     rrl = key;
                 }
                 let Some(set) = node.get(T_DNAME) else { break };
-                w.rrset(Section::Answer, Owner::Name(&node.owner), set);
+                w.rrset(Section::Answer, Owner::Name(node.owner(key)), set);
                 let Some(target) = set.rdata[0].target_name() else {
                     break;
                 };
@@ -964,7 +964,12 @@ impl<'o> Writer<'o> {
     /// SOA in authority for NXDOMAIN/NODATA, TTL per RFC 2308.
     fn negative(&mut self, zone: &Zone) {
         if let (Some(apex), Some(soa)) = (zone.apex_node(), zone.soa()) {
-            self.rrset_ttl(Section::Authority, Owner::Name(&apex.owner), soa, zone.negative_ttl);
+            self.rrset_ttl(
+                Section::Authority,
+                Owner::Name(apex.owner(&zone.apex)),
+                soa,
+                zone.negative_ttl,
+            );
         }
     }
 
@@ -989,10 +994,10 @@ impl<'o> Writer<'o> {
             if !name::is_at_or_below(lc, &zone.apex) {
                 continue;
             }
-            if let Some(node) = zone.node(lc) {
+            if let Some((key, node)) = zone.nodes.get_key_value(&lc[..]) {
                 for ty in [T_A, T_AAAA] {
                     if let Some(s) = node.get(ty) {
-                        self.rrset(Section::Additional, Owner::Name(&node.owner), s);
+                        self.rrset(Section::Additional, Owner::Name(node.owner(key)), s);
                     }
                 }
             }

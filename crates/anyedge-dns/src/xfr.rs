@@ -177,7 +177,7 @@ pub fn zone_soa(z: &Zone) -> Option<Rr> {
     let soa = apex.get(T_SOA)?;
     let rd = soa.rdata.first()?;
     Some(Rr {
-        owner: apex.owner.clone(),
+        owner: apex.owner(&z.apex).into(),
         rtype: T_SOA,
         ttl: soa.ttl,
         rdata: rd.wire.clone(),
@@ -241,7 +241,7 @@ pub fn diff(old: &Zone, new: &Zone) -> Result<Diff, XfrError> {
                         continue;
                     }
                     out.push(Rr {
-                        owner: n.owner.clone(),
+                        owner: n.owner(key).into(),
                         rtype: set.rtype,
                         ttl: set.ttl,
                         rdata: rd.wire.clone(),
@@ -600,7 +600,7 @@ fn plan_records(plan: &Plan) -> Result<RecIter<'_>, XfrError> {
     let set = apex.get(T_SOA).ok_or_else(|| XfrError::Zone("no SOA".into()))?;
     let rd = set.rdata.first().ok_or_else(|| XfrError::Zone("no SOA".into()))?;
     let soa = RecRef {
-        owner: &apex.owner,
+        owner: apex.owner(&zone.apex),
         rtype: T_SOA,
         ttl: set.ttl,
         rdata: &rd.wire,

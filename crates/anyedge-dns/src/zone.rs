@@ -95,13 +95,25 @@ pub const F_APEX: u8 = 8;
 
 #[derive(Debug, Default)]
 pub struct Node {
-    /// Owner as written in the zone (case preserved), wire format.
-    pub owner: Box<[u8]>,
+    /// Owner as written in the zone (case preserved), wire format, only
+    /// when it differs from the lowercase key (most names are lowercase:
+    /// one allocation less per name).
+    owner_case: Option<Box<[u8]>>,
     pub rrsets: Vec<RRset>,
     pub flags: u8,
 }
 
 impl Node {
+    fn new(owner: &[u8], key: &[u8]) -> Node {
+        Node {
+            owner_case: (owner != key).then(|| owner.into()),
+            ..Node::default()
+        }
+    }
+    /// The owner name as written in the zone; `key` is this node's key.
+    pub fn owner<'a>(&'a self, key: &'a [u8]) -> &'a [u8] {
+        self.owner_case.as_deref().unwrap_or(key)
+    }
     pub fn get(&self, rtype: u16) -> Option<&RRset> {
         self.rrsets.iter().find(|r| r.rtype == rtype)
     }
@@ -153,7 +165,7 @@ impl Zone {
         for k in keys {
             if let Some(n) = self.nodes.get(k) {
                 for r in &n.rrsets {
-                    v.push((&n.owner, r));
+                    v.push((n.owner(k), r));
                 }
             }
         }
@@ -272,19 +284,16 @@ impl ZoneBuilder {
             let off = labels.suffix_at(keep, lc.len());
             let anc = &lc[off..];
             if !self.nodes.contains_key(anc) {
-                self.nodes.insert(
-                    anc.into(),
-                    Node {
-                        owner: owner[off..].into(),
-                        ..Node::default()
-                    },
-                );
+                self.nodes.insert(anc.into(), Node::new(&owner[off..], anc));
             }
         }
-        let node = self.nodes.entry(lc).or_insert_with(|| Node {
-            owner: owner.into(),
-            ..Node::default()
-        });
+        let node = match self.nodes.get_mut(&lc[..]) {
+            Some(n) => n,
+            None => {
+                let n = Node::new(owner, &lc);
+                self.nodes.entry(lc).or_insert(n)
+            }
+        };
         match node.rrsets.iter_mut().find(|r| r.rtype == rtype) {
             Some(set) => {
                 // duplicates are collapsed (RFC 2181 5)
@@ -355,7 +364,7 @@ impl ZoneBuilder {
                 if let Some(o) = n.rrsets.iter().find(|r| !matches!(r.rtype, T_CNAME | T_RRSIG | T_NSEC)) {
                     return Err(format!(
                         "{}: CNAME and other data ({}) at the same name",
-                        name::display(&n.owner),
+                        name::display(n.owner(k)),
                         Rtype::from_int(o.rtype)
                     ));
                 }
@@ -697,12 +706,13 @@ fn char_strings(rest: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     let mut i = 0usize;
     loop {
-        while i < rest.len() && (rest[i] == b' ' || rest[i] == b'\t') {
+        while i < rest.len() && rest[i].is_ascii_whitespace() && rest[i] != b'\n' && rest[i] != b'\r' {
             i += 1;
         }
         if i >= rest.len() || matches!(rest[i], b';' | b'\n' | b'\r') {
             return (!out.is_empty()).then_some(out);
         }
+        let token_start = i;
         if rest[i] == b'(' || rest[i] == b')' {
             return None;
         }
@@ -741,7 +751,8 @@ fn char_strings(rest: &[u8]) -> Option<Vec<u8>> {
             s.push(c);
             i += 1;
         }
-        if s.len() > 255 {
+        if s.len() > 255 || i == token_start {
+            // too long, or nothing consumed (never loop on the same byte)
             return None;
         }
         out.push(s.len() as u8);
@@ -1003,6 +1014,14 @@ odd IN TYPE65534 \# 3 010203
         let bare = z.node(b"\x03spf\x07example\x03com\x00").unwrap().get(99).unwrap();
         assert_eq!(&bare.rdata[0].wire[..], b"\x06v=spf1");
         assert!(z.node(b"\x04spf2\x07example\x03com\x00").unwrap().get(16).is_some());
+    }
+
+    #[test]
+    fn spf_rewrite_terminates_on_odd_whitespace() {
+        // found by fuzzing: a form feed after SPF data looped forever
+        let t = b"$OR NS nm\"\n_s._tcp SPF 1 2 ns h 1 2 3 4 5\x0c@, NS ne\"\n";
+        let _ = spf_as_generic(t);
+        let _ = load_str(std::str::from_utf8(t).unwrap(), "example.com.");
     }
 
     #[test]

@@ -5,13 +5,17 @@
 use std::path::Path;
 
 fn inputs(target: &str) -> Vec<Vec<u8>> {
+    named(target).into_iter().map(|(_, d)| d).collect()
+}
+
+fn named(target: &str) -> Vec<(String, Vec<u8>)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
     let mut out = Vec::new();
     for dir in ["corpus", "artifacts"] {
         if let Ok(rd) = std::fs::read_dir(root.join(dir).join(target)) {
             for e in rd.flatten() {
                 if e.path().is_file() {
-                    out.push(std::fs::read(e.path()).unwrap());
+                    out.push((e.path().display().to_string(), std::fs::read(e.path()).unwrap()));
                 }
             }
         }
@@ -30,9 +34,13 @@ fn dns_query_corpus_replays() {
 
 #[test]
 fn dns_zonefile_corpus_replays() {
-    let inputs = inputs("dns_zonefile");
+    let inputs = named("dns_zonefile");
     assert!(inputs.len() >= 5, "seed corpus missing");
-    for data in inputs {
+    for (name, data) in inputs {
+        // FUZZ_CORPUS_TRACE=1 ... -- --nocapture: which input hangs or panics
+        if std::env::var_os("FUZZ_CORPUS_TRACE").is_some() {
+            eprintln!("{name}");
+        }
         anyedge_dns::fuzz_check::check_zonefile(&data);
     }
 }
