@@ -34,6 +34,7 @@ use domain::rdata::AllRecordData;
 use domain::tsig::{ClientSequence, Key, KeyStore, ServerSequence};
 
 use crate::name;
+pub use crate::zone::soa_fields;
 use crate::zone::{Zone, ZoneBuilder, T_SOA};
 
 pub const T_IXFR: u16 = 251;
@@ -158,18 +159,6 @@ impl Rr {
 }
 
 type RrKey = (Box<[u8]>, u16, Box<[u8]>);
-
-/// SERIAL, REFRESH, RETRY, EXPIRE, MINIMUM of uncompressed SOA rdata.
-pub fn soa_fields(rdata: &[u8]) -> Option<[u32; 5]> {
-    let l1 = name::wire_len(rdata)?;
-    let l2 = name::wire_len(rdata.get(l1..)?)?;
-    let f = rdata.get(l1 + l2..l1 + l2 + 20)?;
-    let mut out = [0u32; 5];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u32::from_be_bytes([f[4 * i], f[4 * i + 1], f[4 * i + 2], f[4 * i + 3]]);
-    }
-    Some(out)
-}
 
 /// The zone's SOA record.
 pub fn zone_soa(z: &Zone) -> Option<Rr> {

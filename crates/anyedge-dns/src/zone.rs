@@ -218,6 +218,18 @@ pub fn load_dump(bytes: &[u8], apex: &[u8]) -> Result<Zone, String> {
     b.finish()
 }
 
+/// SERIAL, REFRESH, RETRY, EXPIRE, MINIMUM of uncompressed SOA rdata.
+pub fn soa_fields(rdata: &[u8]) -> Option<[u32; 5]> {
+    let l1 = name::wire_len(rdata)?;
+    let l2 = name::wire_len(rdata.get(l1..)?)?;
+    let f = rdata.get(l1 + l2..l1 + l2 + 20)?;
+    let mut out = [0u32; 5];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u32::from_be_bytes([f[4 * i], f[4 * i + 1], f[4 * i + 2], f[4 * i + 3]]);
+    }
+    Some(out)
+}
+
 /// RFC 4034 6.1 canonical order of two lowercase wire names.
 pub fn canonical_cmp(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
     let (la, lb) = (name::Labels::of(a), name::Labels::of(b));
@@ -340,15 +352,8 @@ impl ZoneBuilder {
             if node.get(T_NS).is_none() {
                 return Err(format!("zone {zname} has no NS records at its apex"));
             }
-            let rd = &soa.rdata[0].wire;
-            let l1 = name::wire_len(rd).unwrap_or(0);
-            let l2 = name::wire_len(&rd[l1..]).unwrap_or(0);
-            let f = &rd[l1 + l2..];
-            if f.len() != 20 {
-                return Err(format!("zone {zname}: malformed SOA"));
-            }
-            let serial = u32::from_be_bytes([f[0], f[1], f[2], f[3]]);
-            let minimum = u32::from_be_bytes([f[16], f[17], f[18], f[19]]);
+            let [serial, _, _, _, minimum] =
+                soa_fields(&soa.rdata[0].wire).ok_or_else(|| format!("zone {zname}: malformed SOA"))?;
             (serial, soa.ttl.min(minimum))
         };
         let signed = self.nodes.get(&apex[..]).is_some_and(|n| n.get(T_DNSKEY).is_some());

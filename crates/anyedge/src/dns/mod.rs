@@ -221,19 +221,9 @@ fn load_saved(dir: &std::path::Path, name: &str, apex: &[u8]) -> Option<Zone> {
     }
 }
 
+/// The SOA expire as the refresh task applies it (one definition).
 fn soa_expire(z: &Zone) -> Duration {
-    z.soa()
-        .and_then(|s| s.rdata.first())
-        .and_then(|rd| {
-            let w = &rd.wire;
-            let l1 = anyedge_dns::name::wire_len(w)?;
-            let l2 = anyedge_dns::name::wire_len(&w[l1..])?;
-            let f = w.get(l1 + l2 + 12..l1 + l2 + 16)?;
-            Some(Duration::from_secs(u64::from(u32::from_be_bytes([
-                f[0], f[1], f[2], f[3],
-            ]))))
-        })
-        .unwrap_or(Duration::from_secs(7 * 86400))
+    xfr::soa_timers(z).map_or(Duration::from_secs(7 * 86400), |t| t.expire)
 }
 
 /// Saves a transferred zone (write a temporary file, then rename); called

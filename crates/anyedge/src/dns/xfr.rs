@@ -246,7 +246,7 @@ fn opt_reply(dns: &Dns, msg: &Message<Vec<u8>>, src: IpAddr) -> Option<OptReply>
     })
 }
 
-fn soa_timers(z: &Zone) -> Option<Timers> {
+pub(super) fn soa_timers(z: &Zone) -> Option<Timers> {
     Timers::from_soa(&z.soa()?.rdata.first()?.wire)
 }
 
