@@ -22,37 +22,6 @@ ns1  A   192.0.2.1
 www  A   192.0.2.10
 ";
 
-fn name_wire(n: &str) -> Vec<u8> {
-    let mut v = Vec::new();
-    for l in n.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
-        v.push(l.len() as u8);
-        v.extend_from_slice(l.as_bytes());
-    }
-    v.push(0);
-    v
-}
-
-/// A query; `opts` are EDNS options (an OPT record is added if any, or if
-/// `edns`).
-fn query(id: u16, name: &str, qtype: u16, edns: bool, opts: &[(u16, &[u8])]) -> Vec<u8> {
-    let edns = edns || !opts.is_empty();
-    let mut p = id.to_be_bytes().to_vec();
-    p.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, u8::from(edns)]);
-    p.extend_from_slice(&name_wire(name));
-    p.extend_from_slice(&qtype.to_be_bytes());
-    p.extend_from_slice(&1u16.to_be_bytes());
-    if edns {
-        let o: Vec<u8> = opts
-            .iter()
-            .flat_map(|(c, d)| [&c.to_be_bytes()[..], &(d.len() as u16).to_be_bytes()[..], d].concat())
-            .collect();
-        p.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0]);
-        p.extend_from_slice(&(o.len() as u16).to_be_bytes());
-        p.extend_from_slice(&o);
-    }
-    p
-}
-
 struct Resp {
     rcode: u8,
     tc: bool,
@@ -119,14 +88,14 @@ file = "{}"
 fn answers_over_udp_and_pipelined_tcp_with_nsid() {
     let dir = tempfile::tempdir().unwrap();
     let (_e, dns, _) = start(dir.path(), "");
-    let r = udp(dns, &query(1, "www.example.com", 1, false, &[])).unwrap();
+    let r = udp(dns, &dns_query(1, "www.example.com", 1, false, &[])).unwrap();
     assert_eq!(r.rcode, 0);
     assert_eq!(r.answers, vec!["www.example.com A 192.0.2.10"]);
-    let r = udp(dns, &query(2, "www.example.com", 1, true, &[(3, b"")])).unwrap();
+    let r = udp(dns, &dns_query(2, "www.example.com", 1, true, &[(3, b"")])).unwrap();
     assert!(r.raw.windows(9).any(|w| w == b"pop-dns-1"), "NSID names the PoP");
-    let r = udp(dns, &query(3, "nope.example.com", 1, false, &[])).unwrap();
+    let r = udp(dns, &dns_query(3, "nope.example.com", 1, false, &[])).unwrap();
     assert_eq!(r.rcode, 3);
-    let r = udp(dns, &query(4, "www.example.org", 1, false, &[])).unwrap();
+    let r = udp(dns, &dns_query(4, "www.example.org", 1, false, &[])).unwrap();
     assert_eq!(r.rcode, 5, "REFUSED outside our zones");
 
     // three queries in one TCP write; three answers in order
@@ -138,7 +107,7 @@ fn answers_over_udp_and_pipelined_tcp_with_nsid() {
         (11, "ns1.example.com"),
         (12, "x.example.com"),
     ] {
-        let q = query(id, n, 1, false, &[]);
+        let q = dns_query(id, n, 1, false, &[]);
         batch.extend_from_slice(&(q.len() as u16).to_be_bytes());
         batch.extend_from_slice(&q);
     }
@@ -167,19 +136,19 @@ fn zone_reload_swaps_good_versions_and_keeps_serving_on_errors() {
     let (st, body) = http(admin, "POST", "/api/v1/dns/zones/example.com/reload", Some(TOKEN));
     assert_eq!(st, 200, "{body}");
     assert!(body.contains("\"serial\":2"), "{body}");
-    let r = udp(dns, &query(1, "new.example.com", 1, false, &[])).unwrap();
+    let r = udp(dns, &dns_query(1, "new.example.com", 1, false, &[])).unwrap();
     assert_eq!(r.answers, vec!["new.example.com A 192.0.2.77"]);
     // a broken file: the API says why (file and line), version 2 keeps serving
     std::fs::write(&zf, ZONE_V1.replace("www  A   192.0.2.10", "www  A   192.0.2.300")).unwrap();
     let (st, body) = http(admin, "POST", "/api/v1/dns/zones/example.com/reload", Some(TOKEN));
     assert_eq!(st, 422, "{body}");
     assert!(body.contains("example.com.zone:6"), "error names file and line: {body}");
-    let r = udp(dns, &query(2, "new.example.com", 1, false, &[])).unwrap();
+    let r = udp(dns, &dns_query(2, "new.example.com", 1, false, &[])).unwrap();
     assert_eq!(r.answers.len(), 1, "previous version still served");
     // SIGHUP with the broken file: same, and the log says so
     e.signal(nix::sys::signal::Signal::SIGHUP);
     e.wait_log("keeping the previous version of the zone", 1, Duration::from_secs(5));
-    let r = udp(dns, &query(3, "new.example.com", 1, false, &[])).unwrap();
+    let r = udp(dns, &dns_query(3, "new.example.com", 1, false, &[])).unwrap();
     assert_eq!(r.answers.len(), 1);
     // the status API reports the error and the serial served
     let (_, body) = http(admin, "GET", "/api/v1/status", None);
@@ -197,7 +166,7 @@ fn rrl_slips_and_drops_a_flood_but_not_cookie_clients() {
     s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
     // 200 random-subdomain queries: one bucket (the zone, NXDOMAIN)
     for i in 0..200u16 {
-        s.send_to(&query(i, &format!("r{i}.example.com"), 1, false, &[]), dns)
+        s.send_to(&dns_query(i, &format!("r{i}.example.com"), 1, false, &[]), dns)
             .unwrap();
     }
     let (mut full, mut truncated) = (0, 0);
@@ -218,7 +187,7 @@ fn rrl_slips_and_drops_a_flood_but_not_cookie_clients() {
     assert!(truncated >= 80, "every 2nd limited response slips: {truncated}");
     assert!(full + truncated < 200, "some are dropped");
     // a client with a valid server cookie is not limited
-    let first = udp(dns, &query(1, "zz.example.com", 1, true, &[(10, b"abcdefgh")])).unwrap();
+    let first = udp(dns, &dns_query(1, "zz.example.com", 1, true, &[(10, b"abcdefgh")])).unwrap();
     let pos = first
         .raw
         .windows(4)
@@ -227,7 +196,10 @@ fn rrl_slips_and_drops_a_flood_but_not_cookie_clients() {
     let cookie = first.raw[pos + 4..pos + 28].to_vec();
     let mut ok = 0;
     for i in 0..30u16 {
-        if let Some(r) = udp(dns, &query(i, &format!("c{i}.example.com"), 1, true, &[(10, &cookie)])) {
+        if let Some(r) = udp(
+            dns,
+            &dns_query(i, &format!("c{i}.example.com"), 1, true, &[(10, &cookie)]),
+        ) {
             if !r.tc && r.rcode == 3 {
                 ok += 1;
             }
@@ -249,7 +221,7 @@ fn rrl_slips_and_drops_a_flood_but_not_cookie_clients() {
 }
 
 #[test]
-fn zone_reloads_under_a_query_loop_lose_no_query() {
+fn zone_reloads_under_a_query_loop_lose_no_dns_query() {
     let dir = tempfile::tempdir().unwrap();
     let (_e, dns, admin) = start(dir.path(), "");
     let zf = dir.path().join("example.com.zone");
@@ -263,7 +235,7 @@ fn zone_reloads_under_a_query_loop_lose_no_query() {
         let mut i = 0u16;
         while !s2.load(std::sync::atomic::Ordering::Relaxed) && ok + lost < 200_000 {
             i = i.wrapping_add(1);
-            s.send_to(&query(i, "www.example.com", 1, false, &[]), dns).unwrap();
+            s.send_to(&dns_query(i, "www.example.com", 1, false, &[]), dns).unwrap();
             match s.recv(&mut buf) {
                 Ok(n) if n > 12 && u16::from_be_bytes([buf[0], buf[1]]) == i && buf[3] & 0x0f == 0 && buf[7] == 1 => {
                     ok += 1
@@ -290,7 +262,7 @@ fn zone_reloads_under_a_query_loop_lose_no_query() {
     eprintln!("measured: {ok} queries answered, {lost} lost, across 10 zone reloads");
     assert!(ok > 500, "the loop ran: {ok}");
     assert_eq!(lost, 0);
-    let r = udp(dns, &query(1, "r11.example.com", 1, false, &[])).unwrap();
+    let r = udp(dns, &dns_query(1, "r11.example.com", 1, false, &[])).unwrap();
     assert_eq!(r.answers.len(), 1, "the last version serves");
 }
 
@@ -299,20 +271,23 @@ fn compression_loops_and_oversized_queries_get_formerr_or_silence() {
     let dir = tempfile::tempdir().unwrap();
     let (_e, dns, _) = start(dir.path(), "");
     // an additional record whose owner is a pointer to itself
-    let mut q = query(7, "www.example.com", 1, false, &[]);
+    let mut q = dns_query(7, "www.example.com", 1, false, &[]);
     q[11] = 1;
     let at = q.len();
     q.extend_from_slice(&[0xc0, at as u8, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0]);
     let r = udp(dns, &q).expect("an answer (FORMERR or the data), not a crash");
     assert!(r.rcode == 1 || r.rcode == 0);
     // 4000 bytes of trailing garbage: FORMERR, never more than asked
-    let mut q = query(8, "www.example.com", 1, false, &[]);
+    let mut q = dns_query(8, "www.example.com", 1, false, &[]);
     q.extend_from_slice(&[0xab; 4000]);
     let r = udp(dns, &q).expect("FORMERR");
     assert_eq!(r.rcode, 1);
     assert!(r.raw.len() <= 512);
     // still serving
-    assert_eq!(udp(dns, &query(9, "www.example.com", 1, false, &[])).unwrap().rcode, 0);
+    assert_eq!(
+        udp(dns, &dns_query(9, "www.example.com", 1, false, &[])).unwrap().rcode,
+        0
+    );
 }
 
 /// An anycast prefix with `dns = true` is announced only while every zone
@@ -397,14 +372,14 @@ fn serves_over_ipv6_udp_and_tcp() {
     let _e = Anyedge::start(&cfg, v4);
     let s = UdpSocket::bind("[::1]:0").unwrap();
     s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    s.send_to(&query(5, "www.example.com", 1, false, &[]), v6).unwrap();
+    s.send_to(&dns_query(5, "www.example.com", 1, false, &[]), v6).unwrap();
     let mut buf = [0u8; 1500];
     let (n, from) = s.recv_from(&mut buf).unwrap();
     assert_eq!(from, v6, "answered from the address asked");
     assert_eq!(decode(buf[..n].to_vec()).answers, vec!["www.example.com A 192.0.2.10"]);
     let mut t = TcpStream::connect(v6).unwrap();
     t.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    let q = query(6, "ns1.example.com", 1, false, &[]);
+    let q = dns_query(6, "ns1.example.com", 1, false, &[]);
     t.write_all(&[&(q.len() as u16).to_be_bytes()[..], &q].concat())
         .unwrap();
     let mut len = [0u8; 2];

@@ -294,11 +294,8 @@ fn dns_nsids() -> std::collections::BTreeMap<String, usize> {
     for i in 0..64u16 {
         let s = std::net::UdpSocket::bind("198.18.10.2:0").unwrap();
         s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
-        let mut q = i.to_be_bytes().to_vec();
-        q.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 1]);
-        q.extend_from_slice(b"\x03www\x03lab\x07example\x00\x00\x01\x00\x01");
-        // OPT with an empty NSID option
-        q.extend_from_slice(&[0, 0, 41, 4, 208, 0, 0, 0, 0, 0, 4, 0, 3, 0, 0]);
+        // with an empty NSID option
+        let q = common::dns_query(i, "www.lab.example", 1, true, &[(3, b"")]);
         s.send_to(&q, "192.0.2.10:53").unwrap();
         let mut buf = [0u8; 1500];
         let Ok(n) = s.recv(&mut buf) else { continue };

@@ -137,17 +137,6 @@ address = "127.0.0.1:8080"
     }
 }
 
-fn dns_query(id: u16, name: &str) -> Vec<u8> {
-    let mut p = id.to_be_bytes().to_vec();
-    p.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for l in name.split('.') {
-        p.push(l.len() as u8);
-        p.extend_from_slice(l.as_bytes());
-    }
-    p.extend_from_slice(&[0, 0, 1, 0, 1]);
-    p
-}
-
 #[test]
 fn dns_query_flood_is_rate_limited_and_real_users_are_answered() {
     let dir = tempfile::tempdir().unwrap();
@@ -182,7 +171,7 @@ fn dns_query_flood_is_rate_limited_and_real_users_are_answered() {
         let mut buf = [0u8; 1500];
         for i in 0..ATTACK {
             let s = &socks[(i % 16) as usize];
-            let _ = s.send_to(&dns_query(i as u16, &format!("x{i}.example.com")), dst);
+            let _ = s.send_to(&dns_query(i as u16, &format!("x{i}.example.com"), 1, false, &[]), dst);
             if i % 64 == 0 {
                 // ~20k queries/s at most: a flood 2000x the RRL rate, paced
                 // so the test host's own veth backlog (shared by every
@@ -216,8 +205,11 @@ fn dns_query_flood_is_rate_limited_and_real_users_are_answered() {
         let mut buf = [0u8; 1500];
         for i in 0..150u16 {
             let t = Instant::now();
-            s.send_to(&dns_query(i, &format!("h{}.example.com", i % 10)), "198.18.2.1:53")
-                .unwrap();
+            s.send_to(
+                &dns_query(i, &format!("h{}.example.com", i % 10), 1, false, &[]),
+                "198.18.2.1:53",
+            )
+            .unwrap();
             while let Ok(n) = s.recv(&mut buf) {
                 if n > 12 && u16::from_be_bytes([buf[0], buf[1]]) == i && buf[3] & 0x0f == 0 && buf[7] == 1 {
                     ok += 1;
@@ -492,7 +484,7 @@ fn xdp_fast_path_drops_in_the_kernel_before_userspace() {
         s.bind(&SocketAddr::from(([198, 18, 100, 200], 0)).into()).unwrap();
         let s: std::net::UdpSocket = s.into();
         for i in 0..1000u16 {
-            let _ = s.send_to(&dns_query(i, "ns1.example.com"), "198.18.1.1:53");
+            let _ = s.send_to(&dns_query(i, "ns1.example.com", 1, false, &[]), "198.18.1.1:53");
         }
         std::thread::sleep(Duration::from_millis(800));
     });

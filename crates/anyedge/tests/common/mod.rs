@@ -320,3 +320,34 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> 
         .unwrap_or_default();
     (status, body)
 }
+
+pub fn name_wire(n: &str) -> Vec<u8> {
+    let mut v = Vec::new();
+    for l in n.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
+        v.push(l.len() as u8);
+        v.extend_from_slice(l.as_bytes());
+    }
+    v.push(0);
+    v
+}
+
+/// A DNS query; `opts` are EDNS options (an OPT record is added if any, or if
+/// `edns`).
+pub fn dns_query(id: u16, name: &str, qtype: u16, edns: bool, opts: &[(u16, &[u8])]) -> Vec<u8> {
+    let edns = edns || !opts.is_empty();
+    let mut p = id.to_be_bytes().to_vec();
+    p.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, u8::from(edns)]);
+    p.extend_from_slice(&name_wire(name));
+    p.extend_from_slice(&qtype.to_be_bytes());
+    p.extend_from_slice(&1u16.to_be_bytes());
+    if edns {
+        let o: Vec<u8> = opts
+            .iter()
+            .flat_map(|(c, d)| [&c.to_be_bytes()[..], &(d.len() as u16).to_be_bytes()[..], d].concat())
+            .collect();
+        p.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0]);
+        p.extend_from_slice(&(o.len() as u16).to_be_bytes());
+        p.extend_from_slice(&o);
+    }
+    p
+}
