@@ -90,14 +90,17 @@ fn flood(srcs: &[Ipv4Addr], lb: SocketAddr, n: usize) {
     }
 }
 
-fn drops(admin: SocketAddr, reason: &str) -> u64 {
+fn status(admin: SocketAddr) -> serde_json::Value {
     let mut s = TcpStream::connect(admin).unwrap();
     write!(s, "GET /api/v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
     let mut r = String::new();
     s.read_to_string(&mut r).unwrap();
     let body = r.split_once("\r\n\r\n").unwrap().1;
-    let v: serde_json::Value = serde_json::from_str(body).unwrap();
-    v["guard"]["drops"][reason].as_u64().unwrap()
+    serde_json::from_str(body).unwrap()
+}
+
+fn drops(admin: SocketAddr, reason: &str) -> u64 {
+    status(admin)["guard"]["drops"][reason].as_u64().unwrap()
 }
 
 /// The legitimate client (its own /24) keeps succeeding during `attack`.
@@ -220,15 +223,37 @@ fn tarpit_holds_refused_connections_silently_up_to_its_cap() {
         s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         s
     };
+    // Connect one at a time: the daemon's workers accept in parallel, so
+    // "the third" is only the third once the first two are held.
     let t0 = Instant::now();
-    let mut held: Vec<TcpStream> = (1..=3).map(connect).collect();
+    let mut held = Vec::new();
+    for last in 1..=2u8 {
+        held.push(connect(last));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while status(admin)["guard"]["tarpit_open"] != u64::from(last) {
+            assert!(Instant::now() < deadline, "connection {last} never tarpitted");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
     // the third is over the cap: closed at once
+    let t3 = Instant::now();
+    let mut third = connect(3);
     let mut buf = [0u8; 64];
-    held[2].set_read_timeout(Some(Duration::from_secs(1))).unwrap();
-    assert!(matches!(held[2].read(&mut buf), Ok(0) | Err(_)), "over the cap: closed");
-    assert!(t0.elapsed() < Duration::from_millis(900));
+    third.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let r = third.read(&mut buf);
+    assert!(
+        matches!(r, Ok(0))
+            || r.as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "over the cap: closed, got {r:?}"
+    );
+    assert!(
+        t3.elapsed() < Duration::from_millis(900),
+        "over the cap closed after {:?}",
+        t3.elapsed()
+    );
     // the first two: nothing for the hold time, then closed
-    for s in &mut held[..2] {
+    for s in &mut held {
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let r = s.read(&mut buf);
         assert!(matches!(r, Ok(0) | Err(_)), "no data from a tarpit: {r:?}");
@@ -238,11 +263,7 @@ fn tarpit_holds_refused_connections_silently_up_to_its_cap() {
     assert!(held_for < Duration::from_secs(4), "released {held_for:?}");
     assert_eq!(drops(admin, "deny_list"), 3);
     assert_eq!(seen.load(Ordering::Relaxed), 0, "the backend saw none");
-    let mut s = TcpStream::connect(admin).unwrap();
-    write!(s, "GET /api/v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-    let mut r = String::new();
-    s.read_to_string(&mut r).unwrap();
-    let v: serde_json::Value = serde_json::from_str(r.split_once("\r\n\r\n").unwrap().1).unwrap();
+    let v = status(admin);
     assert_eq!(v["guard"]["tarpitted"], 2);
     assert_eq!(v["guard"]["tarpit_open"], 0);
 }
