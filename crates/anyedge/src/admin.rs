@@ -114,6 +114,8 @@ pub async fn serve(listen: SocketAddr, ctl: Arc<Control>) -> anyhow::Result<()> 
         .route("/api/v1/dns/zones/{zone}/reload", post(dns_zone_reload))
         .route("/api/v1/pop/drain", post(pop_drain))
         .route("/api/v1/pop/undrain", post(pop_undrain))
+        .route("/api/v1/anycast/{prefix}/drain", post(prefix_drain))
+        .route("/api/v1/anycast/{prefix}/undrain", post(prefix_undrain))
         .route("/metrics", get(metrics))
         .with_state(state);
     info!(%listen, "admin API listening");
@@ -177,12 +179,15 @@ async fn status_page() -> Response {
 async fn status(State(state): State<Arc<AppState>>) -> Json<Value> {
     let mut v = status_json(&state.ctl.edge);
     if let (Some(a), Some(obj)) = (&state.ctl.announcer, v.as_object_mut()) {
+        let drained = a.drained_prefixes();
         let prefixes: Vec<Value> = a
             .prefix_states()
             .into_iter()
             .map(|(p, s)| {
                 let since = s.since.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-                json!({ "prefix": p, "state": s.state, "reason": s.reason, "since_unix": since })
+                let operator_drain = drained.contains(&p);
+                json!({ "prefix": p, "state": s.state, "reason": s.reason, "since_unix": since,
+                        "operator_drain": operator_drain })
             })
             .collect();
         let peers: Vec<Value> = a
@@ -200,6 +205,7 @@ async fn status(State(state): State<Arc<AppState>>) -> Json<Value> {
             })
             .collect();
         obj.insert("anycast".into(), json!(prefixes));
+        obj.insert("pop_drain".into(), json!(a.pop_drain()));
         obj.insert("bgp_peers".into(), json!(peers));
     }
     if let (Some(fp), Some(obj)) = (state.ctl.edge.fast_path.get(), v.as_object_mut()) {
@@ -379,6 +385,39 @@ fn pop_set_drain(state: &AppState, headers: &HeaderMap, drain: bool) -> Response
         a.stop_drain();
     }
     Json(json!({ "draining": drain })).into_response()
+}
+
+async fn prefix_drain(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(prefix): Path<String>,
+) -> Response {
+    prefix_set_drain(&state, &headers, &prefix, true)
+}
+
+async fn prefix_undrain(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(prefix): Path<String>,
+) -> Response {
+    prefix_set_drain(&state, &headers, &prefix, false)
+}
+
+/// `prefix` is "addr/len" (the slash sent as %2F) or a bare address.
+fn prefix_set_drain(state: &AppState, headers: &HeaderMap, prefix: &str, drain: bool) -> Response {
+    if let Some(r) = refuse(state, headers) {
+        return r;
+    }
+    let Some(a) = &state.ctl.announcer else {
+        return error(StatusCode::CONFLICT, "no [bgp] configured: nothing to drain");
+    };
+    match a.drain_prefix(prefix, drain, "admin API") {
+        Ok(p) => {
+            info!(prefix = %p, drain, "prefix drain changed by admin API");
+            Json(json!({ "prefix": p, "draining": drain })).into_response()
+        }
+        Err(e) => error(StatusCode::NOT_FOUND, e),
+    }
 }
 
 async fn reload(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {

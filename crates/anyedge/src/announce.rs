@@ -66,11 +66,34 @@ pub struct Announcer {
     withdraw_all: AtomicBool,
     /// An operator's drain (admin API or SIGTERM): reason and deadline.
     drain: Mutex<Option<(String, Instant)>>,
+    /// Operators' drains of single prefixes (key: "addr/len"): reason and
+    /// deadline. Dropped when the prefix leaves the config.
+    prefix_drains: Mutex<BTreeMap<String, (String, Instant)>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 fn prefix_str(p: &(IpAddr, u8)) -> String {
     format!("{}/{}", p.0, p.1)
+}
+
+/// The configured prefix an operator means by `text` ("addr/len", or
+/// "addr" alone when exactly one prefix has that address).
+fn find_prefix(anycast: &[AnycastConfig], text: &str) -> Result<String, String> {
+    let (addr, len) = match text.split_once('/') {
+        Some((a, l)) => (a, Some(l.parse::<u8>().map_err(|_| format!("bad prefix length in {text:?}"))?)),
+        None => (text, None),
+    };
+    let addr: IpAddr = addr.parse().map_err(|_| format!("{text:?} is not an address or prefix"))?;
+    let found: Vec<String> = anycast
+        .iter()
+        .filter(|ac| ac.prefix.0 == addr && len.is_none_or(|l| l == ac.prefix.1))
+        .map(|ac| prefix_str(&ac.prefix))
+        .collect();
+    match found.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(format!("no [[anycast]] prefix {text}")),
+        _ => Err(format!("{text} matches {}: give the length", found.join(", "))),
+    }
 }
 
 impl Announcer {
@@ -113,6 +136,7 @@ impl Announcer {
             stop_tx,
             withdraw_all: AtomicBool::new(false),
             drain: Mutex::new(None),
+            prefix_drains: Mutex::new(BTreeMap::new()),
             tasks: Mutex::new(tasks),
         });
         let weak = Arc::downgrade(&a);
@@ -185,6 +209,51 @@ impl Announcer {
         self.evaluate();
     }
 
+    /// Drains one anycast prefix the way [`Self::start_drain`] drains the
+    /// PoP, counting only the connections of the prefix's services. `prefix`
+    /// is "addr/len", or just "addr" when one configured prefix has it.
+    /// Returns the prefix drained.
+    pub fn drain_prefix(&self, prefix: &str, drain: bool, reason: &str) -> Result<String, String> {
+        let cfg = self.edge.config();
+        let key = find_prefix(&cfg.anycast, prefix)?;
+        let timeout = cfg.bgp.as_ref().map_or(Duration::ZERO, |b| b.drain_timeout);
+        if let Ok(mut d) = self.prefix_drains.lock() {
+            if drain {
+                if !d.contains_key(&key) {
+                    info!(prefix = %key, reason, ?timeout, "prefix drain started");
+                    d.insert(key.clone(), (reason.to_string(), Instant::now() + timeout));
+                }
+            } else if d.remove(&key).is_some() {
+                info!(prefix = %key, "prefix drain ended");
+            }
+        }
+        self.evaluate();
+        Ok(key)
+    }
+
+    /// Why the whole PoP is draining (admin API, SIGTERM, maintenance
+    /// file), if it is.
+    pub fn pop_drain(&self) -> Option<String> {
+        self.current_drain().map(|(why, _)| why)
+    }
+
+    /// Prefixes an operator has drained one by one.
+    pub fn drained_prefixes(&self) -> Vec<String> {
+        self.prefix_drains
+            .lock()
+            .map(|d| d.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Open connections of `ac`'s services.
+    fn prefix_open(&self, ac: &AnycastConfig) -> u64 {
+        ac.services
+            .iter()
+            .filter_map(|n| self.edge.service(n))
+            .map(|s| s.active.load(Ordering::Relaxed))
+            .sum()
+    }
+
     /// The drain in force, if any: (reason, deadline).
     fn current_drain(&self) -> Option<(String, Instant)> {
         if let Some(d) = self.drain.lock().ok().and_then(|d| d.clone()) {
@@ -217,8 +286,20 @@ impl Announcer {
         let previous = self.prefix_states();
         let mut damping = self.damping.lock().unwrap_or_else(|p| p.into_inner());
         let now = std::time::Instant::now();
+        let prefix_drains = {
+            let mut d = self.prefix_drains.lock().unwrap_or_else(|p| p.into_inner());
+            d.retain(|k, _| cfg.anycast.iter().any(|ac| prefix_str(&ac.prefix) == *k));
+            d.clone()
+        };
         for ac in &cfg.anycast {
             let key = prefix_str(&ac.prefix);
+            // A PoP drain covers every prefix and counts every connection; a
+            // prefix drain counts its own services' connections.
+            let (drain, open) = match (&drain, prefix_drains.get(&key)) {
+                (Some(d), _) => (Some(d), open),
+                (None, Some(d)) => (Some(d), self.prefix_open(ac)),
+                (None, None) => (None, 0),
+            };
             let d = damping
                 .entry(key.clone())
                 .or_insert_with(|| Damping::new(half_life, now));
@@ -241,7 +322,7 @@ impl Announcer {
                         d.flaps
                     ),
                 )
-            } else if let Some((why, deadline)) = &drain {
+            } else if let Some((why, deadline)) = drain {
                 if open <= below {
                     ("withdrawn", format!("drained ({why}): {open} open connection(s)"))
                 } else if Instant::now() >= *deadline {
@@ -707,8 +788,33 @@ fn bind_udp(addr: SocketAddr, ttl: Option<u32>) -> std::io::Result<tokio::net::U
 
 #[cfg(test)]
 mod tests {
-    use super::Damping;
+    use super::{find_prefix, Damping};
+    use crate::config::AnycastConfig;
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn an_operator_names_a_prefix_with_or_without_its_length() {
+        let ac = |p: &str, len: u8| AnycastConfig {
+            prefix: (p.parse().unwrap(), len),
+            services: vec![],
+            min_healthy_backends: 1,
+            communities: vec![],
+            med: None,
+            drain_prepend: 0,
+            drain_communities: vec![],
+            dns: false,
+        };
+        let cfg = [ac("198.18.0.10", 32), ac("2001:db8::10", 128), ac("198.18.8.0", 24), ac("198.18.8.0", 23)];
+        assert_eq!(find_prefix(&cfg, "198.18.0.10").unwrap(), "198.18.0.10/32");
+        assert_eq!(find_prefix(&cfg, "198.18.0.10/32").unwrap(), "198.18.0.10/32");
+        assert_eq!(find_prefix(&cfg, "2001:db8::10").unwrap(), "2001:db8::10/128");
+        assert_eq!(find_prefix(&cfg, "198.18.8.0/23").unwrap(), "198.18.8.0/23");
+        let e = find_prefix(&cfg, "198.18.8.0").unwrap_err();
+        assert!(e.contains("198.18.8.0/24, 198.18.8.0/23"), "{e}");
+        assert!(find_prefix(&cfg, "198.18.0.10/31").unwrap_err().contains("no [[anycast]] prefix"));
+        assert!(find_prefix(&cfg, "198.18.0.10/x").unwrap_err().contains("bad prefix length"));
+        assert!(find_prefix(&cfg, "web").unwrap_err().contains("not an address"));
+    }
 
     #[test]
     fn damping_holds_down_a_flapping_prefix_and_releases_it() {

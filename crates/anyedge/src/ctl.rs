@@ -19,6 +19,10 @@ pub enum Action {
     DrainPop {
         drain: bool,
     },
+    DrainPrefix {
+        prefix: String,
+        drain: bool,
+    },
     Reload,
     ReloadZone {
         zone: String,
@@ -72,6 +76,14 @@ pub fn run(admin: &str, token: Option<&str>, json: bool, action: Action) -> anyh
             "POST",
             format!("/api/v1/pop/{}", if *drain { "drain" } else { "undrain" }),
         ),
+        Action::DrainPrefix { prefix, drain } => (
+            "POST",
+            format!(
+                "/api/v1/anycast/{}/{}",
+                prefix.replace('/', "%2F"),
+                if *drain { "drain" } else { "undrain" }
+            ),
+        ),
         Action::Reload => ("POST", "/api/v1/reload".to_string()),
         Action::ReloadZone { zone } => ("POST", format!("/api/v1/dns/zones/{zone}/reload")),
     };
@@ -100,6 +112,11 @@ pub fn run(admin: &str, token: Option<&str>, json: bool, action: Action) -> anyh
             println!("{service}/{backend}: {}", if drain { "draining" } else { "undrained" })
         }
         Action::DrainPop { drain } => println!("PoP {}", if drain { "draining" } else { "undrained" }),
+        Action::DrainPrefix { drain, .. } => println!(
+            "{}: {}",
+            v.get("prefix").map(s).unwrap_or_default(),
+            if drain { "draining" } else { "undrained" }
+        ),
         Action::Reload => println!("configuration reloaded"),
         Action::ReloadZone { zone } => println!(
             "zone {zone} reloaded, serial {}",
@@ -128,10 +145,25 @@ pub fn render_status(v: &Value) -> String {
         s(&v["active_connections"]),
         s(&v["max_connections"])
     );
+    if let Some(why) = v["pop_drain"].as_str() {
+        let _ = writeln!(o, "PoP DRAINING: {why}");
+    }
     if let Some(prefixes) = v["anycast"].as_array() {
-        let _ = writeln!(o, "\n{:<24} {:<11} REASON", "ANYCAST PREFIX", "STATE");
+        let _ = writeln!(o, "\n{:<24} {:<11} {:<8} REASON", "ANYCAST PREFIX", "STATE", "DRAINED");
         for p in prefixes {
-            let _ = writeln!(o, "{:<24} {:<11} {}", s(&p["prefix"]), s(&p["state"]), s(&p["reason"]));
+            let drained = if p["operator_drain"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "no"
+            };
+            let _ = writeln!(
+                o,
+                "{:<24} {:<11} {:<8} {}",
+                s(&p["prefix"]),
+                s(&p["state"]),
+                drained,
+                s(&p["reason"])
+            );
         }
     }
     if let Some(peers) = v["bgp_peers"].as_array() {
@@ -203,6 +235,35 @@ pub fn render_status(v: &Value) -> String {
             );
         }
     }
+    if let Some(zones) = v["dns"]["zones"].as_array() {
+        let _ = writeln!(
+            o,
+            "\n{:<28} {:<12} {:<10} {:<11} SOURCE / ERROR",
+            "DNS ZONE", "SERIAL", "RECORDS", "LOADED BY"
+        );
+        for z in zones {
+            let source = match z["error"].as_str() {
+                Some(e) => format!("{}  ERROR: {e}", s(&z["source"])),
+                None => s(&z["source"]),
+            };
+            let _ = writeln!(
+                o,
+                "{:<28} {:<12} {:<10} {:<11} {}",
+                s(&z["name"]),
+                s(&z["serial"]),
+                s(&z["records"]),
+                s(&z["loaded_by"]),
+                source
+            );
+        }
+        let st = &v["dns"]["stats"];
+        let _ = writeln!(
+            o,
+            "DNS queries: udp {}  tcp {}",
+            s(&st["udp_queries"]),
+            s(&st["tcp_queries"])
+        );
+    }
     if let Some(d) = v["guard"]["drops"].as_object() {
         let parts: Vec<String> = d.iter().map(|(k, n)| format!("{k} {n}")).collect();
         let _ = writeln!(
@@ -230,16 +291,20 @@ mod tests {
                 "backends": [{"name": "a", "address": "198.18.31.2:8080", "health": "up", "draining": false,
                     "active_connections": 3, "connections": 10, "last_check": {"ok": true, "latency_ms": 0.4},
                     "health_reason": "2 consecutive passing checks"}]}],
-            "guard": {"drops": {"deny_list": 2}, "dynamic_blocks": 1}
+            "guard": {"drops": {"deny_list": 2}, "dynamic_blocks": 1},
+            "dns": {"zones": [{"name": "example.com", "serial": 7, "records": 12, "source": "/z/example.com.zone",
+                "loaded_by": "file", "error": null}], "stats": {"udp_queries": 5, "tcp_queries": 1}}
         });
         let out = render_status(&v);
         assert!(out.contains("PoP fra1"), "{out}");
-        assert!(out.contains("192.0.2.10/32            announced"), "{out}");
+        assert!(out.contains("192.0.2.10/32            announced   no"), "{out}");
         assert!(
             out.contains("r1               198.18.0.2:179               established"),
             "{out}"
         );
         assert!(out.contains("ok 0.4ms"), "{out}");
         assert!(out.contains("deny_list 2"), "{out}");
+        assert!(out.contains("example.com                  7            12         file"), "{out}");
+        assert!(out.contains("udp 5  tcp 1"), "{out}");
     }
 }

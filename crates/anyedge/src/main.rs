@@ -79,13 +79,13 @@ enum Cmd {
         #[arg(long, global = true)]
         json: bool,
     },
-    /// A multi-PoP anycast lab in network namespaces (root): client, BIRD
-    /// router with BFD and ECMP, two PoPs running anyedge, two nginx backends.
     /// DNS tools.
     Dns {
         #[command(subcommand)]
         action: DnsAction,
     },
+    /// A multi-PoP anycast lab in network namespaces (root): client, BIRD
+    /// router with BFD and ECMP, two PoPs running anyedge, two nginx backends.
     Lab {
         #[command(subcommand)]
         action: LabAction,
@@ -102,20 +102,26 @@ enum Cmd {
 enum CtlAction {
     /// Prefixes, BGP peers, services, backends, guard counters.
     Status,
-    /// Drain a backend (--service and --backend), or the whole PoP: its
-    /// anycast prefixes become less preferred, then are withdrawn.
+    /// Drain a backend (--service and --backend), one anycast prefix
+    /// (--prefix), or the whole PoP (no option): drained prefixes become
+    /// less preferred (GRACEFUL_SHUTDOWN, prepends), then are withdrawn.
     Drain {
-        #[arg(long, requires = "backend")]
+        #[arg(long, requires = "backend", conflicts_with = "prefix")]
         service: Option<String>,
         #[arg(long, requires = "service")]
         backend: Option<String>,
+        /// An anycast prefix, "addr/len" or just its address.
+        #[arg(long)]
+        prefix: Option<String>,
     },
-    /// Undo a drain.
+    /// Undo a drain (same options).
     Undrain {
-        #[arg(long, requires = "backend")]
+        #[arg(long, requires = "backend", conflicts_with = "prefix")]
         service: Option<String>,
         #[arg(long, requires = "service")]
         backend: Option<String>,
+        #[arg(long)]
+        prefix: Option<String>,
     },
     /// Reload the configuration file (like SIGHUP, but reports errors).
     Reload,
@@ -185,16 +191,24 @@ fn main() -> ExitCode {
                 CtlAction::Status => ctl::Action::Status,
                 CtlAction::Reload => ctl::Action::Reload,
                 CtlAction::ReloadZone { zone } => ctl::Action::ReloadZone { zone },
-                CtlAction::Drain { service, backend } | CtlAction::Undrain { service, backend } => {
-                    match (service, backend) {
-                        (Some(service), Some(backend)) => ctl::Action::DrainBackend {
-                            service,
-                            backend,
-                            drain,
-                        },
-                        _ => ctl::Action::DrainPop { drain },
-                    }
+                CtlAction::Drain {
+                    service,
+                    backend,
+                    prefix,
                 }
+                | CtlAction::Undrain {
+                    service,
+                    backend,
+                    prefix,
+                } => match (service, backend, prefix) {
+                    (Some(service), Some(backend), _) => ctl::Action::DrainBackend {
+                        service,
+                        backend,
+                        drain,
+                    },
+                    (_, _, Some(prefix)) => ctl::Action::DrainPrefix { prefix, drain },
+                    _ => ctl::Action::DrainPop { drain },
+                },
             };
             match ctl::run(&admin, token.as_deref(), json, action) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -83,20 +83,28 @@ protocol bgp pop1 {{
     }
 
     fn has_route(&self) -> bool {
-        self.birdc(&format!("show route {PREFIX}")).contains(PREFIX)
+        self.has_prefix(PREFIX)
+    }
+
+    fn has_prefix(&self, prefix: &str) -> bool {
+        self.birdc(&format!("show route {prefix}")).contains(prefix)
     }
 
     /// Waits until the route is present (`want`) or gone; returns the time.
     fn wait_route(&self, want: bool, max: Duration) -> Duration {
+        self.wait_prefix(PREFIX, want, max)
+    }
+
+    fn wait_prefix(&self, prefix: &str, want: bool, max: Duration) -> Duration {
         let t = Instant::now();
         while t.elapsed() < max {
-            if self.has_route() == want {
+            if self.has_prefix(prefix) == want {
                 return t.elapsed();
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!(
-            "route {PREFIX} {} after {max:?}:\n{}\n{}",
+            "route {prefix} {} after {max:?}:\n{}\n{}",
             if want { "never appeared" } else { "still there" },
             self.birdc("show protocols all pop1"),
             self.birdc("show route")
@@ -316,6 +324,98 @@ fn admin_drain_prefers_other_pops_then_withdraws_when_connections_end() {
     let r = admin_post(&pop, "/api/v1/pop/undrain");
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
     bird.wait_route(true, Duration::from_secs(3));
+    let d = bird.birdc(&format!("show route {PREFIX} all"));
+    assert!(!d.contains("(65535,0)"), "{d}");
+}
+
+/// `anyedge ctl` run inside the PoP's namespace: (success, stdout+stderr).
+fn ctl_in(pop: &Netns, args: &'static [&'static str]) -> (bool, String) {
+    pop.enter(move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_anyedge"))
+            .args(["ctl", "--admin", "127.0.0.1:9180"])
+            .args(args)
+            .env("ANYEDGE_TOKEN", TOKEN)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    })
+}
+
+/// One prefix drained on its own: the other stays announced untouched; the
+/// drained one carries GRACEFUL_SHUTDOWN until its own services' last
+/// connection ends, then is withdrawn.
+#[test]
+fn draining_one_prefix_leaves_the_others_announced() {
+    const OTHER: &str = "192.0.2.11/32";
+    let extra = format!(
+        "[admin]\nlisten = \"127.0.0.1:9180\"\ntoken = \"{TOKEN}\"\n[[anycast]]\nprefix = \"{OTHER}\"\nservices = []\n"
+    );
+    let (_router, pop, bird, edge) = setup(&extra);
+    let _backend = Backend::start(&pop);
+    bird.wait_route(true, Duration::from_secs(15));
+    bird.wait_prefix(OTHER, true, Duration::from_secs(5));
+    // auth and unknown prefixes
+    let r = pop.enter(|| {
+        let mut s = TcpStream::connect("127.0.0.1:9180").unwrap();
+        write!(s, "POST /api/v1/anycast/192.0.2.11/drain HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+        r
+    });
+    assert!(r.starts_with("HTTP/1.1 401"), "{r}");
+    let r = admin_post(&pop, "/api/v1/anycast/192.0.2.99%2F32/drain");
+    assert!(r.starts_with("HTTP/1.1 404") && r.contains("no [[anycast]] prefix"), "{r}");
+    assert!(bird.has_prefix(OTHER) && bird.has_route());
+
+    // drain the prefix without services by its bare address (ctl): nothing
+    // is open on it, so it goes at once; the other one stays
+    let (ok, out) = ctl_in(&pop, &["drain", "--prefix", "192.0.2.11"]);
+    assert!(ok, "{out}");
+    assert_eq!(out.trim(), "192.0.2.11/32: draining");
+    bird.wait_prefix(OTHER, false, Duration::from_secs(3));
+    assert!(bird.has_route(), "{PREFIX} untouched");
+    let d = bird.birdc(&format!("show route {PREFIX} all"));
+    assert!(!d.contains("(65535,0)"), "{d}");
+
+    // drain the web prefix (addr/len over the API) with a connection open
+    let held = pop.enter(|| TcpStream::connect("192.0.2.10:80").unwrap());
+    std::thread::sleep(Duration::from_millis(100));
+    let r = admin_post(&pop, "/api/v1/anycast/192.0.2.10%2F32/drain");
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let t = Instant::now();
+    loop {
+        let d = bird.birdc(&format!("show route {PREFIX} all"));
+        if d.contains("(65535,0)") {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(3), "drain attributes never seen: {d}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (ok, out) = ctl_in(&pop, &["status"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("192.0.2.10/32") && l.contains("draining") && l.contains(" yes ")),
+        "{out}"
+    );
+    drop(held);
+    bird.wait_route(false, Duration::from_secs(3));
+    edge.wait_log("prefix drain started", 2, Duration::from_secs(1));
+
+    // undrain both: both back, without drain attributes
+    let (ok, out) = ctl_in(&pop, &["undrain", "--prefix", "192.0.2.11/32"]);
+    assert!(ok, "{out}");
+    let r = admin_post(&pop, "/api/v1/anycast/192.0.2.10/undrain");
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    bird.wait_route(true, Duration::from_secs(3));
+    bird.wait_prefix(OTHER, true, Duration::from_secs(3));
     let d = bird.birdc(&format!("show route {PREFIX} all"));
     assert!(!d.contains("(65535,0)"), "{d}");
 }
