@@ -387,11 +387,7 @@ fn pop_set_drain(state: &AppState, headers: &HeaderMap, drain: bool) -> Response
     Json(json!({ "draining": drain })).into_response()
 }
 
-async fn prefix_drain(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(prefix): Path<String>,
-) -> Response {
+async fn prefix_drain(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(prefix): Path<String>) -> Response {
     prefix_set_drain(&state, &headers, &prefix, true)
 }
 

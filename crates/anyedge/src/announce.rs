@@ -80,10 +80,15 @@ fn prefix_str(p: &(IpAddr, u8)) -> String {
 /// "addr" alone when exactly one prefix has that address).
 fn find_prefix(anycast: &[AnycastConfig], text: &str) -> Result<String, String> {
     let (addr, len) = match text.split_once('/') {
-        Some((a, l)) => (a, Some(l.parse::<u8>().map_err(|_| format!("bad prefix length in {text:?}"))?)),
+        Some((a, l)) => (
+            a,
+            Some(l.parse::<u8>().map_err(|_| format!("bad prefix length in {text:?}"))?),
+        ),
         None => (text, None),
     };
-    let addr: IpAddr = addr.parse().map_err(|_| format!("{text:?} is not an address or prefix"))?;
+    let addr: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("{text:?} is not an address or prefix"))?;
     let found: Vec<String> = anycast
         .iter()
         .filter(|ac| ac.prefix.0 == addr && len.is_none_or(|l| l == ac.prefix.1))
@@ -804,15 +809,24 @@ mod tests {
             drain_communities: vec![],
             dns: false,
         };
-        let cfg = [ac("198.18.0.10", 32), ac("2001:db8::10", 128), ac("198.18.8.0", 24), ac("198.18.8.0", 23)];
+        let cfg = [
+            ac("198.18.0.10", 32),
+            ac("2001:db8::10", 128),
+            ac("198.18.8.0", 24),
+            ac("198.18.8.0", 23),
+        ];
         assert_eq!(find_prefix(&cfg, "198.18.0.10").unwrap(), "198.18.0.10/32");
         assert_eq!(find_prefix(&cfg, "198.18.0.10/32").unwrap(), "198.18.0.10/32");
         assert_eq!(find_prefix(&cfg, "2001:db8::10").unwrap(), "2001:db8::10/128");
         assert_eq!(find_prefix(&cfg, "198.18.8.0/23").unwrap(), "198.18.8.0/23");
         let e = find_prefix(&cfg, "198.18.8.0").unwrap_err();
         assert!(e.contains("198.18.8.0/24, 198.18.8.0/23"), "{e}");
-        assert!(find_prefix(&cfg, "198.18.0.10/31").unwrap_err().contains("no [[anycast]] prefix"));
-        assert!(find_prefix(&cfg, "198.18.0.10/x").unwrap_err().contains("bad prefix length"));
+        assert!(find_prefix(&cfg, "198.18.0.10/31")
+            .unwrap_err()
+            .contains("no [[anycast]] prefix"));
+        assert!(find_prefix(&cfg, "198.18.0.10/x")
+            .unwrap_err()
+            .contains("bad prefix length"));
         assert!(find_prefix(&cfg, "web").unwrap_err().contains("not an address"));
     }
 

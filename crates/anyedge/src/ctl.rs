@@ -304,7 +304,10 @@ mod tests {
         );
         assert!(out.contains("ok 0.4ms"), "{out}");
         assert!(out.contains("deny_list 2"), "{out}");
-        assert!(out.contains("example.com                  7            12         file"), "{out}");
+        assert!(
+            out.contains("example.com                  7            12         file"),
+            "{out}"
+        );
         assert!(out.contains("udp 5  tcp 1"), "{out}");
     }
 }

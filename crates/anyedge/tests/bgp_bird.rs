@@ -371,7 +371,10 @@ fn draining_one_prefix_leaves_the_others_announced() {
     });
     assert!(r.starts_with("HTTP/1.1 401"), "{r}");
     let r = admin_post(&pop, "/api/v1/anycast/192.0.2.99%2F32/drain");
-    assert!(r.starts_with("HTTP/1.1 404") && r.contains("no [[anycast]] prefix"), "{r}");
+    assert!(
+        r.starts_with("HTTP/1.1 404") && r.contains("no [[anycast]] prefix"),
+        "{r}"
+    );
     assert!(bird.has_prefix(OTHER) && bird.has_route());
 
     // drain the prefix without services by its bare address (ctl): nothing

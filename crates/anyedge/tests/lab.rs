@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 
 use common::netns::Netns;
 
+/// The admin token `anyedge lab` configures.
+const LAB_TOKEN: &str = "lab-admin-token-0123456789";
+
 struct Lab {
     name: String,
     dir: PathBuf,
@@ -87,6 +90,20 @@ impl Lab {
 
     fn signal(&self, name: &str, sig: nix::sys::signal::Signal) {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid(name)), sig).unwrap();
+    }
+
+    /// POST to PoP `n`'s admin API with the lab's token; the raw response.
+    fn admin_post(&self, n: u8, path: &str) -> String {
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {LAB_TOKEN}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        self.ns(&format!("pop{n}")).enter(move || {
+            let mut s = TcpStream::connect("127.0.0.1:9180").unwrap();
+            s.write_all(req.as_bytes()).unwrap();
+            let mut r = String::new();
+            s.read_to_string(&mut r).unwrap();
+            r
+        })
     }
 
     fn log(&self, name: &str) -> String {
@@ -242,17 +259,7 @@ fn ecmp_backend_failure_drain_and_silent_pop() {
     // (c) planned drain of PoP1 with a client loop running: zero failures
     let clients = ClientLoop::start(&client);
     std::thread::sleep(Duration::from_millis(300));
-    let pop1 = lab.ns("pop1");
-    let resp = pop1.enter(|| {
-        let mut s = TcpStream::connect("127.0.0.1:9180").unwrap();
-        s.write_all(
-            b"POST /api/v1/pop/drain HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer lab-admin-token-0123456789\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        )
-        .unwrap();
-        let mut r = String::new();
-        s.read_to_string(&mut r).unwrap();
-        r
-    });
+    let resp = lab.admin_post(1, "/api/v1/pop/drain");
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     lab.wait_nexthops(&["198.18.2.2"], Duration::from_secs(5));
     let switched_at = Instant::now();
@@ -262,16 +269,7 @@ fn ecmp_backend_failure_drain_and_silent_pop() {
     eprintln!("measured: drain: {ok} requests ok, {failed} failed (in flight when the router switched)");
     assert_eq!(after, 0, "no request started after the switch fails");
     assert!(failed <= 1, "at most the one request in flight at the switch: {failed}");
-    let resp = pop1.enter(|| {
-        let mut s = TcpStream::connect("127.0.0.1:9180").unwrap();
-        s.write_all(
-            b"POST /api/v1/pop/undrain HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer lab-admin-token-0123456789\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        )
-        .unwrap();
-        let mut r = String::new();
-        s.read_to_string(&mut r).unwrap();
-        r
-    });
+    let resp = lab.admin_post(1, "/api/v1/pop/undrain");
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     lab.wait_nexthops(&["198.18.1.2", "198.18.2.2"], Duration::from_secs(5));
 
@@ -334,8 +332,9 @@ fn restart_backend(lab: &Lab, be: &str) {
 }
 
 /// The live status page in headless Chromium: it shows the lab's real
-/// state, and clicking "Drain PoP" on it takes PoP1 out at the BIRD router.
-/// Screenshots land in target/status-page.png and target/status-page-drained.png.
+/// state; clicking a prefix's "Drain" on it takes PoP1 out for that prefix
+/// at the BIRD router, and so does "Drain PoP". Screenshots land in
+/// target/status-page*.png.
 #[test]
 fn status_page_in_chromium_drains_the_pop() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -347,23 +346,34 @@ fn status_page_in_chromium_drains_the_pop() {
     let lab = Lab::up("b");
     lab.wait_nexthops(&["198.18.1.2", "198.18.2.2"], Duration::from_secs(10));
     let shot = root.join("target/status-page.png");
-    let out = Command::new("ip")
-        .args(["netns", "exec", &format!("{}-pop1", lab.name), "node"])
-        .arg(root.join(".ci/status_page.js"))
-        .arg("http://127.0.0.1:9180/")
-        .arg(&shot)
-        .arg("lab-admin-token-0123456789")
-        .env("NODE_PATH", &modules)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "browser: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let browser = |action: &str| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &format!("{}-pop1", lab.name), "node"])
+            .arg(root.join(".ci/status_page.js"))
+            .arg("http://127.0.0.1:9180/")
+            .arg(&shot)
+            .arg(LAB_TOKEN)
+            .arg(action)
+            .env("NODE_PATH", &modules)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "browser ({action}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // one prefix's Drain button: the router stops using PoP1 for it
+    browser("prefix:192.0.2.10/32");
     assert!(shot.exists());
-    // the click drained PoP1: the router now only uses PoP2
+    let t = lab.wait_nexthops(&["198.18.2.2"], Duration::from_secs(5));
+    eprintln!("measured: prefix drain clicked on the status page -> PoP1 out of ECMP after {t:?}");
+    let r = lab.admin_post(1, "/api/v1/anycast/192.0.2.10%2F32/undrain");
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    lab.wait_nexthops(&["198.18.1.2", "198.18.2.2"], Duration::from_secs(5));
+    // "Drain PoP"
+    browser("pop");
     let t = lab.wait_nexthops(&["198.18.2.2"], Duration::from_secs(5));
     eprintln!("measured: drain clicked on the status page -> PoP1 out of ECMP after {t:?}");
 }
