@@ -21,6 +21,7 @@ const { chromium } = require("playwright-core");
     await page.waitForSelector("#prefixes .pill.announced", { timeout: 10000 });
     await page.waitForSelector("#backends td:has-text('k8s-node')", { timeout: 10000 });
     await page.waitForSelector("#peers .pill.established", { timeout: 10000 });
+    await page.waitForSelector("#peers .pill.up", { timeout: 10000 }); // BFD
     await page.waitForSelector("#zones td:has-text('lab.example')", { timeout: 10000 });
     await page.screenshot({ path: shot, fullPage: true });
     await page.fill("#token", token);

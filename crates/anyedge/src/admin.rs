@@ -199,6 +199,7 @@ async fn status(State(state): State<Arc<AppState>>) -> Json<Value> {
                     "address": pc.address.to_string(),
                     "asn": pc.asn,
                     "established": st.established.load(Ordering::Relaxed),
+                    "bfd": pc.bfd.as_ref().map(|_| if st.bfd_up.load(Ordering::Relaxed) { "up" } else { "down" }),
                     "flaps": st.flaps.load(Ordering::Relaxed),
                     "last_error": st.last_error.lock().map(|e| e.clone()).unwrap_or_default(),
                 })

@@ -129,13 +129,70 @@ fn reload_endpoint_applies_good_and_rejects_bad_config() {
     assert_eq!(v["services"][0]["backends"].as_array().unwrap().len(), 2);
 }
 
+/// Every state-changing endpoint.
+const ACTIONS: [&str; 8] = [
+    "/api/v1/services/web/backends/a/drain",
+    "/api/v1/services/web/backends/a/undrain",
+    "/api/v1/pop/drain",
+    "/api/v1/pop/undrain",
+    "/api/v1/anycast/192.0.2.10%2F32/drain",
+    "/api/v1/anycast/192.0.2.10%2F32/undrain",
+    "/api/v1/reload",
+    "/api/v1/dns/zones/example.com/reload",
+];
+
+#[test]
+fn every_endpoint_auth_and_errors() {
+    let (e, _lb, admin) = start(true);
+    // reads need no token
+    let (code, body) = http(admin, "GET", "/", None);
+    assert_eq!(code, 200);
+    assert!(body.contains("<title>anyedge PoP</title>"), "{body}");
+    assert_eq!(http(admin, "GET", "/api/v1/status", None).0, 200);
+    assert_eq!(http(admin, "GET", "/metrics", None).0, 200);
+    // every action: no token, a wrong one, a token of another scheme
+    for path in ACTIONS {
+        assert_eq!(http(admin, "POST", path, None).0, 401, "{path}");
+        assert_eq!(
+            http(admin, "POST", path, Some("not-the-token-at-all-000000")).0,
+            401,
+            "{path}"
+        );
+        assert_eq!(
+            http(admin, "POST", path, Some(&TOKEN[..TOKEN.len() - 1])).0,
+            401,
+            "{path}"
+        );
+        // actions are POST only
+        assert_eq!(http(admin, "GET", path, Some(TOKEN)).0, 405, "{path}");
+    }
+    assert!(!e.log().contains("drain changed"), "a refused call changed nothing");
+    // with the token: what this PoP lacks is said, not faked
+    let (code, body) = http(admin, "POST", "/api/v1/pop/drain", Some(TOKEN));
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("no [bgp] configured"), "{body}");
+    let (code, body) = http(admin, "POST", "/api/v1/anycast/192.0.2.10%2F32/drain", Some(TOKEN));
+    assert_eq!(code, 409, "{body}");
+    let (code, body) = http(admin, "POST", "/api/v1/dns/zones/example.com/reload", Some(TOKEN));
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("no [dns] section"), "{body}");
+    assert_eq!(http(admin, "GET", "/api/v1/nothing-here", None).0, 404);
+    // errors are JSON with an "error" field
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(v["error"].is_string(), "{v}");
+}
+
 #[test]
 fn without_a_token_the_api_is_read_only() {
     let (_e, _lb, admin) = start(false);
     assert_eq!(http(admin, "GET", "/api/v1/status", None).0, 200);
-    let (code, body) = http(admin, "POST", "/api/v1/services/web/backends/a/drain", Some(TOKEN));
-    assert_eq!(code, 403, "{body}");
-    assert_eq!(http(admin, "POST", "/api/v1/reload", None).0, 403);
+    assert_eq!(http(admin, "GET", "/metrics", None).0, 200);
+    for path in ACTIONS {
+        let (code, body) = http(admin, "POST", path, Some(TOKEN));
+        assert_eq!(code, 403, "{path}: {body}");
+        assert!(body.contains("token"), "says why: {body}");
+        assert_eq!(http(admin, "POST", path, None).0, 403, "{path}");
+    }
 }
 
 #[test]
