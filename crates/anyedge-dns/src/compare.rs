@@ -690,8 +690,8 @@ impl ZoneIndex {
     /// are relative to `apex` until an `$ORIGIN` says otherwise.
     pub fn from_zonefile(text: &[u8], apex: &impl ToName) -> Result<Self, ZoneError> {
         let mut idx = ZoneIndex::new(apex);
-        // the same SPF workaround as the zone loader
-        let mut zf = match crate::zone::spf_as_generic(text) {
+        // the same rewrites as the zone loader (TTL units, SPF)
+        let mut zf = match crate::zonetext::for_domain(text) {
             Some(t) => Zonefile::from(&t[..]),
             None => Zonefile::from(text),
         };

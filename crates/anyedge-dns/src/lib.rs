@@ -17,3 +17,4 @@ pub mod fuzz_check;
 pub mod name;
 pub mod xfr;
 pub mod zone;
+mod zonetext;

@@ -469,7 +469,7 @@ pub fn load_file(path: &Path, origin: &str) -> Result<Zone, ZoneError> {
         .unwrap_or_else(|| PathBuf::from("."));
     let dir = dir.canonicalize().unwrap_or(dir);
     let mut b = ZoneBuilder::new(apex.as_slice());
-    read_into(&mut b, path, apex, &dir, 0)?;
+    read_into(&mut b, path, apex, &dir, 0, None)?;
     b.finish().map_err(|msg| ZoneError::Zone {
         zone: origin.to_string(),
         msg,
@@ -483,26 +483,28 @@ pub fn load_str(text: &str, origin: &str) -> Result<Zone, ZoneError> {
         msg: format!("bad zone name: {e}"),
     })?;
     let mut b = ZoneBuilder::new(apex.as_slice());
-    scan_into(&mut b, text.as_bytes().to_vec(), "<text>", apex, None, 0, None)?;
+    scan_into(&mut b, text.as_bytes().to_vec(), "<text>", apex, None, 0, None, None)?;
     b.finish().map_err(|msg| ZoneError::Zone {
         zone: origin.to_string(),
         msg,
     })
 }
 
+/// `ttl`: the `$TTL` line in force where this file is `$INCLUDE`d.
 fn read_into(
     b: &mut ZoneBuilder,
     path: &Path,
     origin: domain::base::Name<bytes::Bytes>,
     dir: &Path,
     depth: usize,
+    ttl: Option<&[u8]>,
 ) -> Result<(), ZoneError> {
     let file = path.display().to_string();
     let text = std::fs::read(path).map_err(|e| ZoneError::Io {
         file: file.clone(),
         msg: e.to_string(),
     })?;
-    scan_into(b, text, &file, origin, Some(dir), depth, Some(path))
+    scan_into(b, text, &file, origin, Some(dir), depth, Some(path), ttl)
 }
 
 /// Scans one file's text into `b`. `domain`'s scanner is run under
@@ -519,9 +521,10 @@ fn scan_into(
     dir: Option<&Path>,
     depth: usize,
     path: Option<&Path>,
+    ttl: Option<&[u8]>,
 ) -> Result<(), ZoneError> {
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-        scan_unguarded(b, text, file, origin, dir, depth, path)
+        scan_unguarded(b, text, file, origin, dir, depth, path, ttl)
     }));
     r.unwrap_or_else(|_| {
         Err(ZoneError::Syntax {
@@ -544,22 +547,36 @@ fn scan_unguarded(
     dir: Option<&Path>,
     depth: usize,
     path: Option<&Path>,
+    inherited_ttl: Option<&[u8]>,
 ) -> Result<(), ZoneError> {
-    let mut zf = Zonefile::with_capacity(text.len());
-    match spf_as_generic(&text) {
-        Some(t) => zf.extend_from_slice(&t),
-        None => zf.extend_from_slice(&text),
-    }
-    let kept = if path.is_some() {
-        drop(text);
-        None
+    // An included file starts with the parent's `$TTL` line in force (BIND
+    // and Knot inherit it; `domain` has no setter for it): that line is
+    // fed first, and error lines and offsets are shifted back by it.
+    let prefix: &[u8] = inherited_ttl.unwrap_or_default();
+    let prefix_lines = usize::from(!prefix.is_empty());
+    let mut zf = Zonefile::with_capacity(prefix.len() + text.len());
+    zf.extend_from_slice(prefix);
+    let rewritten = crate::zonetext::for_domain(&text);
+    let fed: &[u8] = rewritten.as_deref().unwrap_or(&text);
+    zf.extend_from_slice(fed);
+    // `$TTL` lines (with their end offset in the scanner's buffer), only
+    // needed when this file includes others
+    let ttls: Vec<(usize, Vec<u8>)> = if dir.is_some() {
+        crate::zonetext::ttl_directives(fed, prefix.len())
     } else {
-        Some(text)
+        Vec::new()
+    };
+    // Text to name an error's line from: the rewritten one if there was a
+    // rewrite (it keeps every line where it was, but not every offset),
+    // else the original, which a file re-reads only on error.
+    let kept = match (rewritten, path) {
+        (Some(r), _) => Some(r),
+        (None, Some(_)) => None,
+        (None, None) => Some(text),
     };
     zf.set_origin(origin.clone());
     zf.set_default_class(domain::base::iana::Class::IN);
-    // line of a byte offset, for records that parse but are refused (the
-    // SPF rewrite keeps every line where it was)
+    // line of a byte offset, for records that parse but are refused
     let line_of = |off: usize| {
         let reread;
         let t: &[u8] = match (&kept, path) {
@@ -570,6 +587,7 @@ fn scan_unguarded(
             }
             (None, None) => &[],
         };
+        let off = off.saturating_sub(prefix.len());
         1 + t[..off.min(t.len())].iter().filter(|&&c| c == b'\n').count()
     };
     loop {
@@ -579,7 +597,7 @@ fn scan_unguarded(
             let (line, msg) = split_position(&e.to_string());
             ZoneError::Syntax {
                 file: file.to_string(),
-                line,
+                line: line.saturating_sub(prefix_lines).max(1),
                 msg,
             }
         })?;
@@ -630,138 +648,15 @@ fn scan_unguarded(
                     Some(o) => o,
                     None => zf.origin().unwrap_or_else(|_| origin.clone()),
                 };
-                read_into(b, &full, o, dir, depth + 1)?;
+                let ttl = ttls
+                    .iter()
+                    .rev()
+                    .find(|(end, _)| *end <= at + 1)
+                    .map(|(_, l)| l.as_slice())
+                    .or(inherited_ttl);
+                read_into(b, &full, o, dir, depth + 1, ttl)?;
             }
         }
-    }
-}
-
-/// `domain` 0.12.3 has no SPF (type 99, RFC 7208 4.1 / RFC 4408) text
-/// parser, but BIND-era exports still carry `SPF "v=spf1 ..."` lines. Such
-/// a record's text is rewritten to the generic RFC 3597 form (`TYPE99 \#
-/// len hex`; SPF rdata is TXT's), keeping every line where it was so error
-/// lines stay right. Only single-line SPF records are rewritten; `None`
-/// when nothing needed it.
-pub(crate) fn spf_as_generic(text: &[u8]) -> Option<Vec<u8>> {
-    if !text.windows(3).any(|w| w.eq_ignore_ascii_case(b"spf")) {
-        return None;
-    }
-    let mut out = Vec::with_capacity(text.len() + 64);
-    let mut changed = false;
-    for line in text.split_inclusive(|&c| c == b'\n') {
-        match spf_line(line) {
-            Some(l) => {
-                out.extend_from_slice(&l);
-                changed = true;
-            }
-            None => out.extend_from_slice(line),
-        }
-    }
-    changed.then_some(out)
-}
-
-fn spf_line(line: &[u8]) -> Option<Vec<u8>> {
-    // tokens outside quotes up to a comment: [owner] [ttl] [class] type rdata
-    let starts_with_owner = line.first().is_some_and(|c| !c.is_ascii_whitespace() && *c != b';');
-    let mut i = 0usize;
-    let mut tok = 0usize;
-    loop {
-        while i < line.len() && (line[i] == b' ' || line[i] == b'\t') {
-            i += 1;
-        }
-        if i >= line.len() || matches!(line[i], b';' | b'\n' | b'\r' | b'(' | b'"') {
-            return None;
-        }
-        let start = i;
-        while i < line.len() && !line[i].is_ascii_whitespace() {
-            i += 1;
-        }
-        let t = &line[start..i];
-        tok += 1;
-        if tok == 1 && starts_with_owner {
-            continue;
-        }
-        if t[0].is_ascii_digit()
-            || t.eq_ignore_ascii_case(b"IN")
-            || t.eq_ignore_ascii_case(b"CH")
-            || t.eq_ignore_ascii_case(b"HS")
-        {
-            continue;
-        }
-        if !t.eq_ignore_ascii_case(b"SPF") {
-            return None;
-        }
-        let rdata = char_strings(&line[i..])?;
-        let mut l = line[..start].to_vec();
-        l.extend_from_slice(format!("TYPE99 \\# {}", rdata.len()).as_bytes());
-        if !rdata.is_empty() {
-            l.push(b' ');
-            for b in &rdata {
-                l.extend_from_slice(format!("{b:02x}").as_bytes());
-            }
-        }
-        l.push(b'\n');
-        return Some(l);
-    }
-}
-
-/// Character-strings (quoted or bare, with `\X` and `\DDD` escapes) up to
-/// the end of the line or a comment, as wire data.
-fn char_strings(rest: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut i = 0usize;
-    loop {
-        while i < rest.len() && rest[i].is_ascii_whitespace() && rest[i] != b'\n' && rest[i] != b'\r' {
-            i += 1;
-        }
-        if i >= rest.len() || matches!(rest[i], b';' | b'\n' | b'\r') {
-            return (!out.is_empty()).then_some(out);
-        }
-        let token_start = i;
-        if rest[i] == b'(' || rest[i] == b')' {
-            return None;
-        }
-        let quoted = rest[i] == b'"';
-        if quoted {
-            i += 1;
-        }
-        let mut s = Vec::new();
-        while i < rest.len() {
-            let c = rest[i];
-            if quoted && c == b'"' {
-                i += 1;
-                break;
-            }
-            if !quoted && (c.is_ascii_whitespace() || c == b';') {
-                break;
-            }
-            if c == b'\n' {
-                return None; // unterminated quote
-            }
-            if c == b'\\' {
-                let d = rest.get(i + 1..i + 4).filter(|d| d.iter().all(u8::is_ascii_digit));
-                match d {
-                    Some(d) => {
-                        let v: u16 = std::str::from_utf8(d).ok()?.parse().ok()?;
-                        s.push(u8::try_from(v).ok()?);
-                        i += 4;
-                    }
-                    None => {
-                        s.push(*rest.get(i + 1)?);
-                        i += 2;
-                    }
-                }
-                continue;
-            }
-            s.push(c);
-            i += 1;
-        }
-        if s.len() > 255 || i == token_start {
-            // too long, or nothing consumed (never loop on the same byte)
-            return None;
-        }
-        out.push(s.len() as u8);
-        out.extend_from_slice(&s);
     }
 }
 
@@ -951,6 +846,42 @@ odd IN TYPE65534 \# 3 010203
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// An included file starts with the `$TTL` in force where it is
+    /// included; its own `$TTL` does not leak back into the parent (as in
+    /// Knot). Error lines in it stay its own.
+    #[test]
+    fn include_inherits_the_parents_ttl() {
+        let dir = std::env::temp_dir().join(format!("anyedge-dns-ttl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("a.inc"), "a A 192.0.2.1\n$INCLUDE b.inc\n").unwrap();
+        std::fs::write(dir.join("b.inc"), "b A 192.0.2.2\n").unwrap();
+        std::fs::write(dir.join("c.inc"), "$TTL 60\nc A 192.0.2.3\n").unwrap();
+        std::fs::write(
+            dir.join("z.zone"),
+            "$ORIGIN example.com.\n$TTL 1h\n@ IN SOA ns1 h 1 2 3 4 5\n@ NS ns1\n$TTL 300 ; hosts\n\
+             $INCLUDE a.inc\n$INCLUDE c.inc\nd A 192.0.2.4\n",
+        )
+        .unwrap();
+        let z = load_file(&dir.join("z.zone"), "example.com.").unwrap();
+        let ttl = |label: &[u8]| {
+            let mut key = vec![label.len() as u8];
+            key.extend_from_slice(label);
+            key.extend_from_slice(b"\x07example\x03com\x00");
+            z.node(&key).unwrap().get(1).unwrap().ttl
+        };
+        assert_eq!(ttl(b"a"), 300, "inherited into the include");
+        assert_eq!(ttl(b"b"), 300, "and into a nested one");
+        assert_eq!(ttl(b"c"), 60, "the include's own $TTL");
+        assert_eq!(ttl(b"d"), 300, "the parent's $TTL after the include");
+        let apex = z.node(b"\x07example\x03com\x00").unwrap();
+        assert_eq!(apex.get(6).unwrap().ttl, 3600);
+        // an error in an include with an inherited $TTL names its own line
+        std::fs::write(dir.join("b.inc"), "b A 192.0.2.2\nbad A not-an-address\n").unwrap();
+        let e = load_file(&dir.join("z.zone"), "example.com.").unwrap_err().to_string();
+        assert!(e.contains("b.inc:2"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn zone_set_finds_the_most_specific_zone() {
         let mut s = ZoneSet::new();
@@ -1025,7 +956,7 @@ odd IN TYPE65534 \# 3 010203
     fn spf_rewrite_terminates_on_odd_whitespace() {
         // found by fuzzing: a form feed after SPF data looped forever
         let t = b"$OR NS nm\"\n_s._tcp SPF 1 2 ns h 1 2 3 4 5\x0c@, NS ne\"\n";
-        let _ = spf_as_generic(t);
+        let _ = crate::zonetext::spf_as_generic(t);
         let _ = load_str(std::str::from_utf8(t).unwrap(), "example.com.");
     }
 
