@@ -57,16 +57,40 @@ fn is_class(t: &[u8]) -> bool {
         || (t.len() > 5 && t[..5].eq_ignore_ascii_case(b"CLASS") && t[5..].iter().all(u8::is_ascii_digit))
 }
 
+fn is_unit(c: u8) -> bool {
+    matches!(c | 0x20, b's' | b'm' | b'h' | b'd' | b'w')
+}
+
+/// Cheap test before tokenizing: is there a whitespace-delimited token of
+/// digits and unit letters only, starting with a digit, anywhere? (Most
+/// zones have none; `2001:db8::1d` or `host1m.example.` are not.)
+fn has_unit_token(text: &[u8]) -> bool {
+    let part = |c: &u8| c.is_ascii_digit() || is_unit(*c);
+    let mut i = 1;
+    while i < text.len() {
+        // the second byte of a digit-unit pair
+        if is_unit(text[i]) && text[i - 1].is_ascii_digit() {
+            let start = text[..i].iter().rposition(|c| !part(c)).map_or(0, |p| p + 1);
+            let end = text[i..].iter().position(|c| !part(c)).map_or(text.len(), |p| i + p);
+            let before = start == 0 || matches!(text[start - 1], b' ' | b'\t' | b'\n' | b'\r' | b'(');
+            let after = end == text.len() || matches!(text[end], b' ' | b'\t' | b'\n' | b'\r' | b';' | b')');
+            if before && after && text[start].is_ascii_digit() {
+                return true;
+            }
+            i = end.max(i + 1);
+        } else {
+            i += 1;
+        }
+    }
+    false
+}
+
 /// Rewrites TTLs with units to seconds where a TTL stands: after `$TTL`,
 /// between a record's owner and its type, and in the SOA's refresh, retry,
 /// expire and minimum. Names and other rdata are never touched, so a host
 /// called `1h` stays one. `None` when nothing has units.
 pub(crate) fn ttl_units_as_seconds(text: &[u8]) -> Option<Vec<u8>> {
-    // cheap test first: a digit directly followed by a unit letter
-    let maybe = text
-        .windows(2)
-        .any(|w| w[0].is_ascii_digit() && matches!(w[1].to_ascii_lowercase(), b's' | b'm' | b'h' | b'd' | b'w'));
-    if !maybe {
+    if !has_unit_token(text) {
         return None;
     }
     let mut edits: Vec<(usize, usize, u32)> = Vec::new();
@@ -374,6 +398,11 @@ mod tests {
         assert_eq!(rw("t TXT \"1h\" 2d ; 3h\n"), "t TXT \"1h\" 2d ; 3h\n");
         assert_eq!(rw("www A 192.0.2.1 ; 1h\n"), "www A 192.0.2.1 ; 1h\n");
         assert!(ttl_units_as_seconds(b"www A 192.0.2.1\n").is_none());
+        assert!(!has_unit_token(
+            b"h AAAA 2001:db8::1d\nhost1m.example. A 192.0.2.1\nx TXT a1h\n"
+        ));
+        assert!(has_unit_token(b"$TTL 1h"));
+        assert!(has_unit_token(b"(\n 4h ; r\n"));
     }
 
     #[test]
