@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, IoSlice, IoSliceMut, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::Duration;
@@ -28,14 +28,62 @@ use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, Ms
 
 pub const ENV: &str = "ANYEDGE_UPGRADE_FROM";
 
+/// What a handed-over socket is for; the word that starts its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A load balancer service's TCP listener ("ADDR", the original word).
+    Lb,
+    /// A DNS UDP socket (one per DNS worker thread and address).
+    DnsUdp,
+    /// A DNS TCP listener (one per worker runtime and address).
+    DnsTcp,
+}
+
+impl Kind {
+    fn word(self) -> &'static str {
+        match self {
+            Kind::Lb => "ADDR",
+            Kind::DnsUdp => "DNS_UDP",
+            Kind::DnsTcp => "DNS_TCP",
+        }
+    }
+
+    fn from_word(w: &str) -> Option<Kind> {
+        [Kind::Lb, Kind::DnsUdp, Kind::DnsTcp]
+            .into_iter()
+            .find(|k| k.word() == w)
+    }
+
+    fn socket_type(self) -> socket2::Type {
+        match self {
+            Kind::Lb | Kind::DnsTcp => socket2::Type::STREAM,
+            Kind::DnsUdp => socket2::Type::DGRAM,
+        }
+    }
+}
+
 /// Listening sockets by address, as handed over.
 pub type Listeners = HashMap<SocketAddr, Vec<TcpListener>>;
 
-/// Old side: sends `listeners` (address -> sockets) to the new process.
-pub fn send_listeners(s: &UnixStream, listeners: &[(SocketAddr, Vec<RawFd>)]) -> anyhow::Result<()> {
-    for (addr, fds) in listeners {
+/// Everything the previous process handed over.
+#[derive(Default)]
+pub struct Inherited {
+    pub lb: Listeners,
+    pub dns: crate::dns::Inherited,
+}
+
+impl Inherited {
+    pub fn count(&self) -> usize {
+        let n = |m: &Listeners| m.values().map(Vec::len).sum::<usize>();
+        n(&self.lb) + n(&self.dns.tcp) + self.dns.udp.values().map(Vec::len).sum::<usize>()
+    }
+}
+
+/// Old side: sends the sockets (kind, address -> fds) to the new process.
+pub fn send_listeners(s: &UnixStream, sockets: &[(Kind, SocketAddr, Vec<RawFd>)]) -> anyhow::Result<()> {
+    for (kind, addr, fds) in sockets {
         for chunk in fds.chunks(32) {
-            let line = format!("ADDR {addr} {}\n", chunk.len());
+            let line = format!("{} {addr} {}\n", kind.word(), chunk.len());
             let iov = [IoSlice::new(line.as_bytes())];
             let cmsg = [ControlMessage::ScmRights(chunk)];
             sendmsg::<()>(s.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None).context("sendmsg listeners")?;
@@ -46,9 +94,10 @@ pub fn send_listeners(s: &UnixStream, listeners: &[(SocketAddr, Vec<RawFd>)]) ->
     Ok(())
 }
 
-/// New side: receives the listening sockets, grouped by address.
-pub fn receive_listeners(s: &UnixStream) -> anyhow::Result<Listeners> {
-    let mut out: Listeners = HashMap::new();
+/// New side: receives the sockets, grouped by kind and address. Each one
+/// must be of its kind's type and bound to its address.
+pub fn receive_listeners(s: &UnixStream) -> anyhow::Result<Inherited> {
+    let mut out = Inherited::default();
     loop {
         let mut buf = [0u8; 256];
         let mut cmsg = nix::cmsg_space!([RawFd; 32]);
@@ -70,7 +119,9 @@ pub fn receive_listeners(s: &UnixStream) -> anyhow::Result<Listeners> {
             return Ok(out);
         }
         let mut parts = line.split_whitespace();
-        let (Some("ADDR"), Some(addr), Some(count)) = (parts.next(), parts.next(), parts.next()) else {
+        let (Some(kind), Some(addr), Some(count)) =
+            (parts.next().and_then(Kind::from_word), parts.next(), parts.next())
+        else {
             bail!("unexpected upgrade message {line:?}");
         };
         let addr: SocketAddr = addr.parse().context("upgrade address")?;
@@ -78,9 +129,36 @@ pub fn receive_listeners(s: &UnixStream) -> anyhow::Result<Listeners> {
         if fds.len() != count {
             bail!("expected {count} sockets for {addr}, got {}", fds.len());
         }
-        out.entry(addr)
-            .or_default()
-            .extend(fds.into_iter().map(TcpListener::from));
+        for fd in &fds {
+            let sock = socket2::SockRef::from(fd);
+            let ty = sock.r#type().context("socket type")?;
+            let local = sock.local_addr().ok().and_then(|a| a.as_socket());
+            if ty != kind.socket_type() || local != Some(addr) {
+                bail!(
+                    "{} socket for {addr} is a {ty:?} socket bound to {local:?}",
+                    kind.word()
+                );
+            }
+        }
+        match kind {
+            Kind::Lb => out
+                .lb
+                .entry(addr)
+                .or_default()
+                .extend(fds.into_iter().map(TcpListener::from)),
+            Kind::DnsTcp => out
+                .dns
+                .tcp
+                .entry(addr)
+                .or_default()
+                .extend(fds.into_iter().map(TcpListener::from)),
+            Kind::DnsUdp => out
+                .dns
+                .udp
+                .entry(addr)
+                .or_default()
+                .extend(fds.into_iter().map(UdpSocket::from)),
+        }
     }
 }
 
@@ -164,7 +242,8 @@ impl Handover {
         let _ = std::fs::remove_file(&path);
         stream.set_nonblocking(false)?;
         Ok(Handover {
-            chan: Channel::new(stream, Duration::from_secs(30), "the new process")?,
+            // READY comes after the new process has loaded its DNS zones
+            chan: Channel::new(stream, Duration::from_secs(120), "the new process")?,
             child_pid,
         })
     }
@@ -172,7 +251,7 @@ impl Handover {
 
 /// New side: if this start is an upgrade, the channel to the old process
 /// and the listening sockets it handed over.
-pub fn inherit() -> anyhow::Result<Option<(Channel, Listeners)>> {
+pub fn inherit() -> anyhow::Result<Option<(Channel, Inherited)>> {
     let Some(path) = std::env::var_os(ENV) else {
         return Ok(None);
     };
