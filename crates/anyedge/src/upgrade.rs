@@ -1,16 +1,31 @@
-//! Binary upgrade without refusing a SYN: on SIGUSR2 the running process
-//! starts the (new) binary with the same arguments and hands it every
-//! listening socket over a Unix socket (SCM_RIGHTS). The sockets, and the
-//! connections already queued on them, stay open throughout: the new
-//! process accepts from the same queues. Sequence:
+//! Binary upgrade without refusing a SYN or losing a DNS query: on SIGUSR2
+//! the running process starts the (new) binary with the same arguments and
+//! hands it every listening socket over a Unix socket (SCM_RIGHTS): the load
+//! balancer's TCP listeners, and every DNS worker's SO_REUSEPORT UDP socket
+//! and TCP listener. The sockets, and the connections and datagrams already
+//! queued on them, stay open throughout: the new process serves from the
+//! same kernel queues. Sequence:
 //!
 //! ```text
 //! old: SIGUSR2 -> listen on upgrade socket -> spawn new (ANYEDGE_UPGRADE_FROM)
-//! new: connect -> receive "ADDR n" + n fds per address, "END"
-//! new: apply config using those listeners -> "READY"
-//! old: stop accepting -> close its BGP sessions (Cease) -> "BGP_RELEASED"
-//! new: start BGP (announces again) ; old: drain connections -> exit
+//! new: connect -> receive "<KIND> addr n" + n fds per line, "END"
+//!      (KIND: ADDR = LB listener, DNS_UDP, DNS_TCP; type and address checked)
+//! new: start the LB with those listeners (accept held closed); load the
+//!      zones and serve DNS on the inherited sockets (both processes read
+//!      them now; each datagram/connection goes to one of them)
+//! new: backends checked -> open accept -> "READY"
+//! old: stop accepting (LB, DNS TCP); stop reading DNS UDP (each thread
+//!      answers the batch it has read, then sees the stop flag within its
+//!      200 ms receive timeout) -> close its copies of the sockets
+//! old: close its BGP sessions (Cease) -> "BGP_RELEASED"
+//! new: start BGP (announces again) ; old: drain LB and DNS TCP connections
+//!      (up to limits.shutdown_grace) -> exit
 //! ```
+//!
+//! Sockets that no longer match the new configuration (a `dns.listen`
+//! address gone, fewer `dns.workers`) are closed by the new process and
+//! missing ones bound, each logged; datagrams queued on a closed UDP socket
+//! are lost when the old process stops, so change those with care.
 //!
 //! Without BGP graceful restart the prefixes are withdrawn from this PoP for
 //! the second between the old Cease and the new session; anycast sends new
