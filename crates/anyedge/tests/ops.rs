@@ -485,3 +485,51 @@ fn ten_thousand_dns_queries_across_a_binary_upgrade_lose_nothing() {
     assert!(tcp > 0 && udp > 0, "both transports were used");
     assert_eq!(failed, 0, "lost or failed queries: {errors:?}");
 }
+
+/// An upgrade whose new configuration has fewer DNS workers and one more
+/// address: the extra inherited socket is closed, the new address bound,
+/// both logged, and both addresses answer afterwards.
+#[test]
+fn upgrade_with_other_dns_listeners_closes_and_binds_what_differs() {
+    let dir = tempfile::tempdir().unwrap();
+    let zone = dir.path().join("example.com.zone");
+    write_zone(&zone, 1);
+    let (port, port2) = (free_port(), free_port());
+    let server = SocketAddr::from(([127, 0, 0, 1], port));
+    let server2 = SocketAddr::from(([127, 0, 0, 1], port2));
+    let mut e = Anyedge::start(&dns_config(port, &zone, 0), server);
+    let (udp_before, _) = socket_inodes(port);
+    assert_eq!(udp_before.len(), 2);
+    e.rewrite_config(
+        &dns_config(port, &zone, 1)
+            .replace("workers = 2", "workers = 1")
+            .replace(
+                &format!("listen = [\"{server}\"]"),
+                &format!("listen = [\"{server}\", \"{server2}\"]"),
+            ),
+    );
+    e.signal(nix::sys::signal::Signal::SIGUSR2);
+    e.wait_log("upgrade: new process ready", 1, Duration::from_secs(60));
+    let new_pid: i32 = e
+        .log()
+        .split("new_pid=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .expect("new PID logged");
+    let _new = KillOnDrop(new_pid);
+    assert!(e.wait_exit(Duration::from_secs(60)).is_some_and(|s| s.success()));
+    let log = e.log();
+    assert!(log.contains("dns.workers is smaller now"), "{log}");
+    assert!(log.contains("upgrade: new dns address"), "{log}");
+    let (udp_after, _) = socket_inodes(port);
+    assert_eq!(udp_after.len(), 1, "one worker now");
+    assert!(udp_after.is_subset(&udp_before), "an inherited socket kept");
+    assert_eq!(socket_inodes(port2).0.len(), 1, "the new address bound");
+    for (i, s) in [server, server2].into_iter().enumerate() {
+        let r = udp_query(s, i as u16, QUESTIONS[0]);
+        assert!(r.is_ok(), "{s}: {r:?}");
+        let r = tcp_query(s, i as u16, QUESTIONS[1]);
+        assert!(r.is_ok(), "{s}: {r:?}");
+    }
+}

@@ -474,6 +474,7 @@ impl Dns {
         // bind everything first: a port in use fails the start cleanly
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
+        let upgrading = !inherited.udp.is_empty() || !inherited.tcp.is_empty();
         for addr in &cfg.listen {
             let mut u = inherited.udp.remove(addr).unwrap_or_default();
             let mut t = inherited.tcp.remove(addr).unwrap_or_default();
@@ -494,6 +495,9 @@ impl Dns {
                 for l in &t {
                     l.set_nonblocking(true)?;
                 }
+            }
+            if upgrading && got_u + got_t == 0 {
+                info!(addr = %addr, "upgrade: new dns address (nothing inherited): binding its sockets");
             }
             if u.len() < workers || t.len() < tcp_workers {
                 if got_u + got_t > 0 {
