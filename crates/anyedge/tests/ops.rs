@@ -437,50 +437,79 @@ fn ten_thousand_dns_queries_across_reloads_and_zone_changes_lose_nothing() {
     assert!(!e.log().contains("reload rejected"), "{}", e.log());
 }
 
+/// True once process `pid` has exited (gone, or a zombie nobody reaped: an
+/// upgraded process's parent is the process it replaced, which exits).
+fn exited(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(st) => st.rsplit(')').next().and_then(|r| r.split_whitespace().next()) == Some("Z"),
+    }
+}
+
+/// Three upgrades in a row (the second and third hand over sockets that
+/// were themselves inherited) under one client loop.
 #[test]
-fn ten_thousand_dns_queries_across_a_binary_upgrade_lose_nothing() {
+fn ten_thousand_dns_queries_across_binary_upgrades_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let zone = dir.path().join("example.com.zone");
     write_zone(&zone, 1);
     let port = free_port();
     let server = SocketAddr::from(([127, 0, 0, 1], port));
     let mut e = Anyedge::start(&dns_config(port, &zone, 0), server);
-    let (udp_socks, tcp_socks) = socket_inodes(port);
-    assert_eq!(udp_socks.len(), 2, "one UDP socket per DNS worker");
-    assert!(!tcp_socks.is_empty());
+    let sockets = socket_inodes(port);
+    assert_eq!(sockets.0.len(), 2, "one UDP socket per DNS worker");
+    assert!(!sockets.1.is_empty());
     let load = DnsLoad::start(server);
-    load.wait_total(1_000, Duration::from_secs(60));
-    let before = load.total();
-    e.signal(nix::sys::signal::Signal::SIGUSR2);
-    e.wait_log("upgrade: new process ready", 1, Duration::from_secs(60));
-    let new_pid: i32 = e
-        .log()
-        .split("new_pid=")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .expect("new PID logged");
-    let _new = KillOnDrop(new_pid);
-    let old = e
-        .wait_exit(Duration::from_secs(60))
-        .expect("old process exits after the hand-over");
-    assert!(old.success(), "{old:?}");
-    let at_exit = load.total();
-    // the new process serves on the very same kernel sockets
-    let after = socket_inodes(port);
-    // answers keep coming after the old process is gone
+    let mut current = KillOnDrop(0); // the upgraded process serving now
+    let mut at_exit = 0;
+    for round in 1..=3 {
+        load.wait_total(at_exit + 1_000, Duration::from_secs(60));
+        match current.0 {
+            0 => e.signal(nix::sys::signal::Signal::SIGUSR2),
+            pid => nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGUSR2).unwrap(),
+        }
+        e.wait_log("upgrade: new process ready", round, Duration::from_secs(60));
+        let new_pid: i32 = e
+            .log()
+            .split("new_pid=")
+            .nth(round)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .expect("new PID logged");
+        let old = std::mem::replace(&mut current, KillOnDrop(new_pid));
+        if old.0 == 0 {
+            let st = e.wait_exit(Duration::from_secs(60)).expect("old process exits");
+            assert!(st.success(), "{st:?}");
+        } else {
+            let t = Instant::now();
+            while !exited(old.0) {
+                assert!(
+                    t.elapsed() < Duration::from_secs(60),
+                    "upgrade {round}: the old process never exited"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            std::mem::forget(old); // gone: nothing to end
+        }
+        at_exit = load.total();
+        // the new process serves on the very same kernel sockets
+        assert_eq!(socket_inodes(port), sockets, "upgrade {round}: same sockets");
+    }
+    // answers keep coming after the last old process is gone
     load.wait_total((at_exit + 2_000).max(10_000), Duration::from_secs(300));
     let (udp, tcp, failed, errors) = load.finish();
     let total = udp + tcp + failed;
     eprintln!(
-        "measured: {total} DNS queries ({udp} udp ok, {tcp} tcp ok), {failed} lost or failed, across a binary upgrade ({} before SIGUSR2, {} after the old process exited)",
-        before,
+        "measured: {total} DNS queries ({udp} udp ok, {tcp} tcp ok), {failed} lost or failed, across 3 binary upgrades ({} after the last old process exited)",
         total - at_exit
     );
     let log = e.log();
-    assert!(log.contains("upgrade: dns serving on the inherited sockets"), "{log}");
+    assert_eq!(
+        log.matches("upgrade: dns serving on the inherited sockets").count(),
+        3,
+        "{log}"
+    );
     assert!(!log.contains("binding additional dns sockets"), "{log}");
-    assert_eq!(after, (udp_socks, tcp_socks), "same sockets before and after");
     assert!(total >= 10_000 && total - at_exit >= 2_000, "the loop ran on");
     assert!(tcp > 0 && udp > 0, "both transports were used");
     assert_eq!(failed, 0, "lost or failed queries: {errors:?}");
