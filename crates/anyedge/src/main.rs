@@ -389,17 +389,18 @@ async fn daemon(
         + std::time::Duration::from_secs(2);
     let upgrading = inherit.is_some();
     let edge: Arc<Edge> = Edge::start(cfg, workers, inherited, worker_rts, upgrading)?;
-    // DNS serves as soon as its zones are loaded: during an upgrade, on the
-    // handed-over sockets next to the old process, before READY (the old
-    // process stops reading them only then).
+    // DNS binds (or takes over) its sockets once the file zones are loaded;
+    // during an upgrade it reads them only once every zone is there (the
+    // old process answers meanwhile), then both read them until READY.
     let dns = match &dns_cfg {
         Some(d) => {
             // Loading big zones takes a while: stay stoppable meanwhile
             // (nothing is announced yet, so stopping is just exiting; in an
             // upgrade the old process keeps serving).
             let (d, pop, rts) = (d.clone(), pop_name.clone(), dns_rts.clone());
-            let load =
-                tokio::task::spawn_blocking(move || dns::Dns::start_with(&d, &pop, workers, &rts, dns_inherited));
+            let load = tokio::task::spawn_blocking(move || {
+                dns::Dns::start_with(&d, &pop, workers, &rts, dns_inherited, upgrading)
+            });
             tokio::select! {
                 r = load => Some(r??),
                 // exit at once: the runtime would otherwise wait for the load
@@ -427,6 +428,20 @@ async fn daemon(
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         edge.open_gate();
+        // Secondary zones without a saved copy need their first transfer
+        // before this process answers for them (REFUSED otherwise): the old
+        // process, which has them, keeps answering alone until then.
+        if let Some(d) = &dns {
+            let deadline = tokio::time::Instant::now() + DNS_UPGRADE_WAIT;
+            while let Err(why) = d.serving_all() {
+                if tokio::time::Instant::now() >= deadline {
+                    warn!(reason = %why, "upgrade: serving DNS although not every zone is loaded yet");
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            d.open()?;
+        }
     }
     if let Some(mut i) = inherit.take() {
         // Serving now; the old process stops accepting and hands over BGP.
@@ -554,6 +569,10 @@ async fn daemon(
     info!("anyedge stopped");
     Ok(())
 }
+
+/// How long an upgrading process waits for its secondary DNS zones (first
+/// transfer) before it says READY anyway.
+const DNS_UPGRADE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Stops the DNS listeners (after the routes are withdrawn, or once the new
 /// process is READY): UDP threads answer what they have read, then stop

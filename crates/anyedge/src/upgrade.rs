@@ -11,9 +11,11 @@
 //! new: connect -> receive "<KIND> addr n" + n fds per line, "END"
 //!      (KIND: ADDR = LB listener, DNS_UDP, DNS_TCP; type and address checked)
 //! new: start the LB with those listeners (accept held closed); load the
-//!      zones and serve DNS on the inherited sockets (both processes read
-//!      them now; each datagram/connection goes to one of them)
-//! new: backends checked -> open accept -> "READY"
+//!      file zones, start secondary zones' transfers (DNS reading held)
+//! new: backends checked -> open accept; every DNS zone loaded (a
+//!      secondary's first transfer: up to 10 s) -> serve DNS on the
+//!      inherited sockets (both processes read them now; each datagram or
+//!      connection goes to one of them) -> "READY"
 //! old: stop accepting (LB, DNS TCP); stop reading DNS UDP (each thread
 //!      answers the batch it has read, then sees the stop flag within its
 //!      200 ms receive timeout) -> close its copies of the sockets

@@ -562,3 +562,54 @@ fn upgrade_with_other_dns_listeners_closes_and_binds_what_differs() {
         assert!(r.is_ok(), "{s}: {r:?}");
     }
 }
+
+/// A secondary zone (no saved copy) across an upgrade: the new process
+/// says READY only once its first transfer is in, so the old process,
+/// which has the zone, serves until then: no query is REFUSED or lost.
+#[test]
+fn secondary_zone_answers_across_an_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let zone = dir.path().join("example.com.zone");
+    write_zone(&zone, 1);
+    let (pport, sport) = (free_port(), free_port());
+    let primary = SocketAddr::from(([127, 0, 0, 1], pport));
+    let secondary = SocketAddr::from(([127, 0, 0, 1], sport));
+    let _p = Anyedge::start(
+        &(dns_config(pport, &zone, 0) + "allow_transfer = [\"127.0.0.1\"]\n"),
+        primary,
+    );
+    let cfg = dns_config(sport, &zone, 1).replace(
+        &format!("file = \"{}\"", zone.display()),
+        &format!("primary = [\"{primary}\"]"),
+    );
+    let mut e = Anyedge::start(&cfg, secondary);
+    let t = Instant::now();
+    while udp_query(secondary, 1, QUESTIONS[0]).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(30), "the first transfer never came");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let load = DnsLoad::start(secondary);
+    load.wait_total(1_000, Duration::from_secs(60));
+    e.signal(nix::sys::signal::Signal::SIGUSR2);
+    e.wait_log("upgrade: new process ready", 1, Duration::from_secs(60));
+    let new_pid: i32 = e
+        .log()
+        .split("new_pid=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .expect("new PID logged");
+    let _new = KillOnDrop(new_pid);
+    assert!(e.wait_exit(Duration::from_secs(60)).is_some_and(|s| s.success()));
+    let at_exit = load.total();
+    load.wait_total(at_exit + 1_000, Duration::from_secs(120));
+    let (udp, tcp, failed, errors) = load.finish();
+    eprintln!(
+        "measured: secondary zone across an upgrade: {udp} udp ok, {tcp} tcp ok, {failed} lost or failed ({} after the old process exited)",
+        udp + tcp + failed - at_exit
+    );
+    let log = e.log();
+    assert!(!log.contains("although not every zone"), "{log}");
+    assert!(udp + tcp + failed >= at_exit + 1_000);
+    assert_eq!(failed, 0, "lost, failed or refused queries: {errors:?}");
+}

@@ -212,6 +212,14 @@ struct Origin {
     by: LoadedBy,
 }
 
+/// Sockets bound (or inherited) and not served yet.
+struct Held {
+    udp: Vec<(SocketAddr, std::net::UdpSocket)>,
+    tcp: Vec<(SocketAddr, std::net::TcpListener)>,
+    rts: Vec<tokio::runtime::Handle>,
+    workers: usize,
+}
+
 /// Sockets handed over by the previous process (binary upgrade), by
 /// address: used instead of binding new ones.
 #[derive(Default)]
@@ -246,6 +254,8 @@ pub struct Dns {
     /// (closed by [`Dns::stop`]).
     handover_udp: Mutex<Vec<(SocketAddr, std::os::fd::OwnedFd)>>,
     handover_tcp: Mutex<Vec<(SocketAddr, std::os::fd::OwnedFd)>>,
+    /// Bound but not served yet (see [`Dns::open`]).
+    held: Mutex<Option<Held>>,
     /// Zone transfers in and out, NOTIFY.
     xfr: xfr::Xfr,
 }
@@ -428,20 +438,23 @@ impl Dns {
         workers: usize,
         rts: &[tokio::runtime::Handle],
     ) -> anyhow::Result<Arc<Dns>> {
-        Dns::start_with(cfg, pop, workers, rts, Inherited::default())
+        Dns::start_with(cfg, pop, workers, rts, Inherited::default(), false)
     }
 
     /// Loads the zones (any failure is fatal here), binds every socket, and
     /// starts the UDP threads and the TCP accept loops. Sockets handed over
     /// by the previous process (binary upgrade) are used where they match
     /// `dns.listen` and the worker count; ones that do not match are closed,
-    /// missing ones are bound (both logged).
+    /// missing ones are bound (both logged). With `hold`, nothing is read
+    /// from the sockets until [`Dns::open`] (an upgrading process opens once
+    /// its zones are loaded: the old process answers meanwhile).
     pub fn start_with(
         cfg: &DnsConfig,
         pop: &str,
         workers: usize,
         rts: &[tokio::runtime::Handle],
         mut inherited: Inherited,
+        hold: bool,
     ) -> anyhow::Result<Arc<Dns>> {
         let (zones, errors, fresh) = load_zones(cfg, None);
         if let Some((z, e)) = errors.first() {
@@ -464,6 +477,7 @@ impl Dns {
             tcp_tasks: Mutex::new(Vec::new()),
             handover_udp: Mutex::new(Vec::new()),
             handover_tcp: Mutex::new(Vec::new()),
+            held: Mutex::new(None),
             xfr: xfr::Xfr::new(),
         });
         for (z, by) in &fresh {
@@ -529,29 +543,57 @@ impl Dns {
                 ht.push((*addr, std::os::fd::OwnedFd::from(l.try_clone()?)));
             }
         }
-        for (i, (addr, sock)) in udp.into_iter().enumerate() {
-            let d = dns.clone();
-            let c = dns.new_counters();
-            let h = std::thread::Builder::new()
+        let held = Held {
+            udp,
+            tcp,
+            rts: rts.to_vec(),
+            workers,
+        };
+        if hold {
+            info!("dns: sockets ready; serving once every zone is loaded");
+            *dns.held.lock().map_err(|_| anyhow::anyhow!("lock"))? = Some(held);
+        } else {
+            dns.serve(held)?;
+        }
+        xfr::start(&dns);
+        Ok(dns)
+    }
+
+    /// Starts serving on the sockets held back by `start_with(.., hold)`
+    /// (nothing to do if already serving).
+    pub fn open(self: &Arc<Self>) -> anyhow::Result<()> {
+        let held = self.held.lock().map_err(|_| anyhow::anyhow!("lock"))?.take();
+        match held {
+            Some(h) => self.serve(h),
+            None => Ok(()),
+        }
+    }
+
+    /// UDP threads and TCP accept loops on `h`'s sockets.
+    fn serve(self: &Arc<Self>, h: Held) -> anyhow::Result<()> {
+        for (i, (addr, sock)) in h.udp.into_iter().enumerate() {
+            let d = self.clone();
+            let c = self.new_counters();
+            let t = std::thread::Builder::new()
                 .name(format!("anyedge-dns{i}"))
                 .spawn(move || d.serve_udp(sock, addr, &c))?;
-            dns.threads.lock().map_err(|_| anyhow::anyhow!("lock"))?.push(h);
+            self.threads.lock().map_err(|_| anyhow::anyhow!("lock"))?.push(t);
         }
-        for (i, (addr, l)) in tcp.into_iter().enumerate() {
-            let rt = rts.get(i % rts.len().max(1)).cloned();
-            let d = dns.clone();
-            let c = dns.new_counters();
+        for (i, (addr, l)) in h.tcp.into_iter().enumerate() {
+            let rt = h.rts.get(i % h.rts.len().max(1)).cloned();
+            let d = self.clone();
+            let c = self.new_counters();
             let task = match rt {
                 Some(rt) => rt.spawn(async move { d.serve_tcp(l, addr, c).await }),
                 None => tokio::spawn(async move { d.serve_tcp(l, addr, c).await }),
             };
-            dns.tcp_tasks.lock().map_err(|_| anyhow::anyhow!("lock"))?.push(task);
+            self.tcp_tasks.lock().map_err(|_| anyhow::anyhow!("lock"))?.push(task);
         }
+        let cfg = self.cfg.load();
         for a in &cfg.listen {
-            info!(addr = %a, workers, zones = cfg.zones.len(), "dns listening (udp+tcp)");
+            info!(addr = %a, workers = h.workers, zones = cfg.zones.len(), "dns listening (udp+tcp)");
         }
-        xfr::start(&dns);
-        Ok(dns)
+        Ok(())
     }
 
     /// Every listening socket (UDP: one per worker and address; TCP: one
@@ -795,6 +837,9 @@ impl Dns {
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
         self.xfr.stop();
+        if let Ok(mut h) = self.held.lock() {
+            h.take();
+        }
         if let Ok(mut t) = self.tcp_tasks.lock() {
             for h in t.drain(..) {
                 h.abort();
