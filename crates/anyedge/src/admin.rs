@@ -487,8 +487,8 @@ fn gauge(
     Ok(())
 }
 
-/// DNS counters: queries by transport, responses by RCODE and kind, RRL
-/// verdicts, and per-zone serials.
+/// DNS counters: queries by transport and type, responses by RCODE and
+/// kind, RRL verdicts, and per-zone serials.
 fn dns_metrics(enc: &mut DescriptorEncoder, d: &crate::dns::Dns) -> std::fmt::Result {
     let s = d.stats();
     counter(
@@ -499,6 +499,15 @@ fn dns_metrics(enc: &mut DescriptorEncoder, d: &crate::dns::Dns) -> std::fmt::Re
             (vec![("transport", "udp")], s.udp_queries),
             (vec![("transport", "tcp")], s.tcp_queries),
         ],
+    )?;
+    counter(
+        enc,
+        "anyedge_dns_query_types",
+        "DNS queries received, by QTYPE (OTHER: any type not named).",
+        &s.query_types
+            .iter()
+            .map(|(t, v)| (vec![("type", *t)], *v))
+            .collect::<Vec<_>>(),
     )?;
     const RCODES: [&str; 17] = [
         "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "YXDOMAIN", "YXRRSET", "NXRRSET", "NOTAUTH",

@@ -381,14 +381,19 @@ async fn daemon(
     let (mut inherit, inherited) = match inherit {
         Some((i, l)) => {
             info!(
-                addresses = l.len(),
-                sockets = l.values().map(Vec::len).sum::<usize>(),
+                lb_addresses = l.lb.len(),
+                dns_addresses = l.dns.udp.len().max(l.dns.tcp.len()),
+                sockets = l.count(),
                 "upgrade: listening sockets received"
             );
             (Some(i), l)
         }
-        None => (None, Default::default()),
+        None => (None, upgrade::Inherited::default()),
     };
+    let upgrade::Inherited {
+        lb: inherited,
+        dns: dns_inherited,
+    } = inherited;
     let max_wait = cfg
         .services
         .iter()
@@ -398,6 +403,37 @@ async fn daemon(
         + std::time::Duration::from_secs(2);
     let upgrading = inherit.is_some();
     let edge: Arc<Edge> = Edge::start(cfg, workers, inherited, worker_rts, upgrading)?;
+    // DNS binds (or takes over) its sockets once the file zones are loaded;
+    // during an upgrade it reads them only once every zone is there (the
+    // old process answers meanwhile), then both read them until READY.
+    let dns = match &dns_cfg {
+        Some(d) => {
+            // Loading big zones takes a while: stay stoppable meanwhile
+            // (nothing is announced yet, so stopping is just exiting; in an
+            // upgrade the old process keeps serving).
+            let (d, pop, rts) = (d.clone(), pop_name.clone(), dns_rts.clone());
+            let load = tokio::task::spawn_blocking(move || {
+                dns::Dns::start_with(&d, &pop, workers, &rts, dns_inherited, upgrading)
+            });
+            tokio::select! {
+                r = load => Some(r??),
+                // exit at once: the runtime would otherwise wait for the load
+                _ = term.recv() => { info!("SIGTERM while loading zones: exiting"); std::process::exit(0) }
+                _ = int.recv() => { info!("SIGINT while loading zones: exiting"); std::process::exit(0) }
+            }
+        }
+        None => {
+            let n = dns_inherited.udp.values().map(Vec::len).sum::<usize>()
+                + dns_inherited.tcp.values().map(Vec::len).sum::<usize>();
+            if n > 0 {
+                warn!(
+                    sockets = n,
+                    "upgrade: no [dns] section any more: closing the inherited dns sockets"
+                );
+            }
+            None
+        }
+    };
     if upgrading {
         // Accept only once the backends have passed their checks (or the
         // checks had their chance): the old process serves meanwhile.
@@ -406,6 +442,20 @@ async fn daemon(
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         edge.open_gate();
+        // Secondary zones without a saved copy need their first transfer
+        // before this process answers for them (REFUSED otherwise): the old
+        // process, which has them, keeps answering alone until then.
+        if let Some(d) = &dns {
+            let deadline = tokio::time::Instant::now() + DNS_UPGRADE_WAIT;
+            while let Err(why) = d.serving_all() {
+                if tokio::time::Instant::now() >= deadline {
+                    warn!(reason = %why, "upgrade: serving DNS although not every zone is loaded yet");
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            d.open()?;
+        }
     }
     if let Some(mut i) = inherit.take() {
         // Serving now; the old process stops accepting and hands over BGP.
@@ -418,21 +468,6 @@ async fn daemon(
     if let Some(fp) = xdp::FastPath::start(&edge.config()) {
         let _ = edge.fast_path.set(fp);
     }
-    let dns = match &dns_cfg {
-        Some(d) => {
-            // Loading big zones takes a while: stay stoppable meanwhile
-            // (nothing is announced yet, so stopping is just exiting).
-            let (d, pop, rts) = (d.clone(), pop_name.clone(), dns_rts.clone());
-            let load = tokio::task::spawn_blocking(move || dns::Dns::start(&d, &pop, workers, &rts));
-            tokio::select! {
-                r = load => Some(r??),
-                // exit at once: the runtime would otherwise wait for the load
-                _ = term.recv() => { info!("SIGTERM while loading zones: exiting"); std::process::exit(0) }
-                _ = int.recv() => { info!("SIGINT while loading zones: exiting"); std::process::exit(0) }
-            }
-        }
-        None => None,
-    };
     let announcer = bgp
         .as_ref()
         .map(|b| announce::Announcer::start(edge.clone(), b, dns.clone()));
@@ -460,7 +495,12 @@ async fn daemon(
                     continue;
                 }
                 info!("SIGUSR2: starting the new binary and handing over the listening sockets");
-                let fds = edge.listener_fds();
+                let mut fds: Vec<_> = edge.listener_fds().into_iter().map(|(a, f)| (upgrade::Kind::Lb, a, f)).collect();
+                if let Some(d) = &dns {
+                    let (udp, tcp) = d.socket_fds();
+                    fds.extend(udp.into_iter().map(|(a, f)| (upgrade::Kind::DnsUdp, a, f)));
+                    fds.extend(tcp.into_iter().map(|(a, f)| (upgrade::Kind::DnsTcp, a, f)));
+                }
                 let r = tokio::task::spawn_blocking(move || -> anyhow::Result<upgrade::Handover> {
                     let mut h = upgrade::Handover::start()?;
                     upgrade::send_listeners(&h.chan.stream, &fds)?;
@@ -515,12 +555,25 @@ async fn daemon(
         edge.stop_accepting();
         stop_dns(&dns).await;
     }
-    let open = edge.active.load(std::sync::atomic::Ordering::Relaxed);
-    info!(open_connections = open, grace = ?grace, "listeners closed; draining");
+    let open_now =
+        || edge.active.load(std::sync::atomic::Ordering::Relaxed) + dns.as_ref().map_or(0, |d| d.tcp_connections());
+    info!(open_connections = open_now(), grace = ?grace, "listeners closed; draining");
+    // LB connections and DNS TCP connections, up to the same grace period
+    let deadline = tokio::time::Instant::now() + grace;
+    let drain_all = async {
+        let dns_drain = async {
+            match &dns {
+                Some(d) => d.drain(deadline).await,
+                None => 0,
+            }
+        };
+        let (lb, dns) = tokio::join!(edge.drain(grace), dns_drain);
+        lb + dns
+    };
     let left = tokio::select! {
-        n = edge.drain(grace) => n,
-        _ = int.recv() => { warn!("second SIGINT: not waiting for connections"); edge.active.load(std::sync::atomic::Ordering::Relaxed) }
-        _ = term.recv() => { warn!("second SIGTERM: not waiting for connections"); edge.active.load(std::sync::atomic::Ordering::Relaxed) }
+        n = drain_all => n,
+        _ = int.recv() => { warn!("second SIGINT: not waiting for connections"); open_now() }
+        _ = term.recv() => { warn!("second SIGTERM: not waiting for connections"); open_now() }
     };
     if left > 0 {
         warn!(closed = left, "grace period over; closing remaining connections");
@@ -531,7 +584,13 @@ async fn daemon(
     Ok(())
 }
 
-/// Closes the DNS listeners (after the routes are withdrawn).
+/// How long an upgrading process waits for its secondary DNS zones (first
+/// transfer) before it says READY anyway.
+const DNS_UPGRADE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Stops the DNS listeners (after the routes are withdrawn, or once the new
+/// process is READY): UDP threads answer what they have read, then stop
+/// reading; open TCP connections are drained with the LB's.
 async fn stop_dns(dns: &Option<Arc<dns::Dns>>) {
     if let Some(d) = dns.clone() {
         let _ = tokio::task::spawn_blocking(move || d.stop()).await;

@@ -1,16 +1,33 @@
-//! Binary upgrade without refusing a SYN: on SIGUSR2 the running process
-//! starts the (new) binary with the same arguments and hands it every
-//! listening socket over a Unix socket (SCM_RIGHTS). The sockets, and the
-//! connections already queued on them, stay open throughout: the new
-//! process accepts from the same queues. Sequence:
+//! Binary upgrade without refusing a SYN or losing a DNS query: on SIGUSR2
+//! the running process starts the (new) binary with the same arguments and
+//! hands it every listening socket over a Unix socket (SCM_RIGHTS): the load
+//! balancer's TCP listeners, and every DNS worker's SO_REUSEPORT UDP socket
+//! and TCP listener. The sockets, and the connections and datagrams already
+//! queued on them, stay open throughout: the new process serves from the
+//! same kernel queues. Sequence:
 //!
 //! ```text
 //! old: SIGUSR2 -> listen on upgrade socket -> spawn new (ANYEDGE_UPGRADE_FROM)
-//! new: connect -> receive "ADDR n" + n fds per address, "END"
-//! new: apply config using those listeners -> "READY"
-//! old: stop accepting -> close its BGP sessions (Cease) -> "BGP_RELEASED"
-//! new: start BGP (announces again) ; old: drain connections -> exit
+//! new: connect -> receive "<KIND> addr n" + n fds per line, "END"
+//!      (KIND: ADDR = LB listener, DNS_UDP, DNS_TCP; type and address checked)
+//! new: start the LB with those listeners (accept held closed); load the
+//!      file zones, start secondary zones' transfers (DNS reading held)
+//! new: backends checked -> open accept; every DNS zone loaded (a
+//!      secondary's first transfer: up to 10 s) -> serve DNS on the
+//!      inherited sockets (both processes read them now; each datagram or
+//!      connection goes to one of them) -> "READY"
+//! old: stop accepting (LB, DNS TCP); stop reading DNS UDP (each thread
+//!      answers the batch it has read, then sees the stop flag within its
+//!      200 ms receive timeout) -> close its copies of the sockets
+//! old: close its BGP sessions (Cease) -> "BGP_RELEASED"
+//! new: start BGP (announces again) ; old: drain LB and DNS TCP connections
+//!      (up to limits.shutdown_grace) -> exit
 //! ```
+//!
+//! Sockets that no longer match the new configuration (a `dns.listen`
+//! address gone, fewer `dns.workers`) are closed by the new process and
+//! missing ones bound, each logged; datagrams queued on a closed UDP socket
+//! are lost when the old process stops, so change those with care.
 //!
 //! Without BGP graceful restart the prefixes are withdrawn from this PoP for
 //! the second between the old Cease and the new session; anycast sends new
@@ -18,7 +35,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, IoSlice, IoSliceMut, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::Duration;
@@ -28,14 +45,62 @@ use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, Ms
 
 pub const ENV: &str = "ANYEDGE_UPGRADE_FROM";
 
+/// What a handed-over socket is for; the word that starts its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A load balancer service's TCP listener ("ADDR", the original word).
+    Lb,
+    /// A DNS UDP socket (one per DNS worker thread and address).
+    DnsUdp,
+    /// A DNS TCP listener (one per worker runtime and address).
+    DnsTcp,
+}
+
+impl Kind {
+    fn word(self) -> &'static str {
+        match self {
+            Kind::Lb => "ADDR",
+            Kind::DnsUdp => "DNS_UDP",
+            Kind::DnsTcp => "DNS_TCP",
+        }
+    }
+
+    fn from_word(w: &str) -> Option<Kind> {
+        [Kind::Lb, Kind::DnsUdp, Kind::DnsTcp]
+            .into_iter()
+            .find(|k| k.word() == w)
+    }
+
+    fn socket_type(self) -> socket2::Type {
+        match self {
+            Kind::Lb | Kind::DnsTcp => socket2::Type::STREAM,
+            Kind::DnsUdp => socket2::Type::DGRAM,
+        }
+    }
+}
+
 /// Listening sockets by address, as handed over.
 pub type Listeners = HashMap<SocketAddr, Vec<TcpListener>>;
 
-/// Old side: sends `listeners` (address -> sockets) to the new process.
-pub fn send_listeners(s: &UnixStream, listeners: &[(SocketAddr, Vec<RawFd>)]) -> anyhow::Result<()> {
-    for (addr, fds) in listeners {
+/// Everything the previous process handed over.
+#[derive(Default)]
+pub struct Inherited {
+    pub lb: Listeners,
+    pub dns: crate::dns::Inherited,
+}
+
+impl Inherited {
+    pub fn count(&self) -> usize {
+        let n = |m: &Listeners| m.values().map(Vec::len).sum::<usize>();
+        n(&self.lb) + n(&self.dns.tcp) + self.dns.udp.values().map(Vec::len).sum::<usize>()
+    }
+}
+
+/// Old side: sends the sockets (kind, address -> fds) to the new process.
+pub fn send_listeners(s: &UnixStream, sockets: &[(Kind, SocketAddr, Vec<RawFd>)]) -> anyhow::Result<()> {
+    for (kind, addr, fds) in sockets {
         for chunk in fds.chunks(32) {
-            let line = format!("ADDR {addr} {}\n", chunk.len());
+            let line = format!("{} {addr} {}\n", kind.word(), chunk.len());
             let iov = [IoSlice::new(line.as_bytes())];
             let cmsg = [ControlMessage::ScmRights(chunk)];
             sendmsg::<()>(s.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None).context("sendmsg listeners")?;
@@ -46,9 +111,10 @@ pub fn send_listeners(s: &UnixStream, listeners: &[(SocketAddr, Vec<RawFd>)]) ->
     Ok(())
 }
 
-/// New side: receives the listening sockets, grouped by address.
-pub fn receive_listeners(s: &UnixStream) -> anyhow::Result<Listeners> {
-    let mut out: Listeners = HashMap::new();
+/// New side: receives the sockets, grouped by kind and address. Each one
+/// must be of its kind's type and bound to its address.
+pub fn receive_listeners(s: &UnixStream) -> anyhow::Result<Inherited> {
+    let mut out = Inherited::default();
     loop {
         let mut buf = [0u8; 256];
         let mut cmsg = nix::cmsg_space!([RawFd; 32]);
@@ -70,7 +136,9 @@ pub fn receive_listeners(s: &UnixStream) -> anyhow::Result<Listeners> {
             return Ok(out);
         }
         let mut parts = line.split_whitespace();
-        let (Some("ADDR"), Some(addr), Some(count)) = (parts.next(), parts.next(), parts.next()) else {
+        let (Some(kind), Some(addr), Some(count)) =
+            (parts.next().and_then(Kind::from_word), parts.next(), parts.next())
+        else {
             bail!("unexpected upgrade message {line:?}");
         };
         let addr: SocketAddr = addr.parse().context("upgrade address")?;
@@ -78,9 +146,36 @@ pub fn receive_listeners(s: &UnixStream) -> anyhow::Result<Listeners> {
         if fds.len() != count {
             bail!("expected {count} sockets for {addr}, got {}", fds.len());
         }
-        out.entry(addr)
-            .or_default()
-            .extend(fds.into_iter().map(TcpListener::from));
+        for fd in &fds {
+            let sock = socket2::SockRef::from(fd);
+            let ty = sock.r#type().context("socket type")?;
+            let local = sock.local_addr().ok().and_then(|a| a.as_socket());
+            if ty != kind.socket_type() || local != Some(addr) {
+                bail!(
+                    "{} socket for {addr} is a {ty:?} socket bound to {local:?}",
+                    kind.word()
+                );
+            }
+        }
+        match kind {
+            Kind::Lb => out
+                .lb
+                .entry(addr)
+                .or_default()
+                .extend(fds.into_iter().map(TcpListener::from)),
+            Kind::DnsTcp => out
+                .dns
+                .tcp
+                .entry(addr)
+                .or_default()
+                .extend(fds.into_iter().map(TcpListener::from)),
+            Kind::DnsUdp => out
+                .dns
+                .udp
+                .entry(addr)
+                .or_default()
+                .extend(fds.into_iter().map(UdpSocket::from)),
+        }
     }
 }
 
@@ -164,7 +259,8 @@ impl Handover {
         let _ = std::fs::remove_file(&path);
         stream.set_nonblocking(false)?;
         Ok(Handover {
-            chan: Channel::new(stream, Duration::from_secs(30), "the new process")?,
+            // READY comes after the new process has loaded its DNS zones
+            chan: Channel::new(stream, Duration::from_secs(120), "the new process")?,
             child_pid,
         })
     }
@@ -172,7 +268,7 @@ impl Handover {
 
 /// New side: if this start is an upgrade, the channel to the old process
 /// and the listening sockets it handed over.
-pub fn inherit() -> anyhow::Result<Option<(Channel, Listeners)>> {
+pub fn inherit() -> anyhow::Result<Option<(Channel, Inherited)>> {
     let Some(path) = std::env::var_os(ENV) else {
         return Ok(None);
     };

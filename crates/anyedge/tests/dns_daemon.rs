@@ -1,6 +1,6 @@
 //! The DNS server of a running daemon: UDP and pipelined TCP, NSID, cookies,
 //! zone reloads that keep the old version on errors, response rate limiting
-//! with slip, and the DNS metrics.
+//! with slip, the DNS metrics (by query type too) and zone status.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -387,4 +387,82 @@ fn serves_over_ipv6_udp_and_tcp() {
     let mut m = vec![0u8; u16::from_be_bytes(len) as usize];
     t.read_exact(&mut m).unwrap();
     assert_eq!(decode(m).answers, vec!["ns1.example.com A 192.0.2.1"]);
+}
+
+#[test]
+fn metrics_count_queries_by_type_and_status_says_how_each_zone_was_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let unix = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let started = unix();
+    let (_e, dns, admin) = start(dir.path(), "");
+    for i in 0..5 {
+        assert!(udp(dns, &dns_query(i, "www.example.com", 28, false, &[])).is_some());
+    }
+    for i in 0..3 {
+        assert!(udp(dns, &dns_query(i, "example.com", 15, false, &[])).is_some());
+    }
+    // type 99 (SPF) is not one of the named types
+    assert!(udp(dns, &dns_query(9, "example.com", 99, false, &[])).is_some());
+    // over TCP too
+    let mut s = TcpStream::connect(dns).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let q = dns_query(10, "example.com", 16, false, &[]);
+    s.write_all(&[&(q.len() as u16).to_be_bytes()[..], &q].concat())
+        .unwrap();
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).unwrap();
+
+    let (code, body) = http(admin, "GET", "/metrics", None);
+    assert_eq!(code, 200);
+    let scrape =
+        prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).expect("valid Prometheus text");
+    let qtype = |t: &str| -> f64 {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == "anyedge_dns_query_types_total" && s.labels.get("type") == Some(t))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+            .unwrap_or_else(|| panic!("no query type {t} in\n{body}"))
+    };
+    assert_eq!(qtype("AAAA"), 5.0);
+    assert_eq!(qtype("MX"), 3.0);
+    assert_eq!(qtype("OTHER"), 1.0);
+    assert_eq!(qtype("TXT"), 1.0);
+    assert_eq!(qtype("A"), 0.0);
+
+    let status = || -> serde_json::Value {
+        let (_, body) = http(admin, "GET", "/api/v1/status", None);
+        serde_json::from_str(&body).unwrap()
+    };
+    let v = status();
+    assert_eq!(v["dns"]["stats"]["query_types"]["AAAA"], 5, "{v}");
+    let z = &v["dns"]["zones"][0];
+    assert_eq!(z["loaded_by"], "file", "{z}");
+    let loaded = z["loaded_unix"].as_u64().expect("loaded_unix");
+    assert!(loaded >= started && loaded <= unix(), "{z}");
+    assert!(z["refreshed_unix"].is_null(), "not a secondary: {z}");
+    // a zone reload is a new version loaded now
+    std::fs::write(
+        dir.path().join("example.com.zone"),
+        ZONE_V1.replace("hostmaster 1 ", "hostmaster 2 "),
+    )
+    .unwrap();
+    let (st, body) = http(admin, "POST", "/api/v1/dns/zones/example.com/reload", Some(TOKEN));
+    assert_eq!(st, 200, "{body}");
+    let v = status();
+    let z = &v["dns"]["zones"][0];
+    assert_eq!(
+        (z["serial"].as_u64(), z["loaded_by"].as_str()),
+        (Some(2), Some("file")),
+        "{z}"
+    );
+    assert!(z["loaded_unix"].as_u64() >= Some(loaded), "{z}");
 }

@@ -1,16 +1,18 @@
-//! Operating the daemon: systemd readiness notifications, and reloads under
-//! a running client loop losing nothing.
+//! Operating the daemon: systemd readiness notifications, and reloads and
+//! binary upgrades under a running client loop (HTTP through the load
+//! balancer, DNS over UDP and TCP) losing nothing.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -171,4 +173,443 @@ fn binary_upgrade_hands_over_listeners_without_refusing_a_connection() {
     assert!(served_after, "the new process serves");
     assert!(ok + failed >= 10_000);
     assert_eq!(failed, 0, "no connection refused or reset during the upgrade");
+}
+
+// ---------------------------------------------------------------------------
+// DNS under reloads and upgrades
+
+const ZONE: &str = "$ORIGIN example.com.
+$TTL 300
+@    SOA ns1 hostmaster SERIAL 7200 3600 1209600 60
+     NS  ns1
+ns1  A   192.0.2.1
+www  A   192.0.2.10
+";
+
+/// Zone version `serial`: the base records plus `r<serial>` (written to a
+/// temporary file and renamed, so a reload never reads half a file).
+fn write_zone(path: &std::path::Path, serial: u32) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(
+        &tmp,
+        ZONE.replace("SERIAL", &serial.to_string()) + &format!("r{serial} A 192.0.2.{}\n", serial % 250),
+    )
+    .unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn dns_config(port: u16, zone: &std::path::Path, nsid: u32) -> String {
+    format!(
+        r#"
+[pop]
+name = "ops-dns"
+[limits]
+shutdown_grace = "3s"
+[dns]
+listen = ["127.0.0.1:{port}"]
+workers = 2
+nsid = "ops-{nsid}"
+[[dns.zone]]
+name = "example.com"
+file = "{}"
+"#,
+        zone.display()
+    )
+}
+
+/// Questions every zone version answers with at least one record.
+const QUESTIONS: [(&str, u16); 4] = [
+    ("www.example.com", 1),
+    ("example.com", 6),
+    ("example.com", 2),
+    ("ns1.example.com", 1),
+];
+
+/// How long a query may go unanswered before it counts as lost (no retry).
+const ANSWER_WITHIN: Duration = Duration::from_secs(3);
+
+/// Checks one response to query `id`: a NOERROR answer with records.
+fn check_answer(m: &[u8], id: u16) -> Result<(), String> {
+    if m.len() < 12 {
+        return Err(format!("short response ({} bytes)", m.len()));
+    }
+    let (rid, qr, rcode, an) = (
+        u16::from_be_bytes([m[0], m[1]]),
+        m[2] & 0x80 != 0,
+        m[3] & 0x0f,
+        u16::from_be_bytes([m[6], m[7]]),
+    );
+    if rid != id || !qr || rcode != 0 || an == 0 {
+        return Err(format!(
+            "bad answer: id {rid} (asked {id}), qr {qr}, rcode {rcode}, answers {an}"
+        ));
+    }
+    Ok(())
+}
+
+/// One UDP query from a fresh socket (a new source port each time, so the
+/// queries spread over every SO_REUSEPORT socket of the server).
+fn udp_query(server: SocketAddr, id: u16, (name, qtype): (&str, u16)) -> Result<(), String> {
+    let s = UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
+    s.set_read_timeout(Some(ANSWER_WITHIN)).map_err(|e| e.to_string())?;
+    s.send_to(&dns_query(id, name, qtype, false, &[]), server)
+        .map_err(|e| format!("send: {e}"))?;
+    let mut buf = [0u8; 1500];
+    let (n, from) = s
+        .recv_from(&mut buf)
+        .map_err(|e| format!("lost: no answer within {ANSWER_WITHIN:?} ({e})"))?;
+    if from != server {
+        return Err(format!("answer from {from}"));
+    }
+    check_answer(&buf[..n], id)
+}
+
+/// One TCP query on a new connection (connect, ask, read the answer).
+fn tcp_query(server: SocketAddr, id: u16, (name, qtype): (&str, u16)) -> Result<(), String> {
+    let mut s = TcpStream::connect_timeout(&server, ANSWER_WITHIN).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(ANSWER_WITHIN)).map_err(|e| e.to_string())?;
+    let q = dns_query(id, name, qtype, false, &[]);
+    s.write_all(&[&(q.len() as u16).to_be_bytes()[..], &q].concat())
+        .map_err(|e| format!("write: {e}"))?;
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).map_err(|e| format!("read length: {e}"))?;
+    let mut m = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    s.read_exact(&mut m).map_err(|e| format!("read answer: {e}"))?;
+    check_answer(&m, id)
+}
+
+/// A DNS client loop: 3 UDP threads and 1 TCP thread, each one query at a
+/// time, until `stop`. Every query either gets its answer or counts as
+/// failed (the first few failures are kept for the report).
+struct DnsLoad {
+    stop: Arc<AtomicBool>,
+    udp_ok: Counter,
+    tcp_ok: Counter,
+    failed: Counter,
+    errors: Arc<Mutex<Vec<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl DnsLoad {
+    fn start(server: SocketAddr) -> DnsLoad {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (udp_ok, tcp_ok, failed) = (Counter::default(), Counter::default(), Counter::default());
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let threads = (0..4u16)
+            .map(|t| {
+                let (stop, failed, errors) = (stop.clone(), failed.clone(), errors.clone());
+                let tcp = t == 3;
+                let ok = if tcp { tcp_ok.clone() } else { udp_ok.clone() };
+                std::thread::spawn(move || {
+                    let mut i = 0u16;
+                    while !stop.load(Ordering::Relaxed) {
+                        i = i.wrapping_add(1);
+                        let id = (t << 14) | (i & 0x3fff);
+                        let q = QUESTIONS[usize::from(i) % QUESTIONS.len()];
+                        let r = if tcp {
+                            tcp_query(server, id, q)
+                        } else {
+                            udp_query(server, id, q)
+                        };
+                        match r {
+                            Ok(()) => ok.fetch_add(1, Ordering::Relaxed),
+                            Err(e) => {
+                                let mut v = errors.lock().unwrap();
+                                if v.len() < 10 {
+                                    v.push(format!("{} {q:?}: {e}", if tcp { "tcp" } else { "udp" }));
+                                }
+                                failed.fetch_add(1, Ordering::Relaxed)
+                            }
+                        };
+                    }
+                })
+            })
+            .collect();
+        DnsLoad {
+            stop,
+            udp_ok,
+            tcp_ok,
+            failed,
+            errors,
+            threads,
+        }
+    }
+
+    fn total(&self) -> usize {
+        self.udp_ok.load(Ordering::Relaxed) + self.tcp_ok.load(Ordering::Relaxed) + self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Waits (up to `max`) until `n` queries are done.
+    fn wait_total(&self, n: usize, max: Duration) {
+        let t = Instant::now();
+        while self.total() < n && t.elapsed() < max {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the loop; (udp ok, tcp ok, failed, first errors).
+    fn finish(self) -> (usize, usize, usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        let errors = self.errors.lock().unwrap().clone();
+        (
+            self.udp_ok.load(Ordering::Relaxed),
+            self.tcp_ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            errors,
+        )
+    }
+}
+
+/// Inodes of the sockets bound to 127.0.0.1:`port` (UDP, and TCP in
+/// LISTEN), from /proc/net: the same inodes are the same kernel sockets.
+fn socket_inodes(port: u16) -> (std::collections::BTreeSet<u64>, std::collections::BTreeSet<u64>) {
+    let read = |file: &str, listen_only: bool| {
+        std::fs::read_to_string(file)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let local = *f.get(1)?;
+                let state = *f.get(3)?;
+                let inode: u64 = f.get(9)?.parse().ok()?;
+                let want = format!("0100007F:{port:04X}");
+                (local == want && (!listen_only || state == "0A")).then_some(inode)
+            })
+            .collect()
+    };
+    (read("/proc/net/udp", false), read("/proc/net/tcp", true))
+}
+
+/// Ends, on drop, a process this test caused to start (the upgraded
+/// daemon, started by the daemon we started), by its PID.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.0 > 0 {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+#[test]
+fn ten_thousand_dns_queries_across_reloads_and_zone_changes_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let zone = dir.path().join("example.com.zone");
+    write_zone(&zone, 1);
+    let port = free_port();
+    let server = SocketAddr::from(([127, 0, 0, 1], port));
+    let e = Anyedge::start(&dns_config(port, &zone, 0), server);
+    let load = DnsLoad::start(server);
+    // a reload every ~100 ms, each one confirmed in the log before the next
+    // (signals sent faster than reloads finish would merge); every second
+    // one with a new zone version
+    let (mut reloads, mut serial) = (0u32, 1u32);
+    let t = Instant::now();
+    while (load.total() < 10_000 || reloads < 20) && t.elapsed() < Duration::from_secs(300) {
+        std::thread::sleep(Duration::from_millis(100));
+        reloads += 1;
+        if reloads % 2 == 0 {
+            serial += 1;
+            write_zone(&zone, serial);
+        }
+        e.rewrite_config(&dns_config(port, &zone, reloads));
+        e.signal(nix::sys::signal::Signal::SIGHUP);
+        e.wait_log("reload applied", reloads as usize, Duration::from_secs(20));
+    }
+    let (udp, tcp, failed, errors) = load.finish();
+    eprintln!(
+        "measured: {} DNS queries ({udp} udp ok, {tcp} tcp ok), {failed} lost or failed, across {reloads} reloads ({} zone versions)",
+        udp + tcp + failed,
+        serial
+    );
+    assert!(udp + tcp + failed >= 10_000, "the loop ran to 10,000");
+    assert!(tcp > 0 && udp > 0, "both transports were used");
+    assert_eq!(failed, 0, "lost or failed queries: {errors:?}");
+    assert!(reloads >= 20 && serial >= 11);
+    // the last version serves
+    let r = udp_query(server, 7, (&format!("r{serial}.example.com"), 1));
+    assert!(r.is_ok(), "r{serial} from the newest zone: {r:?}");
+    assert!(!e.log().contains("reload rejected"), "{}", e.log());
+}
+
+/// True once process `pid` has exited (gone, or a zombie nobody reaped: an
+/// upgraded process's parent is the process it replaced, which exits).
+fn exited(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(st) => st.rsplit(')').next().and_then(|r| r.split_whitespace().next()) == Some("Z"),
+    }
+}
+
+/// Three upgrades in a row (the second and third hand over sockets that
+/// were themselves inherited) under one client loop.
+#[test]
+fn ten_thousand_dns_queries_across_binary_upgrades_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let zone = dir.path().join("example.com.zone");
+    write_zone(&zone, 1);
+    let port = free_port();
+    let server = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut e = Anyedge::start(&dns_config(port, &zone, 0), server);
+    let sockets = socket_inodes(port);
+    assert_eq!(sockets.0.len(), 2, "one UDP socket per DNS worker");
+    assert!(!sockets.1.is_empty());
+    let load = DnsLoad::start(server);
+    let mut current = KillOnDrop(0); // the upgraded process serving now
+    let mut at_exit = 0;
+    for round in 1..=3 {
+        load.wait_total(at_exit + 1_000, Duration::from_secs(60));
+        match current.0 {
+            0 => e.signal(nix::sys::signal::Signal::SIGUSR2),
+            pid => nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGUSR2).unwrap(),
+        }
+        e.wait_log("upgrade: new process ready", round, Duration::from_secs(60));
+        let new_pid: i32 = e
+            .log()
+            .split("new_pid=")
+            .nth(round)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .expect("new PID logged");
+        let old = std::mem::replace(&mut current, KillOnDrop(new_pid));
+        if old.0 == 0 {
+            let st = e.wait_exit(Duration::from_secs(60)).expect("old process exits");
+            assert!(st.success(), "{st:?}");
+        } else {
+            let t = Instant::now();
+            while !exited(old.0) {
+                assert!(
+                    t.elapsed() < Duration::from_secs(60),
+                    "upgrade {round}: the old process never exited"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            std::mem::forget(old); // gone: nothing to end
+        }
+        at_exit = load.total();
+        // the new process serves on the very same kernel sockets
+        assert_eq!(socket_inodes(port), sockets, "upgrade {round}: same sockets");
+    }
+    // answers keep coming after the last old process is gone
+    load.wait_total((at_exit + 2_000).max(10_000), Duration::from_secs(300));
+    let (udp, tcp, failed, errors) = load.finish();
+    let total = udp + tcp + failed;
+    eprintln!(
+        "measured: {total} DNS queries ({udp} udp ok, {tcp} tcp ok), {failed} lost or failed, across 3 binary upgrades ({} after the last old process exited)",
+        total - at_exit
+    );
+    let log = e.log();
+    assert_eq!(
+        log.matches("upgrade: dns serving on the inherited sockets").count(),
+        3,
+        "{log}"
+    );
+    assert!(!log.contains("binding additional dns sockets"), "{log}");
+    assert!(total >= 10_000 && total - at_exit >= 2_000, "the loop ran on");
+    assert!(tcp > 0 && udp > 0, "both transports were used");
+    assert_eq!(failed, 0, "lost or failed queries: {errors:?}");
+}
+
+/// An upgrade whose new configuration has fewer DNS workers and one more
+/// address: the extra inherited socket is closed, the new address bound,
+/// both logged, and both addresses answer afterwards.
+#[test]
+fn upgrade_with_other_dns_listeners_closes_and_binds_what_differs() {
+    let dir = tempfile::tempdir().unwrap();
+    let zone = dir.path().join("example.com.zone");
+    write_zone(&zone, 1);
+    let (port, port2) = (free_port(), free_port());
+    let server = SocketAddr::from(([127, 0, 0, 1], port));
+    let server2 = SocketAddr::from(([127, 0, 0, 1], port2));
+    let mut e = Anyedge::start(&dns_config(port, &zone, 0), server);
+    let (udp_before, _) = socket_inodes(port);
+    assert_eq!(udp_before.len(), 2);
+    e.rewrite_config(
+        &dns_config(port, &zone, 1)
+            .replace("workers = 2", "workers = 1")
+            .replace(
+                &format!("listen = [\"{server}\"]"),
+                &format!("listen = [\"{server}\", \"{server2}\"]"),
+            ),
+    );
+    e.signal(nix::sys::signal::Signal::SIGUSR2);
+    e.wait_log("upgrade: new process ready", 1, Duration::from_secs(60));
+    let new_pid: i32 = e
+        .log()
+        .split("new_pid=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .expect("new PID logged");
+    let _new = KillOnDrop(new_pid);
+    assert!(e.wait_exit(Duration::from_secs(60)).is_some_and(|s| s.success()));
+    let log = e.log();
+    assert!(log.contains("dns.workers is smaller now"), "{log}");
+    assert!(log.contains("upgrade: new dns address"), "{log}");
+    let (udp_after, _) = socket_inodes(port);
+    assert_eq!(udp_after.len(), 1, "one worker now");
+    assert!(udp_after.is_subset(&udp_before), "an inherited socket kept");
+    assert_eq!(socket_inodes(port2).0.len(), 1, "the new address bound");
+    for (i, s) in [server, server2].into_iter().enumerate() {
+        let r = udp_query(s, i as u16, QUESTIONS[0]);
+        assert!(r.is_ok(), "{s}: {r:?}");
+        let r = tcp_query(s, i as u16, QUESTIONS[1]);
+        assert!(r.is_ok(), "{s}: {r:?}");
+    }
+}
+
+/// A secondary zone (no saved copy) across an upgrade: the new process
+/// says READY only once its first transfer is in, so the old process,
+/// which has the zone, serves until then: no query is REFUSED or lost.
+#[test]
+fn secondary_zone_answers_across_an_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let zone = dir.path().join("example.com.zone");
+    write_zone(&zone, 1);
+    let (pport, sport) = (free_port(), free_port());
+    let primary = SocketAddr::from(([127, 0, 0, 1], pport));
+    let secondary = SocketAddr::from(([127, 0, 0, 1], sport));
+    let _p = Anyedge::start(
+        &(dns_config(pport, &zone, 0) + "allow_transfer = [\"127.0.0.1\"]\n"),
+        primary,
+    );
+    let cfg = dns_config(sport, &zone, 1).replace(
+        &format!("file = \"{}\"", zone.display()),
+        &format!("primary = [\"{primary}\"]"),
+    );
+    let mut e = Anyedge::start(&cfg, secondary);
+    let t = Instant::now();
+    while udp_query(secondary, 1, QUESTIONS[0]).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(30), "the first transfer never came");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let load = DnsLoad::start(secondary);
+    load.wait_total(1_000, Duration::from_secs(60));
+    e.signal(nix::sys::signal::Signal::SIGUSR2);
+    e.wait_log("upgrade: new process ready", 1, Duration::from_secs(60));
+    let new_pid: i32 = e
+        .log()
+        .split("new_pid=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .expect("new PID logged");
+    let _new = KillOnDrop(new_pid);
+    assert!(e.wait_exit(Duration::from_secs(60)).is_some_and(|s| s.success()));
+    let at_exit = load.total();
+    load.wait_total(at_exit + 1_000, Duration::from_secs(120));
+    let (udp, tcp, failed, errors) = load.finish();
+    eprintln!(
+        "measured: secondary zone across an upgrade: {udp} udp ok, {tcp} tcp ok, {failed} lost or failed ({} after the old process exited)",
+        udp + tcp + failed - at_exit
+    );
+    let log = e.log();
+    assert!(!log.contains("although not every zone"), "{log}");
+    assert!(udp + tcp + failed >= at_exit + 1_000);
+    assert_eq!(failed, 0, "lost, failed or refused queries: {errors:?}");
 }

@@ -13,6 +13,7 @@ mod udp;
 mod xfr;
 
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -44,6 +45,86 @@ pub struct Counters {
     pub rrl_would_limit: AtomicU64,
     pub cookies_valid: AtomicU64,
     pub tcp_refused_cap: AtomicU64,
+    /// Queries by QTYPE, indexed like [`QTYPES`].
+    pub qtype: [AtomicU64; QTYPES.len()],
+}
+
+/// Query types counted by name; everything else is `OTHER` (the last).
+pub const QTYPES: [(&str, u16); 19] = [
+    ("A", 1),
+    ("NS", 2),
+    ("CNAME", 5),
+    ("SOA", 6),
+    ("PTR", 12),
+    ("MX", 15),
+    ("TXT", 16),
+    ("AAAA", 28),
+    ("SRV", 33),
+    ("NAPTR", 35),
+    ("DS", 43),
+    ("DNSKEY", 48),
+    ("SVCB", 64),
+    ("HTTPS", 65),
+    ("CAA", 257),
+    ("ANY", 255),
+    ("AXFR", 252),
+    ("IXFR", 251),
+    ("OTHER", 0),
+];
+
+/// Index into [`QTYPES`] (a match: no search, no allocation).
+fn qtype_index(t: u16) -> usize {
+    match t {
+        1 => 0,
+        2 => 1,
+        5 => 2,
+        6 => 3,
+        12 => 4,
+        15 => 5,
+        16 => 6,
+        28 => 7,
+        33 => 8,
+        35 => 9,
+        43 => 10,
+        48 => 11,
+        64 => 12,
+        65 => 13,
+        257 => 14,
+        255 => 15,
+        252 => 16,
+        251 => 17,
+        _ => 18,
+    }
+}
+
+/// The QTYPE of a query's (first) question: None for responses, messages
+/// without a question and truncated names. Reads the packet in place.
+fn question_type(p: &[u8]) -> Option<u16> {
+    if p.len() < 12 || p[2] & 0x80 != 0 || u16::from_be_bytes([p[4], p[5]]) == 0 {
+        return None;
+    }
+    let mut i = 12usize;
+    loop {
+        let len = *p.get(i)?;
+        match len {
+            0 => {
+                i += 1;
+                break;
+            }
+            // a compression pointer ends the name (not valid here, but the
+            // type still follows it)
+            l if l & 0xc0 == 0xc0 => {
+                i += 2;
+                break;
+            }
+            l if l & 0xc0 != 0 => return None,
+            l => i += 1 + usize::from(l),
+        }
+        if i > 12 + 255 {
+            return None;
+        }
+    }
+    Some(u16::from_be_bytes([*p.get(i)?, *p.get(i + 1)?]))
 }
 
 pub const KINDS: [&str; 6] = ["positive", "wildcard", "nxdomain", "nodata", "referral", "error"];
@@ -77,6 +158,8 @@ pub struct StatsSnapshot {
     pub ixfr_in: u64,
     pub transfers_served: u64,
     pub transfers_refused: u64,
+    /// Queries by QTYPE name (see [`QTYPES`]).
+    pub query_types: std::collections::BTreeMap<&'static str, u64>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -87,6 +170,62 @@ pub struct ZoneStatus {
     pub source: String,
     /// Last load/transfer error (the previous version keeps serving).
     pub error: Option<String>,
+    /// When the version served now was loaded (Unix seconds) and how:
+    /// "file", "axfr", "ixfr" or "saved copy".
+    pub loaded_unix: Option<u64>,
+    pub loaded_by: Option<&'static str>,
+    /// Secondaries: when a primary last confirmed (or sent) the version
+    /// served (Unix seconds).
+    pub refreshed_unix: Option<u64>,
+}
+
+/// How a zone version came to be served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadedBy {
+    File,
+    Axfr,
+    Ixfr,
+    SavedCopy,
+}
+
+impl LoadedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoadedBy::File => "file",
+            LoadedBy::Axfr => "axfr",
+            LoadedBy::Ixfr => "ixfr",
+            LoadedBy::SavedCopy => "saved copy",
+        }
+    }
+}
+
+/// A zone version just loaded, and how.
+pub type Fresh = (Arc<Zone>, LoadedBy);
+
+/// Sockets by address, as raw fds (for the upgrade hand-over).
+pub type SocketFds = Vec<(SocketAddr, Vec<RawFd>)>;
+
+/// Where one zone version (one `Arc<Zone>`) came from.
+struct Origin {
+    zone: std::sync::Weak<Zone>,
+    unix: u64,
+    by: LoadedBy,
+}
+
+/// Sockets bound (or inherited) and not served yet.
+struct Held {
+    udp: Vec<(SocketAddr, std::net::UdpSocket)>,
+    tcp: Vec<(SocketAddr, std::net::TcpListener)>,
+    rts: Vec<tokio::runtime::Handle>,
+    workers: usize,
+}
+
+/// Sockets handed over by the previous process (binary upgrade), by
+/// address: used instead of binding new ones.
+#[derive(Default)]
+pub struct Inherited {
+    pub udp: std::collections::HashMap<SocketAddr, Vec<std::net::UdpSocket>>,
+    pub tcp: std::collections::HashMap<SocketAddr, Vec<std::net::TcpListener>>,
 }
 
 pub struct Dns {
@@ -100,10 +239,23 @@ pub struct Dns {
     counters: Mutex<Vec<Arc<Counters>>>,
     /// Last load error per zone name.
     errors: Mutex<std::collections::HashMap<String, String>>,
+    /// Where each zone version served came from, by `Arc` address (the
+    /// `Weak` confirms it is the same version).
+    origins: Mutex<std::collections::HashMap<usize, Origin>>,
+    /// Secondaries: last successful refresh check (Unix seconds), by name.
+    refreshed: Mutex<std::collections::HashMap<String, u64>>,
     stop: AtomicBool,
     tcp_open: AtomicU32,
+    /// Notified when `tcp_open` drops to 0 (drain).
+    tcp_idle: tokio::sync::Notify,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     tcp_tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// A duplicate of every listening socket, for the upgrade hand-over
+    /// (closed by [`Dns::stop`]).
+    handover_udp: Mutex<Vec<(SocketAddr, std::os::fd::OwnedFd)>>,
+    handover_tcp: Mutex<Vec<(SocketAddr, std::os::fd::OwnedFd)>>,
+    /// Bound but not served yet (see [`Dns::open`]).
+    held: Mutex<Option<Held>>,
     /// Zone transfers in and out, NOTIFY.
     xfr: xfr::Xfr,
 }
@@ -151,9 +303,11 @@ fn unix_now() -> u32 {
 /// Loads every file zone of `cfg`. With `old`, a zone that fails keeps its
 /// previous version (and the error is returned); without, any failure is
 /// fatal (start-up).
-pub fn load_zones(cfg: &DnsConfig, old: Option<&ZoneSet>) -> (ZoneSet, Vec<(String, String)>) {
+/// Also returns the versions it loaded anew, and how (for the status).
+pub fn load_zones(cfg: &DnsConfig, old: Option<&ZoneSet>) -> (ZoneSet, Vec<(String, String)>, Vec<Fresh>) {
     let mut set = ZoneSet::new();
     let mut errors = Vec::new();
+    let mut fresh = Vec::new();
     for z in &cfg.zones {
         let apex = domain_wire(&z.name);
         match &z.source {
@@ -165,7 +319,9 @@ pub fn load_zones(cfg: &DnsConfig, old: Option<&ZoneSet>) -> (ZoneSet, Vec<(Stri
                             warn!(zone = %z.name, "{w}");
                         }
                         info!(zone = %z.name, serial = loaded.serial, records = loaded.records, took = ?t.elapsed(), "zone loaded");
-                        set.insert(Arc::new(loaded));
+                        let loaded = Arc::new(loaded);
+                        fresh.push((loaded.clone(), LoadedBy::File));
+                        set.insert(loaded);
                     }
                     Err(e) => {
                         error!(zone = %z.name, error = %e, "zone failed to load");
@@ -182,12 +338,14 @@ pub fn load_zones(cfg: &DnsConfig, old: Option<&ZoneSet>) -> (ZoneSet, Vec<(Stri
                 if let Some(prev) = old.and_then(|o| o.get(&apex)) {
                     set.insert(prev.clone());
                 } else if let Some(saved) = cfg.state_dir.as_deref().and_then(|d| load_saved(d, &z.name, &apex)) {
-                    set.insert(Arc::new(saved));
+                    let saved = Arc::new(saved);
+                    fresh.push((saved.clone(), LoadedBy::SavedCopy));
+                    set.insert(saved);
                 }
             }
         }
     }
-    (set, errors)
+    (set, errors, fresh)
 }
 
 fn saved_path(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
@@ -272,15 +430,33 @@ pub fn check_zones(cfg: &DnsConfig) -> Result<usize, String> {
 }
 
 impl Dns {
-    /// Loads the zones (any failure is fatal here), binds every socket, and
-    /// starts the UDP threads and the TCP accept loops.
+    /// [`Dns::start_with`] binding every socket anew.
+    #[cfg(test)]
     pub fn start(
         cfg: &DnsConfig,
         pop: &str,
         workers: usize,
         rts: &[tokio::runtime::Handle],
     ) -> anyhow::Result<Arc<Dns>> {
-        let (zones, errors) = load_zones(cfg, None);
+        Dns::start_with(cfg, pop, workers, rts, Inherited::default(), false)
+    }
+
+    /// Loads the zones (any failure is fatal here), binds every socket, and
+    /// starts the UDP threads and the TCP accept loops. Sockets handed over
+    /// by the previous process (binary upgrade) are used where they match
+    /// `dns.listen` and the worker count; ones that do not match are closed,
+    /// missing ones are bound (both logged). With `hold`, nothing is read
+    /// from the sockets until [`Dns::open`] (an upgrading process opens once
+    /// its zones are loaded: the old process answers meanwhile).
+    pub fn start_with(
+        cfg: &DnsConfig,
+        pop: &str,
+        workers: usize,
+        rts: &[tokio::runtime::Handle],
+        mut inherited: Inherited,
+        hold: bool,
+    ) -> anyhow::Result<Arc<Dns>> {
+        let (zones, errors, fresh) = load_zones(cfg, None);
         if let Some((z, e)) = errors.first() {
             anyhow::bail!("zone {z}: {e}");
         }
@@ -292,47 +468,175 @@ impl Dns {
             epoch: std::time::Instant::now(),
             counters: Mutex::new(Vec::new()),
             errors: Mutex::new(Default::default()),
+            origins: Mutex::new(Default::default()),
+            refreshed: Mutex::new(Default::default()),
             stop: AtomicBool::new(false),
             tcp_open: AtomicU32::new(0),
+            tcp_idle: tokio::sync::Notify::new(),
             threads: Mutex::new(Vec::new()),
             tcp_tasks: Mutex::new(Vec::new()),
+            handover_udp: Mutex::new(Vec::new()),
+            handover_tcp: Mutex::new(Vec::new()),
+            held: Mutex::new(None),
             xfr: xfr::Xfr::new(),
         });
+        for (z, by) in &fresh {
+            dns.note_loaded(z, *by);
+        }
         let workers = cfg.workers.map_or(workers, |w| w.get() as usize).max(1);
+        let tcp_workers = workers.min(rts.len()).max(1);
         // bind everything first: a port in use fails the start cleanly
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
+        let upgrading = !inherited.udp.is_empty() || !inherited.tcp.is_empty();
         for addr in &cfg.listen {
-            for _ in 0..workers {
-                udp.push((*addr, bind_udp(*addr)?));
+            let mut u = inherited.udp.remove(addr).unwrap_or_default();
+            let mut t = inherited.tcp.remove(addr).unwrap_or_default();
+            let (got_u, got_t) = (u.len(), t.len());
+            if got_u > workers || got_t > tcp_workers {
+                warn!(addr = %addr, udp = got_u.saturating_sub(workers), tcp = got_t.saturating_sub(tcp_workers),
+                    "upgrade: dns.workers is smaller now: closing the extra inherited dns sockets (datagrams queued on them when the previous process stops are lost)");
+                u.truncate(workers);
+                t.truncate(tcp_workers);
             }
-            for _ in 0..workers.min(rts.len()).max(1) {
-                tcp.push((*addr, bind_tcp(*addr)?));
+            if got_u + got_t > 0 {
+                info!(addr = %addr, udp = u.len(), tcp = t.len(), "upgrade: dns serving on the inherited sockets");
+                // what `bind_udp`/`bind_tcp` set (the socket may come from
+                // an older version; the old process uses the same modes)
+                for s in &u {
+                    s.set_read_timeout(Some(UDP_WAKEUP))?;
+                }
+                for l in &t {
+                    l.set_nonblocking(true)?;
+                }
+            }
+            if upgrading && got_u + got_t == 0 {
+                info!(addr = %addr, "upgrade: new dns address (nothing inherited): binding its sockets");
+            }
+            if u.len() < workers || t.len() < tcp_workers {
+                if got_u + got_t > 0 {
+                    info!(addr = %addr, udp = workers - u.len(), tcp = tcp_workers - t.len(), "upgrade: binding additional dns sockets (dns.workers is larger now)");
+                }
+                while u.len() < workers {
+                    u.push(bind_udp(*addr)?);
+                }
+                while t.len() < tcp_workers {
+                    t.push(bind_tcp(*addr)?);
+                }
+            }
+            udp.extend(u.into_iter().map(|s| (*addr, s)));
+            tcp.extend(t.into_iter().map(|l| (*addr, l)));
+        }
+        for (addr, socks) in inherited.udp.drain() {
+            warn!(addr = %addr, sockets = socks.len(), "upgrade: inherited dns udp socket(s) for an address no longer in dns.listen: closed");
+        }
+        for (addr, socks) in inherited.tcp.drain() {
+            warn!(addr = %addr, sockets = socks.len(), "upgrade: inherited dns tcp listener(s) for an address no longer in dns.listen: closed");
+        }
+        {
+            let mut hu = dns.handover_udp.lock().map_err(|_| anyhow::anyhow!("lock"))?;
+            for (addr, sock) in &udp {
+                hu.push((*addr, std::os::fd::OwnedFd::from(sock.try_clone()?)));
+            }
+            let mut ht = dns.handover_tcp.lock().map_err(|_| anyhow::anyhow!("lock"))?;
+            for (addr, l) in &tcp {
+                ht.push((*addr, std::os::fd::OwnedFd::from(l.try_clone()?)));
             }
         }
-        for (i, (addr, sock)) in udp.into_iter().enumerate() {
-            let d = dns.clone();
-            let c = dns.new_counters();
-            let h = std::thread::Builder::new()
+        let held = Held {
+            udp,
+            tcp,
+            rts: rts.to_vec(),
+            workers,
+        };
+        if hold {
+            info!("dns: sockets ready; serving once every zone is loaded");
+            *dns.held.lock().map_err(|_| anyhow::anyhow!("lock"))? = Some(held);
+        } else {
+            dns.serve(held)?;
+        }
+        xfr::start(&dns);
+        Ok(dns)
+    }
+
+    /// Starts serving on the sockets held back by `start_with(.., hold)`
+    /// (nothing to do if already serving).
+    pub fn open(self: &Arc<Self>) -> anyhow::Result<()> {
+        let held = self.held.lock().map_err(|_| anyhow::anyhow!("lock"))?.take();
+        match held {
+            Some(h) => self.serve(h),
+            None => Ok(()),
+        }
+    }
+
+    /// UDP threads and TCP accept loops on `h`'s sockets.
+    fn serve(self: &Arc<Self>, h: Held) -> anyhow::Result<()> {
+        for (i, (addr, sock)) in h.udp.into_iter().enumerate() {
+            let d = self.clone();
+            let c = self.new_counters();
+            let t = std::thread::Builder::new()
                 .name(format!("anyedge-dns{i}"))
                 .spawn(move || d.serve_udp(sock, addr, &c))?;
-            dns.threads.lock().map_err(|_| anyhow::anyhow!("lock"))?.push(h);
+            self.threads.lock().map_err(|_| anyhow::anyhow!("lock"))?.push(t);
         }
-        for (i, (addr, l)) in tcp.into_iter().enumerate() {
-            let rt = rts.get(i % rts.len().max(1)).cloned();
-            let d = dns.clone();
-            let c = dns.new_counters();
+        for (i, (addr, l)) in h.tcp.into_iter().enumerate() {
+            let rt = h.rts.get(i % h.rts.len().max(1)).cloned();
+            let d = self.clone();
+            let c = self.new_counters();
             let task = match rt {
                 Some(rt) => rt.spawn(async move { d.serve_tcp(l, addr, c).await }),
                 None => tokio::spawn(async move { d.serve_tcp(l, addr, c).await }),
             };
-            dns.tcp_tasks.lock().map_err(|_| anyhow::anyhow!("lock"))?.push(task);
+            self.tcp_tasks.lock().map_err(|_| anyhow::anyhow!("lock"))?.push(task);
         }
+        let cfg = self.cfg.load();
         for a in &cfg.listen {
-            info!(addr = %a, workers, zones = cfg.zones.len(), "dns listening (udp+tcp)");
+            info!(addr = %a, workers = h.workers, zones = cfg.zones.len(), "dns listening (udp+tcp)");
         }
-        xfr::start(&dns);
-        Ok(dns)
+        Ok(())
+    }
+
+    /// Every listening socket (UDP: one per worker and address; TCP: one
+    /// per worker runtime and address), for the upgrade hand-over. The fds
+    /// stay valid until [`Dns::stop`].
+    pub fn socket_fds(&self) -> (SocketFds, SocketFds) {
+        let group = |v: &Mutex<Vec<(SocketAddr, std::os::fd::OwnedFd)>>| {
+            let mut out: SocketFds = Vec::new();
+            if let Ok(v) = v.lock() {
+                for (addr, fd) in v.iter() {
+                    match out.iter_mut().find(|(a, _)| a == addr) {
+                        Some((_, fds)) => fds.push(fd.as_raw_fd()),
+                        None => out.push((*addr, vec![fd.as_raw_fd()])),
+                    }
+                }
+            }
+            out
+        };
+        (group(&self.handover_udp), group(&self.handover_tcp))
+    }
+
+    /// Records where a zone version came from (for the status).
+    pub(crate) fn note_loaded(&self, z: &Arc<Zone>, by: LoadedBy) {
+        let unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if let Ok(mut m) = self.origins.lock() {
+            m.retain(|_, o| o.zone.strong_count() > 0);
+            m.insert(
+                Arc::as_ptr(z) as usize,
+                Origin {
+                    zone: Arc::downgrade(z),
+                    unix,
+                    by,
+                },
+            );
+        }
+    }
+
+    /// Records a successful refresh check of a secondary zone.
+    pub(crate) fn note_refreshed(&self, name: &str) {
+        let unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if let Ok(mut m) = self.refreshed.lock() {
+            m.insert(name.to_string(), unix);
+        }
     }
 
     fn new_counters(&self) -> Arc<Counters> {
@@ -352,7 +656,10 @@ impl Dns {
             warn!("dns.listen/dns.workers changed: takes effect after a restart (or an upgrade, SIGUSR2)");
         }
         let old = self.zones.load_full();
-        let (set, errors) = load_zones(cfg, Some(&old));
+        let (set, errors, fresh) = load_zones(cfg, Some(&old));
+        for (z, by) in &fresh {
+            self.note_loaded(z, *by);
+        }
         self.zones.store(Arc::new(set));
         self.settings.store(Arc::new(settings_of(cfg, pop)));
         if old_cfg.rrl != cfg.rrl {
@@ -393,6 +700,8 @@ impl Dns {
             Ok(z) => {
                 let serial = z.serial;
                 let old = self.zones.load_full();
+                let z = Arc::new(z);
+                self.note_loaded(&z, LoadedBy::File);
                 self.install(z);
                 xfr::reloaded(self, &old);
                 if let Ok(mut e) = self.errors.lock() {
@@ -412,8 +721,7 @@ impl Dns {
     }
 
     /// Swaps in a new version of one zone (reload or transfer).
-    pub fn install(&self, z: Zone) {
-        let z = Arc::new(z);
+    pub fn install(&self, z: Arc<Zone>) {
         self.zones.rcu(|cur| {
             let mut s = ZoneSet::clone(cur);
             s.insert(z.clone());
@@ -443,10 +751,19 @@ impl Dns {
         let cfg = self.cfg.load_full();
         let zones = self.zones.load_full();
         let errors = self.errors.lock().map(|e| e.clone()).unwrap_or_default();
+        let refreshed = self.refreshed.lock().map(|r| r.clone()).unwrap_or_default();
+        let origins = self.origins.lock();
         cfg.zones
             .iter()
             .map(|z| {
                 let loaded = zones.get(&domain_wire(&z.name));
+                // the origin of exactly this version (not of an earlier one)
+                let origin = loaded.and_then(|l| {
+                    let o = origins.as_ref().ok()?.get(&(Arc::as_ptr(l) as usize))?;
+                    let same = o.zone.upgrade().is_some_and(|oz| Arc::ptr_eq(&oz, l));
+                    same.then_some((o.unix, o.by))
+                });
+                let secondary = matches!(z.source, ZoneSource::Secondary { .. });
                 ZoneStatus {
                     name: z.name.clone(),
                     serial: loaded.map_or(0, |l| l.serial),
@@ -462,6 +779,13 @@ impl Dns {
                         .get(&z.name)
                         .cloned()
                         .or_else(|| loaded.is_none().then(|| "not loaded".to_string())),
+                    loaded_unix: origin.map(|o| o.0),
+                    loaded_by: origin.map(|o| o.1.as_str()),
+                    refreshed_unix: if secondary {
+                        refreshed.get(&z.name).copied()
+                    } else {
+                        None
+                    },
                 }
             })
             .collect()
@@ -473,6 +797,7 @@ impl Dns {
             kind: vec![0; 6],
             ..Default::default()
         };
+        let mut qtype = [0u64; QTYPES.len()];
         let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
         if let Ok(v) = self.counters.lock() {
             for c in v.iter() {
@@ -491,8 +816,12 @@ impl Dns {
                 s.rrl_would_limit += r(&c.rrl_would_limit);
                 s.cookies_valid += r(&c.cookies_valid);
                 s.tcp_refused_cap += r(&c.tcp_refused_cap);
+                for (i, x) in c.qtype.iter().enumerate() {
+                    qtype[i] += r(x);
+                }
             }
         }
+        s.query_types = QTYPES.iter().map(|(n, _)| *n).zip(qtype).collect();
         s.axfr_in = r(&self.xfr.axfr_in);
         s.ixfr_in = r(&self.xfr.ixfr_in);
         s.transfers_served = r(&self.xfr.served_out);
@@ -500,11 +829,17 @@ impl Dns {
         s
     }
 
-    /// Stops serving: UDP threads exit within their receive timeout, TCP
-    /// listeners close.
+    /// Stops serving: UDP threads answer what they have read and exit
+    /// within their receive timeout ([`UDP_WAKEUP`]), TCP accept loops end;
+    /// then this process's copies of the sockets are closed (after an
+    /// upgrade the new process still has them, with everything queued).
+    /// Open TCP connections carry on: see [`Dns::drain`].
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
         self.xfr.stop();
+        if let Ok(mut h) = self.held.lock() {
+            h.take();
+        }
         if let Ok(mut t) = self.tcp_tasks.lock() {
             for h in t.drain(..) {
                 h.abort();
@@ -517,6 +852,37 @@ impl Dns {
             .unwrap_or_default();
         for h in threads {
             let _ = h.join();
+        }
+        for v in [&self.handover_udp, &self.handover_tcp] {
+            if let Ok(mut v) = v.lock() {
+                v.clear();
+            }
+        }
+    }
+
+    /// DNS TCP connections open now.
+    pub fn tcp_connections(&self) -> u64 {
+        u64::from(self.tcp_open.load(Ordering::Relaxed))
+    }
+
+    /// Waits until no DNS TCP connection is open or `deadline` passes;
+    /// returns the number still open.
+    pub async fn drain(&self, deadline: tokio::time::Instant) -> u64 {
+        loop {
+            let idle = self.tcp_idle.notified();
+            let n = self.tcp_open.load(Ordering::Acquire);
+            if n == 0 {
+                return 0;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                return u64::from(self.tcp_open.load(Ordering::Acquire));
+            }
+        }
+    }
+
+    fn tcp_closed(&self) {
+        if self.tcp_open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.tcp_idle.notify_waiters();
         }
     }
 
@@ -562,6 +928,7 @@ impl Dns {
             c.udp_queries.fetch_add(n as u64, Ordering::Relaxed);
             for i in 0..n {
                 let Some((q, src, out)) = batch.slot(i) else { continue };
+                count_qtype(c, q);
                 let cx = Context {
                     src: src.ip(),
                     tcp: false,
@@ -630,7 +997,7 @@ impl Dns {
             };
             let max = self.cfg.load().tcp_max_connections.get();
             if self.tcp_open.fetch_add(1, Ordering::AcqRel) >= max {
-                self.tcp_open.fetch_sub(1, Ordering::AcqRel);
+                self.tcp_closed();
                 c.tcp_refused_cap.fetch_add(1, Ordering::Relaxed);
                 continue; // dropped: closes the connection
             }
@@ -638,7 +1005,7 @@ impl Dns {
             let c = c.clone();
             tokio::spawn(async move {
                 d.tcp_conn(s, peer, &c).await;
-                d.tcp_open.fetch_sub(1, Ordering::AcqRel);
+                d.tcp_closed();
             });
         }
     }
@@ -681,6 +1048,7 @@ impl Dns {
                 let q = &inbuf[at + 2..at + 2 + len];
                 at += 2 + len;
                 c.tcp_queries.fetch_add(1, Ordering::Relaxed);
+                count_qtype(c, q);
                 if anyedge_dns::xfr::is_transfer_request(q) {
                     // streamed by the transfer module after what is queued
                     transfer = Some(q.to_vec());
@@ -727,6 +1095,16 @@ impl Dns {
     }
 }
 
+/// How long a UDP thread waits in `recvmmsg` before it looks at the stop
+/// flag again (the receive timeout of the socket; no busy loop).
+const UDP_WAKEUP: Duration = Duration::from_millis(200);
+
+fn count_qtype(c: &Counters, q: &[u8]) {
+    if let Some(t) = question_type(q) {
+        c.qtype[qtype_index(t)].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 fn bind_udp(addr: SocketAddr) -> anyhow::Result<std::net::UdpSocket> {
     let s = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, None)?;
     if addr.is_ipv6() {
@@ -736,7 +1114,7 @@ fn bind_udp(addr: SocketAddr) -> anyhow::Result<std::net::UdpSocket> {
     // large buffers absorb bursts while a batch is being answered
     let _ = s.set_recv_buffer_size(4 << 20);
     let _ = s.set_send_buffer_size(4 << 20);
-    s.set_read_timeout(Some(Duration::from_millis(200)))?;
+    s.set_read_timeout(Some(UDP_WAKEUP))?;
     s.bind(&addr.into())
         .map_err(|e| anyhow::anyhow!("dns: cannot bind udp {addr}: {e}"))?;
     Ok(s.into())
@@ -754,4 +1132,44 @@ fn bind_tcp(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
         .map_err(|e| anyhow::anyhow!("dns: cannot bind tcp {addr}: {e}"))?;
     s.listen(1024)?;
     Ok(s.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(name: &[u8], qtype: u16) -> Vec<u8> {
+        let mut p = vec![0x12, 0x34, 0x01, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        p.extend_from_slice(name);
+        p.extend_from_slice(&qtype.to_be_bytes());
+        p.extend_from_slice(&1u16.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn qtype_table_and_index_agree() {
+        for (i, (name, t)) in QTYPES.iter().enumerate().take(QTYPES.len() - 1) {
+            assert_eq!(qtype_index(*t), i, "{name}");
+        }
+        assert_eq!(QTYPES[qtype_index(99)].0, "OTHER");
+        assert_eq!(QTYPES[qtype_index(0)].0, "OTHER");
+    }
+
+    #[test]
+    fn question_type_reads_the_first_question() {
+        assert_eq!(question_type(&query(b"\x03www\x07example\x03com\x00", 28)), Some(28));
+        assert_eq!(question_type(&query(b"\x00", 2)), Some(2));
+        // a response, no question, a cut name, a cut type: not counted
+        let mut r = query(b"\x03www\x00", 1);
+        r[2] |= 0x80;
+        assert_eq!(question_type(&r), None);
+        let mut r = query(b"\x03www\x00", 1);
+        r[5] = 0;
+        assert_eq!(question_type(&r), None);
+        assert_eq!(question_type(&query(b"\x3fwww", 1)[..16]), None);
+        assert_eq!(question_type(&query(b"\x03www\x00", 1)[..18]), None);
+        // reserved label types
+        assert_eq!(question_type(&query(b"\x43www\x00", 1)), None);
+        assert_eq!(question_type(&[0u8; 5]), None);
+    }
 }

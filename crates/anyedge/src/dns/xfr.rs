@@ -498,6 +498,7 @@ async fn run_secondary(
                 if let Ok(mut l) = last.lock() {
                     *l = Some(zone.clone());
                 }
+                dns.note_refreshed(&zc.name);
                 if last_error.take().is_some() {
                     info!(zone = %zc.name, serial = zone.serial, "zone refresh works again");
                 }
@@ -633,11 +634,15 @@ async fn pull(
         },
         Received::Axfr(z) => {
             dns.xfr.axfr_in.fetch_add(1, Ordering::Relaxed);
-            (Arc::new(z), None)
+            let z = Arc::new(z);
+            dns.note_loaded(&z, super::LoadedBy::Axfr);
+            (z, None)
         }
         Received::Ixfr { zone, diffs } => {
             dns.xfr.ixfr_in.fetch_add(1, Ordering::Relaxed);
-            (Arc::new(zone), Some(diffs))
+            let z = Arc::new(zone);
+            dns.note_loaded(&z, super::LoadedBy::Ixfr);
+            (z, Some(diffs))
         }
     };
     for w in zone.warnings.iter().take(20) {
@@ -1219,6 +1224,24 @@ mod tests {
         let z1 = wait_serial(&secondary, 1).await;
         assert_eq!(z1.records, 4);
         assert_eq!(secondary.xfr.axfr_in.load(Ordering::Relaxed), 1);
+        // the status says how and when each version came
+        let st = &primary.zone_status()[0];
+        assert_eq!((st.loaded_by, st.refreshed_unix), (Some("file"), None), "{st:?}");
+        let st = &secondary.zone_status()[0];
+        assert_eq!(st.loaded_by, Some("axfr"), "{st:?}");
+        let loaded = st.loaded_unix.expect("load time");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!(loaded > 1_600_000_000 && loaded <= now, "{st:?}");
+        // the refresh check is recorded right after the install
+        let t = Instant::now();
+        while secondary.zone_status()[0].refreshed_unix.is_none() {
+            assert!(t.elapsed() < Duration::from_secs(15), "refresh time never recorded");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(secondary.zone_status()[0].refreshed_unix >= Some(loaded));
         // a secondary of the secondary
         let tertiary = Dns::start(&cfg(ta, secondary_zone(sa)), "t", 1, &[]).unwrap();
         wait_serial(&tertiary, 1).await;
@@ -1232,6 +1255,8 @@ mod tests {
         assert_eq!(primary.reload_zone("example.com").unwrap(), 2);
         let z2 = wait_serial(&secondary, 2).await;
         assert_eq!(secondary.xfr.ixfr_in.load(Ordering::Relaxed), 1);
+        assert_eq!(secondary.zone_status()[0].loaded_by, Some("ixfr"));
+        assert_eq!(secondary.zone_status()[0].serial, 2);
         assert_eq!(secondary.xfr.axfr_in.load(Ordering::Relaxed), 1);
         assert!(z2.node(b"\x03new\x07example\x03com\x00").is_some());
         let www = z2.node(b"\x03www\x07example\x03com\x00").unwrap().get(1).unwrap();
