@@ -1176,10 +1176,25 @@ fn parse_service(cx: &Ctx<'_>, sp: &str, rs: RawService) -> Result<ServiceConfig
         return Err(cx.err(h.interval.span(), format!("{sp}.health.interval"), "must be >= 10ms"));
     }
     if h.timeout.get_ref().is_zero() || h.timeout.get_ref() > h.interval.get_ref() {
+        // a default timeout has no place in the file: point at the interval
+        let at = if h.timeout.span().is_empty() {
+            h.interval.span()
+        } else {
+            h.timeout.span()
+        };
         return Err(cx.err(
-            h.timeout.span(),
+            at,
             format!("{sp}.health.timeout"),
-            "must be > 0 and <= interval",
+            format!(
+                "is {:?}: must be > 0 and <= interval ({:?}){}",
+                h.timeout.get_ref(),
+                h.interval.get_ref(),
+                if h.timeout.span().is_empty() {
+                    "; the default timeout applies, set one"
+                } else {
+                    ""
+                }
+            ),
         ));
     }
     for (name, v) in [("rise", &h.rise), ("fall", &h.fall)] {

@@ -458,12 +458,15 @@ async fn daemon(
         }
     }
     if let Some(mut i) = inherit.take() {
-        // Serving now; the old process stops accepting and hands over BGP.
+        // Serving now; the old process stops accepting, makes us systemd's
+        // main process (MAINPID=), and hands over BGP. Our READY=1 below is
+        // only accepted by systemd (NotifyAccess=main) after that.
         i.say("READY")?;
-        if bgp.is_some() {
-            tokio::task::spawn_blocking(move || i.expect("BGP_RELEASED")).await??;
+        match tokio::task::spawn_blocking(move || i.expect("BGP_RELEASED")).await {
+            Ok(Ok(())) => info!("upgrade: took over from the previous process"),
+            Ok(Err(e)) => warn!("upgrade: the previous process did not finish the hand-over ({e:#}); serving anyway"),
+            Err(e) => warn!("upgrade: hand-over task failed ({e}); serving anyway"),
         }
-        info!("upgrade: took over from the previous process");
     }
     if let Some(fp) = xdp::FastPath::start(&edge.config()) {
         let _ = edge.fast_path.set(fp);
@@ -530,7 +533,18 @@ async fn daemon(
         }
     }
 
-    notify::notify("STOPPING=1\nSTATUS=draining");
+    match &handover {
+        // systemd follows the new process from here on: without this it
+        // would see its main process exit and stop the service, killing the
+        // new process with it.
+        Some(h) => notify::notify(&format!(
+            "MAINPID={}\nSTATUS=upgraded: PID {} serves, PID {} drains",
+            h.child_pid,
+            h.child_pid,
+            std::process::id()
+        )),
+        None => notify::notify("STOPPING=1\nSTATUS=draining"),
+    }
     let grace = edge.config().shutdown_grace;
     if let Some(mut h) = handover {
         // Upgrade: the new process accepts from the same sockets already;
