@@ -323,6 +323,13 @@ where
     });
 }
 
+/// A service's `[service.health]`: TCP checks every 200 ms, up after one.
+pub const FAST_TCP_HEALTH: &str = r#"[service.health]
+kind = "tcp"
+interval = "200ms"
+timeout = "100ms"
+rise = 1"#;
+
 /// A `[[service]]` "web" on 127.0.0.1:`lb`, round robin over backends `a`
 /// and `b` (`b_extra`: more lines for `b`), with fast TCP health checks.
 pub fn round_robin_web(lb: u16, a: SocketAddr, b: SocketAddr, b_extra: &str) -> String {
@@ -331,11 +338,7 @@ pub fn round_robin_web(lb: u16, a: SocketAddr, b: SocketAddr, b_extra: &str) -> 
 name = "web"
 listen = ["127.0.0.1:{lb}"]
 balance = "round_robin"
-[service.health]
-kind = "tcp"
-interval = "200ms"
-timeout = "100ms"
-rise = 1
+{FAST_TCP_HEALTH}
 [[service.backend]]
 name = "a"
 address = "{a}"
@@ -351,12 +354,8 @@ address = "{b}"
 /// sections of a service with the one backend `b` at `address`.
 pub fn health_and_backend(address: impl std::fmt::Display) -> String {
     format!(
-        r#"[service.health]
-kind = "tcp"
+        r#"{FAST_TCP_HEALTH}
 send_proxy = false
-interval = "200ms"
-timeout = "100ms"
-rise = 1
 [[service.backend]]
 name = "b"
 address = "{address}""#
