@@ -1502,6 +1502,23 @@ odd IN TYPE65534 \# 3 010203
         r
     }
 
+    /// A journal of the differences between consecutive `versions`.
+    fn journal(versions: &[&Arc<Zone>]) -> Journal {
+        let mut j = Journal::new(8, 10_000);
+        for w in versions.windows(2) {
+            j.push(Arc::new(diff(w[0], w[1]).unwrap()));
+        }
+        j
+    }
+
+    /// An unsigned IXFR query from the version `have`.
+    fn ixfr_query(id: u16, have: &Zone) -> Vec<u8> {
+        let soa = zone_soa(have).unwrap();
+        build_query::<Arc<Key>>(id, APEX, T_IXFR, Some(&soa), None, now())
+            .unwrap()
+            .0
+    }
+
     fn zone(text: &str) -> Arc<Zone> {
         Arc::new(load_str(text, "example.com.").unwrap())
     }
@@ -1694,11 +1711,8 @@ odd IN TYPE65534 \# 3 010203
     #[test]
     fn ixfr_from_the_journal_applies_on_the_secondary() {
         let (a, b, c) = (zone(V1), zone(&v2()), zone(&v3()));
-        let mut j = Journal::new(8, 10_000);
-        j.push(Arc::new(diff(&a, &b).unwrap()));
-        j.push(Arc::new(diff(&b, &c).unwrap()));
-        let soa = zone_soa(&a).unwrap();
-        let (q, _) = build_query::<Arc<Key>>(11, APEX, T_IXFR, Some(&soa), None, now()).unwrap();
+        let j = journal(&[&a, &b, &c]);
+        let q = ixfr_query(11, &a);
         let m = Message::from_octets(q.clone()).unwrap();
         let req = parse_request(&m).unwrap();
         assert_eq!((req.qtype, req.client_serial), (T_IXFR, Some(1)));
@@ -1712,8 +1726,7 @@ odd IN TYPE65534 \# 3 010203
             other => panic!("{other:?}"),
         }
         // from serial 2: one difference
-        let soa = zone_soa(&b).unwrap();
-        let (q, _) = build_query::<Arc<Key>>(12, APEX, T_IXFR, Some(&soa), None, now()).unwrap();
+        let q = ixfr_query(12, &b);
         let (got, _) = transfer(q, None, None, c.clone(), Some(&j), Some(b.clone()), MAX_MESSAGE);
         match got.unwrap() {
             Received::Ixfr { zone, diffs } => {
@@ -1727,14 +1740,12 @@ odd IN TYPE65534 \# 3 010203
     #[test]
     fn ixfr_when_current_is_one_soa_and_without_journal_is_axfr() {
         let (a, c) = (zone(V1), zone(&v3()));
-        let soa = zone_soa(&c).unwrap();
-        let (q, _) = build_query::<Arc<Key>>(13, APEX, T_IXFR, Some(&soa), None, now()).unwrap();
+        let q = ixfr_query(13, &c);
         let (got, n) = transfer(q, None, None, c.clone(), None, Some(c.clone()), MAX_MESSAGE);
         assert_eq!(n, 1);
         assert!(matches!(got.unwrap(), Received::UpToDate(3)));
         // the journal cannot serve serial 1: the whole zone, AXFR-style
-        let soa = zone_soa(&a).unwrap();
-        let (q, _) = build_query::<Arc<Key>>(14, APEX, T_IXFR, Some(&soa), None, now()).unwrap();
+        let q = ixfr_query(14, &a);
         let (got, _) = transfer(q, None, None, c.clone(), Some(&Journal::new(4, 100)), Some(a), 512);
         match got.unwrap() {
             Received::Axfr(z) => assert_eq!(content(&z), content(&c)),
@@ -1745,11 +1756,8 @@ odd IN TYPE65534 \# 3 010203
     #[test]
     fn ixfr_for_another_base_is_refused_by_the_receiver() {
         let (a, b, c) = (zone(V1), zone(&v2()), zone(&v3()));
-        let mut j = Journal::new(8, 10_000);
-        j.push(Arc::new(diff(&a, &b).unwrap()));
-        j.push(Arc::new(diff(&b, &c).unwrap()));
-        let soa = zone_soa(&a).unwrap();
-        let (q, _) = build_query::<Arc<Key>>(15, APEX, T_IXFR, Some(&soa), None, now()).unwrap();
+        let j = journal(&[&a, &b, &c]);
+        let q = ixfr_query(15, &a);
         // the secondary actually has version 2 (it asked with the wrong SOA)
         let msg = Message::from_octets(q).unwrap();
         let req = parse_request(&msg).unwrap();
