@@ -82,6 +82,20 @@ fn malformed(e: impl std::fmt::Display) -> XfrError {
     XfrError::Malformed(e.to_string())
 }
 
+/// A record (class IN) in the form a message builder pushes.
+type WireRecord<'a> = (&'a Name<[u8]>, Class, Ttl, UnknownRecordData<&'a [u8]>);
+
+fn wire_record<'a>(owner: &'a [u8], rtype: Rtype, ttl: u32, rdata: &'a [u8]) -> Result<WireRecord<'a>, XfrError> {
+    let owner = Name::from_slice(owner).map_err(malformed)?;
+    let data = UnknownRecordData::from_octets(rtype, rdata).map_err(malformed)?;
+    Ok((owner, Class::IN, Ttl::from_secs(ttl), data))
+}
+
+/// `s` as an SOA record to push.
+fn soa_record(s: &Rr) -> Result<WireRecord<'_>, XfrError> {
+    wire_record(&s.owner, Rtype::SOA, s.ttl, &s.rdata)
+}
+
 fn push_err(e: PushError) -> XfrError {
     match e {
         PushError::CountOverflow => XfrError::Malformed("too many records in one message".into()),
@@ -705,9 +719,7 @@ impl<'a> Responder<'a> {
                 self.done = true;
                 break;
             };
-            let owner = Name::from_slice(r.owner).map_err(malformed)?;
-            let data = UnknownRecordData::from_octets(Rtype::from_int(r.rtype), r.rdata).map_err(malformed)?;
-            let rec = (owner, Class::IN, Ttl::from_secs(r.ttl), data);
+            let rec = wire_record(r.owner, Rtype::from_int(r.rtype), r.ttl, r.rdata)?;
             match ab.push(&rec) {
                 Ok(()) => n += 1,
                 Err(PushError::LimitExceeded | PushError::ShortBuf) if n > 0 => {
@@ -785,10 +797,7 @@ where
     let mut mb = MessageBuilder::new_vec();
     mb.header_mut().set_aa(true);
     let mut ab = mb.start_answer(query, Rcode::NOERROR).map_err(push_err)?;
-    let owner = Name::from_slice(&soa.owner).map_err(malformed)?;
-    let data = UnknownRecordData::from_octets(Rtype::SOA, &soa.rdata[..]).map_err(malformed)?;
-    ab.push((owner, Class::IN, Ttl::from_secs(soa.ttl), data))
-        .map_err(push_err)?;
+    ab.push(soa_record(&soa)?).map_err(push_err)?;
     let mut add = ab.additional();
     push_opt(&mut add, opt)?;
     if let Some(t) = tsig {
@@ -857,19 +866,49 @@ pub fn build_query<K: AsRef<Key>>(
     key: Option<K>,
     now: Time48,
 ) -> Result<(Vec<u8>, Option<ClientSequence<K>>), XfrError> {
+    build_request(
+        id,
+        Opcode::QUERY,
+        apex,
+        Rtype::from_int(qtype),
+        None,
+        ixfr_soa,
+        key,
+        now,
+    )
+}
+
+/// A request about zone `apex` (wire): `opcode` (AA set for a NOTIFY), the
+/// question `qtype` IN, an SOA record in the answer section (NOTIFY) or in
+/// the authority section (IXFR) when given, signed with `key` if given.
+#[allow(clippy::too_many_arguments)]
+fn build_request<K: AsRef<Key>>(
+    id: u16,
+    opcode: Opcode,
+    apex: &[u8],
+    qtype: Rtype,
+    answer_soa: Option<&Rr>,
+    authority_soa: Option<&Rr>,
+    key: Option<K>,
+    now: Time48,
+) -> Result<(Vec<u8>, Option<ClientSequence<K>>), XfrError> {
     let mut mb = MessageBuilder::new_vec();
-    mb.header_mut().set_id(id);
-    mb.header_mut().set_opcode(Opcode::QUERY);
+    {
+        let h = mb.header_mut();
+        h.set_id(id);
+        h.set_opcode(opcode);
+        h.set_aa(opcode == Opcode::NOTIFY);
+    }
     let mut qb = mb.question();
-    let apex_name = Name::from_slice(apex).map_err(malformed)?;
-    qb.push((apex_name, Rtype::from_int(qtype), Class::IN))
+    qb.push((Name::from_slice(apex).map_err(malformed)?, qtype, Class::IN))
         .map_err(push_err)?;
-    let mut auth = qb.authority();
-    if let Some(s) = ixfr_soa {
-        let owner = Name::from_slice(&s.owner).map_err(malformed)?;
-        let data = UnknownRecordData::from_octets(Rtype::SOA, &s.rdata[..]).map_err(malformed)?;
-        auth.push((owner, Class::IN, Ttl::from_secs(s.ttl), data))
-            .map_err(push_err)?;
+    let mut ab = qb.answer();
+    if let Some(s) = answer_soa {
+        ab.push(soa_record(s)?).map_err(push_err)?;
+    }
+    let mut auth = ab.authority();
+    if let Some(s) = authority_soa {
+        auth.push(soa_record(s)?).map_err(push_err)?;
     }
     let mut add = auth.additional();
     let seq = match key {
@@ -971,6 +1010,26 @@ enum Rx {
     /// Incremental: in a difference's deletions (`true`) or additions.
     Ixfr(Diff, bool),
     Done(Option<Box<ZoneBuilder>>),
+}
+
+impl Rx {
+    /// A difference from the version with `old_soa` starts: its deletions
+    /// follow.
+    fn diff_from(old_soa: Rr) -> Rx {
+        let new_soa = Rr {
+            owner: Box::new([]),
+            rtype: 0,
+            ttl: 0,
+            rdata: Box::new([]),
+        };
+        let diff = Diff {
+            old_soa,
+            new_soa,
+            removed: Vec::new(),
+            added: Vec::new(),
+        };
+        Rx::Ixfr(diff, true)
+    }
 }
 
 /// Consumes the messages of an AXFR/IXFR response stream (RFC 5936 2.2,
@@ -1077,20 +1136,7 @@ impl Receiver {
                                 "the differences start at serial {s}, we have {have}"
                             )));
                         }
-                        Rx::Ixfr(
-                            Diff {
-                                old_soa: r,
-                                new_soa: Rr {
-                                    owner: Box::new([]),
-                                    rtype: 0,
-                                    ttl: 0,
-                                    rdata: Box::new([]),
-                                },
-                                removed: Vec::new(),
-                                added: Vec::new(),
-                            },
-                            true,
-                        )
+                        Rx::diff_from(r)
                     }
                     _ => {
                         // AXFR-style answer to our IXFR
@@ -1133,20 +1179,7 @@ impl Receiver {
                         Rx::Done(None)
                     } else if s == to {
                         self.diffs.push(d);
-                        Rx::Ixfr(
-                            Diff {
-                                old_soa: r,
-                                new_soa: Rr {
-                                    owner: Box::new([]),
-                                    rtype: 0,
-                                    ttl: 0,
-                                    rdata: Box::new([]),
-                                },
-                                removed: Vec::new(),
-                                added: Vec::new(),
-                            },
-                            true,
-                        )
+                        Rx::diff_from(r)
                     } else {
                         return Err(XfrError::Protocol(format!(
                             "IXFR difference starts at serial {s}, the previous one ended at {to}"
@@ -1217,29 +1250,7 @@ pub fn build_notify<K: AsRef<Key>>(
     key: Option<K>,
     now: Time48,
 ) -> Result<(Vec<u8>, Option<ClientSequence<K>>), XfrError> {
-    let mut mb = MessageBuilder::new_vec();
-    {
-        let h = mb.header_mut();
-        h.set_id(id);
-        h.set_opcode(Opcode::NOTIFY);
-        h.set_aa(true);
-    }
-    let mut qb = mb.question();
-    qb.push((Name::from_slice(apex).map_err(malformed)?, Rtype::SOA, Class::IN))
-        .map_err(push_err)?;
-    let mut ab = qb.answer();
-    if let Some(s) = soa {
-        let owner = Name::from_slice(&s.owner).map_err(malformed)?;
-        let data = UnknownRecordData::from_octets(Rtype::SOA, &s.rdata[..]).map_err(malformed)?;
-        ab.push((owner, Class::IN, Ttl::from_secs(s.ttl), data))
-            .map_err(push_err)?;
-    }
-    let mut add = ab.additional();
-    let seq = match key {
-        Some(k) => Some(ClientSequence::request(k, &mut add, now).map_err(push_err)?),
-        None => None,
-    };
-    Ok((add.finish(), seq))
+    build_request(id, Opcode::NOTIFY, apex, Rtype::SOA, soa, None, key, now)
 }
 
 /// A NOTIFY request, parsed.
@@ -1491,6 +1502,23 @@ odd IN TYPE65534 \# 3 010203
         r
     }
 
+    /// A journal of the differences between consecutive `versions`.
+    fn journal(versions: &[&Arc<Zone>]) -> Journal {
+        let mut j = Journal::new(8, 10_000);
+        for w in versions.windows(2) {
+            j.push(Arc::new(diff(w[0], w[1]).unwrap()));
+        }
+        j
+    }
+
+    /// An unsigned IXFR query from the version `have`.
+    fn ixfr_query(id: u16, have: &Zone) -> Vec<u8> {
+        let soa = zone_soa(have).unwrap();
+        build_query::<Arc<Key>>(id, APEX, T_IXFR, Some(&soa), None, now())
+            .unwrap()
+            .0
+    }
+
     fn zone(text: &str) -> Arc<Zone> {
         Arc::new(load_str(text, "example.com.").unwrap())
     }
@@ -1683,11 +1711,8 @@ odd IN TYPE65534 \# 3 010203
     #[test]
     fn ixfr_from_the_journal_applies_on_the_secondary() {
         let (a, b, c) = (zone(V1), zone(&v2()), zone(&v3()));
-        let mut j = Journal::new(8, 10_000);
-        j.push(Arc::new(diff(&a, &b).unwrap()));
-        j.push(Arc::new(diff(&b, &c).unwrap()));
-        let soa = zone_soa(&a).unwrap();
-        let (q, _) = build_query::<Arc<Key>>(11, APEX, T_IXFR, Some(&soa), None, now()).unwrap();
+        let j = journal(&[&a, &b, &c]);
+        let q = ixfr_query(11, &a);
         let m = Message::from_octets(q.clone()).unwrap();
         let req = parse_request(&m).unwrap();
         assert_eq!((req.qtype, req.client_serial), (T_IXFR, Some(1)));
@@ -1701,8 +1726,7 @@ odd IN TYPE65534 \# 3 010203
             other => panic!("{other:?}"),
         }
         // from serial 2: one difference
-        let soa = zone_soa(&b).unwrap();
-        let (q, _) = build_query::<Arc<Key>>(12, APEX, T_IXFR, Some(&soa), None, now()).unwrap();
+        let q = ixfr_query(12, &b);
         let (got, _) = transfer(q, None, None, c.clone(), Some(&j), Some(b.clone()), MAX_MESSAGE);
         match got.unwrap() {
             Received::Ixfr { zone, diffs } => {
@@ -1716,14 +1740,12 @@ odd IN TYPE65534 \# 3 010203
     #[test]
     fn ixfr_when_current_is_one_soa_and_without_journal_is_axfr() {
         let (a, c) = (zone(V1), zone(&v3()));
-        let soa = zone_soa(&c).unwrap();
-        let (q, _) = build_query::<Arc<Key>>(13, APEX, T_IXFR, Some(&soa), None, now()).unwrap();
+        let q = ixfr_query(13, &c);
         let (got, n) = transfer(q, None, None, c.clone(), None, Some(c.clone()), MAX_MESSAGE);
         assert_eq!(n, 1);
         assert!(matches!(got.unwrap(), Received::UpToDate(3)));
         // the journal cannot serve serial 1: the whole zone, AXFR-style
-        let soa = zone_soa(&a).unwrap();
-        let (q, _) = build_query::<Arc<Key>>(14, APEX, T_IXFR, Some(&soa), None, now()).unwrap();
+        let q = ixfr_query(14, &a);
         let (got, _) = transfer(q, None, None, c.clone(), Some(&Journal::new(4, 100)), Some(a), 512);
         match got.unwrap() {
             Received::Axfr(z) => assert_eq!(content(&z), content(&c)),
@@ -1734,11 +1756,8 @@ odd IN TYPE65534 \# 3 010203
     #[test]
     fn ixfr_for_another_base_is_refused_by_the_receiver() {
         let (a, b, c) = (zone(V1), zone(&v2()), zone(&v3()));
-        let mut j = Journal::new(8, 10_000);
-        j.push(Arc::new(diff(&a, &b).unwrap()));
-        j.push(Arc::new(diff(&b, &c).unwrap()));
-        let soa = zone_soa(&a).unwrap();
-        let (q, _) = build_query::<Arc<Key>>(15, APEX, T_IXFR, Some(&soa), None, now()).unwrap();
+        let j = journal(&[&a, &b, &c]);
+        let q = ixfr_query(15, &a);
         // the secondary actually has version 2 (it asked with the wrong SOA)
         let msg = Message::from_octets(q).unwrap();
         let req = parse_request(&msg).unwrap();

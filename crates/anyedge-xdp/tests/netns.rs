@@ -18,7 +18,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use anyedge_xdp::{Counter, Counters, Destinations, Error, List, Mode, Prefix, Rate, Rates, Services, Xdp};
+use anyedge_xdp::{Counter, Counters, Destinations, Error, List, Mode, Prefix, Rates, Services, Xdp};
 use common::netns::{link, Netns};
 use common::*;
 
@@ -209,10 +209,7 @@ fn udp_deny_allow_and_dns_rate() {
     x.replace_prefixes(List::Deny, [p("198.18.100.0/24"), p("2001:db8:66:1::/64")])
         .unwrap();
     x.set_rates(&Rates {
-        dns_per_address: Some(Rate {
-            per_second: 1,
-            burst: 5,
-        }),
+        dns_per_address: rate(1, 5),
         ..Rates::default()
     })
     .unwrap();
@@ -252,10 +249,7 @@ fn tcp_syn_rate_and_deny() {
     x.set_services(&services()).unwrap();
     x.replace_prefixes(List::Deny, [p("198.18.102.0/24")]).unwrap();
     x.set_rates(&Rates {
-        syn_per_address: Some(Rate {
-            per_second: 1,
-            burst: 3,
-        }),
+        syn_per_address: rate(1, 3),
         ..Rates::default()
     })
     .unwrap();

@@ -27,10 +27,6 @@ struct RuleSet {
     per_prefix: Option<Rate>,
 }
 
-const fn rate(per_second: u32, burst: u32) -> Option<Rate> {
-    Some(Rate { per_second, burst })
-}
-
 const RULE_SETS: &[RuleSet] = &[
     RuleSet {
         name: "lists",

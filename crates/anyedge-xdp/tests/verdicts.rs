@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use anyedge_xdp::{Changes, Counter, Destinations, Error, List, Options, Prefix, Rate, Rates, Services};
+use anyedge_xdp::{Changes, Counter, Destinations, Error, List, Options, Prefix, Rates, Services};
 use common::*;
 
 const SVC4: &str = "198.18.200.1";
@@ -53,145 +53,72 @@ fn rules_parsing_and_counters() {
     let denied6 = ip("2001:db8:66::5");
     let allowed6 = ip("2001:db8:66::7");
     let other6 = ip("2001:db8:67::5");
+    // a SYN to the HTTPS port; a UDP datagram to the DNS port, fragmented
+    let syn = |src, dst| Frame::syn(src, dst, 443);
+    let frag = |src, dst, offset, more| Frame::udp(src, dst, 53).fragment(offset, more);
     use Counter::*;
     let cases = [
-        ("v4 denied SYN", Frame::syn(denied4, svc4, 443), DropDeny),
-        (
-            "v4 allowlisted inside a denied /24",
-            Frame::syn(allowed4, svc4, 443),
-            PassAllowlist,
-        ),
-        ("v4 other source", Frame::syn(other4, svc4, 443), Pass),
+        ("v4 denied SYN", syn(denied4, svc4), DropDeny),
+        ("v4 allowlisted inside a denied /24", syn(allowed4, svc4), PassAllowlist),
+        ("v4 other source", syn(other4, svc4), Pass),
         (
             "denied source to a non-service address",
-            Frame::syn(denied4, ip("198.18.200.2"), 443),
+            syn(denied4, ip("198.18.200.2")),
             PassNotService,
         ),
         ("denied ICMP", Frame::new(denied4, svc4, L4::Icmp), DropDeny),
         ("denied UDP, any port", Frame::udp(denied4, svc4, 9999), DropDeny),
-        (
-            "denied TCP ACK",
-            Frame::new(denied4, svc4, L4::Tcp { dport: 443, flags: ACK }),
-            DropDeny,
-        ),
-        (
-            "802.1Q tagged denied",
-            Frame::syn(denied4, svc4, 443).vlan(0x8100, 10),
-            DropDeny,
-        ),
-        (
-            "802.1ad tagged denied",
-            Frame::syn(denied4, svc4, 443).vlan(0x88a8, 20),
-            DropDeny,
-        ),
-        (
-            "802.1Q tagged other",
-            Frame::syn(other4, svc4, 443).vlan(0x8100, 10),
-            Pass,
-        ),
-        ("v6 denied SYN", Frame::syn(denied6, svc6, 443), DropDeny),
-        (
-            "v6 allowlisted inside a denied /64",
-            Frame::syn(allowed6, svc6, 443),
-            PassAllowlist,
-        ),
-        ("v6 other source", Frame::syn(other6, svc6, 443), Pass),
-        (
-            "v6 tagged denied",
-            Frame::syn(denied6, svc6, 443).vlan(0x8100, 7),
-            DropDeny,
-        ),
+        ("denied TCP ACK", Frame::ack(denied4, svc4, 443), DropDeny),
+        ("802.1Q tagged denied", syn(denied4, svc4).vlan(0x8100, 10), DropDeny),
+        ("802.1ad tagged denied", syn(denied4, svc4).vlan(0x88a8, 20), DropDeny),
+        ("802.1Q tagged other", syn(other4, svc4).vlan(0x8100, 10), Pass),
+        ("v6 denied SYN", syn(denied6, svc6), DropDeny),
+        ("v6 allowlisted inside a denied /64", syn(allowed6, svc6), PassAllowlist),
+        ("v6 other source", syn(other6, svc6), Pass),
+        ("v6 tagged denied", syn(denied6, svc6).vlan(0x8100, 7), DropDeny),
         (
             "v6 to a non-service address",
-            Frame::syn(denied6, ip("2001:db8:200::2"), 443),
+            syn(denied6, ip("2001:db8:200::2")),
             PassNotService,
         ),
         (
             "IPv4-mapped source is the IPv4 source",
-            Frame::syn(ip("::ffff:198.18.100.5"), svc6, 443),
+            syn(ip("::ffff:198.18.100.5"), svc6),
             DropDeny,
         ),
         (
             "IPv4-mapped allowlisted",
-            Frame::syn(ip("::ffff:198.18.100.7"), svc6, 443),
+            syn(ip("::ffff:198.18.100.7"), svc6),
             PassAllowlist,
         ),
-        (
-            "IPv4-mapped other",
-            Frame::syn(ip("::ffff:198.18.101.5"), svc6, 443),
-            Pass,
-        ),
+        ("IPv4-mapped other", syn(ip("::ffff:198.18.101.5"), svc6), Pass),
         ("ICMPv6 other", Frame::new(other6, svc6, L4::Icmp), Pass),
-        (
-            "truncated IPv4 header",
-            Frame::syn(denied4, svc4, 443).truncate(30),
-            PassUnparsed,
-        ),
-        (
-            "truncated IPv6 header",
-            Frame::syn(denied6, svc6, 443).truncate(30),
-            PassUnparsed,
-        ),
-        (
-            "truncated TCP header",
-            Frame::syn(other4, svc4, 443).truncate(10),
-            DropMalformed,
-        ),
+        ("truncated IPv4 header", syn(denied4, svc4).truncate(30), PassUnparsed),
+        ("truncated IPv6 header", syn(denied6, svc6).truncate(30), PassUnparsed),
+        ("truncated TCP header", syn(other4, svc4).truncate(10), DropMalformed),
         (
             "truncated UDP header",
             Frame::new(other6, svc6, L4::Udp { dport: 53, payload: 0 }).truncate(4),
             DropMalformed,
         ),
-        (
-            "v4 first fragment",
-            Frame::udp(other4, svc4, 53).fragment(0, true),
-            DropFragment,
-        ),
-        (
-            "v4 later fragment",
-            Frame::udp(other4, svc4, 53).fragment(185, false),
-            DropFragment,
-        ),
-        (
-            "v4 fragment, allowlisted",
-            Frame::udp(allowed4, svc4, 53).fragment(0, true),
-            PassAllowlist,
-        ),
-        (
-            "v4 fragment, denied",
-            Frame::udp(denied4, svc4, 53).fragment(0, true),
-            DropDeny,
-        ),
+        ("v4 first fragment", frag(other4, svc4, 0, true), DropFragment),
+        ("v4 later fragment", frag(other4, svc4, 185, false), DropFragment),
+        ("v4 fragment, allowlisted", frag(allowed4, svc4, 0, true), PassAllowlist),
+        ("v4 fragment, denied", frag(denied4, svc4, 0, true), DropDeny),
         (
             "v4 fragment to a non-service address",
-            Frame::udp(other4, ip("198.18.200.9"), 53).fragment(0, true),
+            frag(other4, ip("198.18.200.9"), 0, true),
             PassNotService,
         ),
-        (
-            "v6 fragment header",
-            Frame::udp(other6, svc6, 53).fragment(0, true),
-            DropFragment,
-        ),
-        (
-            "v6 later fragment",
-            Frame::udp(other6, svc6, 53).fragment(100, false),
-            DropFragment,
-        ),
-        (
-            "v6 atomic fragment",
-            Frame::udp(other6, svc6, 53).fragment(0, false),
-            DropFragment,
-        ),
+        ("v6 fragment header", frag(other6, svc6, 0, true), DropFragment),
+        ("v6 later fragment", frag(other6, svc6, 100, false), DropFragment),
+        ("v6 atomic fragment", frag(other6, svc6, 0, false), DropFragment),
         (
             "v6 fragment after extension headers",
             Frame::udp(other6, svc6, 53).ext(&[0, 60]).fragment(0, true),
             DropFragment,
         ),
-        (
-            "v6 fragment, allowlisted",
-            Frame::udp(allowed6, svc6, 53).fragment(0, true),
-            PassAllowlist,
-        ),
+        ("v6 fragment, allowlisted", frag(allowed6, svc6, 0, true), PassAllowlist),
         (
             "v6 extension headers, then UDP",
             Frame::udp(other6, svc6, 53).ext(&[0, 43, 60, 51]),
@@ -199,14 +126,10 @@ fn rules_parsing_and_counters() {
         ),
         (
             "v6 8 extension headers, then TCP",
-            Frame::syn(other6, svc6, 443).ext(&[60; 8]),
+            syn(other6, svc6).ext(&[60; 8]),
             Pass,
         ),
-        (
-            "v6 9 extension headers",
-            Frame::syn(other6, svc6, 443).ext(&[60; 9]),
-            DropMalformed,
-        ),
+        ("v6 9 extension headers", syn(other6, svc6).ext(&[60; 9]), DropMalformed),
         (
             "v6 truncated extension header",
             Frame::new(other6, svc6, L4::Udp { dport: 53, payload: 0 })
@@ -270,10 +193,7 @@ fn syn_rate_per_address() {
     x.set_services(&services()).unwrap();
     x.replace_prefixes(List::Allow, [p("198.18.100.7")]).unwrap();
     x.set_rates(&Rates {
-        syn_per_address: Some(Rate {
-            per_second: 1,
-            burst: 3,
-        }),
+        syn_per_address: rate(1, 3),
         ..Rates::default()
     })
     .unwrap();
@@ -296,11 +216,7 @@ fn syn_rate_per_address() {
         &[
             ("the next SYN", Frame::syn(src, ip(SVC4), 443), DropSynRateAddress),
             ("another address", Frame::syn(ip("198.18.101.10"), ip(SVC4), 443), Pass),
-            (
-                "ACK of an established connection",
-                Frame::new(src, ip(SVC4), L4::Tcp { dport: 443, flags: ACK }),
-                Pass,
-            ),
+            ("ACK of an established connection", Frame::ack(src, ip(SVC4), 443), Pass),
             (
                 "SYN+ACK is not a new connection",
                 Frame::new(
@@ -328,11 +244,7 @@ fn syn_rate_per_address() {
                 Frame::syn(src, ip(SVC4), 443).ip_options(3),
                 DropSynRateAddress,
             ),
-            (
-                "IPv4 options, ACK",
-                Frame::new(src, ip(SVC4), L4::Tcp { dport: 443, flags: ACK }).ip_options(10),
-                Pass,
-            ),
+            ("IPv4 options, ACK", Frame::ack(src, ip(SVC4), 443).ip_options(10), Pass),
             (
                 "IPv4 options, truncated TCP header",
                 Frame::syn(src, ip(SVC4), 443).ip_options(2).truncate(1),
@@ -365,129 +277,73 @@ fn syn_rate_per_address() {
     );
 }
 
+/// What `frames` bump, run one by one.
+fn count(x: &anyedge_xdp::Xdp, frames: impl IntoIterator<Item = Frame>) -> anyedge_xdp::Counters {
+    let before = x.counters().unwrap();
+    for f in frames {
+        test_run(x, &f.build());
+    }
+    delta(x, &before)
+}
+
+/// Runs `frames` and asserts how many passed and how many `dropped` took.
+fn assert_split(x: &anyedge_xdp::Xdp, frames: impl IntoIterator<Item = Frame>, dropped: Counter, want: (u64, u64)) {
+    let d = count(x, frames);
+    assert_eq!((d.get(Counter::Pass), d.get(dropped)), want, "{d:?}");
+}
+
 #[test]
 fn prefix_rates_and_dns_rates() {
     let Some(mut x) = load() else { return };
     x.set_services(&services()).unwrap();
     x.set_rates(&Rates {
-        syn_per_prefix: Some(Rate {
-            per_second: 1,
-            burst: 5,
-        }),
-        dns_per_address: Some(Rate {
-            per_second: 1,
-            burst: 2,
-        }),
+        syn_per_prefix: rate(1, 5),
+        dns_per_address: rate(1, 2),
         ..Rates::default()
     })
     .unwrap();
-    fn count(x: &anyedge_xdp::Xdp, frames: Vec<Frame>) -> anyedge_xdp::Counters {
-        let before = x.counters().unwrap();
-        for f in frames {
-            test_run(x, &f.build());
-        }
-        delta(x, &before)
-    }
+    let syn = |src: String, dst| Frame::syn(ip(&src), ip(dst), 443);
+    let dns = |src: String, dst| Frame::udp(ip(&src), ip(dst), 53);
+    use Counter::*;
     // IPv4: one /24, 20 addresses
-    let d = count(
-        &x,
-        (1..=20)
-            .map(|h| Frame::syn(ip(&format!("198.18.102.{h}")), ip(SVC4), 443))
-            .collect(),
-    );
-    assert_eq!(
-        (d.get(Counter::Pass), d.get(Counter::DropSynRatePrefix)),
-        (5, 15),
-        "{d:?}"
-    );
+    let frames = (1..=20).map(|h| syn(format!("198.18.102.{h}"), SVC4));
+    assert_split(&x, frames, DropSynRatePrefix, (5, 15));
     // the next /24 is independent
-    let d = count(&x, vec![Frame::syn(ip("198.18.103.1"), ip(SVC4), 443)]);
-    assert_eq!(d.get(Counter::Pass), 1);
+    let d = count(&x, [Frame::syn(ip("198.18.103.1"), ip(SVC4), 443)]);
+    assert_eq!(d.get(Pass), 1);
     // IPv6: one /64, 20 addresses
-    let d = count(
-        &x,
-        (1..=20)
-            .map(|h| Frame::syn(ip(&format!("2001:db8:70:1::{h:x}")), ip(SVC6), 443))
-            .collect(),
-    );
-    assert_eq!(
-        (d.get(Counter::Pass), d.get(Counter::DropSynRatePrefix)),
-        (5, 15),
-        "{d:?}"
-    );
+    let frames = (1..=20).map(|h| syn(format!("2001:db8:70:1::{h:x}"), SVC6));
+    assert_split(&x, frames, DropSynRatePrefix, (5, 15));
     // rotating over /64s of one /48: the /48 has 4x the burst (20), and the
     // /64 above already took 5 of it
-    let d = count(
-        &x,
-        (2..=40)
-            .map(|n| Frame::syn(ip(&format!("2001:db8:70:{n:x}::1")), ip(SVC6), 443))
-            .collect(),
-    );
-    assert_eq!(
-        (d.get(Counter::Pass), d.get(Counter::DropSynRatePrefix)),
-        (15, 24),
-        "{d:?}"
-    );
+    let frames = (2..=40).map(|n| syn(format!("2001:db8:70:{n:x}::1"), SVC6));
+    assert_split(&x, frames, DropSynRatePrefix, (15, 24));
     // DNS: per address, separate from the SYN state
-    let d = count(
-        &x,
-        (0..5).map(|_| Frame::udp(ip("198.18.104.1"), ip(SVC4), 53)).collect(),
-    );
-    assert_eq!(
-        (d.get(Counter::Pass), d.get(Counter::DropDnsRateAddress)),
-        (2, 3),
-        "{d:?}"
-    );
-    let d = count(&x, vec![Frame::syn(ip("198.18.104.1"), ip(SVC4), 53)]);
-    assert_eq!(d.get(Counter::Pass), 1, "TCP to 53 has the SYN limits");
-    let d = count(
-        &x,
-        (0..5).map(|_| Frame::udp(ip("2001:db8:71::1"), ip(SVC6), 53)).collect(),
-    );
-    assert_eq!(
-        (d.get(Counter::Pass), d.get(Counter::DropDnsRateAddress)),
-        (2, 3),
-        "{d:?}"
-    );
+    let frames = (0..5).map(|_| dns("198.18.104.1".into(), SVC4));
+    assert_split(&x, frames, DropDnsRateAddress, (2, 3));
+    let d = count(&x, [Frame::syn(ip("198.18.104.1"), ip(SVC4), 53)]);
+    assert_eq!(d.get(Pass), 1, "TCP to 53 has the SYN limits");
+    let frames = (0..5).map(|_| dns("2001:db8:71::1".into(), SVC6));
+    assert_split(&x, frames, DropDnsRateAddress, (2, 3));
     // UDP to a port that is not a DNS port is not limited
-    let d = count(
-        &x,
-        (0..5).map(|_| Frame::udp(ip("198.18.104.1"), ip(SVC4), 443)).collect(),
-    );
-    assert_eq!(d.get(Counter::Pass), 5);
+    let d = count(&x, (0..5).map(|_| Frame::udp(ip("198.18.104.1"), ip(SVC4), 443)));
+    assert_eq!(d.get(Pass), 5);
     // DNS per prefix
     x.set_rates(&Rates {
-        dns_per_prefix: Some(Rate {
-            per_second: 1,
-            burst: 3,
-        }),
+        dns_per_prefix: rate(1, 3),
         ..Rates::default()
     })
     .unwrap();
-    let d = count(
-        &x,
-        (1..=10)
-            .map(|h| Frame::udp(ip(&format!("198.18.105.{h}")), ip(SVC4), 53))
-            .collect(),
-    );
-    assert_eq!(
-        (d.get(Counter::Pass), d.get(Counter::DropDnsRatePrefix)),
-        (3, 7),
-        "{d:?}"
-    );
+    let frames = (1..=10).map(|h| dns(format!("198.18.105.{h}"), SVC4));
+    assert_split(&x, frames, DropDnsRatePrefix, (3, 7));
     // removing the port removes the limit
     x.set_services(&Services {
         dns_ports: vec![],
         ..services()
     })
     .unwrap();
-    let d = count(
-        &x,
-        (1..=10)
-            .map(|h| Frame::udp(ip(&format!("198.18.105.{h}")), ip(SVC4), 53))
-            .collect(),
-    );
-    assert_eq!(d.get(Counter::Pass), 10);
+    let d = count(&x, (1..=10).map(|h| dns(format!("198.18.105.{h}"), SVC4)));
+    assert_eq!(d.get(Pass), 10);
 }
 
 #[test]
@@ -544,10 +400,7 @@ fn prefix_list_sync_and_expiry() {
     x.apply_guard_config(&anyedge_xdp::GuardConfig {
         allow: vec![p("198.18.112.7")],
         deny: vec![p("198.18.112.0/24")],
-        rate_per_address: Some(Rate {
-            per_second: 1,
-            burst: 1,
-        }),
+        rate_per_address: rate(1, 1),
         ..Default::default()
     })
     .unwrap();

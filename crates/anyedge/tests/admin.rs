@@ -26,22 +26,8 @@ name = "adm"
 [admin]
 listen = "127.0.0.1:{admin}"
 {token}
-[[service]]
-name = "web"
-listen = ["127.0.0.1:{lb}"]
-balance = "round_robin"
-[service.health]
-kind = "tcp"
-interval = "200ms"
-timeout = "100ms"
-rise = 1
-[[service.backend]]
-name = "a"
-address = "{a}"
-[[service.backend]]
-name = "b"
-address = "{b}"
-"#
+{web}"#,
+        web = round_robin_web(lb, a, b, "")
     )
 }
 

@@ -104,11 +104,7 @@ connect = "1s"
 idle = "{idle}"
 client_first_byte = "300ms"
 
-[service.health]
-kind = "tcp"
-interval = "200ms"
-timeout = "100ms"
-rise = 1
+{FAST_TCP_HEALTH}
 
 [[service.backend]]
 name = "b1"

@@ -36,7 +36,6 @@ impl Bird {
     fn start_with(ns: &Netns, pop_as: u32, extra: &str, top: &str) -> Bird {
         let dir = tempfile::tempdir().unwrap();
         let conf = dir.path().join("bird.conf");
-        let sock = dir.path().join("bird.ctl");
         std::fs::write(
             &conf,
             format!(
@@ -58,10 +57,16 @@ protocol bgp pop1 {{
             ),
         )
         .unwrap();
+        Bird::spawn(ns, dir)
+    }
+
+    /// BIRD in `ns` with the `bird.conf` written in `dir`.
+    fn spawn(ns: &Netns, dir: tempfile::TempDir) -> Bird {
+        let sock = dir.path().join("bird.ctl");
         let child = ns
             .command("bird")
             .args(["-f", "-c"])
-            .arg(&conf)
+            .arg(dir.path().join("bird.conf"))
             .arg("-s")
             .arg(&sock)
             .stdin(Stdio::null())
@@ -438,7 +443,6 @@ fn ipv6_anycast_over_an_ipv6_session() {
     pop.ip(&["-6", "addr", "add", "2001:db8:a::10/128", "dev", "lo"]);
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("bird.conf");
-    let sock = dir.path().join("bird.ctl");
     std::fs::write(
         &conf,
         r#"
@@ -453,20 +457,10 @@ protocol bgp pop6 {
 "#,
     )
     .unwrap();
-    let child = router
-        .command("bird")
-        .args(["-f", "-c"])
-        .arg(&conf)
-        .arg("-s")
-        .arg(&sock)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut bird = Bird { child, sock, _dir: dir };
+    let mut bird = Bird::spawn(&router, dir);
     let _backend = Backend::start(&pop);
-    let cfg = r#"
+    let cfg = format!(
+        r#"
 [pop]
 name = "pop6"
 [bgp]
@@ -484,17 +478,11 @@ services = ["web"]
 [[service]]
 name = "web"
 listen = ["[2001:db8:a::10]:80"]
-[service.health]
-kind = "tcp"
-send_proxy = false
-interval = "200ms"
-timeout = "100ms"
-rise = 1
-[[service.backend]]
-name = "b"
-address = "127.0.0.1:8080"
-"#;
-    let _edge = Anyedge::start_in(&pop, cfg, "[2001:db8:a::10]:80".parse().unwrap());
+{}
+"#,
+        health_and_backend("127.0.0.1:8080")
+    );
+    let _edge = Anyedge::start_in(&pop, &cfg, "[2001:db8:a::10]:80".parse().unwrap());
     let t = Instant::now();
     loop {
         let r = bird.birdc("show route 2001:db8:a::10/128 all");
@@ -640,11 +628,6 @@ fn binary_upgrade_hands_bgp_to_the_new_process() {
     edge.wait_log("BGP session established", 2, Duration::from_secs(5));
     let log = edge.log();
     assert!(log.contains("upgrade: took over from the previous process"), "{log}");
-    let new_pid: i32 = log
-        .split("new_pid=")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .expect("new PID logged");
+    let new_pid = edge.new_pid(1);
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(new_pid), nix::sys::signal::Signal::SIGKILL);
 }

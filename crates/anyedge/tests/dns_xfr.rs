@@ -292,6 +292,12 @@ fn content(z: &Zone) -> BTreeSet<(Vec<u8>, u16, u32, Vec<u8>)> {
         .collect()
 }
 
+/// Knot's `remote` for anyedge on port `aport` (with the TSIG key), and
+/// the start of its `acl` list.
+fn knot_remote_anyedge(aport: u16) -> String {
+    format!("remote:\n  - id: anyedge\n    address: 127.0.0.1@{aport}\n    key: xfr-key\nacl:")
+}
+
 fn anyedge_head(port: u16) -> String {
     format!(
         r#"[pop]
@@ -320,16 +326,13 @@ fn anyedge_is_secondary_of_knot_axfr_then_notify_and_ixfr() {
     let knot = Knot::start(
         kport,
         &format!(
-            r#"remote:
-  - id: anyedge
-    address: 127.0.0.1@{aport}
-    key: xfr-key
-acl:
+            r#"{}
   - id: anyedge_xfr
     address: 127.0.0.1
     key: xfr-key
     action: transfer
-"#
+"#,
+            knot_remote_anyedge(aport)
         ),
         &format!(
             "  - domain: {APEX}\n    file: \"{}\"\n    notify: anyedge\n    acl: anyedge_xfr\n",
@@ -405,11 +408,7 @@ fn knot_is_secondary_of_anyedge_and_follows_its_notify() {
     let knot = Knot::start(
         kport,
         &format!(
-            r#"remote:
-  - id: anyedge
-    address: 127.0.0.1@{aport}
-    key: xfr-key
-acl:
+            r#"{}
   - id: notify_from_anyedge
     address: 127.0.0.1
     key: xfr-key
@@ -417,7 +416,8 @@ acl:
   - id: local_axfr
     address: 127.0.0.1
     action: transfer
-"#
+"#,
+            knot_remote_anyedge(aport)
         ),
         &format!("  - domain: {APEX}\n    master: anyedge\n    acl: [notify_from_anyedge, local_axfr]\n"),
     );

@@ -20,30 +20,9 @@ fn backend() -> (SocketAddr, Arc<AtomicUsize>) {
     let a = l.local_addr().unwrap();
     let seen = Arc::new(AtomicUsize::new(0));
     let s2 = seen.clone();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            let seen = s2.clone();
-            std::thread::spawn(move || {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 2048];
-                loop {
-                    match s.read(&mut chunk) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                    if let Ok(anyedge_proxy::Decoded::Complete { len, header }) = anyedge_proxy::decode(&buf, 4096) {
-                        if buf[len..].windows(4).any(|w| w == b"\r\n\r\n") {
-                            if matches!(header.addrs, anyedge_proxy::Addresses::Tcp { .. }) {
-                                seen.fetch_add(1, Ordering::Relaxed);
-                            }
-                            break;
-                        }
-                    }
-                }
-                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n");
-            });
+    serve_proxied(l, "ok\n".into(), move |header| {
+        if matches!(header.addrs, anyedge_proxy::Addresses::Tcp { .. }) {
+            s2.fetch_add(1, Ordering::Relaxed);
         }
     });
     (a, seen)
@@ -65,16 +44,9 @@ listen = "127.0.0.1:{admin_port}"
 [[service]]
 name = "web"
 listen = ["{lb}"]
-[service.health]
-kind = "tcp"
-send_proxy = false
-interval = "200ms"
-timeout = "100ms"
-rise = 1
-[[service.backend]]
-name = "b"
-address = "{b}"
-"#
+{health}
+"#,
+        health = health_and_backend(b)
     );
     // the start-up probe comes from 127.0.0.1: keep it allowlisted
     let e = Anyedge::start(&cfg, lb);
@@ -91,12 +63,8 @@ fn flood(srcs: &[Ipv4Addr], lb: SocketAddr, n: usize) {
 }
 
 fn status(admin: SocketAddr) -> serde_json::Value {
-    let mut s = TcpStream::connect(admin).unwrap();
-    write!(s, "GET /api/v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-    let mut r = String::new();
-    s.read_to_string(&mut r).unwrap();
-    let body = r.split_once("\r\n\r\n").unwrap().1;
-    serde_json::from_str(body).unwrap()
+    let (_, body) = http(admin, "GET", "/api/v1/status", None);
+    serde_json::from_str(&body).unwrap()
 }
 
 fn drops(admin: SocketAddr, reason: &str) -> u64 {

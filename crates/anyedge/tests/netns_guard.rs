@@ -74,30 +74,9 @@ fn lab_with(guard: &str, extra: &str) -> Lab {
     let s2 = seen.clone();
     let ready = pop.spawn(move || TcpListener::bind("127.0.0.1:8080").unwrap());
     let listener = ready.join().unwrap();
-    std::thread::spawn(move || {
-        for s in listener.incoming() {
-            let Ok(mut s) = s else { continue };
-            let seen = s2.clone();
-            std::thread::spawn(move || {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 2048];
-                loop {
-                    match s.read(&mut chunk) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                    if let Ok(anyedge_proxy::Decoded::Complete { len, header }) = anyedge_proxy::decode(&buf, 4096) {
-                        if buf[len..].windows(4).any(|w| w == b"\r\n\r\n") {
-                            if let anyedge_proxy::Addresses::Tcp { src, .. } = header.addrs {
-                                seen.lock().unwrap().push(src.ip());
-                            }
-                            break;
-                        }
-                    }
-                }
-                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n");
-            });
+    serve_proxied(listener, "ok\n".into(), move |header| {
+        if let anyedge_proxy::Addresses::Tcp { src, .. } = header.addrs {
+            s2.lock().unwrap().push(src.ip());
         }
     });
 
@@ -114,17 +93,10 @@ name = "web"
 listen = ["0.0.0.0:80", "[::]:80"]
 [service.timeouts]
 client_first_byte = "1s"
-[service.health]
-kind = "tcp"
-send_proxy = false
-interval = "200ms"
-timeout = "100ms"
-rise = 1
-[[service.backend]]
-name = "b"
-address = "127.0.0.1:8080"
+{health}
 {extra}
-"#
+"#,
+        health = health_and_backend("127.0.0.1:8080")
     );
     let edge = Anyedge::start_in(&pop, &cfg, "127.0.0.1:80".parse().unwrap());
     edge.wait_log("backend up", 1, Duration::from_secs(5));

@@ -27,23 +27,8 @@ fn config(lb: u16, a: SocketAddr, b: SocketAddr, weight_b: u32) -> String {
 name = "ops"
 [limits]
 shutdown_grace = "2s"
-[[service]]
-name = "web"
-listen = ["127.0.0.1:{lb}"]
-balance = "round_robin"
-[service.health]
-kind = "tcp"
-interval = "200ms"
-timeout = "100ms"
-rise = 1
-[[service.backend]]
-name = "a"
-address = "{a}"
-[[service.backend]]
-name = "b"
-address = "{b}"
-weight = {weight_b}
-"#
+{web}"#,
+        web = round_robin_web(lb, a, b, &format!("weight = {weight_b}"))
     )
 }
 
@@ -153,12 +138,7 @@ fn binary_upgrade_hands_over_listeners_without_refusing_a_connection() {
         .expect("old process exits after the hand-over");
     assert!(old.success(), "{old:?}");
     let log = e.log();
-    let new_pid: i32 = log
-        .split("new_pid=")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .expect("new PID logged");
+    let new_pid = e.new_pid(1);
     for c in clients {
         c.join().unwrap();
     }
@@ -388,6 +368,16 @@ fn socket_inodes(port: u16) -> (std::collections::BTreeSet<u64>, std::collection
 /// daemon, started by the daemon we started), by its PID.
 struct KillOnDrop(i32);
 
+/// A binary upgrade (SIGUSR2): waits for the new process to be ready and
+/// for the old one to exit cleanly; the new process is killed on drop.
+fn upgrade(e: &mut Anyedge) -> KillOnDrop {
+    e.signal(nix::sys::signal::Signal::SIGUSR2);
+    e.wait_log("upgrade: new process ready", 1, Duration::from_secs(60));
+    let new = KillOnDrop(e.new_pid(1));
+    assert!(e.wait_exit(Duration::from_secs(60)).is_some_and(|s| s.success()));
+    new
+}
+
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         if self.0 > 0 {
@@ -469,13 +459,7 @@ fn ten_thousand_dns_queries_across_binary_upgrades_lose_nothing() {
             pid => nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGUSR2).unwrap(),
         }
         e.wait_log("upgrade: new process ready", round, Duration::from_secs(60));
-        let new_pid: i32 = e
-            .log()
-            .split("new_pid=")
-            .nth(round)
-            .and_then(|r| r.split_whitespace().next())
-            .and_then(|p| p.parse().ok())
-            .expect("new PID logged");
+        let new_pid = e.new_pid(round);
         let old = std::mem::replace(&mut current, KillOnDrop(new_pid));
         if old.0 == 0 {
             let st = e.wait_exit(Duration::from_secs(60)).expect("old process exits");
@@ -537,17 +521,7 @@ fn upgrade_with_other_dns_listeners_closes_and_binds_what_differs() {
                 &format!("listen = [\"{server}\", \"{server2}\"]"),
             ),
     );
-    e.signal(nix::sys::signal::Signal::SIGUSR2);
-    e.wait_log("upgrade: new process ready", 1, Duration::from_secs(60));
-    let new_pid: i32 = e
-        .log()
-        .split("new_pid=")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .expect("new PID logged");
-    let _new = KillOnDrop(new_pid);
-    assert!(e.wait_exit(Duration::from_secs(60)).is_some_and(|s| s.success()));
+    let _new = upgrade(&mut e);
     let log = e.log();
     assert!(log.contains("dns.workers is smaller now"), "{log}");
     assert!(log.contains("upgrade: new dns address"), "{log}");
@@ -590,17 +564,7 @@ fn secondary_zone_answers_across_an_upgrade() {
     }
     let load = DnsLoad::start(secondary);
     load.wait_total(1_000, Duration::from_secs(60));
-    e.signal(nix::sys::signal::Signal::SIGUSR2);
-    e.wait_log("upgrade: new process ready", 1, Duration::from_secs(60));
-    let new_pid: i32 = e
-        .log()
-        .split("new_pid=")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .expect("new PID logged");
-    let _new = KillOnDrop(new_pid);
-    assert!(e.wait_exit(Duration::from_secs(60)).is_some_and(|s| s.success()));
+    let _new = upgrade(&mut e);
     let at_exit = load.total();
     load.wait_total(at_exit + 1_000, Duration::from_secs(120));
     let (udp, tcp, failed, errors) = load.finish();

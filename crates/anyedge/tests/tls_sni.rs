@@ -54,16 +54,9 @@ name = "fra1"
 name = "tls"
 listen = ["{lb}"]
 proxy_crc32c = true
-[service.health]
-kind = "tcp"
-send_proxy = false
-interval = "200ms"
-timeout = "100ms"
-rise = 1
-[[service.backend]]
-name = "b"
-address = "{backend}"
-"#
+{health}
+"#,
+        health = health_and_backend(backend)
     );
     let e = Anyedge::start(&cfg, lb);
     e.wait_log("backend up", 1, Duration::from_secs(5));

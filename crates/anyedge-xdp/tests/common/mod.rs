@@ -8,7 +8,7 @@ pub mod netns;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-use anyedge_xdp::{Counter, Counters, Error, Options, Xdp};
+use anyedge_xdp::{Counter, Counters, Error, Options, Rate, Xdp};
 
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
@@ -122,6 +122,11 @@ pub fn delta(x: &Xdp, before: &Counters) -> Counters {
     x.counters().expect("counters").since(before)
 }
 
+/// A token bucket for the `Rates` fields.
+pub const fn rate(per_second: u32, burst: u32) -> Option<Rate> {
+    Some(Rate { per_second, burst })
+}
+
 /// TCP flags byte.
 pub const SYN: u8 = 0x02;
 pub const ACK: u8 = 0x10;
@@ -170,6 +175,10 @@ impl Frame {
 
     pub fn syn(src: IpAddr, dst: IpAddr, dport: u16) -> Frame {
         Frame::new(src, dst, L4::Tcp { dport, flags: SYN })
+    }
+
+    pub fn ack(src: IpAddr, dst: IpAddr, dport: u16) -> Frame {
+        Frame::new(src, dst, L4::Tcp { dport, flags: ACK })
     }
 
     pub fn udp(src: IpAddr, dst: IpAddr, dport: u16) -> Frame {

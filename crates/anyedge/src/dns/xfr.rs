@@ -216,6 +216,26 @@ fn key_store(cfg: &DnsConfig, zc: Option<&ZoneConfig>) -> KeyStore {
     s
 }
 
+/// The request's TSIG checked with the keys of `zc`: the sequence to sign
+/// the response(s) with when validly signed, `None` when unsigned, or the
+/// error response and the reason for the log.
+fn check_tsig(
+    msg: &mut Message<Vec<u8>>,
+    cfg: &DnsConfig,
+    zc: Option<&ZoneConfig>,
+) -> Result<Option<ServerSeq>, (Vec<u8>, String)> {
+    match xfr::verify_request(msg, &key_store(cfg, zc), time48()) {
+        Signed::Valid(s) => Ok(Some(s)),
+        Signed::Unsigned => Ok(None),
+        Signed::Invalid(resp, why) => Err((resp, why)),
+    }
+}
+
+/// FORMERR to a request that does not parse.
+fn formerr(msg: &Message<Vec<u8>>, opt: Option<&OptReply>) -> Vec<u8> {
+    xfr::reply::<_, Arc<Key>>(msg, RCODE_FORMERR, false, opt, None, time48()).unwrap_or_default()
+}
+
 fn find_zone<'c>(cfg: &'c DnsConfig, apex: &[u8]) -> Option<&'c ZoneConfig> {
     cfg.zones.iter().find(|z| domain_wire(&z.name) == apex)
 }
@@ -760,18 +780,15 @@ pub(super) fn notify(dns: &Dns, q: &[u8], src: SocketAddr, out: &mut Vec<u8>) {
             if let Some(s) = dns.xfr.log_notify.allow() {
                 debug!(%src, error = %e, suppressed = s, "dns: malformed NOTIFY");
             }
-            *out =
-                xfr::reply::<_, Arc<Key>>(&msg, RCODE_FORMERR, false, opt.as_ref(), None, time48()).unwrap_or_default();
+            *out = formerr(&msg, opt.as_ref());
             return;
         }
     };
     let cfg = dns.cfg.load();
     let zc = find_zone(&cfg, &req.apex);
-    let store = key_store(&cfg, zc);
-    let mut seq = match xfr::verify_request(&mut msg, &store, time48()) {
-        Signed::Valid(s) => Some(s),
-        Signed::Unsigned => None,
-        Signed::Invalid(resp, why) => {
+    let mut seq = match check_tsig(&mut msg, &cfg, zc) {
+        Ok(s) => s,
+        Err((resp, why)) => {
             if let Some(s) = dns.xfr.log_notify.allow() {
                 warn!(%src, zone = %anyedge_dns::name::display(&req.apex), %why, suppressed = s, "dns: NOTIFY refused: bad TSIG");
             }
@@ -902,19 +919,15 @@ fn prepare(dns: &Dns, q: &[u8], peer: SocketAddr) -> Prepared {
     let req = match xfr::parse_request(&msg) {
         Ok(r) => r,
         Err(_) => {
-            return Prepared::Reply(
-                xfr::reply::<_, Arc<Key>>(&msg, RCODE_FORMERR, false, opt.as_ref(), None, time48()).unwrap_or_default(),
-            )
+            return Prepared::Reply(formerr(&msg, opt.as_ref()));
         }
     };
     let zname = anyedge_dns::name::display(&req.apex);
     let cfg = dns.cfg.load();
     let zc = find_zone(&cfg, &req.apex);
-    let store = key_store(&cfg, zc);
-    let mut seq = match xfr::verify_request(&mut msg, &store, time48()) {
-        Signed::Valid(s) => Some(s),
-        Signed::Unsigned => None,
-        Signed::Invalid(resp, why) => {
+    let mut seq = match check_tsig(&mut msg, &cfg, zc) {
+        Ok(s) => s,
+        Err((resp, why)) => {
             if let Some(s) = dns.xfr.log_refused.allow() {
                 warn!(%peer, zone = %zname, kind = %req.kind(), %why, suppressed = s, "dns: transfer refused: bad TSIG");
             }

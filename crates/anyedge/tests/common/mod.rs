@@ -187,6 +187,17 @@ impl Anyedge {
         std::fs::read_to_string(self.dir.path().join("anyedge.log")).unwrap_or_default()
     }
 
+    /// The PID of the new process that the `round`th binary upgrade
+    /// (counting from 1) logged.
+    pub fn new_pid(&self, round: usize) -> i32 {
+        self.log()
+            .split("new_pid=")
+            .nth(round)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .expect("new PID logged")
+    }
+
     /// Waits until the log contains `needle` `count` times; returns the time waited.
     pub fn wait_log(&self, needle: &str, count: usize, max: Duration) -> Duration {
         let start = Instant::now();
@@ -269,10 +280,23 @@ pub fn field<'a>(body: &'a str, key: &str) -> &'a str {
 pub fn proxy_backend(body: String) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let a = l.local_addr().unwrap();
+    serve_proxied(l, body, |_| {});
+    a
+}
+
+/// Serves `l` in the background, one thread per connection: reads a PROXY
+/// header and the request head after it, shows the header to `on_header`,
+/// and answers 200 with `body`. A connection that closes (or stays silent
+/// for 5 s) before both arrived gets no answer.
+pub fn serve_proxied<F>(l: TcpListener, body: String, on_header: F)
+where
+    F: Fn(&anyedge_proxy::Header<'_>) + Clone + Send + 'static,
+{
     std::thread::spawn(move || {
         for s in l.incoming() {
             let Ok(mut s) = s else { continue };
             let body = body.clone();
+            let on_header = on_header.clone();
             std::thread::spawn(move || {
                 let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
                 let mut buf = Vec::new();
@@ -282,8 +306,9 @@ pub fn proxy_backend(body: String) -> SocketAddr {
                         Ok(0) | Err(_) => return,
                         Ok(n) => buf.extend_from_slice(&chunk[..n]),
                     }
-                    if let Ok(anyedge_proxy::Decoded::Complete { len, .. }) = anyedge_proxy::decode(&buf, 4096) {
+                    if let Ok(anyedge_proxy::Decoded::Complete { len, header }) = anyedge_proxy::decode(&buf, 4096) {
                         if buf[len..].windows(4).any(|w| w == b"\r\n\r\n") {
+                            on_header(&header);
                             break;
                         }
                     }
@@ -296,7 +321,45 @@ pub fn proxy_backend(body: String) -> SocketAddr {
             });
         }
     });
-    a
+}
+
+/// A service's `[service.health]`: TCP checks every 200 ms, up after one.
+pub const FAST_TCP_HEALTH: &str = r#"[service.health]
+kind = "tcp"
+interval = "200ms"
+timeout = "100ms"
+rise = 1"#;
+
+/// A `[[service]]` "web" on 127.0.0.1:`lb`, round robin over backends `a`
+/// and `b` (`b_extra`: more lines for `b`), with fast TCP health checks.
+pub fn round_robin_web(lb: u16, a: SocketAddr, b: SocketAddr, b_extra: &str) -> String {
+    format!(
+        r#"[[service]]
+name = "web"
+listen = ["127.0.0.1:{lb}"]
+balance = "round_robin"
+{FAST_TCP_HEALTH}
+[[service.backend]]
+name = "a"
+address = "{a}"
+[[service.backend]]
+name = "b"
+address = "{b}"
+{b_extra}
+"#
+    )
+}
+
+/// The `[service.health]` (TCP checks, fast) and `[[service.backend]]`
+/// sections of a service with the one backend `b` at `address`.
+pub fn health_and_backend(address: impl std::fmt::Display) -> String {
+    format!(
+        r#"{FAST_TCP_HEALTH}
+send_proxy = false
+[[service.backend]]
+name = "b"
+address = "{address}""#
+    )
 }
 
 /// A minimal HTTP/1.1 request (admin API); returns status and body.
