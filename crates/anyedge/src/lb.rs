@@ -527,6 +527,9 @@ impl Edge {
                         .and_then(|mut m| m.remove(addr))
                         .unwrap_or_default();
                     let mut socks = inherited;
+                    if socks.is_empty() {
+                        net::warn_if_not_local(&format!("service {:?}", sc.name), *addr);
+                    }
                     while socks.len() < self.workers {
                         socks.push(
                             net::listen(*addr, sc.backlog)

@@ -45,9 +45,42 @@ pub fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     if addr.is_ipv6() {
         sock.set_only_v6(true)?;
     }
+    set_freebind(&sock, addr)?;
     sock.bind(&addr.into())?;
     sock.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
     Ok(TcpListener::from(sock))
+}
+
+/// Lets a socket bind an address this host does not have yet (IP_FREEBIND,
+/// as Knot and NSD's `ip-freebind` do): an anycast address may be added to
+/// `lo` after the daemon starts, and traffic arrives once it is there.
+pub fn set_freebind(sock: &Socket, addr: SocketAddr) -> io::Result<()> {
+    if addr.is_ipv6() {
+        sock.set_freebind_ipv6(true)
+    } else {
+        sock.set_freebind(true)
+    }
+}
+
+/// Whether `ip` is an address of this host (in this network namespace) now.
+/// The wildcard address counts as local.
+pub fn is_local(ip: std::net::IpAddr) -> bool {
+    std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+}
+
+/// Says once, at the place a listener is set up, that its address is not
+/// (yet) on this host: with IP_FREEBIND the bind succeeds anyway, so a
+/// typo would otherwise go unnoticed.
+pub fn warn_if_not_local(what: &str, addr: SocketAddr) {
+    if !is_local(addr.ip()) {
+        tracing::warn!(
+            what,
+            addr = %addr,
+            "listening on an address this host does not have (yet): traffic arrives once it is added, e.g. `ip addr add {}/{} dev lo`",
+            addr.ip(),
+            if addr.is_ipv6() { 128 } else { 32 }
+        );
+    }
 }
 
 /// Registers a listening socket with the current runtime's reactor.

@@ -517,6 +517,9 @@ impl Dns {
                 if got_u + got_t > 0 {
                     info!(addr = %addr, udp = workers - u.len(), tcp = tcp_workers - t.len(), "upgrade: binding additional dns sockets (dns.workers is larger now)");
                 }
+                if got_u + got_t == 0 {
+                    crate::net::warn_if_not_local("dns", *addr);
+                }
                 while u.len() < workers {
                     u.push(bind_udp(*addr)?);
                 }
@@ -1115,6 +1118,7 @@ fn bind_udp(addr: SocketAddr) -> anyhow::Result<std::net::UdpSocket> {
     let _ = s.set_recv_buffer_size(4 << 20);
     let _ = s.set_send_buffer_size(4 << 20);
     s.set_read_timeout(Some(UDP_WAKEUP))?;
+    crate::net::set_freebind(&s, addr)?;
     s.bind(&addr.into())
         .map_err(|e| anyhow::anyhow!("dns: cannot bind udp {addr}: {e}"))?;
     Ok(s.into())
@@ -1128,6 +1132,7 @@ fn bind_tcp(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
     s.set_reuse_address(true)?;
     s.set_reuse_port(true)?;
     s.set_nonblocking(true)?;
+    crate::net::set_freebind(&s, addr)?;
     s.bind(&addr.into())
         .map_err(|e| anyhow::anyhow!("dns: cannot bind tcp {addr}: {e}"))?;
     s.listen(1024)?;
