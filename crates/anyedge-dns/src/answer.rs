@@ -40,6 +40,10 @@ const C_ANY: u16 = 255;
 
 const OPT_NSID: u16 = 3;
 const OPT_COOKIE: u16 = 10;
+/// RFC 8914 Extended DNS Error option and the one code we send.
+const OPT_EDE: u16 = 15;
+/// "Not Authoritative": a query for a name outside our zones (as Knot).
+const EDE_NOT_AUTHORITATIVE: u16 = 20;
 
 /// Longest CNAME/DNAME chain followed inside our zones.
 const MAX_CHAIN: usize = 16;
@@ -455,6 +459,10 @@ pub fn answer_query<'z>(
         None
     };
     let Some(zone) = zone else {
+        // a name outside our zones (not another class: Knot sends no EDE there)
+        if q.qclass == C_IN || q.qclass == C_ANY {
+            w.ede = Some(EDE_NOT_AUTHORITATIVE);
+        }
         w.finish(u16::from(RCODE_REFUSED), false, st, q, cx, cookie);
         return done(Kind::Error, u16::from(RCODE_REFUSED), b"", cookie);
     };
@@ -748,13 +756,16 @@ struct Writer<'o> {
     n_names: usize,
     /// Space kept for the OPT record.
     reserve: usize,
+    /// An RFC 8914 INFO-CODE to add to the OPT record (EDNS queries only).
+    ede: Option<u16>,
 }
 
 impl<'o> Writer<'o> {
     fn new(out: &'o mut Vec<u8>, q: &Query<'_>, limit: usize) -> Writer<'o> {
         out.extend_from_slice(&q.packet[..q.question_end]);
         out[4..12].copy_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
-        let reserve = if q.edns.is_some() { 11 + 64 } else { 0 };
+        // OPT: NSID (<= 36), cookie (28), EDE (6)
+        let reserve = if q.edns.is_some() { 11 + 70 } else { 0 };
         let mut w = Writer {
             out,
             limit,
@@ -763,6 +774,7 @@ impl<'o> Writer<'o> {
             names: [0; 64],
             n_names: 0,
             reserve,
+            ede: None,
         };
         w.names[0] = 12;
         w.n_names = 1;
@@ -1039,6 +1051,11 @@ impl<'o> Writer<'o> {
                     out.extend_from_slice(&c[..8]);
                     out.extend_from_slice(&sc);
                 }
+            }
+            if let Some(code) = self.ede {
+                out.extend_from_slice(&OPT_EDE.to_be_bytes());
+                out.extend_from_slice(&2u16.to_be_bytes());
+                out.extend_from_slice(&code.to_be_bytes());
             }
             let _ = cookie;
             let l = (out.len() - len_at - 2) as u16;

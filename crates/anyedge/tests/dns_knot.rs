@@ -81,12 +81,6 @@ const DELIBERATE: &[Deliberate] = &[
         },
     },
     Deliberate {
-        what: "no Extended DNS Error",
-        reason: "Knot adds EDE 20 (Not Authoritative) to REFUSED answers for names outside its \
-                 zones; anyedge sends no EDE options (RFC 8914 is optional)",
-        matches: |f| f.diff.part == Part::Edns && f.diff.item == "EDE" && f.diff.right == "-",
-    },
-    Deliberate {
         what: "transfer refused with REFUSED",
         reason: "AXFR/IXFR over TCP from a client not in allow_transfer: anyedge answers REFUSED \
                  (RFC 5936 leaves the choice; BIND and NSD answer REFUSED), Knot NOTAUTH",

@@ -366,6 +366,37 @@ fn outside_our_zones_is_refused() {
     assert!(r.answer.is_empty() && r.authority.is_empty());
 }
 
+/// RFC 8914: an EDNS query for a name outside our zones gets EDE 20 (Not
+/// Authoritative), as from Knot; without EDNS there is nowhere to put it,
+/// and answers inside our zones carry none.
+#[test]
+fn refused_outside_our_zones_says_not_authoritative() {
+    let ede = |q: &Q| {
+        let mut out = Vec::new();
+        answer(&zones(), &Settings::default(), &q.bytes(), &cx(false), &mut out);
+        let msg = Message::from_octets(out).unwrap();
+        let codes: Vec<u16> = msg.opt().map_or_else(Vec::new, |o| {
+            o.opt()
+                .iter::<domain::base::opt::ExtendedError<_>>()
+                .filter_map(Result::ok)
+                .map(|e| e.code().to_int())
+                .collect()
+        });
+        (msg.header().rcode().to_int(), msg.opt().is_some(), codes)
+    };
+    assert_eq!(
+        ede(&query("www.example.org", T_A).edns(1232)),
+        (RCODE_REFUSED, true, vec![20])
+    );
+    assert_eq!(ede(&query("www.example.org", T_A)), (RCODE_REFUSED, false, vec![]));
+    assert_eq!(ede(&query("www.example.com", T_A).edns(1232)), (0, true, vec![]));
+    assert_eq!(
+        ede(&query("nope.example.com", T_A).edns(1232)).2,
+        Vec::<u16>::new(),
+        "NXDOMAIN has none"
+    );
+}
+
 #[test]
 fn any_gets_one_rrset() {
     let r = ask(&query("www.example.com", T_ANY));
