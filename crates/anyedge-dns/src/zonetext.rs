@@ -180,14 +180,14 @@ fn ttl_edits(
     edits: &mut Vec<(usize, usize, u32)>,
 ) {
     let tok = |k: usize| tokens.get(k).map(|&(s, e)| &text[s..e]);
+    // Rewrites token `k` if it is a TTL with units; whether it is a TTL.
     let mut edit = |k: usize| {
-        if let (Some(&(s, e)), Some(t)) = (tokens.get(k), tok(k)) {
-            if !t.iter().all(u8::is_ascii_digit) {
-                if let Some(v) = parse_ttl(t) {
-                    edits.push((s, e, v));
-                }
-            }
+        let Some(&(s, e)) = tokens.get(k) else { return false };
+        let Some(v) = parse_ttl(&text[s..e]) else { return false };
+        if !text[s..e].iter().all(u8::is_ascii_digit) {
+            edits.push((s, e, v));
         }
+        true
     };
     if directive {
         if tok(0).is_some_and(|t| t.eq_ignore_ascii_case(b"$TTL")) {
@@ -197,9 +197,7 @@ fn ttl_edits(
     }
     let mut k = usize::from(has_owner);
     while let Some(t) = tok(k) {
-        if parse_ttl(t).is_some() {
-            edit(k);
-        } else if !is_class(t) {
+        if !edit(k) && !is_class(t) {
             break;
         }
         k += 1;
