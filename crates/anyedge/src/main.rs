@@ -423,8 +423,7 @@ async fn daemon(
             }
         }
         None => {
-            let n = dns_inherited.udp.values().map(Vec::len).sum::<usize>()
-                + dns_inherited.tcp.values().map(Vec::len).sum::<usize>();
+            let n = dns_inherited.count();
             if n > 0 {
                 warn!(
                     sockets = n,

@@ -91,8 +91,7 @@ pub struct Inherited {
 
 impl Inherited {
     pub fn count(&self) -> usize {
-        let n = |m: &Listeners| m.values().map(Vec::len).sum::<usize>();
-        n(&self.lb) + n(&self.dns.tcp) + self.dns.udp.values().map(Vec::len).sum::<usize>()
+        self.lb.values().map(Vec::len).sum::<usize>() + self.dns.count()
     }
 }
 

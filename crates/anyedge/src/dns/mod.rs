@@ -228,6 +228,13 @@ pub struct Inherited {
     pub tcp: std::collections::HashMap<SocketAddr, Vec<std::net::TcpListener>>,
 }
 
+impl Inherited {
+    /// Sockets held, UDP and TCP.
+    pub fn count(&self) -> usize {
+        self.udp.values().map(Vec::len).sum::<usize>() + self.tcp.values().map(Vec::len).sum::<usize>()
+    }
+}
+
 pub struct Dns {
     pub zones: ArcSwap<ZoneSet>,
     settings: ArcSwap<Settings>,
