@@ -373,12 +373,25 @@ async fn pop_undrain(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
     pop_set_drain(&state, &headers, false)
 }
 
-fn pop_set_drain(state: &AppState, headers: &HeaderMap, drain: bool) -> Response {
+/// The announcer for a drain call, once the caller may change state.
+fn drain_announcer<'s>(
+    state: &'s AppState,
+    headers: &HeaderMap,
+) -> Result<&'s crate::announce::Announcer, Box<Response>> {
     if let Some(r) = refuse(state, headers) {
-        return r;
+        return Err(Box::new(r));
     }
-    let Some(a) = &state.ctl.announcer else {
-        return error(StatusCode::CONFLICT, "no [bgp] configured: nothing to drain");
+    state
+        .ctl
+        .announcer
+        .as_deref()
+        .ok_or_else(|| Box::new(error(StatusCode::CONFLICT, "no [bgp] configured: nothing to drain")))
+}
+
+fn pop_set_drain(state: &AppState, headers: &HeaderMap, drain: bool) -> Response {
+    let a = match drain_announcer(state, headers) {
+        Ok(a) => a,
+        Err(r) => return *r,
     };
     if drain {
         a.start_drain("admin API");
@@ -402,11 +415,9 @@ async fn prefix_undrain(
 
 /// `prefix` is "addr/len" (the slash sent as %2F) or a bare address.
 fn prefix_set_drain(state: &AppState, headers: &HeaderMap, prefix: &str, drain: bool) -> Response {
-    if let Some(r) = refuse(state, headers) {
-        return r;
-    }
-    let Some(a) = &state.ctl.announcer else {
-        return error(StatusCode::CONFLICT, "no [bgp] configured: nothing to drain");
+    let a = match drain_announcer(state, headers) {
+        Ok(a) => a,
+        Err(r) => return *r,
     };
     match a.drain_prefix(prefix, drain, "admin API") {
         Ok(p) => {
