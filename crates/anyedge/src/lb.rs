@@ -44,6 +44,7 @@ static LOG_NO_BACKEND: LogLimiter = LogLimiter::new(10);
 static LOG_CAP: LogLimiter = LogLimiter::new(5);
 static LOG_SILENT_BACKEND: LogLimiter = LogLimiter::new(10);
 static LOG_GUARD: LogLimiter = LogLimiter::new(5);
+static LOG_ACCEPT: LogLimiter = LogLimiter::new(2);
 
 /// Labels of per-backend metric families: (service, backend).
 pub type BackendLabels = Vec<(String, String)>;
@@ -787,9 +788,14 @@ async fn accept_loop(edge: Weak<Edge>, svc: Weak<Service>, listener: std::net::T
         let (stream, peer) = match net::accept(&listener).await {
             Ok(x) => x,
             Err(e) => {
-                // EMFILE/ENFILE and friends: back off instead of spinning.
-                warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // Per-connection errors never get here (net::accept skips
+                // them). Out of descriptors or buffers: the connection
+                // stays in the listen queue, so back off briefly instead of
+                // spinning, and say so at most a few times a second.
+                if let Some(s) = LOG_ACCEPT.allow() {
+                    warn!(listener = ?addr, error = %e, resource = net::is_resource_exhaustion(&e), suppressed = s, "accept failed; retrying in 10 ms");
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };

@@ -89,26 +89,87 @@ pub fn adopt_listener(l: TcpListener) -> io::Result<Listener> {
     register(l)
 }
 
-/// Accepts one connection (non-blocking, close-on-exec in one `accept4`).
+/// Accepts one connection (non-blocking, close-on-exec, and the peer's
+/// address, all from one `accept4`).
+///
+/// Errors that concern only the connection being accepted (the client
+/// reset it while it waited in the queue: ECONNABORTED; network errors
+/// Linux passes on from the new socket, see accept(2); EPERM from a
+/// firewall rule) skip that connection at once and accept the next one.
+/// Asking the socket for its peer afterwards would fail with ENOTCONN for
+/// a reset connection, which is why the address comes from accept itself.
+/// Only errors that say the process or the system is short of resources
+/// (EMFILE, ENFILE, ENOBUFS, ENOMEM) and unexpected ones reach the caller,
+/// which backs off briefly.
 pub async fn accept(l: &Listener) -> io::Result<(Sock, SocketAddr)> {
-    use nix::sys::socket::{accept4, SockFlag};
     use std::os::fd::AsRawFd;
     loop {
         let mut g = l.readable().await?;
-        match accept4(
-            l.get_ref().as_raw_fd(),
-            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-        ) {
-            Ok(fd) => {
-                let s = adopt(fd);
-                let peer = s.peer_addr()?;
-                return Ok((register(s)?, peer));
-            }
-            Err(nix::errno::Errno::EAGAIN) => g.clear_ready(),
-            Err(nix::errno::Errno::EINTR | nix::errno::Errno::ECONNABORTED) => {}
-            Err(e) => return Err(e.into()),
+        match accept_raw(l.get_ref().as_raw_fd()) {
+            Ok((s, peer)) => return Ok((register(s)?, peer)),
+            Err(e) => match e.raw_os_error() {
+                Some(libc::EAGAIN) => g.clear_ready(),
+                Some(code) if skips_connection(code) => {}
+                _ => return Err(e),
+            },
         }
     }
+}
+
+/// Whether an accept(2) error concerns only the connection it tried to
+/// accept (skip it and go on) rather than the listener or the process.
+fn skips_connection(code: i32) -> bool {
+    matches!(
+        code,
+        libc::EINTR
+            | libc::ECONNABORTED
+            | libc::ECONNRESET
+            | libc::ENOTCONN
+            | libc::EPROTO
+            | libc::EPERM
+            | libc::ENETDOWN
+            | libc::ENOPROTOOPT
+            | libc::EHOSTDOWN
+            | libc::ENONET
+            | libc::EHOSTUNREACH
+            | libc::EOPNOTSUPP
+            | libc::ENETUNREACH
+            | libc::ETIMEDOUT
+    )
+}
+
+/// Whether an accept(2) error means the process or system is out of a
+/// resource (descriptors, buffers, memory): back off briefly and retry.
+pub fn is_resource_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+#[allow(unsafe_code)]
+fn accept_raw(fd: std::os::fd::RawFd) -> io::Result<(TcpStream, SocketAddr)> {
+    // SAFETY: `try_init` hands us a zeroed `sockaddr_storage` and its
+    // length; accept4(2) writes at most `*len` bytes of address there and
+    // updates `*len`, which is exactly the contract `try_init` asks for.
+    // `fd` is a listening socket that outlives the call.
+    let (fd, addr) = unsafe {
+        socket2::SockAddr::try_init(|storage, len| {
+            let r = libc::accept4(fd, storage.cast(), len, libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
+            if r < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(r)
+            }
+        })
+    }?;
+    let s = adopt(fd);
+    // A TCP listener's peers are IPv4 or IPv6; anything else (never seen)
+    // is a per-connection oddity: the connection is dropped and skipped.
+    let peer = addr
+        .as_socket()
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EPROTO))?;
+    Ok((s, peer))
 }
 
 #[allow(unsafe_code)]
