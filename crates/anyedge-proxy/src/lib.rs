@@ -253,6 +253,14 @@ pub fn is_v2_signature_prefix(buf: &[u8]) -> bool {
     buf[..n] == V2_SIGNATURE[..n]
 }
 
+/// Whether `buf` starts with a whole PROXY signature, v1 (`"PROXY "`) or
+/// v2 (12 bytes). A receiver that refuses PROXY headers from a source must
+/// wait for this before refusing: `"P"` or `"\r\n"` alone may still be the
+/// start of an ordinary request.
+pub fn has_signature(buf: &[u8]) -> bool {
+    buf.starts_with(V1_PREFIX) || buf.starts_with(&V2_SIGNATURE)
+}
+
 // ---------------------------------------------------------------- encoding
 
 fn mapped(a: SocketAddr) -> SocketAddrV6 {

@@ -642,6 +642,17 @@ fn signature_prefix() {
     assert!(!is_v2_signature_prefix(b"PROXY"));
 }
 
+#[test]
+fn whole_signature_only() {
+    for partial in [&b""[..], b"P", b"PROXY", b"\r\n", b"\r\n\r\n\x00\r\nQUI"] {
+        assert!(!has_signature(partial), "{partial:?}");
+    }
+    assert!(has_signature(b"PROXY "));
+    assert!(has_signature(b"PROXY TCP4 1.2.3.4"));
+    assert!(has_signature(&v2_ipv4_hand()));
+    assert!(!has_signature(b"POST / HTTP/1.1\r\n"));
+}
+
 // ------------------------------------------------------------ proptest
 
 fn arb_sockaddr() -> impl Strategy<Value = SocketAddr> {

@@ -896,7 +896,7 @@ async fn handle(edge: Arc<Edge>, svc: Arc<Service>, client: Sock, peer: SocketAd
         Ok(a) => a,
         Err(_) => return,
     };
-    let insp = if cfg.inspect {
+    let mut insp = if cfg.inspect {
         match timeout(cfg.timeouts.client_first_byte, inspect(&client, peer, local, &cfg)).await {
             Ok(Ok(i)) => i,
             Ok(Err(e)) => {
@@ -969,7 +969,11 @@ async fn handle(edge: Arc<Edge>, svc: Arc<Service>, client: Sock, peer: SocketAd
     let bcfg = b.cfg.load_full();
 
     // PROXY header + what the client already sent, in one write.
-    let mut head = Vec::with_capacity(128 + insp.payload.len());
+    // What the client sent early is freed once written: an idle
+    // connection then holds no buffer at all.
+    let payload = std::mem::take(&mut insp.payload);
+    let early = payload.len() as u64;
+    let mut head = Vec::with_capacity(128 + payload.len());
     let addrs = Addresses::Tcp {
         src: insp.client,
         dst: insp.local,
@@ -1016,7 +1020,8 @@ async fn handle(edge: Arc<Edge>, svc: Arc<Service>, client: Sock, peer: SocketAd
             }
         }
     }
-    head.extend_from_slice(&insp.payload);
+    head.extend_from_slice(&payload);
+    drop(payload);
     if !head.is_empty() {
         if let Err(e) = timeout(cfg.timeouts.idle, net::write_all(&upstream, &head))
             .await
@@ -1025,9 +1030,7 @@ async fn handle(edge: Arc<Edge>, svc: Arc<Service>, client: Sock, peer: SocketAd
             debug!(service = %svc.name, backend = %b.name, error = %e, "write to backend failed");
             return;
         }
-        b.stats
-            .bytes_to_backend
-            .fetch_add(insp.payload.len() as u64, Ordering::Relaxed);
+        b.stats.bytes_to_backend.fetch_add(early, Ordering::Relaxed);
     }
     drop(head);
 
@@ -1053,7 +1056,7 @@ async fn handle(edge: Arc<Edge>, svc: Arc<Service>, client: Sock, peer: SocketAd
         }
     }
     debug!(service = %svc.name, backend = %b.name, client = %insp.client, ?end,
-           up = totals.to_backend + insp.payload.len() as u64, down = totals.to_client, "connection closed");
+           up = totals.to_backend + early, down = totals.to_client, "connection closed");
 }
 
 fn report_inspect_error(svc: &Service, peer: SocketAddr, e: InspectError) {
@@ -1098,7 +1101,7 @@ async fn inspect(
     cfg: &ServiceConfig,
 ) -> Result<Inspected, InspectError> {
     let trusted = cfg.accept_proxy_from.iter().any(|n| n.contains(&peer.ip()));
-    let mut buf: Vec<u8> = Vec::with_capacity(2048);
+    let mut buf: Vec<u8> = Vec::new();
     let mut out = Inspected {
         client: peer,
         local,
@@ -1114,6 +1117,9 @@ async fn inspect(
         if !proxy_done {
             match anyedge_proxy::decode(&buf, MAX_INBOUND_PROXY) {
                 Err(anyedge_proxy::DecodeError::NotProxy) => proxy_done = true,
+                // "P" or "\r\n" may begin an ordinary request: refuse only
+                // once a whole signature is there.
+                _ if !trusted && !anyedge_proxy::has_signature(&buf) => continue,
                 _ if !trusted => return Err(InspectError::Untrusted),
                 Err(e) => return Err(InspectError::BadProxy(e)),
                 Ok(Decoded::Incomplete { .. }) => continue,
@@ -1147,20 +1153,35 @@ async fn inspect(
     Ok(out)
 }
 
+/// Reads more of the client's first bytes into `buf`. The buffer grows
+/// only once data is there, so a connected client that stays silent costs
+/// no buffer.
 async fn read_more(client: &Sock, buf: &mut Vec<u8>) -> Result<usize, InspectError> {
     if buf.len() >= MAX_PEEK {
         return Ok(0);
     }
     let start = buf.len();
-    buf.resize(MAX_PEEK.min(start + 4096), 0);
-    match net::read(client, &mut buf[start..]).await {
-        Ok(n) => {
-            buf.truncate(start + n);
-            Ok(n)
-        }
-        Err(e) => {
-            buf.truncate(start);
-            Err(InspectError::Io(e))
+    loop {
+        let mut g = client.readable().await.map_err(InspectError::Io)?;
+        buf.resize(MAX_PEEK.min(start + 4096), 0);
+        match io::Read::read(&mut client.get_ref(), &mut buf[start..]) {
+            Ok(n) => {
+                if n > 0 && start + n < buf.len() {
+                    // short read: drained (see `net::Sock`)
+                    g.clear_ready();
+                }
+                buf.truncate(start + n);
+                return Ok(n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                buf.truncate(start);
+                g.clear_ready();
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => buf.truncate(start),
+            Err(e) => {
+                buf.truncate(start);
+                return Err(InspectError::Io(e));
+            }
         }
     }
 }

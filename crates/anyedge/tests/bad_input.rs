@@ -382,3 +382,31 @@ fn connect_then_reset_flood_does_not_stop_the_service() {
         "reset connections are not accept failures"
     );
 }
+
+/// A client whose first segment is only the start of a PROXY signature
+/// ("P" of "PUT", or the CRLF some clients send before a request line) is
+/// not a PROXY header: it is served once the next bytes show that.
+#[test]
+fn untrusted_client_starting_like_a_proxy_signature_is_served() {
+    let (_b, _e, lb) = start("", "5s", false);
+    for (first, rest) in [
+        (&b"P"[..], &b"UT / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"[..]),
+        (b"\r\n", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+        (b"PROXY", b"_PASS / HTTP/1.1\r\nHost: x\r\n\r\n"),
+    ] {
+        let mut s = TcpStream::connect(lb).unwrap();
+        s.set_nodelay(true).unwrap();
+        s.write_all(first).unwrap();
+        // the first segment alone must not be judged: give the daemon time
+        // to read it by itself (a refusal would close the connection)
+        thread::sleep(Duration::from_millis(100));
+        s.write_all(rest).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut resp = String::new();
+        let _ = s.read_to_string(&mut resp);
+        assert!(
+            resp.starts_with("HTTP/1.1 200") && resp.contains("client=127.0.0.1:"),
+            "first segment {first:?}: {resp:?}"
+        );
+    }
+}
