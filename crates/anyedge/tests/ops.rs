@@ -343,25 +343,37 @@ impl DnsLoad {
     }
 }
 
-/// Inodes of the sockets bound to 127.0.0.1:`port` (UDP, and TCP in
-/// LISTEN), from /proc/net: the same inodes are the same kernel sockets.
+/// The inodes of the UDP sockets and listening TCP sockets bound to
+/// 127.0.0.1:`port`, asked of the kernel by socket diagnostics (`ss`) with
+/// a filter on the port. Not from `/proc/net/udp`: that file is read a page
+/// at a time and each read resumes by counting entries from the start of
+/// the table, so sockets that other tests open and close meanwhile shift
+/// it and a line can be skipped (the "1 UDP socket where 2 were expected"
+/// failure); the diagnostics dump resumes within the port's hash slot.
 fn socket_inodes(port: u16) -> (std::collections::BTreeSet<u64>, std::collections::BTreeSet<u64>) {
-    let read = |file: &str, listen_only: bool| {
-        std::fs::read_to_string(file)
-            .unwrap()
-            .lines()
-            .skip(1)
-            .filter_map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                let local = *f.get(1)?;
-                let state = *f.get(3)?;
-                let inode: u64 = f.get(9)?.parse().ok()?;
-                let want = format!("0100007F:{port:04X}");
-                (local == want && (!listen_only || state == "0A")).then_some(inode)
-            })
-            .collect()
-    };
-    (read("/proc/net/udp", false), read("/proc/net/tcp", true))
+    let out = std::process::Command::new("ss")
+        .args(["-H", "-n", "-l", "-u", "-t", "-e", "src"])
+        .arg(format!("127.0.0.1:{port}"))
+        .output()
+        .expect("ss (iproute2)");
+    assert!(out.status.success(), "ss: {}", String::from_utf8_lossy(&out.stderr));
+    let (mut udp, mut tcp) = (std::collections::BTreeSet::new(), std::collections::BTreeSet::new());
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let inode = line
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix("ino:"))
+            .and_then(|i| i.parse().ok());
+        match (line.split_whitespace().next(), inode) {
+            (Some("udp"), Some(i)) => {
+                udp.insert(i);
+            }
+            (Some("tcp"), Some(i)) => {
+                tcp.insert(i);
+            }
+            _ => {}
+        }
+    }
+    (udp, tcp)
 }
 
 /// Ends, on drop, a process this test caused to start (the upgraded
