@@ -14,7 +14,10 @@ SECS=${2:-5}
 THREADS=${THREADS:-1}
 CONNS=${CONNS:-50}
 DL_SIZE=${DL_SIZE:-1G}
+IDLE=${IDLE:-5000}   # idle connections held open for the memory row
 cd "$(dirname "$0")/.."
+# the idle-memory row holds IDLE client connections (and as many to the backend)
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 for b in nginx haproxy wrk curl; do
   command -v "$b" >/dev/null || [ -x "/usr/sbin/$b" ] || { echo "missing $b (apt-get install nginx haproxy wrk curl)"; exit 1; }
 done
@@ -28,7 +31,7 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
 trap cleanup EXIT
 
-P_NGINX=18080; P_HAP=18081; P_AE=18082
+P_NGINX=18080; P_HAP=18081; P_AE=18082; P_AE_RAW=18083; P_AE_INSP=18084
 mkdir -p "$W/nginx/tmp" "$W/www"
 truncate -s "$DL_SIZE" "$W/www/big"
 echo ok > "$W/www/small"
@@ -37,7 +40,7 @@ daemon off;
 master_process off;
 error_log $W/nginx/error.log error;
 pid $W/nginx/nginx.pid;
-events { worker_connections 8192; }
+events { worker_connections 32768; }
 http {
   access_log off;
   sendfile on;
@@ -56,7 +59,7 @@ NG
 cat > "$W/haproxy.cfg" <<HA
 global
   nbthread $THREADS
-  maxconn 8000
+  maxconn 9000
 defaults
   mode tcp
   timeout connect 3s
@@ -89,10 +92,47 @@ rise = 1
 [[service.backend]]
 name = "nginx"
 address = "127.0.0.1:$P_NGINX"
+# the same, forwarding at once without reading the client's first bytes
+# (as HAProxy's mode tcp does): the idle-memory row compares these two
+[[service]]
+name = "bench-raw"
+listen = ["127.0.0.1:$P_AE_RAW"]
+balance = "round_robin"
+backlog = 8192
+inspect = false
+proxy_unique_id = false
+proxy_pop_tlv = false
+proxy_sni = false
+[service.health]
+kind = "tcp"
+interval = "1s"
+rise = 1
+[[service.backend]]
+name = "nginx"
+address = "127.0.0.1:$P_NGINX"
 AE
 RUST_LOG=warn "$BIN" run -c "$W/anyedge.toml" & PIDS+=($!); AE_PID=$!
+# a second anyedge for the idle-memory row with the default inspect = true
+# (its own process, so each row measures a fresh heap)
+cat > "$W/anyedge-insp.toml" <<AE
+[pop]
+name = "bench-inspect"
+workers = $THREADS
+[[service]]
+name = "bench-inspect"
+listen = ["127.0.0.1:$P_AE_INSP"]
+backlog = 8192
+[service.health]
+kind = "tcp"
+interval = "1s"
+rise = 1
+[[service.backend]]
+name = "nginx"
+address = "127.0.0.1:$P_NGINX"
+AE
+RUST_LOG=warn "$BIN" run -c "$W/anyedge-insp.toml" & PIDS+=($!); AE2_PID=$!
 
-for p in $P_NGINX $P_HAP $P_AE; do
+for p in $P_NGINX $P_HAP $P_AE $P_AE_RAW $P_AE_INSP; do
   up=0
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && { up=1; break; }; sleep 0.05; done
   [ $up = 1 ] || { echo "nothing listening on port $p; see the errors above" >&2; exit 1; }
@@ -106,6 +146,44 @@ HZ=$(getconf CLK_TCK)
 dl() { curl -s -o /dev/null -w '%{speed_download}' "http://127.0.0.1:$1/big" | awk '{printf "%.3f", $1/1e9}'; }
 
 declare -A R
+# Memory per idle connection: IDLE clients connect and send nothing; the
+# balancer's RSS growth (and its descriptors, so we know every connection
+# reached the backend: 2 per connection) divided by IDLE, in bytes.
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+nfds() { ls "/proc/$1/fd" | wc -l; }
+idle_mem() { # port pid fds-per-connection
+  local before fd0 after n
+  before=$(rss_kb "$2"); fd0=$(nfds "$2")
+  python3 - "$1" "$IDLE" "$W/idle.$1" <<'PY' &
+import socket, sys, time
+port, n, ready = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+held = []
+for _ in range(n):
+    held.append(socket.create_connection(("127.0.0.1", port)))
+open(ready, "w").close()
+time.sleep(30)  # bounded: killed by the caller once measured
+PY
+  local cpid=$!
+  for _ in $(seq 300); do
+    [ -e "$W/idle.$1" ] && [ $(( $(nfds "$2") - fd0 )) -ge $(( IDLE * $3 )) ] && break
+    sleep 0.05
+  done
+  sleep 0.3
+  after=$(rss_kb "$2"); n=$(( $(nfds "$2") - fd0 ))
+  kill "$cpid" 2>/dev/null; wait "$cpid" 2>/dev/null || true
+  rm -f "$W/idle.$1"
+  [ "$n" -ge $(( IDLE * $3 )) ] || echo "warning: only $n new descriptors on port $1 (want $(( IDLE * $3 )))" >&2
+  # wait until the balancer has closed them again
+  for _ in $(seq 200); do [ $(( $(nfds "$2") - fd0 )) -le 2 ] && break; sleep 0.05; done
+  awk -v a="$after" -v b="$before" -v n="$IDLE" 'BEGIN { printf "%.0f", (a-b)*1024/n }'
+}
+# Measured once, first, on fresh processes: a heap that already served
+# load (or an earlier idle round) reuses freed memory and would show less.
+R[haproxy,idle]="$(idle_mem $P_HAP $HAP_PID 2)"
+R[anyedge,idle]="$(idle_mem $P_AE_RAW $AE_PID 2)"
+R[anyedge,idle_inspect]="$(idle_mem $P_AE_INSP $AE2_PID 1)"
+echo "idle bytes/connection: haproxy ${R[haproxy,idle]} | anyedge inspect=false ${R[anyedge,idle]} | anyedge inspect=true ${R[anyedge,idle_inspect]}" >&2
+
 for r in $(seq "$ROUNDS"); do
   for who in haproxy anyedge; do
     port=$P_HAP; pid=$HAP_PID; [ $who = anyedge ] && { port=$P_AE; pid=$AE_PID; }
@@ -124,11 +202,12 @@ done
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR==0) print 0; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 printf '%-28s %14s %14s %8s %8s\n' metric haproxy anyedge ratio target
-for m in ka eff close dl; do
+for m in ka eff close dl idle; do
   h=$(echo "${R[haproxy,$m]}" | median); a=$(echo "${R[anyedge,$m]}" | median)
-  case $m in ka) name="keep-alive req/s"; t=1.2;; eff) name="keep-alive req/CPU-second"; t=-;; close) name="new connections/s"; t=1.0;; dl) name="1 GiB download GB/s"; t=1.2;; esac
+  case $m in ka) name="keep-alive req/s"; t=1.2;; eff) name="keep-alive req/CPU-second"; t=-;; close) name="new connections/s"; t=1.0;; dl) name="1 GiB download GB/s"; t=1.2;; idle) name="idle connection bytes (RSS)"; t=-;; esac
   ratio=$(awk -v a="$a" -v h="$h" 'BEGIN { if (h > 0) printf "%.2f", a/h; else print "n/a" }')
   [ "$t" = - ] && t="" || t=">=$t"
   printf '%-28s %14s %14s %8s %8s\n' "$name" "$h" "$a" "$ratio" "$t"
 done
+echo "(idle: $IDLE connections held open once, on fresh processes; anyedge with inspect=false forwards at once as HAProxy mode tcp does; lower is better; with the default inspect=true: ${R[anyedge,idle_inspect]} bytes, the connection waits for its first bytes before a backend is chosen)"
 echo "(threads per balancer: $THREADS, wrk: 1 thread $CONNS connections ${SECS}s, rounds: $ROUNDS, medians)"

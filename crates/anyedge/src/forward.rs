@@ -131,7 +131,6 @@ fn counters_total(r: &Option<io::Result<u64>>) -> u64 {
 /// One direction: `src` -> `dst`. Returns bytes moved at EOF.
 async fn pump(src: &Sock, dst: &Sock, activity: &Activity, counter: &AtomicU64, use_splice: bool) -> io::Result<u64> {
     let mut total = 0u64;
-    let mut buf = vec![0u8; BUF];
     let mut pipe: Option<(OwnedFd, OwnedFd)> = None;
     loop {
         let mut rg = src.readable().await?;
@@ -161,6 +160,8 @@ async fn pump(src: &Sock, dst: &Sock, activity: &Activity, counter: &AtomicU64, 
             counter.fetch_add(n as u64, Ordering::Relaxed);
             activity.touch();
         } else {
+            // A buffer only while data is in flight: idle connections hold none.
+            let mut buf = pool::Buf::take();
             let n = match src.get_ref().read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
@@ -185,7 +186,6 @@ async fn pump(src: &Sock, dst: &Sock, activity: &Activity, counter: &AtomicU64, 
                 // had (fd limit), keep copying.
                 if let Ok(p) = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC) {
                     pipe = Some(p);
-                    buf = Vec::new();
                 }
             }
         }
@@ -193,6 +193,59 @@ async fn pump(src: &Sock, dst: &Sock, activity: &Activity, counter: &AtomicU64, 
     // EOF from src: pass the half-close on, keep the other direction open.
     let _ = dst.get_ref().shutdown(Shutdown::Write);
     Ok(total)
+}
+
+/// Copy buffers, per worker thread. A direction takes one when its socket
+/// is readable and gives it back once the bytes are written, so 5,000 idle
+/// connections cost no buffers (HAProxy does the same with its buffer
+/// pools), and busy ones reuse the same few without allocating.
+mod pool {
+    use std::cell::RefCell;
+    use std::ops::{Deref, DerefMut};
+
+    use super::BUF;
+
+    /// Free buffers kept per thread (4 MiB); beyond that they are freed.
+    const KEEP: usize = 256;
+
+    thread_local! {
+        static FREE: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub struct Buf(Option<Box<[u8]>>);
+
+    impl Buf {
+        pub fn take() -> Buf {
+            let b = FREE.with(|f| f.borrow_mut().pop());
+            Buf(Some(b.unwrap_or_else(|| vec![0u8; BUF].into_boxed_slice())))
+        }
+    }
+
+    impl Drop for Buf {
+        fn drop(&mut self) {
+            if let Some(b) = self.0.take() {
+                FREE.with(|f| {
+                    let mut f = f.borrow_mut();
+                    if f.len() < KEEP {
+                        f.push(b);
+                    }
+                });
+            }
+        }
+    }
+
+    impl Deref for Buf {
+        type Target = [u8];
+        fn deref(&self) -> &[u8] {
+            self.0.as_deref().unwrap_or(&[])
+        }
+    }
+
+    impl DerefMut for Buf {
+        fn deref_mut(&mut self) -> &mut [u8] {
+            self.0.as_deref_mut().unwrap_or(&mut [])
+        }
+    }
 }
 
 fn splice(from: impl AsFd, to: impl AsFd, len: usize) -> io::Result<usize> {

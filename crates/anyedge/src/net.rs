@@ -10,7 +10,7 @@
 //! This is the one module of the daemon with `unsafe` (fd registration and
 //! adoption), each block with its SAFETY argument.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{FromRawFd, OwnedFd};
 
@@ -199,24 +199,6 @@ pub async fn connect(addr: SocketAddr) -> io::Result<Sock> {
     // Writable with no error: connected (peer_addr fails if not).
     s.get_ref().peer_addr()?;
     Ok(s)
-}
-
-/// Reads once (waiting for data). A short read clears read readiness.
-pub async fn read(s: &Sock, buf: &mut [u8]) -> io::Result<usize> {
-    loop {
-        let mut g = s.readable().await?;
-        match s.get_ref().read(buf) {
-            Ok(n) => {
-                if n < buf.len() && n > 0 {
-                    g.clear_ready();
-                }
-                return Ok(n);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => g.clear_ready(),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 /// Writes all of `data`.
