@@ -1,9 +1,12 @@
-//! Health-tied anycast announcements: which prefixes this PoP announces,
-//! and one BGP session driver per peer (the protocol itself is the sans-IO
-//! `anyedge_bgp::Session`; this module only moves its bytes and timers).
+//! Health-tied anycast announcements: the driver of the sans-IO anycast
+//! policy (`anyedge_anycast::Policy`: which prefixes this PoP announces,
+//! drains, damps or withdraws) and one BGP session driver per peer (the
+//! protocol itself is the sans-IO `anyedge_bgp::Session`; this module only
+//! moves bytes, timers and snapshots).
 //!
 //! ```text
-//! controller (every 100 ms): service health -> prefix state -> routes
+//! controller (every 100 ms): snapshot (backends, DNS, connections, sessions)
+//!      -> Policy::evaluate(now) -> prefix states -> routes
 //!      │ watch<Vec<Route>> per peer
 //!      ▼
 //! peer driver: Session <-> TCP (connect, read, write), timers, Stop
@@ -16,9 +19,10 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use anyedge_anycast::{Input, PeerInput, Policy, PrefixInput, ServiceInput, Settings, State};
 use anyedge_bgp::{Action, Event, Route, Session, SessionConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -56,19 +60,14 @@ pub struct Announcer {
     edge: Arc<Edge>,
     /// For prefixes with `dns = true`.
     dns: Option<Arc<crate::dns::Dns>>,
+    /// The decisions: drains, damping, previous states. Locked only by
+    /// the controller tick and operators' commands, never on the data path.
+    policy: Mutex<Policy>,
+    /// The last decisions, with the time each state began (for status).
     prefixes: Mutex<BTreeMap<String, PrefixState>>,
-    /// Flap damping per prefix (health-caused withdrawals only).
-    damping: Mutex<BTreeMap<String, Damping>>,
     pub peers: Vec<(PeerConfig, Arc<PeerStatus>)>,
     route_tx: Vec<watch::Sender<Vec<Route>>>,
     stop_tx: watch::Sender<Option<String>>,
-    /// Set on shutdown: everything is withdrawn from then on.
-    withdraw_all: AtomicBool,
-    /// An operator's drain (admin API or SIGTERM): reason and deadline.
-    drain: Mutex<Option<(String, Instant)>>,
-    /// Operators' drains of single prefixes (key: "addr/len"): reason and
-    /// deadline. Dropped when the prefix leaves the config.
-    prefix_drains: Mutex<BTreeMap<String, (String, Instant)>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -134,14 +133,11 @@ impl Announcer {
         let a = Arc::new(Announcer {
             edge,
             dns,
+            policy: Mutex::new(Policy::new(settings(Some(bgp)))),
             prefixes: Mutex::new(BTreeMap::new()),
-            damping: Mutex::new(BTreeMap::new()),
             peers,
             route_tx,
             stop_tx,
-            withdraw_all: AtomicBool::new(false),
-            drain: Mutex::new(None),
-            prefix_drains: Mutex::new(BTreeMap::new()),
             tasks: Mutex::new(tasks),
         });
         let weak = Arc::downgrade(&a);
@@ -158,58 +154,31 @@ impl Announcer {
         a
     }
 
-    /// Is `ac`'s traffic servable here? (None = yes, Some(reason) = no)
-    fn health(&self, ac: &AnycastConfig) -> Option<String> {
-        if ac.dns {
-            match &self.dns {
-                None => return Some("DNS server not running".into()),
-                Some(d) => {
-                    if let Err(why) = d.serving_all() {
-                        return Some(why);
-                    }
-                }
-            }
-        }
-        for name in &ac.services {
-            let Some(svc) = self.edge.service(name) else {
-                return Some(format!("service {name:?} not running"));
-            };
-            let n = svc.eligible_count();
-            if (n as u32) < ac.min_healthy_backends {
-                return Some(format!(
-                    "service {name:?} has {n} healthy backend(s), needs {}",
-                    ac.min_healthy_backends
-                ));
-            }
-        }
-        None
+    fn policy(&self) -> MutexGuard<'_, Policy> {
+        // The policy holds no invariant a panic elsewhere could break half-way.
+        self.policy.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Starts draining the whole PoP: prefixes are announced less preferred
     /// (GRACEFUL_SHUTDOWN community, prepends) until open connections fall
     /// to `drain_until_connections` or `drain_timeout` passes, then withdrawn.
     pub fn start_drain(&self, reason: &str) {
-        let timeout = self
-            .edge
-            .config()
-            .bgp
-            .as_ref()
-            .map_or(Duration::ZERO, |b| b.drain_timeout);
-        if let Ok(mut d) = self.drain.lock() {
-            if d.is_none() {
-                info!(reason, ?timeout, "PoP drain started");
-                *d = Some((reason.to_string(), Instant::now() + timeout));
-            }
+        let started = {
+            let mut p = self.policy();
+            p.set_settings(settings(self.edge.config().bgp.as_ref()));
+            p.drain_pop(reason, std::time::Instant::now())
+                .then(|| p.settings().drain_timeout)
+        };
+        if let Some(timeout) = started {
+            info!(reason, ?timeout, "PoP drain started");
         }
         self.evaluate();
     }
 
     /// Ends an operator's drain (not a maintenance file's, not shutdown).
     pub fn stop_drain(&self) {
-        if let Ok(mut d) = self.drain.lock() {
-            if d.take().is_some() {
-                info!("PoP drain ended");
-            }
+        if self.policy().undrain_pop() {
+            info!("PoP drain ended");
         }
         self.evaluate();
     }
@@ -221,14 +190,14 @@ impl Announcer {
     pub fn drain_prefix(&self, prefix: &str, drain: bool, reason: &str) -> Result<String, String> {
         let cfg = self.edge.config();
         let key = find_prefix(&cfg.anycast, prefix)?;
-        let timeout = cfg.bgp.as_ref().map_or(Duration::ZERO, |b| b.drain_timeout);
-        if let Ok(mut d) = self.prefix_drains.lock() {
+        {
+            let mut p = self.policy();
+            p.set_settings(settings(cfg.bgp.as_ref()));
             if drain {
-                if !d.contains_key(&key) {
-                    info!(prefix = %key, reason, ?timeout, "prefix drain started");
-                    d.insert(key.clone(), (reason.to_string(), Instant::now() + timeout));
+                if p.drain_prefix(&key, reason, std::time::Instant::now()) {
+                    info!(prefix = %key, reason, timeout = ?p.settings().drain_timeout, "prefix drain started");
                 }
-            } else if d.remove(&key).is_some() {
+            } else if p.undrain_prefix(&key) {
                 info!(prefix = %key, "prefix drain ended");
             }
         }
@@ -239,138 +208,109 @@ impl Announcer {
     /// Why the whole PoP is draining (admin API, SIGTERM, maintenance
     /// file), if it is.
     pub fn pop_drain(&self) -> Option<String> {
-        self.current_drain().map(|(why, _)| why)
+        if let Some(d) = self.policy().pop_drain() {
+            return Some(d.reason.clone());
+        }
+        maintenance_file(&self.edge.config()).map(|f| format!("maintenance file {f} exists"))
     }
 
     /// Prefixes an operator has drained one by one.
     pub fn drained_prefixes(&self) -> Vec<String> {
-        self.prefix_drains
-            .lock()
-            .map(|d| d.keys().cloned().collect())
-            .unwrap_or_default()
+        self.policy().drained_prefixes().map(str::to_string).collect()
     }
 
-    /// Open connections of `ac`'s services.
-    fn prefix_open(&self, ac: &AnycastConfig) -> u64 {
-        ac.services
+    /// The policy's input, read now: backends per service, DNS readiness,
+    /// open connections, the maintenance file, the BGP sessions.
+    fn snapshot(&self, cfg: &crate::config::Config) -> Input {
+        let prefixes = cfg
+            .anycast
             .iter()
-            .filter_map(|n| self.edge.service(n))
-            .map(|s| s.active.load(Ordering::Relaxed))
-            .sum()
-    }
-
-    /// The drain in force, if any: (reason, deadline).
-    fn current_drain(&self) -> Option<(String, Instant)> {
-        if let Some(d) = self.drain.lock().ok().and_then(|d| d.clone()) {
-            return Some(d);
+            .map(|ac| {
+                let mut open = 0;
+                let services = ac
+                    .services
+                    .iter()
+                    .map(|name| {
+                        let svc = self.edge.service(name);
+                        open += svc.as_ref().map_or(0, |s| s.active.load(Ordering::Relaxed));
+                        ServiceInput {
+                            name: name.clone(),
+                            eligible: svc.map(|s| u32::try_from(s.eligible_count()).unwrap_or(u32::MAX)),
+                        }
+                    })
+                    .collect();
+                PrefixInput {
+                    key: prefix_str(&ac.prefix),
+                    services,
+                    min_healthy_backends: ac.min_healthy_backends,
+                    dns: ac.dns.then(|| match &self.dns {
+                        None => Err("DNS server not running".to_string()),
+                        Some(d) => d.serving_all(),
+                    }),
+                    open_connections: open,
+                    ipv6: ac.prefix.0.is_ipv6(),
+                }
+            })
+            .collect();
+        Input {
+            prefixes,
+            open_connections: self.edge.active.load(Ordering::Relaxed),
+            maintenance_file: maintenance_file(cfg),
+            peers: self
+                .peers
+                .iter()
+                .map(|(pc, st)| PeerInput {
+                    established: st.established.load(Ordering::SeqCst),
+                    v4: next_hop(pc, false).is_some(),
+                    v6: next_hop(pc, true).is_some(),
+                })
+                .collect(),
         }
-        let cfg = self.edge.config();
-        let file = cfg.bgp.as_ref()?.maintenance_file.as_ref()?;
-        if file.exists() {
-            // A maintenance file drains until the connection threshold only.
-            return Some((
-                format!("maintenance file {} exists", file.display()),
-                Instant::now() + Duration::from_secs(3600),
-            ));
-        }
-        None
     }
 
     /// Recomputes prefix states and pushes route sets to the peers.
     pub fn evaluate(&self) {
         let cfg = self.edge.config();
-        let shutting_down = self.withdraw_all.load(Ordering::SeqCst);
-        let drain = self.current_drain();
-        let (below, open) = (
-            cfg.bgp.as_ref().map_or(0, |b| b.drain_until_connections),
-            self.edge.active.load(Ordering::Relaxed),
-        );
-        let mut announced: Vec<(&AnycastConfig, bool)> = Vec::new();
-        let mut states = BTreeMap::new();
-        let half_life = cfg.bgp.as_ref().map_or(Duration::from_secs(60), |b| b.flap_half_life);
-        let previous = self.prefix_states();
-        let mut damping = self.damping.lock().unwrap_or_else(|p| p.into_inner());
-        let now = std::time::Instant::now();
-        let prefix_drains = {
-            let mut d = self.prefix_drains.lock().unwrap_or_else(|p| p.into_inner());
-            d.retain(|k, _| cfg.anycast.iter().any(|ac| prefix_str(&ac.prefix) == *k));
-            d.clone()
+        let input = self.snapshot(&cfg);
+        let decisions = {
+            let mut p = self.policy();
+            p.set_settings(settings(cfg.bgp.as_ref()));
+            p.evaluate(&input, std::time::Instant::now())
         };
-        for ac in &cfg.anycast {
-            let key = prefix_str(&ac.prefix);
-            // A PoP drain covers every prefix and counts every connection; a
-            // prefix drain counts its own services' connections.
-            let (drain, open) = match (&drain, prefix_drains.get(&key)) {
-                (Some(d), _) => (Some(d), open),
-                (None, Some(d)) => (Some(d), self.prefix_open(ac)),
-                (None, None) => (None, 0),
-            };
-            let d = damping
-                .entry(key.clone())
-                .or_insert_with(|| Damping::new(half_life, now));
-            let was_up = previous
-                .get(&key)
-                .is_some_and(|s| s.state == "announced" || s.state == "draining");
-            let (state, reason) = if shutting_down {
-                ("withdrawn", "shutting down".to_string())
-            } else if let Some(why) = self.health(ac) {
-                if was_up {
-                    d.on_health_withdraw(now);
-                }
-                ("withdrawn", why)
-            } else if let Err(left) = d.may_announce(now) {
-                (
-                    "suppressed",
-                    format!(
-                        "flap damping: healthy again, held down for {}s more after {} recent flaps",
-                        left.as_secs() + 1,
-                        d.flaps
-                    ),
-                )
-            } else if let Some((why, deadline)) = drain {
-                if open <= below {
-                    ("withdrawn", format!("drained ({why}): {open} open connection(s)"))
-                } else if Instant::now() >= *deadline {
-                    (
-                        "withdrawn",
-                        format!("drained ({why}): drain timeout with {open} open connection(s)"),
-                    )
-                } else {
-                    announced.push((ac, true));
-                    ("draining", format!("{why}: waiting for {open} open connection(s)"))
-                }
-            } else {
-                announced.push((ac, false));
-                ("announced", "all checks pass".to_string())
-            };
-            states.insert(key, (state, reason));
-        }
-        drop(damping);
         if let Ok(mut cur) = self.prefixes.lock() {
-            cur.retain(|k, _| states.contains_key(k));
-            for (k, (state, reason)) in states {
-                let changed = cur.get(&k).is_none_or(|s| s.state != state);
-                if changed {
-                    if state == "announced" {
-                        info!(prefix = %k, state, reason = %reason, "anycast prefix state changed");
+            cur.retain(|k, _| decisions.iter().any(|d| d.key == *k));
+            for d in &decisions {
+                let state = d.state.as_str();
+                if d.changed || !cur.contains_key(&d.key) {
+                    if d.state == State::Announced {
+                        info!(prefix = %d.key, state, reason = %d.reason, "anycast prefix state changed");
                     } else {
-                        warn!(prefix = %k, state, reason = %reason, "anycast prefix state changed");
+                        warn!(prefix = %d.key, state, reason = %d.reason, "anycast prefix state changed");
                     }
                     cur.insert(
-                        k,
+                        d.key.clone(),
                         PrefixState {
                             state,
-                            reason,
+                            reason: d.reason.clone(),
                             since: std::time::SystemTime::now(),
                         },
                     );
-                } else if let Some(s) = cur.get_mut(&k) {
-                    s.reason = reason;
+                } else if let Some(s) = cur.get_mut(&d.key) {
+                    s.reason.clone_from(&d.reason);
                 }
             }
         }
+        // Each peer gets every prefix the policy wants up, whether or not
+        // its session is established now: the driver announces them once
+        // it is.
         for ((pc, _), tx) in self.peers.iter().zip(&self.route_tx) {
-            let routes: Vec<Route> = announced.iter().filter_map(|(ac, d)| route_for(ac, pc, *d)).collect();
+            let routes: Vec<Route> = cfg
+                .anycast
+                .iter()
+                .zip(&decisions)
+                .filter(|(_, d)| d.state.is_up())
+                .filter_map(|(ac, d)| route_for(ac, pc, d.state == State::Draining))
+                .collect();
             tx.send_if_modified(|cur| {
                 if *cur != routes {
                     *cur = routes;
@@ -405,15 +345,19 @@ impl Announcer {
     async fn drain_then_wait(&self) {
         // Drain first (less preferred, wait for connections), then withdraw.
         self.start_drain("shutting down");
-        let drain_deadline = self.current_drain().map_or_else(Instant::now, |(_, d)| d);
-        while Instant::now() < drain_deadline && self.prefix_states().values().any(|s| s.state == "draining") {
+        let deadline = self
+            .policy()
+            .pop_drain()
+            .and_then(|d| d.deadline)
+            .unwrap_or_else(std::time::Instant::now);
+        while std::time::Instant::now() < deadline && self.policy().any_draining() {
             tokio::time::sleep(Duration::from_millis(50)).await;
             self.evaluate();
         }
     }
 
     async fn withdraw_and_close(&self, max: Duration) {
-        self.withdraw_all.store(true, Ordering::SeqCst);
+        self.policy().shut_down();
         self.evaluate();
         let deadline = Instant::now() + max;
         while Instant::now() < deadline {
@@ -435,82 +379,44 @@ impl Announcer {
     }
 }
 
-/// Flap damping (in the spirit of RFC 2439, for our own announcements): each
-/// health-caused withdrawal adds a penalty of 1000 that decays with
-/// `half_life`. Past 2500 (the third flap in quick succession) the prefix is
-/// held down, even when healthy, until the penalty decays below 750; so a
-/// flapping service cannot make the prefix flap on the internet.
-#[derive(Debug, Clone)]
-pub struct Damping {
-    half_life: Duration,
-    penalty: f64,
-    at: std::time::Instant,
-    suppressed: bool,
-    /// Withdrawals counted since the penalty last decayed to nothing.
-    pub flaps: u32,
+/// The policy's settings from the `[bgp]` section.
+fn settings(bgp: Option<&BgpConfig>) -> Settings {
+    Settings {
+        drain_until_connections: bgp.map_or(0, |b| b.drain_until_connections),
+        drain_timeout: bgp.map_or(Duration::ZERO, |b| b.drain_timeout),
+        flap_half_life: bgp.map_or(Duration::from_secs(60), |b| b.flap_half_life),
+    }
 }
 
-const PENALTY: f64 = 1000.0;
-const SUPPRESS: f64 = 2500.0;
-const REUSE: f64 = 750.0;
+/// The maintenance file's path while it exists.
+fn maintenance_file(cfg: &crate::config::Config) -> Option<String> {
+    let file = cfg.bgp.as_ref()?.maintenance_file.as_ref()?;
+    file.exists().then(|| file.display().to_string())
+}
 
-impl Damping {
-    pub fn new(half_life: Duration, now: std::time::Instant) -> Damping {
-        Damping {
-            half_life,
-            penalty: 0.0,
-            at: now,
-            suppressed: false,
-            flaps: 0,
-        }
-    }
-
-    fn decay(&mut self, now: std::time::Instant) {
-        let dt = now.saturating_duration_since(self.at).as_secs_f64();
-        let hl = self.half_life.as_secs_f64().max(0.001);
-        self.penalty *= 0.5f64.powf(dt / hl);
-        self.at = now;
-        if self.penalty < 1.0 {
-            self.penalty = 0.0;
-            self.flaps = 0;
-        }
-    }
-
-    pub fn on_health_withdraw(&mut self, now: std::time::Instant) {
-        self.decay(now);
-        self.penalty += PENALTY;
-        self.flaps += 1;
-        if self.penalty >= SUPPRESS {
-            self.suppressed = true;
-        }
-    }
-
-    /// Ok if the prefix may be announced now, else how long until it may.
-    pub fn may_announce(&mut self, now: std::time::Instant) -> Result<(), Duration> {
-        self.decay(now);
-        if self.suppressed && self.penalty > REUSE {
-            let hl = self.half_life.as_secs_f64();
-            let wait = hl * (self.penalty / REUSE).log2();
-            return Err(Duration::from_secs_f64(wait.max(0.0)));
-        }
-        self.suppressed = false;
-        Ok(())
+/// The next hop peer `pc` is given for prefixes of one family, if any.
+fn next_hop(pc: &PeerConfig, v6: bool) -> Option<IpAddr> {
+    if v6 {
+        pc.next_hop_v6
+            .or(match pc.local_address {
+                Some(IpAddr::V6(a)) => Some(a),
+                _ => None,
+            })
+            .map(IpAddr::V6)
+    } else {
+        pc.next_hop
+            .or(match pc.local_address {
+                Some(IpAddr::V4(a)) => Some(a),
+                _ => None,
+            })
+            .map(IpAddr::V4)
     }
 }
 
 /// The route for `ac` as sent to peer `pc`, or None when the peer has no
 /// next hop of the prefix's family.
 fn route_for(ac: &AnycastConfig, pc: &PeerConfig, draining: bool) -> Option<Route> {
-    let next_hop = match ac.prefix.0 {
-        IpAddr::V4(_) => IpAddr::V4(pc.next_hop.or(match pc.local_address {
-            Some(IpAddr::V4(a)) => Some(a),
-            _ => None,
-        })?),
-        IpAddr::V6(_) => IpAddr::V6(pc.next_hop_v6.or(match pc.local_address {
-            Some(IpAddr::V6(a)) => Some(a),
-            _ => None,
-        })?),
-    };
+    let next_hop = next_hop(pc, ac.prefix.0.is_ipv6())?;
     let mut communities = ac.communities.clone();
     if draining {
         communities.extend(
@@ -793,9 +699,8 @@ fn bind_udp(addr: SocketAddr, ttl: Option<u32>) -> std::io::Result<tokio::net::U
 
 #[cfg(test)]
 mod tests {
-    use super::{find_prefix, Damping};
+    use super::find_prefix;
     use crate::config::AnycastConfig;
-    use std::time::{Duration, Instant};
 
     #[test]
     fn an_operator_names_a_prefix_with_or_without_its_length() {
@@ -828,42 +733,5 @@ mod tests {
             .unwrap_err()
             .contains("bad prefix length"));
         assert!(find_prefix(&cfg, "web").unwrap_err().contains("not an address"));
-    }
-
-    #[test]
-    fn damping_holds_down_a_flapping_prefix_and_releases_it() {
-        let t0 = Instant::now();
-        let hl = Duration::from_secs(60);
-        let mut d = Damping::new(hl, t0);
-        // two flaps: still allowed
-        d.on_health_withdraw(t0);
-        assert!(d.may_announce(t0 + Duration::from_secs(1)).is_ok());
-        d.on_health_withdraw(t0 + Duration::from_secs(2));
-        assert!(d.may_announce(t0 + Duration::from_secs(3)).is_ok());
-        // the third in quick succession suppresses
-        d.on_health_withdraw(t0 + Duration::from_secs(4));
-        let wait = d.may_announce(t0 + Duration::from_secs(5)).unwrap_err();
-        // ~2965 / 750 = 2 half-lives: about 2 minutes
-        assert!(
-            wait > Duration::from_secs(100) && wait < Duration::from_secs(125),
-            "{wait:?}"
-        );
-        assert!(d.may_announce(t0 + Duration::from_secs(60)).is_err());
-        assert!(d
-            .may_announce(t0 + Duration::from_secs(5) + wait + Duration::from_secs(1))
-            .is_ok());
-        // once released it stays released until it flaps again
-        assert!(d.may_announce(t0 + Duration::from_secs(200)).is_ok());
-    }
-
-    #[test]
-    fn slow_flaps_never_suppress() {
-        let t0 = Instant::now();
-        let mut d = Damping::new(Duration::from_secs(60), t0);
-        for i in 0..20u64 {
-            let t = t0 + Duration::from_secs(120 * i);
-            d.on_health_withdraw(t);
-            assert!(d.may_announce(t + Duration::from_secs(1)).is_ok(), "flap {i}");
-        }
     }
 }
