@@ -11,10 +11,13 @@
 //! without a configured token the API is read-only. The token is read from
 //! the running configuration on each call, so a reload rotates it.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
 
 use anyedge_lb::health::CheckResult;
 use axum::extract::{Path, State};
@@ -30,7 +33,9 @@ use prometheus_client::registry::Registry;
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
+use crate::config::AdminConfig;
 use crate::lb::Edge;
+use crate::logutil::LogLimiter;
 
 /// What the admin API and the signal handlers act on.
 pub struct Control {
@@ -85,6 +90,9 @@ struct AppState {
 
 /// Binds the admin listener and serves it in a background task.
 pub async fn serve(listen: SocketAddr, ctl: Arc<Control>) -> anyhow::Result<()> {
+    let Some(started) = ctl.edge.config().admin.clone() else {
+        anyhow::bail!("admin API: no [admin] section");
+    };
     // SO_REUSEPORT: during a binary upgrade the new process binds the same
     // address while the old one is still draining.
     let listener = (|| -> std::io::Result<tokio::net::TcpListener> {
@@ -104,6 +112,7 @@ pub async fn serve(listen: SocketAddr, ctl: Arc<Control>) -> anyhow::Result<()> 
         "Duration of successful active health checks",
         crate::lb::CHECK_LATENCY.clone(),
     );
+    let ctl_for_limits = ctl.clone();
     let state = Arc::new(AppState { ctl, registry });
     let app = Router::new()
         .route("/", get(status_page))
@@ -119,12 +128,183 @@ pub async fn serve(listen: SocketAddr, ctl: Arc<Control>) -> anyhow::Result<()> 
         .route("/metrics", get(metrics))
         .with_state(state);
     info!(%listen, "admin API listening");
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            warn!(error = %e, "admin API stopped");
-        }
-    });
+    tokio::spawn(accept_loop(listener, app, ctl_for_limits, started));
     Ok(())
+}
+
+/// Log lines a remote party can cause, each rate-limited.
+static LOG_REFUSED: LogLimiter = LogLimiter::new(5);
+static LOG_ACCEPT: LogLimiter = LogLimiter::new(5);
+static LOG_TOKEN: LogLimiter = LogLimiter::new(5);
+
+/// A connection is asked to close once it has been open this long (after the
+/// response in flight), and is closed whatever it does `CLOSE_GRACE` later.
+const MAX_CONNECTION_AGE: Duration = Duration::from_secs(120);
+const CLOSE_GRACE: Duration = Duration::from_secs(30);
+
+/// Admin connections: open now, per source, and what was refused.
+#[derive(Default)]
+struct Conns {
+    open: AtomicU64,
+    per_source: Mutex<HashMap<IpAddr, u32>>,
+    refused_cap: AtomicU64,
+    refused_source_cap: AtomicU64,
+    refused_fd_reserve: AtomicU64,
+    header_timeouts: AtomicU64,
+}
+
+static CONNS: LazyLock<Conns> = LazyLock::new(Conns::default);
+
+/// The key a per-source cap counts by: the address, or its /64 for IPv6
+/// (one host has a whole /64).
+fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        },
+    }
+}
+
+/// One admitted connection; dropping it gives its slots back.
+struct Slot {
+    source: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        CONNS.open.fetch_sub(1, Ordering::AcqRel);
+        if let Ok(mut m) = CONNS.per_source.lock() {
+            if let Some(n) = m.get_mut(&self.source) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    m.remove(&self.source);
+                }
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    Cap,
+    SourceCap,
+    FdReserve,
+}
+
+impl Refusal {
+    fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Cap => "cap",
+            Refusal::SourceCap => "source_cap",
+            Refusal::FdReserve => "fd_reserve",
+        }
+    }
+}
+
+/// Admits a connection from `peer` under the caps and the descriptor
+/// reserve (`fd`: the connection's descriptor).
+fn admit(peer: IpAddr, limits: &AdminConfig, fd: std::os::fd::RawFd) -> Result<Slot, Refusal> {
+    let source = source_key(peer);
+    if CONNS.open.fetch_add(1, Ordering::AcqRel) >= u64::from(limits.max_connections) {
+        CONNS.open.fetch_sub(1, Ordering::AcqRel);
+        CONNS.refused_cap.fetch_add(1, Ordering::Relaxed);
+        return Err(Refusal::Cap);
+    }
+    {
+        let Ok(mut m) = CONNS.per_source.lock() else {
+            CONNS.open.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refusal::Cap);
+        };
+        // (max_connections_per_source >= 1: no zero entry is left behind)
+        let n = m.entry(source).or_insert(0);
+        if *n >= limits.max_connections_per_source {
+            drop(m);
+            CONNS.open.fetch_sub(1, Ordering::AcqRel);
+            CONNS.refused_source_cap.fetch_add(1, Ordering::Relaxed);
+            return Err(Refusal::SourceCap);
+        }
+        *n += 1;
+    }
+    let slot = Slot { source };
+    if crate::fdlimit::in_reserve(fd) {
+        CONNS.refused_fd_reserve.fetch_add(1, Ordering::Relaxed);
+        return Err(Refusal::FdReserve);
+    }
+    Ok(slot)
+}
+
+/// Accepts admin connections: each is served by hyper's HTTP/1 with a
+/// header-read timeout (which also closes idle kept-alive connections),
+/// under a total cap, a per-source cap and the descriptor reserve; a
+/// connection over any of them is closed at once.
+async fn accept_loop(listener: tokio::net::TcpListener, app: Router, ctl: Arc<Control>, started: AdminConfig) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                if let Some(s) = LOG_ACCEPT.allow() {
+                    warn!(error = %e, suppressed = s, "admin API: accept failed");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // The caps and timeout in force: the running configuration's (a
+        // reload changes them), or those the listener started with if a
+        // reload removed `[admin]` (the listener stays until a restart).
+        let cfg = ctl.edge.config();
+        let limits = cfg.admin.as_ref().unwrap_or(&started);
+        let slot = match admit(peer.ip(), limits, stream.as_raw_fd()) {
+            Ok(s) => s,
+            Err(why) => {
+                if let Some(s) = LOG_REFUSED.allow() {
+                    warn!(%peer, reason = why.as_str(), max_connections = limits.max_connections,
+                          max_connections_per_source = limits.max_connections_per_source,
+                          suppressed = s, "admin API: connection refused");
+                }
+                continue;
+            }
+        };
+        let header_timeout = limits.header_timeout;
+        drop(cfg);
+        tokio::spawn(serve_connection(stream, app.clone(), header_timeout, slot));
+    }
+}
+
+/// Serves one admitted connection until it closes, its head times out, or
+/// it reaches `MAX_CONNECTION_AGE`; then gives its slot back.
+async fn serve_connection(stream: tokio::net::TcpStream, app: Router, header_timeout: Duration, slot: Slot) {
+    let _ = stream.set_nodelay(true);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        // a request head (and what is read with it) of at most 16 KiB
+        .max_buf_size(16 * 1024)
+        .keep_alive(true);
+    let conn = http.serve_connection(
+        hyper_util::rt::TokioIo::new(stream),
+        hyper_util::service::TowerToHyperService::new(app),
+    );
+    tokio::pin!(conn);
+    let r = tokio::select! {
+        r = conn.as_mut() => r,
+        () = tokio::time::sleep(MAX_CONNECTION_AGE) => {
+            conn.as_mut().graceful_shutdown();
+            match tokio::time::timeout(CLOSE_GRACE, conn.as_mut()).await {
+                Ok(r) => r,
+                Err(_) => Ok(()),
+            }
+        }
+    };
+    if let Err(e) = r {
+        if e.is_timeout() {
+            CONNS.header_timeouts.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    drop(slot);
 }
 
 fn error(code: StatusCode, msg: impl Into<String>) -> Response {
@@ -152,7 +332,9 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Box<Response>>
     match got {
         Some(t) if constant_time_eq(t.as_bytes(), want.as_bytes()) => Ok(()),
         Some(_) => {
-            warn!("admin API: wrong bearer token");
+            if let Some(s) = LOG_TOKEN.allow() {
+                warn!(suppressed = s, "admin API: wrong bearer token");
+            }
             Err(Box::new(error(StatusCode::UNAUTHORIZED, "wrong token")))
         }
         None => Err(Box::new(error(StatusCode::UNAUTHORIZED, "missing bearer token"))),
@@ -217,6 +399,22 @@ async fn status(State(state): State<Arc<AppState>>) -> Json<Value> {
     }
     if let (Some(d), Some(obj)) = (&state.ctl.dns, v.as_object_mut()) {
         obj.insert("dns".into(), json!({ "zones": d.zone_status(), "stats": d.stats() }));
+    }
+    if let Some(obj) = v.as_object_mut() {
+        let c = &*CONNS;
+        obj.insert(
+            "admin".into(),
+            json!({
+                "open_connections": c.open.load(Ordering::Relaxed),
+                "refused": {
+                    "cap": c.refused_cap.load(Ordering::Relaxed),
+                    "source_cap": c.refused_source_cap.load(Ordering::Relaxed),
+                    "fd_reserve": c.refused_fd_reserve.load(Ordering::Relaxed),
+                },
+                "header_timeouts": c.header_timeouts.load(Ordering::Relaxed),
+                "fd_limit": crate::fdlimit::limit(),
+            }),
+        );
     }
     Json(v)
 }
@@ -861,6 +1059,29 @@ impl Collector for EdgeCollector {
         if let Some(d) = &self.0.dns {
             dns_metrics(&mut enc, d)?;
         }
+        let c = &*CONNS;
+        gauge(
+            &mut enc,
+            "anyedge_admin_connections_open",
+            "Open admin API connections.",
+            &[(vec![], gi(ld(&c.open)))],
+        )?;
+        counter(
+            &mut enc,
+            "anyedge_admin_connections_refused",
+            "Admin API connections closed at once: admin.max_connections (cap), admin.max_connections_per_source (source_cap), or descriptors near the process limit (fd_reserve).",
+            &[
+                (vec![("reason", Refusal::Cap.as_str())], ld(&c.refused_cap)),
+                (vec![("reason", Refusal::SourceCap.as_str())], ld(&c.refused_source_cap)),
+                (vec![("reason", Refusal::FdReserve.as_str())], ld(&c.refused_fd_reserve)),
+            ],
+        )?;
+        counter(
+            &mut enc,
+            "anyedge_admin_header_timeouts",
+            "Admin API connections closed because a request head did not arrive within admin.header_timeout.",
+            &[(vec![], ld(&c.header_timeouts))],
+        )?;
         if let Some(fp) = edge.fast_path.get() {
             let c = fp.counters();
             counter(

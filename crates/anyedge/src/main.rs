@@ -16,6 +16,7 @@ mod ctl;
 mod demo;
 mod dns;
 mod dnscompare;
+mod fdlimit;
 mod forward;
 mod health;
 mod lab;
@@ -290,6 +291,7 @@ fn run(path: Option<PathBuf>, demo: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    fdlimit::at_start(&cfg);
     let workers = cfg
         .workers
         .map(|w| w.get() as usize)

@@ -153,7 +153,7 @@ impl Anyedge {
     }
 
     /// `cmd` is the program (or a wrapper that execs it, like `ip netns exec`).
-    fn spawn(mut cmd: Command, config: &str) -> Anyedge {
+    pub fn spawn(mut cmd: Command, config: &str) -> Anyedge {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("anyedge.toml");
         std::fs::write(&path, config).unwrap();
