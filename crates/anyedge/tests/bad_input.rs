@@ -19,7 +19,6 @@ use common::*;
 struct Backend {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
-    pub accepted: Arc<AtomicUsize>,
     /// Connections the balancer forwarded from a client: their PROXY
     /// header names the balancer's listener as destination (a health
     /// check's names this backend).
@@ -31,16 +30,14 @@ impl Backend {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
-        let accepted = Arc::new(AtomicUsize::new(0));
         let forwarded = Arc::new(AtomicUsize::new(0));
-        let (st, acc, fwd) = (stop.clone(), accepted.clone(), forwarded.clone());
+        let (st, fwd) = (stop.clone(), forwarded.clone());
         thread::spawn(move || {
             for s in l.incoming() {
                 if st.load(Ordering::Relaxed) {
                     return;
                 }
                 let Ok(mut s) = s else { continue };
-                acc.fetch_add(1, Ordering::Relaxed);
                 let fwd = fwd.clone();
                 thread::spawn(move || {
                     let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
@@ -88,7 +85,6 @@ impl Backend {
         Backend {
             addr,
             stop,
-            accepted,
             forwarded,
         }
     }
