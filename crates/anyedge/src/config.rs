@@ -18,7 +18,7 @@ use toml::Spanned;
 
 mod dns;
 mod xdp;
-pub use dns::{canonical_name, DnsConfig, TsigAlgorithm, TsigKey, ZoneConfig, ZoneSource};
+pub use dns::{canonical_name, DnsConfig, TcpLimits, TsigAlgorithm, TsigKey, ZoneConfig, ZoneSource};
 pub use xdp::XdpConfig;
 #[cfg_attr(not(feature = "xdp"), allow(unused_imports))]
 pub use xdp::XdpMode;
