@@ -293,12 +293,8 @@ pub(super) fn parse_dns(cx: &Ctx<'_>, d: RawDns, base_dir: &Path) -> Result<DnsC
     let tcp_max_connections = NonZeroU32::new(*d.tcp_max_connections.get_ref())
         .ok_or_else(|| cx.err(d.tcp_max_connections.span(), "dns.tcp_max_connections", "must be > 0"))?;
     let io_timeout = *d.tcp_io_timeout.get_ref();
-    if io_timeout.is_zero() || io_timeout > *d.tcp_idle_timeout.get_ref() {
-        return Err(cx.err(
-            d.tcp_io_timeout.span(),
-            "dns.tcp_io_timeout",
-            "must be more than 0 and at most dns.tcp_idle_timeout",
-        ));
+    if io_timeout.is_zero() {
+        return Err(cx.err(d.tcp_io_timeout.span(), "dns.tcp_io_timeout", "must be more than 0"));
     }
     let tcp_limits = TcpLimits {
         io_timeout,
