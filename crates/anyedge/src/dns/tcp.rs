@@ -653,6 +653,49 @@ mod tests {
     }
 
     #[test]
+    fn a_transfer_write_without_progress_times_out() {
+        let t = Table::new();
+        let (slot, _) = t.admit(ip("192.0.2.1"), &limits(0, 0), 10).unwrap();
+        slot.conn.last.store(u64::MAX, Ordering::Relaxed);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            // a peer that reads 1 KiB, then nothing
+            let (mut a, mut b) = tokio::io::duplex(4096);
+            let timeout = Duration::from_millis(200);
+            let mut w = Watched {
+                inner: &mut a,
+                timeout,
+                sleep: Box::pin(tokio::time::sleep(timeout)),
+                armed: false,
+                stalled: false,
+                table: &t,
+                conn: &slot.conn,
+            };
+            let reader = async {
+                let mut buf = [0u8; 1024];
+                b.read_exact(&mut buf).await.unwrap();
+                std::future::pending::<()>().await;
+            };
+            let started = Instant::now();
+            let r = tokio::select! {
+                r = w.write_all(&[7u8; 1 << 16]) => r,
+                () = reader => unreachable!(),
+            };
+            assert_eq!(r.unwrap_err().kind(), io::ErrorKind::TimedOut);
+            assert!(w.stalled);
+            assert!(started.elapsed() >= timeout);
+        });
+        assert_ne!(
+            slot.conn.last.load(Ordering::Relaxed),
+            u64::MAX,
+            "progress marked the connection active"
+        );
+    }
+
+    #[test]
     fn whole_query_needs_every_byte() {
         assert_eq!(whole_query(&[]), None);
         assert_eq!(whole_query(&[0]), None);
