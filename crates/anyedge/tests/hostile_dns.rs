@@ -166,7 +166,12 @@ fn clients_that_never_read_do_not_grow_memory() {
         batch.extend_from_slice(&framed(&dns_query(i, "big.example.com", 16, true, &[])));
     }
     for _ in 0..20 {
-        let s = TcpStream::connect(dns).unwrap();
+        // a small receive window: what the kernels buffer for a client that
+        // never reads stays well under its 24 MB of answers
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_recv_buffer_size(4096).unwrap();
+        s.connect_timeout(&dns.into(), Duration::from_secs(5)).unwrap();
+        let s = TcpStream::from(s);
         s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
         (&s).write_all(&batch).unwrap();
         attack.push(s);
