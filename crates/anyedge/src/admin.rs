@@ -779,6 +779,23 @@ fn dns_metrics(enc: &mut DescriptorEncoder, d: &crate::dns::Dns) -> std::fmt::Re
     )?;
     counter(
         enc,
+        "anyedge_dns_tcp_closed",
+        "DNS TCP connections closed by the server's limits: source_limit (refused: dns.tcp_max_per_address or tcp_max_per_prefix), evicted (idlest connection of a full table), query_timeout (a query not received whole within dns.tcp_io_timeout), write_stalled (answers not read by the client within dns.tcp_io_timeout).",
+        &[
+            (vec![("reason", "source_limit")], s.tcp_refused_source),
+            (vec![("reason", "evicted")], s.tcp_evicted),
+            (vec![("reason", "query_timeout")], s.tcp_query_timeout),
+            (vec![("reason", "write_stalled")], s.tcp_write_stalled),
+        ],
+    )?;
+    gauge(
+        enc,
+        "anyedge_dns_tcp_pending_bytes",
+        "DNS answer bytes waiting for TCP clients to read them, all connections.",
+        &[(vec![], i64::try_from(s.tcp_pending_bytes).unwrap_or(i64::MAX))],
+    )?;
+    counter(
+        enc,
         "anyedge_dns_transfers",
         "Zone transfers: pulled as secondary (axfr_in, ixfr_in), served, refused.",
         &[

@@ -18,7 +18,7 @@ use toml::Spanned;
 
 mod dns;
 mod xdp;
-pub use dns::{canonical_name, DnsConfig, TsigAlgorithm, TsigKey, ZoneConfig, ZoneSource};
+pub use dns::{canonical_name, DnsConfig, TcpLimits, TsigAlgorithm, TsigKey, ZoneConfig, ZoneSource};
 pub use xdp::XdpConfig;
 #[cfg_attr(not(feature = "xdp"), allow(unused_imports))]
 pub use xdp::XdpMode;
@@ -1436,6 +1436,21 @@ address = "127.0.0.1:9001"
         assert_eq!(e.field, "dns.rrl.rate");
         let e = Config::parse(&format!("{base}udp_payload = 100\n"), "t.toml").unwrap_err();
         assert_eq!(e.field, "dns.udp_payload");
+        let e = Config::parse(&format!("{base}tcp_io_timeout = \"0s\"\n"), "t.toml").unwrap_err();
+        assert_eq!(e.field, "dns.tcp_io_timeout");
+        let tcp = Config::parse(
+            &format!("{base}tcp_io_timeout = \"500ms\"\ntcp_max_per_address = 0\n"),
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            tcp.dns.unwrap().tcp_limits,
+            TcpLimits {
+                io_timeout: Duration::from_millis(500),
+                max_per_address: 0,
+                max_per_prefix: 256,
+            }
+        );
         let ok = Config::parse(
             &format!("{base}[[dns.zone]]\nname = \"Example.COM\"\nprimary = [\"192.0.2.1\"]\n"),
             "t.toml",

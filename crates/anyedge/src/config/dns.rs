@@ -22,8 +22,12 @@ pub struct DnsConfig {
     pub nsid: Option<String>,
     /// Largest UDP response we send (EDNS); 512..=4096.
     pub udp_payload: u16,
+    /// TCP: how long a connection may wait between queries (RFC 7766
+    /// idle timeout), and the connection table size.
     pub tcp_idle_timeout: Duration,
     pub tcp_max_connections: NonZeroU32,
+    /// TCP deadlines and per-source caps against hostile clients.
+    pub tcp_limits: TcpLimits,
     pub cookies: Option<anyedge_dns::cookie::Secrets>,
     /// Response rate limiting (Knot-style; UDP only, valid server cookies
     /// exempt).
@@ -33,6 +37,29 @@ pub struct DnsConfig {
     /// Where secondary zones are saved after each transfer (and loaded from
     /// at start, unless older than their SOA expire). None: not saved.
     pub state_dir: Option<PathBuf>,
+}
+
+/// DNS over TCP against hostile clients (RFC 7766 section 6.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpLimits {
+    /// A query must arrive whole (length prefix to last byte) within this
+    /// of its first byte; a write of answers that makes no progress for
+    /// this long closes the connection.
+    pub io_timeout: Duration,
+    /// Open connections per source address (0: no cap).
+    pub max_per_address: u32,
+    /// Open connections per IPv4 /24 or IPv6 /56 (0: no cap).
+    pub max_per_prefix: u32,
+}
+
+impl Default for TcpLimits {
+    fn default() -> Self {
+        TcpLimits {
+            io_timeout: Duration::from_secs(2),
+            max_per_address: 64,
+            max_per_prefix: 256,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +112,12 @@ pub(super) struct RawDns {
     tcp_idle_timeout: Spanned<Duration>,
     #[serde(default = "d_tcp_max")]
     tcp_max_connections: Spanned<u32>,
+    #[serde(default = "d_tcp_io", with = "humantime_spanned")]
+    tcp_io_timeout: Spanned<Duration>,
+    #[serde(default = "d_tcp_per_address")]
+    tcp_max_per_address: u32,
+    #[serde(default = "d_tcp_per_prefix")]
+    tcp_max_per_prefix: u32,
     #[serde(default)]
     cookie_secret: Option<Spanned<String>>,
     #[serde(default)]
@@ -107,6 +140,15 @@ fn d_tcp_idle() -> Spanned<Duration> {
 }
 fn d_tcp_max() -> Spanned<u32> {
     Spanned::new(0..0, 1024)
+}
+fn d_tcp_io() -> Spanned<Duration> {
+    Spanned::new(0..0, TcpLimits::default().io_timeout)
+}
+fn d_tcp_per_address() -> u32 {
+    TcpLimits::default().max_per_address
+}
+fn d_tcp_per_prefix() -> u32 {
+    TcpLimits::default().max_per_prefix
 }
 
 #[derive(Deserialize)]
@@ -250,6 +292,15 @@ pub(super) fn parse_dns(cx: &Ctx<'_>, d: RawDns, base_dir: &Path) -> Result<DnsC
     }
     let tcp_max_connections = NonZeroU32::new(*d.tcp_max_connections.get_ref())
         .ok_or_else(|| cx.err(d.tcp_max_connections.span(), "dns.tcp_max_connections", "must be > 0"))?;
+    let io_timeout = *d.tcp_io_timeout.get_ref();
+    if io_timeout.is_zero() {
+        return Err(cx.err(d.tcp_io_timeout.span(), "dns.tcp_io_timeout", "must be more than 0"));
+    }
+    let tcp_limits = TcpLimits {
+        io_timeout,
+        max_per_address: d.tcp_max_per_address,
+        max_per_prefix: d.tcp_max_per_prefix,
+    };
     let cookies = match (&d.cookie_secret, &d.cookie_secret_previous) {
         (None, None) => None,
         (None, Some(p)) => {
@@ -438,6 +489,7 @@ pub(super) fn parse_dns(cx: &Ctx<'_>, d: RawDns, base_dir: &Path) -> Result<DnsC
         udp_payload,
         tcp_idle_timeout: d.tcp_idle_timeout.into_inner(),
         tcp_max_connections,
+        tcp_limits,
         cookies,
         rrl,
         tsig_keys,

@@ -5,10 +5,13 @@
 //!   plain thread with `recvmmsg`/`sendmmsg` batches (no async machinery
 //!   per datagram).
 //! - TCP: per worker runtime, one `SO_REUSEPORT` listener; connections
-//!   carry pipelined queries, with an idle timeout and a connection cap.
+//!   carry pipelined queries, with bounded output, per-query deadlines, an
+//!   idle timeout, per-source caps and a connection table that evicts the
+//!   idlest connection when full (see `tcp.rs`).
 //! - Zones and answering settings are `ArcSwap` snapshots: a reload parses
 //!   everything first, then swaps; in-flight queries finish on the old one.
 
+mod tcp;
 mod udp;
 mod xfr;
 
@@ -22,7 +25,6 @@ use anyedge_dns::answer::{self, Context, Kind, Settings};
 use anyedge_dns::zone::{self, Zone, ZoneSet};
 use anyedge_guard::rrl::{ResponseClass, Rrl, RrlVerdict};
 use arc_swap::ArcSwap;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{debug, error, info, warn};
 
 use crate::config::{DnsConfig, ZoneSource};
@@ -45,6 +47,14 @@ pub struct Counters {
     pub rrl_would_limit: AtomicU64,
     pub cookies_valid: AtomicU64,
     pub tcp_refused_cap: AtomicU64,
+    /// TCP connections refused by the per-address or per-prefix cap.
+    pub tcp_refused_source: AtomicU64,
+    /// TCP connections closed to make room in a full table.
+    pub tcp_evicted: AtomicU64,
+    /// TCP connections closed: a query not received whole in time.
+    pub tcp_query_timeout: AtomicU64,
+    /// TCP connections closed: a write of answers made no progress in time.
+    pub tcp_write_stalled: AtomicU64,
     /// Queries by QTYPE, indexed like [`QTYPES`].
     pub qtype: [AtomicU64; QTYPES.len()],
 }
@@ -154,6 +164,12 @@ pub struct StatsSnapshot {
     pub rrl_would_limit: u64,
     pub cookies_valid: u64,
     pub tcp_refused_cap: u64,
+    pub tcp_refused_source: u64,
+    pub tcp_evicted: u64,
+    pub tcp_query_timeout: u64,
+    pub tcp_write_stalled: u64,
+    /// Answer bytes waiting to be written, all TCP connections (a gauge).
+    pub tcp_pending_bytes: u64,
     pub axfr_in: u64,
     pub ixfr_in: u64,
     pub transfers_served: u64,
@@ -253,6 +269,8 @@ pub struct Dns {
     refreshed: Mutex<std::collections::HashMap<String, u64>>,
     stop: AtomicBool,
     tcp_open: AtomicU32,
+    /// Open TCP connections by source, for the caps and eviction.
+    tcp: Arc<tcp::Table>,
     /// Notified when `tcp_open` drops to 0 (drain).
     tcp_idle: tokio::sync::Notify,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
@@ -479,6 +497,7 @@ impl Dns {
             refreshed: Mutex::new(Default::default()),
             stop: AtomicBool::new(false),
             tcp_open: AtomicU32::new(0),
+            tcp: tcp::Table::new(),
             tcp_idle: tokio::sync::Notify::new(),
             threads: Mutex::new(Vec::new()),
             tcp_tasks: Mutex::new(Vec::new()),
@@ -826,12 +845,17 @@ impl Dns {
                 s.rrl_would_limit += r(&c.rrl_would_limit);
                 s.cookies_valid += r(&c.cookies_valid);
                 s.tcp_refused_cap += r(&c.tcp_refused_cap);
+                s.tcp_refused_source += r(&c.tcp_refused_source);
+                s.tcp_evicted += r(&c.tcp_evicted);
+                s.tcp_query_timeout += r(&c.tcp_query_timeout);
+                s.tcp_write_stalled += r(&c.tcp_write_stalled);
                 for (i, x) in c.qtype.iter().enumerate() {
                     qtype[i] += r(x);
                 }
             }
         }
         s.query_types = QTYPES.iter().map(|(n, _)| *n).zip(qtype).collect();
+        s.tcp_pending_bytes = self.tcp.pending() as u64;
         s.axfr_in = r(&self.xfr.axfr_in);
         s.ixfr_in = r(&self.xfr.ixfr_in);
         s.transfers_served = r(&self.xfr.served_out);
@@ -986,122 +1010,6 @@ impl Dns {
             batch.send(&sock);
         }
         debug!(%addr, "dns udp thread stopped");
-    }
-
-    async fn serve_tcp(self: Arc<Self>, l: std::net::TcpListener, addr: SocketAddr, c: Arc<Counters>) {
-        let l = match tokio::net::TcpListener::from_std(l) {
-            Ok(l) => l,
-            Err(e) => {
-                error!(%addr, error = %e, "dns tcp listener");
-                return;
-            }
-        };
-        loop {
-            let (s, peer) = match l.accept().await {
-                Ok(x) => x,
-                Err(e) => {
-                    warn!(%addr, error = %e, "dns tcp accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let max = self.cfg.load().tcp_max_connections.get();
-            if self.tcp_open.fetch_add(1, Ordering::AcqRel) >= max {
-                self.tcp_closed();
-                c.tcp_refused_cap.fetch_add(1, Ordering::Relaxed);
-                continue; // dropped: closes the connection
-            }
-            let d = self.clone();
-            let c = c.clone();
-            tokio::spawn(async move {
-                d.tcp_conn(s, peer, &c).await;
-                d.tcp_closed();
-            });
-        }
-    }
-
-    /// One TCP connection: length-prefixed queries, answered in order;
-    /// responses are batched into one write while more queries are buffered.
-    /// A zone transfer request is streamed by the transfer module once the
-    /// responses before it are written.
-    async fn tcp_conn(&self, s: tokio::net::TcpStream, peer: SocketAddr, c: &Counters) {
-        let _ = s.set_nodelay(true);
-        let (mut rd, mut wr) = s.into_split();
-        let mut inbuf: Vec<u8> = Vec::with_capacity(4096);
-        let mut outbuf: Vec<u8> = Vec::with_capacity(4096);
-        let mut resp: Vec<u8> = Vec::with_capacity(4096);
-        let mut chunk = vec![0u8; 16384];
-        loop {
-            let idle = self.cfg.load().tcp_idle_timeout;
-            // no read while a whole query is still buffered (after a transfer)
-            let buffered = inbuf.len() >= 2 && inbuf.len() >= 2 + usize::from(u16::from_be_bytes([inbuf[0], inbuf[1]]));
-            let n = if buffered {
-                0
-            } else {
-                match tokio::time::timeout(idle, rd.read(&mut chunk)).await {
-                    Ok(Ok(0)) | Err(_) => return,
-                    Ok(Ok(n)) => n,
-                    Ok(Err(_)) => return,
-                }
-            };
-            inbuf.extend_from_slice(&chunk[..n]);
-            let mut at = 0usize;
-            let mut transfer: Option<Vec<u8>> = None;
-            let zones = self.zones.load();
-            let st = self.settings.load();
-            let now = unix_now();
-            while inbuf.len() >= at + 2 {
-                let len = u16::from_be_bytes([inbuf[at], inbuf[at + 1]]) as usize;
-                if inbuf.len() < at + 2 + len {
-                    break;
-                }
-                let q = &inbuf[at + 2..at + 2 + len];
-                at += 2 + len;
-                c.tcp_queries.fetch_add(1, Ordering::Relaxed);
-                count_qtype(c, q);
-                if anyedge_dns::xfr::is_transfer_request(q) {
-                    // streamed by the transfer module after what is queued
-                    transfer = Some(q.to_vec());
-                    break;
-                }
-                let cx = Context {
-                    src: peer.ip(),
-                    tcp: true,
-                    now,
-                };
-                let a = answer::answer(&zones, &st, q, &cx, &mut resp);
-                match a.special {
-                    Some(answer::Special::Notify) => xfr::notify(self, q, peer, &mut resp),
-                    Some(_) => answer::refuse(q, &mut resp),
-                    None if a.rcode == u16::from(answer::RCODE_NOTAUTH) => {
-                        xfr::signed_soa(self, q, peer, &mut resp);
-                    }
-                    None => {}
-                }
-                self.count(c, &a, !resp.is_empty());
-                if resp.is_empty() {
-                    continue;
-                }
-                outbuf.extend_from_slice(&(resp.len() as u16).to_be_bytes());
-                outbuf.extend_from_slice(&resp);
-            }
-            drop((zones, st));
-            inbuf.drain(..at);
-            if inbuf.len() > 2 + 65535 {
-                return;
-            }
-            if !outbuf.is_empty() {
-                if wr.write_all(&outbuf).await.is_err() {
-                    return;
-                }
-                outbuf.clear();
-            }
-            if let Some(q) = transfer {
-                if xfr::serve_transfer(self, &q, peer, &mut wr).await.is_err() {
-                    return;
-                }
-            }
-        }
     }
 }
 

@@ -1161,6 +1161,7 @@ mod tests {
             udp_payload: 1232,
             tcp_idle_timeout: Duration::from_secs(10),
             tcp_max_connections: NonZeroU32::new(64).unwrap(),
+            tcp_limits: Default::default(),
             cookies: None,
             rrl: None,
             tsig_keys: vec![tsig(SECRET)],
