@@ -198,7 +198,7 @@ impl Announcer {
         if let Ok(mut d) = self.drain.lock() {
             if d.is_none() {
                 info!(reason, ?timeout, "PoP drain started");
-                *d = Some((reason.to_string(), Instant::now() + timeout));
+                *d = Some((reason.to_string(), crate::forward::deadline(Instant::now(), timeout)));
             }
         }
         self.evaluate();
@@ -226,7 +226,10 @@ impl Announcer {
             if drain {
                 if !d.contains_key(&key) {
                     info!(prefix = %key, reason, ?timeout, "prefix drain started");
-                    d.insert(key.clone(), (reason.to_string(), Instant::now() + timeout));
+                    d.insert(
+                        key.clone(),
+                        (reason.to_string(), crate::forward::deadline(Instant::now(), timeout)),
+                    );
                 }
             } else if d.remove(&key).is_some() {
                 info!(prefix = %key, "prefix drain ended");
@@ -415,7 +418,7 @@ impl Announcer {
     async fn withdraw_and_close(&self, max: Duration) {
         self.withdraw_all.store(true, Ordering::SeqCst);
         self.evaluate();
-        let deadline = Instant::now() + max;
+        let deadline = crate::forward::deadline(Instant::now(), max);
         while Instant::now() < deadline {
             let pending = self
                 .peers
