@@ -221,6 +221,14 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
 
+    #[test]
+    fn deadline_saturates_instead_of_panicking() {
+        let now = Instant::now();
+        // `now + Duration::MAX` panics ("overflow when adding duration to instant")
+        assert!(deadline(now, Duration::MAX) > now + Duration::from_secs(86_400 * 365));
+        assert_eq!(deadline(now, Duration::from_secs(5)), now + Duration::from_secs(5));
+    }
+
     /// (plain tokio stream for the test side, registered `Sock` for forward)
     async fn pair() -> (TcpStream, Sock) {
         let l = crate::net::adopt_listener(crate::net::listen("127.0.0.1:0".parse().unwrap(), 16).unwrap()).unwrap();
