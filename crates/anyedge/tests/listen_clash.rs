@@ -136,3 +136,27 @@ fn refuses_admin_and_dns_ports_another_socket_holds() {
         "{log}"
     );
 }
+
+#[test]
+fn reload_refuses_a_new_address_another_socket_holds_and_keeps_serving() {
+    let (lb, taken) = (free_port(), free_port());
+    let lb_addr: SocketAddr = ([127, 0, 0, 1], lb).into();
+    let taken_addr: SocketAddr = ([127, 0, 0, 1], taken).into();
+    let backend = free_port();
+    let e = Anyedge::start(&config(lb, backend, ""), lb_addr);
+    let _other = squat(taken_addr, false);
+    e.rewrite_config(&config(lb, backend, "").replace(
+        &format!("listen = [\"{lb_addr}\"]"),
+        &format!("listen = [\"{lb_addr}\", \"{taken_addr}\"]"),
+    ));
+    e.signal(nix::sys::signal::Signal::SIGHUP);
+    e.wait_log("reload rejected", 1, Duration::from_secs(10));
+    assert!(
+        e.log()
+            .contains(&format!("tcp {taken_addr} is already in use by another process")),
+        "{}",
+        e.log()
+    );
+    // the running configuration stays: still listening where it was
+    std::net::TcpStream::connect_timeout(&lb_addr, Duration::from_secs(2)).unwrap();
+}
