@@ -905,7 +905,7 @@ impl Config {
             if svc.backends.iter().all(|b| b.weight == 0) {
                 let (line, _) = line_col(src, name_span.start);
                 warnings.push(format!(
-                    "{file}:{line}: {sp}.backend: every backend of service {:?} has weight 0: the service serves nobody",
+                    "{file}:{line}: service {:?}.backend: every backend has weight 0: the service serves nobody",
                     svc.name
                 ));
             }
@@ -953,13 +953,13 @@ impl Config {
             });
         }
         check_clashes(&cx, bound.as_mut_slice())?;
-        for (si, (svc, spans)) in services.iter().zip(backend_spans).enumerate() {
+        for (svc, spans) in services.iter().zip(backend_spans) {
             for (bi, (b, span)) in svc.backends.iter().zip(spans).enumerate() {
                 if let Some(l) = bound.iter().find(|l| loops_back(b.address, l.addr)) {
                     let (line, _) = line_col(src, l.span.start);
                     return Err(cx.err(
                         span,
-                        format!("service[{si}].backend[{bi}].address"),
+                        format!("service {:?}.backend[{bi}].address", svc.name),
                         format!(
                             "{} is our own listener {} {} (line {line}): the connection would loop back into anyedge",
                             b.address, l.field, l.addr
@@ -1954,7 +1954,7 @@ address = "127.0.0.1:9002"
             let e = Config::parse(&src, "t.toml").unwrap_err();
             assert_eq!(
                 (e.line, e.field.as_str()),
-                (11, "service[0].backend[0].address"),
+                (11, "service \"web\".backend[0].address"),
                 "{listen} {backend}: {e}"
             );
             assert!(e.message.contains("loop"), "{e}");
@@ -1965,7 +1965,11 @@ address = "127.0.0.1:9002"
             "t.toml",
         )
         .unwrap_err();
-        assert_eq!((e.line, e.field.as_str()), (17, "service[1].backend[0].address"), "{e}");
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (17, "service \"api\".backend[0].address"),
+            "{e}"
+        );
         let e = Config::parse(
             &format!("[admin]\nlisten = \"127.0.0.1:9180\"\n{}", MIN.replace("9001", "9180")),
             "t.toml",

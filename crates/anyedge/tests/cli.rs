@@ -138,7 +138,7 @@ fn check_rejects_configs_that_break_at_run_time() {
                 "{WEB}proxy_protocol = \"none\"\n{}",
                 BACKEND.replace("127.0.0.1:19001", "127.0.0.1:18080")
             ),
-            "c.toml:9:11: service[0].backend[0].address: 127.0.0.1:18080 is our own listener",
+            "c.toml:9:11: service \"web\".backend[0].address: 127.0.0.1:18080 is our own listener",
         ),
         (
             WEB.replace("18080", "0") + BACKEND,
@@ -167,7 +167,7 @@ fn check_warns_when_every_backend_has_weight_0() {
     let (ok, out) = check(&format!("{WEB}{BACKEND}weight = 0\n"));
     assert!(ok, "{out}");
     assert!(
-        out.contains("warning: c.toml:4: service[0].backend: every backend of service \"web\" has weight 0"),
+        out.contains("warning: c.toml:4: service \"web\".backend: every backend has weight 0"),
         "{out}"
     );
     let (ok, out) = check(&format!("{WEB}{BACKEND}"));
