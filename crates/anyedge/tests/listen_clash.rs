@@ -160,3 +160,31 @@ fn reload_refuses_a_new_address_another_socket_holds_and_keeps_serving() {
     // the running configuration stays: still listening where it was
     std::net::TcpStream::connect_timeout(&lb_addr, Duration::from_secs(2)).unwrap();
 }
+
+/// Ours is not "another process": the new process of a binary upgrade binds
+/// the admin address next to the old one's socket, and takes over the
+/// service listeners; both keep working.
+#[test]
+fn binary_upgrade_with_an_admin_api_still_binds_next_to_the_old_process() {
+    let (lb, admin) = (free_port(), free_port());
+    let lb_addr: SocketAddr = ([127, 0, 0, 1], lb).into();
+    let admin_addr: SocketAddr = ([127, 0, 0, 1], admin).into();
+    // a backend that passes TCP checks, so the upgrade need not wait for it
+    let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend_port = backend.local_addr().unwrap().port();
+    let mut e = Anyedge::start(
+        &config(lb, backend_port, &format!("[admin]\nlisten = \"{admin_addr}\"\n")),
+        admin_addr,
+    );
+    e.signal(nix::sys::signal::Signal::SIGUSR2);
+    e.wait_log("upgrade: new process ready", 1, Duration::from_secs(60));
+    let new = e.new_pid(1);
+    let old_exit = e.wait_exit(Duration::from_secs(60));
+    let (status, _) = http(admin_addr, "GET", "/api/v1/status", None);
+    let lb_open = std::net::TcpStream::connect_timeout(&lb_addr, Duration::from_secs(2)).is_ok();
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(new), nix::sys::signal::Signal::SIGKILL);
+    assert!(old_exit.is_some_and(|s| s.success()), "{old_exit:?}\n{}", e.log());
+    assert_eq!(status, 200, "{}", e.log());
+    assert!(lb_open, "{}", e.log());
+    assert!(!e.log().contains("already in use"), "{}", e.log());
+}
