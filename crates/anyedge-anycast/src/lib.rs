@@ -217,7 +217,7 @@ impl Policy {
         }
         self.pop_drain = Some(Drain {
             reason: reason.to_string(),
-            deadline: Some(now + self.settings.drain_timeout),
+            deadline: now.checked_add(self.settings.drain_timeout),
         });
         true
     }
@@ -236,7 +236,7 @@ impl Policy {
             key.to_string(),
             Drain {
                 reason: reason.to_string(),
-                deadline: Some(now + self.settings.drain_timeout),
+                deadline: now.checked_add(self.settings.drain_timeout),
             },
         );
         true

@@ -53,6 +53,9 @@ impl Control {
             None => crate::config::Config::embedded(),
         }
         .map_err(|e| e.to_string())?;
+        for w in &cfg.warnings {
+            tracing::warn!("config: {w}");
+        }
         let dns_cfg = cfg.dns.clone();
         let pop = cfg.pop_name.clone();
         self.edge.apply(cfg).map_err(|e| format!("{e:#}"))?;

@@ -359,7 +359,7 @@ impl Announcer {
     async fn withdraw_and_close(&self, max: Duration) {
         self.policy().shut_down();
         self.evaluate();
-        let deadline = Instant::now() + max;
+        let deadline = crate::forward::deadline(Instant::now(), max);
         while Instant::now() < deadline {
             let pending = self
                 .peers

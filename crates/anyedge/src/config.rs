@@ -5,7 +5,6 @@
 //! [`Config::parse`], which checks every cross-field rule and reports the file,
 //! line, column and field of the first problem.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -89,6 +88,9 @@ pub struct Config {
     pub dns: Option<DnsConfig>,
     /// The XDP fast path (absent: userspace layer only).
     pub xdp: Option<XdpConfig>,
+    /// Legal but probably not meant (e.g. a service whose backends all have
+    /// weight 0): printed by `anyedge check`, logged at start and reload.
+    pub warnings: Vec<String>,
 }
 
 /// The tarpit: a refused connection is kept open, unread, for `hold`; at
@@ -457,7 +459,7 @@ struct RawService {
     name: Spanned<String>,
     listen: Spanned<Vec<Spanned<String>>>,
     #[serde(default = "d_backlog")]
-    backlog: u32,
+    backlog: Spanned<u32>,
     #[serde(default = "d_balance")]
     balance: Balance,
     #[serde(default)]
@@ -484,8 +486,8 @@ struct RawService {
     backends: Spanned<Vec<RawBackend>>,
 }
 
-fn d_backlog() -> u32 {
-    4096
+fn d_backlog() -> Spanned<u32> {
+    Spanned::new(0..0, 4096)
 }
 fn d_balance() -> Balance {
     Balance::Maglev
@@ -554,7 +556,7 @@ struct RawHealth {
     #[serde(default = "d_path")]
     path: Spanned<String>,
     #[serde(default)]
-    host: Option<String>,
+    host: Option<Spanned<String>>,
     #[serde(default = "d_status")]
     expect_status: Spanned<u16>,
 }
@@ -633,6 +635,67 @@ mod humantime_spanned {
     }
 }
 
+/// Accepted range of every duration field (inclusive), by field:
+///
+/// | field | min | max |
+/// |---|---|---|
+/// | `limits.shutdown_grace` | 0 | 24h |
+/// | `bgp.connect_retry` | 100ms | 1h |
+/// | `bgp.drain_timeout` | 0 | 24h |
+/// | `bgp.flap_half_life` | 1s | 24h |
+/// | `bgp.peer.bfd_interval` | 10ms | 10s |
+/// | `guard.tarpit.hold` | 1ms | 1h |
+/// | `guard.dynamic_block.block_for` | 1ms | 7 days |
+/// | `service.timeouts.connect` | 1ms | 5min |
+/// | `service.timeouts.idle` | 1ms | 7 days |
+/// | `service.timeouts.client_first_byte` | 1ms | 5min |
+/// | `service.health.interval` | 10ms | 1h |
+/// | `service.health.timeout` | 1ms | the interval |
+/// | `dns.tcp_idle_timeout` | 1ms | 1h |
+///
+/// Anything beyond is a typo, not a setting, and an absurd value (say
+/// `18446744073709551615s`) would overflow `Instant + Duration` at run time.
+pub(crate) mod range {
+    use std::time::Duration;
+    pub const MS: Duration = Duration::from_millis(1);
+    pub const MIN: Duration = Duration::from_secs(60);
+    pub const HOUR: Duration = Duration::from_secs(3600);
+    pub const DAY: Duration = Duration::from_secs(86_400);
+    pub const WEEK: Duration = Duration::from_secs(7 * 86_400);
+}
+
+/// The duration in `d` if it lies in `min..=max` (see [`range`]), else an
+/// error naming the field and the range.
+fn duration_in(
+    cx: &Ctx<'_>,
+    d: &Spanned<Duration>,
+    field: impl Into<String>,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration, ConfigError> {
+    let v = *d.get_ref();
+    if v < min || v > max {
+        let show = |x: Duration| {
+            if x.is_zero() {
+                "0s".to_string()
+            } else {
+                humantime::format_duration(x).to_string()
+            }
+        };
+        return Err(cx.err(
+            d.span(),
+            field,
+            format!(
+                "{} is out of range: must be between {} and {}",
+                show(v),
+                show(min),
+                show(max)
+            ),
+        ));
+    }
+    Ok(v)
+}
+
 // ---------------------------------------------------------------- parsing
 
 struct Ctx<'a> {
@@ -659,6 +722,86 @@ fn line_col(src: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let column = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;
     (line, column)
+}
+
+/// The dotted path of the key whose value (or key) starts at `offset`, for
+/// errors from the TOML parser, which only give a span: `[[service]]` ...
+/// `[[service.backend]]` ... `weight = x` gives `service[0].backend[0].weight`.
+/// Tables are found by their headers; keys of inline tables and dotted keys
+/// are named as written on the line.
+fn key_path(src: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(src.len());
+    let line_start = src.get(..offset)?.rfind('\n').map_or(0, |i| i + 1);
+    let line = src.get(line_start..)?.lines().next().unwrap_or("");
+    let col = offset - line_start;
+    let before = line.get(..col).unwrap_or(line);
+    let on_header = line.trim_start().starts_with('[') && !before.contains('=');
+    // the table: replay the headers up to this line (this one too if the
+    // span is a header: a missing field, a wrong table)
+    let upto = if on_header { line_start + line.len() } else { line_start };
+    let mut table: Vec<String> = Vec::new();
+    let mut counts: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for line in src.get(..upto)?.lines() {
+        let t = line.trim_start();
+        let (inner, array) = if let Some(r) = t.strip_prefix("[[") {
+            (r.split("]]").next().unwrap_or(""), true)
+        } else if let Some(r) = t.strip_prefix('[') {
+            (r.split(']').next().unwrap_or(""), false)
+        } else {
+            continue;
+        };
+        let names: Vec<&str> = inner.split('.').map(|n| n.trim().trim_matches('"')).collect();
+        // parents resolve to the current element of each array of tables
+        let mut path: Vec<String> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| match table.get(i) {
+                Some(cur) if i + 1 < names.len() && cur.split('[').next() == Some(*n) => cur.clone(),
+                _ => (*n).to_string(),
+            })
+            .collect();
+        if array {
+            let parent = path.get(..path.len().saturating_sub(1)).unwrap_or(&[]).join(".");
+            if let Some(last) = path.last_mut() {
+                let key = format!("{parent}.{last}");
+                let n = counts.entry(key).or_insert(0);
+                *last = format!("{last}[{n}]");
+                *n += 1;
+            }
+        }
+        table = path;
+    }
+    if on_header {
+        return (!table.is_empty()).then(|| table.join("."));
+    }
+    let is_key = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' || c == '"';
+    let key_before = |eq: usize| {
+        let k = before.get(..eq).unwrap_or("").trim_end();
+        let start = k.rfind(|c: char| !is_key(c)).map_or(0, |i| i + 1);
+        k.get(start..).unwrap_or("").replace('"', "")
+    };
+    // an inline table (`rate = { per_second = x }`): its key first
+    if let Some(eq) = before.find('=') {
+        if before.get(eq..).is_some_and(|r| r.contains('{')) {
+            table.push(key_before(eq));
+        }
+    }
+    let key: String = match before.rfind('=') {
+        // a value: the key before its `=`
+        Some(eq) => key_before(eq),
+        // a key (an unknown field)
+        None => line
+            .get(col..)
+            .unwrap_or("")
+            .chars()
+            .take_while(|c| is_key(*c))
+            .filter(|c| *c != '"')
+            .collect(),
+    };
+    if !key.is_empty() {
+        table.push(key);
+    }
+    (!table.is_empty()).then(|| table.join("."))
 }
 
 fn valid_name(s: &str) -> bool {
@@ -692,11 +835,7 @@ impl Config {
         let cx = Ctx { file, src };
         let raw: RawConfig = toml::from_str(src).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
-            let field = src
-                .get(span.clone())
-                .map(|s| s.lines().next().unwrap_or("").trim().to_string())
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| "-".into());
+            let field = key_path(src, span.start).unwrap_or_else(|| "-".into());
             cx.err(span, field, e.message().trim().to_string())
         })?;
 
@@ -723,6 +862,15 @@ impl Config {
             )
         })?;
 
+        let shutdown_grace = duration_in(
+            &cx,
+            &raw.limits.shutdown_grace,
+            "limits.shutdown_grace",
+            Duration::ZERO,
+            range::DAY,
+        )?;
+
+        let admin_span = raw.admin.as_ref().map(|a| a.listen.span());
         let admin = match raw.admin {
             None => None,
             Some(a) => Some(parse_admin(&cx, a)?),
@@ -731,11 +879,9 @@ impl Config {
         let tarpit = match &raw.guard.tarpit {
             None => None,
             Some(t) => {
-                if t.hold.get_ref().is_zero() || *t.hold.get_ref() > Duration::from_secs(3600) {
-                    return Err(cx.err(t.hold.span(), "guard.tarpit.hold", "must be between 1ms and 1h"));
-                }
+                let hold = duration_in(&cx, &t.hold, "guard.tarpit.hold", range::MS, range::HOUR)?;
                 Some(Tarpit {
-                    hold: *t.hold.get_ref(),
+                    hold,
                     max_connections: t.max_connections,
                 })
             }
@@ -747,30 +893,51 @@ impl Config {
         };
 
         let mut services = Vec::with_capacity(raw.services.len());
-        let mut names = HashSet::new();
-        let mut all_listen: HashSet<SocketAddr> = HashSet::new();
+        let mut warnings = Vec::new();
+        // every listening address with where it is written, for the clash
+        // checks; and where each service's backends are written
+        let mut bound: Vec<Bound> = Vec::new();
+        let mut backend_spans: Vec<Vec<std::ops::Range<usize>>> = Vec::new();
         for (si, rs) in raw.services.into_iter().enumerate() {
             let sp = format!("service[{si}]");
+            let name_span = rs.name.span();
+            let listen_spans: Vec<_> = rs.listen.get_ref().iter().map(Spanned::span).collect();
+            backend_spans.push(rs.backends.get_ref().iter().map(|b| b.address.span()).collect());
             let svc = parse_service(&cx, &sp, rs)?;
-            if !names.insert(svc.name.clone()) {
+            if services.iter().any(|s: &ServiceConfig| s.name == svc.name) {
                 return Err(cx.err(
-                    0..0,
+                    name_span,
                     format!("{sp}.name"),
                     format!("duplicate service name {:?}", svc.name),
                 ));
             }
-            for l in &svc.listen {
-                if !all_listen.insert(*l) {
-                    return Err(cx.err(0..0, format!("{sp}.listen"), format!("{l} is used by two services")));
-                }
+            for (k, (addr, span)) in svc.listen.iter().zip(listen_spans).enumerate() {
+                bound.push(Bound {
+                    addr: *addr,
+                    span,
+                    field: format!("service {:?}.listen[{k}]", svc.name),
+                });
+            }
+            if svc.backends.iter().all(|b| b.weight == 0) {
+                let (line, _) = line_col(src, name_span.start);
+                warnings.push(format!(
+                    "{file}:{line}: service {:?}.backend: every backend has weight 0: the service serves nobody",
+                    svc.name
+                ));
             }
             services.push(svc);
         }
         let mut anycast = Vec::new();
+        let mut anycast_dns_span = None;
+        let first_anycast_span = raw.anycast.first().map(|a| a.prefix.span());
         for (i, a) in raw.anycast.into_iter().enumerate() {
+            let prefix_span = a.prefix.span();
+            if anycast_dns_span.is_none() && a.dns.as_ref().is_some_and(|d| *d.get_ref()) {
+                anycast_dns_span = a.dns.as_ref().map(|d| (i, d.span()));
+            }
             let ac = parse_anycast(&cx, i, a, &services)?;
             if anycast.iter().any(|x: &AnycastConfig| x.prefix == ac.prefix) {
-                return Err(cx.err(0..0, format!("anycast[{i}].prefix"), "prefix listed twice"));
+                return Err(cx.err(prefix_span, format!("anycast[{i}].prefix"), "prefix listed twice"));
             }
             anycast.push(ac);
         }
@@ -780,14 +947,40 @@ impl Config {
             .filter(|p| !p.as_os_str().is_empty() && p.is_dir())
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
+        let dns_spans = raw.dns.as_ref().map(dns::RawDns::listen_spans).unwrap_or_default();
         let dns = match raw.dns {
             None => None,
             Some(d) => Some(dns::parse_dns(&cx, d, &base_dir)?),
         };
         if let Some(d) = &dns {
-            for l in &d.listen {
-                if services.iter().any(|s| s.listen.contains(l)) {
-                    return Err(cx.err(0..0, "dns.listen", format!("{l} is also an L4 service listener (TCP)")));
+            for (i, (addr, span)) in d.listen.iter().zip(dns_spans).enumerate() {
+                bound.push(Bound {
+                    addr: *addr,
+                    span,
+                    field: format!("dns.listen[{i}]"),
+                });
+            }
+        }
+        if let (Some(a), Some(span)) = (&admin, admin_span) {
+            bound.push(Bound {
+                addr: a.listen,
+                span,
+                field: "admin.listen".into(),
+            });
+        }
+        check_clashes(&cx, bound.as_mut_slice())?;
+        for (svc, spans) in services.iter().zip(backend_spans) {
+            for (bi, (b, span)) in svc.backends.iter().zip(spans).enumerate() {
+                if let Some(l) = bound.iter().find(|l| loops_back(b.address, l.addr)) {
+                    let (line, _) = line_col(src, l.span.start);
+                    return Err(cx.err(
+                        span,
+                        format!("service {:?}.backend[{bi}].address", svc.name),
+                        format!(
+                            "{} is our own listener {} {} (line {line}): the connection would loop back into anyedge",
+                            b.address, l.field, l.addr
+                        ),
+                    ));
                 }
             }
         }
@@ -796,18 +989,18 @@ impl Config {
             Some(x) => Some(xdp::parse_xdp(&cx, x)?),
         };
         if dns.is_none() {
-            if let Some(i) = anycast.iter().position(|a| a.dns) {
-                return Err(cx.err(0..0, format!("anycast[{i}].dns"), "needs a [dns] section"));
+            if let Some((i, span)) = anycast_dns_span {
+                return Err(cx.err(span, format!("anycast[{i}].dns"), "needs a [dns] section"));
             }
         }
-        if !anycast.is_empty() && bgp.is_none() {
-            return Err(cx.err(0..0, "anycast", "anycast prefixes need a [bgp] section to be announced"));
+        if let (Some(span), None) = (first_anycast_span, &bgp) {
+            return Err(cx.err(span, "anycast", "anycast prefixes need a [bgp] section to be announced"));
         }
         Ok(Config {
             source: file.to_string(),
             pop_name: raw.pop.name.into_inner(),
             max_connections,
-            shutdown_grace: raw.limits.shutdown_grace.into_inner(),
+            shutdown_grace,
             workers,
             admin,
             guard,
@@ -817,8 +1010,64 @@ impl Config {
             services,
             dns,
             xdp,
+            warnings,
         })
     }
+}
+
+/// One of our listening addresses and where the file sets it.
+struct Bound {
+    addr: SocketAddr,
+    span: std::ops::Range<usize>,
+    field: String,
+}
+
+/// Whether two listening addresses take (some of) the same connections:
+/// same port and family, and the same IP or one of them the wildcard. Both
+/// would bind (SO_REUSEPORT), and the kernel would split the connections
+/// between them (or give the specific one all of its own).
+pub fn listen_overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    let (ia, ib) = (a.ip().to_canonical(), b.ip().to_canonical());
+    a.port() == b.port() && ia.is_ipv4() == ib.is_ipv4() && (ia == ib || ia.is_unspecified() || ib.is_unspecified())
+}
+
+/// Every TCP listener (services, DNS, admin) must be alone on its address
+/// and port: the later one in the file is the error.
+fn check_clashes(cx: &Ctx<'_>, bound: &mut [Bound]) -> Result<(), ConfigError> {
+    bound.sort_by_key(|b| b.span.start);
+    for (i, b) in bound.iter().enumerate() {
+        if let Some(first) = bound[..i].iter().find(|f| listen_overlap(f.addr, b.addr)) {
+            let (line, _) = line_col(cx.src, first.span.start);
+            let what = if first.addr == b.addr {
+                format!("{} is also {} (line {line})", b.addr, first.field)
+            } else {
+                format!("{} overlaps {} {} (line {line})", b.addr, first.field, first.addr)
+            };
+            return Err(cx.err(
+                b.span.clone(),
+                b.field.clone(),
+                format!("{what}: two listeners on one port would split its connections between them"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether connecting to `backend` reaches our listener on `listen`.
+fn loops_back(backend: SocketAddr, listen: SocketAddr) -> bool {
+    let b = backend.ip().to_canonical();
+    let l = listen.ip().to_canonical();
+    if backend.port() != listen.port() || b.is_ipv4() != l.is_ipv4() {
+        return false;
+    }
+    // connecting to the wildcard address reaches 127.0.0.1 (::1)
+    let lo: std::net::IpAddr = if b.is_ipv4() {
+        std::net::Ipv4Addr::LOCALHOST.into()
+    } else {
+        std::net::Ipv6Addr::LOCALHOST.into()
+    };
+    let b = if b.is_unspecified() { lo } else { b };
+    b == l || (l.is_unspecified() && (b.is_loopback() || crate::net::is_local(b)))
 }
 
 /// An address or CIDR (`192.0.2.1` = `/32`).
@@ -883,12 +1132,16 @@ fn parse_guard(cx: &Ctx<'_>, g: RawGuard) -> Result<anyedge_guard::GuardConfig, 
                 "must be > 0",
             ));
         }
-        if d.block_for.get_ref().is_zero() {
-            return Err(cx.err(d.block_for.span(), "guard.dynamic_block.block_for", "must be > 0"));
-        }
+        let block_for = duration_in(
+            cx,
+            &d.block_for,
+            "guard.dynamic_block.block_for",
+            range::MS,
+            range::WEEK,
+        )?;
         cfg.dynamic_block = Some(anyedge_guard::DynamicBlock {
             threshold_per_second: d.threshold_per_second.into_inner(),
-            block_for: d.block_for.into_inner(),
+            block_for,
             exclude: prefixes(d.exclude, "dynamic_block.exclude")?,
         });
     }
@@ -930,6 +1183,21 @@ fn parse_bgp(cx: &Ctx<'_>, b: RawBgp) -> Result<BgpConfig, ConfigError> {
     if hold != 0 && hold < 3 {
         return Err(cx.err(b.hold_time.span(), "bgp.hold_time", "must be 0 or at least 3 seconds"));
     }
+    let connect_retry = duration_in(
+        cx,
+        &b.connect_retry,
+        "bgp.connect_retry",
+        Duration::from_millis(100),
+        range::HOUR,
+    )?;
+    let drain_timeout = duration_in(cx, &b.drain_timeout, "bgp.drain_timeout", Duration::ZERO, range::DAY)?;
+    let flap_half_life = duration_in(
+        cx,
+        &b.flap_half_life,
+        "bgp.flap_half_life",
+        Duration::from_secs(1),
+        range::DAY,
+    )?;
     let mut peers: Vec<PeerConfig> = Vec::new();
     for (i, p) in b.peers.into_iter().enumerate() {
         let f = |n: &str| format!("bgp.peer[{i}].{n}");
@@ -954,23 +1222,33 @@ fn parse_bgp(cx: &Ctx<'_>, b: RawBgp) -> Result<BgpConfig, ConfigError> {
         let next_hop = match parse_ip(&p.next_hop, "next_hop")? {
             None => None,
             Some(std::net::IpAddr::V4(a)) => Some(a),
-            Some(_) => return Err(cx.err(0..0, f("next_hop"), "must be IPv4 (use next_hop_v6 for IPv6)")),
+            Some(_) => {
+                let at = p.next_hop.as_ref().map_or(0..0, Spanned::span);
+                return Err(cx.err(at, f("next_hop"), "must be IPv4 (use next_hop_v6 for IPv6)"));
+            }
         };
         let next_hop_v6 = match parse_ip(&p.next_hop_v6, "next_hop_v6")? {
             None => None,
             Some(std::net::IpAddr::V6(a)) => Some(a),
-            Some(_) => return Err(cx.err(0..0, f("next_hop_v6"), "must be IPv6")),
+            Some(_) => {
+                let at = p.next_hop_v6.as_ref().map_or(0..0, Spanned::span);
+                return Err(cx.err(at, f("next_hop_v6"), "must be IPv6"));
+            }
         };
         if let Some(pw) = &p.password {
             if pw.get_ref().is_empty() || pw.get_ref().len() > 80 {
                 return Err(cx.err(pw.span(), f("password"), "TCP MD5 keys are 1-80 bytes"));
             }
         }
+        // checked even with BFD off: it is still a typo
+        duration_in(
+            cx,
+            &p.bfd_interval,
+            f("bfd_interval"),
+            Duration::from_millis(10),
+            Duration::from_secs(10),
+        )?;
         if p.bfd {
-            let iv = *p.bfd_interval.get_ref();
-            if iv < Duration::from_millis(10) || iv > Duration::from_secs(10) {
-                return Err(cx.err(p.bfd_interval.span(), f("bfd_interval"), "must be between 10ms and 10s"));
-            }
             if *p.bfd_multiplier.get_ref() == 0 {
                 return Err(cx.err(p.bfd_multiplier.span(), f("bfd_multiplier"), "must be at least 1"));
             }
@@ -998,11 +1276,11 @@ fn parse_bgp(cx: &Ctx<'_>, b: RawBgp) -> Result<BgpConfig, ConfigError> {
         asn: b.asn.into_inner(),
         router_id,
         hold_time: hold,
-        connect_retry: b.connect_retry.into_inner(),
-        drain_timeout: b.drain_timeout.into_inner(),
+        connect_retry,
+        drain_timeout,
         drain_until_connections: b.drain_until_connections,
         maintenance_file: b.maintenance_file.map(std::path::PathBuf::from),
-        flap_half_life: b.flap_half_life.into_inner(),
+        flap_half_life,
         peers,
     })
 }
@@ -1076,6 +1354,9 @@ fn parse_admin(cx: &Ctx<'_>, a: RawAdmin) -> Result<AdminConfig, ConfigError> {
             format!("{:?} is not ADDRESS:PORT", a.listen.get_ref()),
         )
     })?;
+    if listen.port() == 0 {
+        return Err(cx.err(a.listen.span(), "admin.listen", "port must not be 0"));
+    }
     let token = match (a.token, a.token_file) {
         (Some(_), Some(f)) => {
             return Err(cx.err(f.span(), "admin.token_file", "set either token or token_file, not both"));
@@ -1155,13 +1436,21 @@ fn parse_service(cx: &Ctx<'_>, sp: &str, rs: RawService) -> Result<ServiceConfig
         if listen.contains(&a) {
             return Err(cx.err(l.span(), format!("{sp}.listen"), format!("{a} listed twice")));
         }
+        if a.port() == 0 {
+            return Err(cx.err(l.span(), format!("{sp}.listen"), "port must not be 0"));
+        }
         listen.push(a);
     }
     if listen.is_empty() {
         return Err(cx.err(listen_span, format!("{sp}.listen"), "needs at least one address"));
     }
-    if rs.backlog == 0 || rs.backlog > 1 << 20 {
-        return Err(cx.err(0..0, format!("{sp}.backlog"), "must be between 1 and 1048576"));
+    let backlog = *rs.backlog.get_ref();
+    if backlog == 0 || backlog > 1 << 20 {
+        return Err(cx.err(
+            rs.backlog.span(),
+            format!("{sp}.backlog"),
+            "must be between 1 and 1048576",
+        ));
     }
     let max_connections = match rs.max_connections {
         None => None,
@@ -1190,25 +1479,32 @@ fn parse_service(cx: &Ctx<'_>, sp: &str, rs: RawService) -> Result<ServiceConfig
     }
 
     let t = rs.timeouts;
-    for (name, d) in [
-        ("connect", &t.connect),
-        ("idle", &t.idle),
-        ("client_first_byte", &t.client_first_byte),
-    ] {
-        if d.get_ref().is_zero() {
-            return Err(cx.err(d.span(), format!("{sp}.timeouts.{name}"), "must be > 0"));
-        }
-    }
     let timeouts = Timeouts {
-        connect: t.connect.into_inner(),
-        idle: t.idle.into_inner(),
-        client_first_byte: t.client_first_byte.into_inner(),
+        connect: duration_in(
+            cx,
+            &t.connect,
+            format!("{sp}.timeouts.connect"),
+            range::MS,
+            5 * range::MIN,
+        )?,
+        idle: duration_in(cx, &t.idle, format!("{sp}.timeouts.idle"), range::MS, range::WEEK)?,
+        client_first_byte: duration_in(
+            cx,
+            &t.client_first_byte,
+            format!("{sp}.timeouts.client_first_byte"),
+            range::MS,
+            5 * range::MIN,
+        )?,
     };
 
     let h = rs.health;
-    if h.interval.get_ref() < &Duration::from_millis(10) {
-        return Err(cx.err(h.interval.span(), format!("{sp}.health.interval"), "must be >= 10ms"));
-    }
+    duration_in(
+        cx,
+        &h.interval,
+        format!("{sp}.health.interval"),
+        Duration::from_millis(10),
+        range::HOUR,
+    )?;
     if h.timeout.get_ref().is_zero() || h.timeout.get_ref() > h.interval.get_ref() {
         // a default timeout has no place in the file: point at the interval
         let at = if h.timeout.span().is_empty() {
@@ -1254,10 +1550,11 @@ fn parse_service(cx: &Ctx<'_>, sp: &str, rs: RawService) -> Result<ServiceConfig
                     "must be an HTTP status 100-599",
                 ));
             }
-            let host = h.host.clone().unwrap_or_else(|| "localhost".into());
+            let host_span = h.host.as_ref().map_or(0..0, Spanned::span);
+            let host = h.host.clone().map_or_else(|| "localhost".into(), Spanned::into_inner);
             if host.bytes().any(|b| b <= b' ' || b == 0x7f) {
                 return Err(cx.err(
-                    0..0,
+                    host_span,
                     format!("{sp}.health.host"),
                     "must contain no spaces or control characters",
                 ));
@@ -1327,7 +1624,7 @@ fn parse_service(cx: &Ctx<'_>, sp: &str, rs: RawService) -> Result<ServiceConfig
     Ok(ServiceConfig {
         name: rs.name.into_inner(),
         listen,
-        backlog: rs.backlog,
+        backlog,
         balance: rs.balance,
         max_connections,
         inspect: rs.inspect,
@@ -1473,7 +1770,10 @@ address = "127.0.0.1:9001"
         assert_eq!(e.file, "t.toml");
         assert_eq!(e.line, 11, "{e}");
         assert!(e.message.contains("unknown field `wieght`"), "{e}");
-        assert!(e.to_string().starts_with("t.toml:11:1: wieght:"), "{e}");
+        assert!(
+            e.to_string().starts_with("t.toml:11:1: service[0].backend[0].wieght:"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1583,6 +1883,233 @@ address = "127.0.0.1:9001"
         let bad = format!("[guard]\ndeny = [\"198.51.100.0/33\"]\n{MIN}");
         let e = Config::parse(&bad, "t.toml").unwrap_err();
         assert_eq!((e.line, e.field.as_str()), (2, "guard.deny"), "{e}");
+    }
+
+    /// `MIN` plus `extra`, and the error it gives.
+    fn err_with(extra: &str) -> ConfigError {
+        Config::parse(&format!("{MIN}{extra}"), "t.toml").unwrap_err()
+    }
+
+    #[test]
+    fn durations_are_bounded() {
+        // before: accepted, and every proxied connection panicked on
+        // `Instant + Duration` overflow
+        let e = err_with("[service.timeouts]\nidle = \"18446744073709551615s\"\n");
+        assert_eq!((e.line, e.field.as_str()), (13, "service \"web\".timeouts.idle"), "{e}");
+        assert!(e.message.contains("between 1ms and 7days"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("t.toml:13:8: service \"web\".timeouts.idle: "),
+            "{e}"
+        );
+        let e = err_with("[service.timeouts]\nconnect = \"18446744073709551615s\"\n");
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (13, "service \"web\".timeouts.connect"),
+            "{e}"
+        );
+        let e = err_with("[service.timeouts]\nclient_first_byte = \"1h\"\n");
+        assert_eq!(e.field, "service \"web\".timeouts.client_first_byte", "{e}");
+        let e = err_with("[service.health]\ninterval = \"2h\"\ntimeout = \"1s\"\n");
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (13, "service \"web\".health.interval"),
+            "{e}"
+        );
+        let e = Config::parse(&format!("[limits]\nshutdown_grace = \"400days\"\n{MIN}"), "t.toml").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (2, "limits.shutdown_grace"), "{e}");
+        let e = Config::parse(
+            &format!("[guard]\ndynamic_block = {{ threshold_per_second = 5, block_for = \"30days\" }}\n{MIN}"),
+            "t.toml",
+        )
+        .unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (2, "guard.dynamic_block.block_for"), "{e}");
+        let bgp = "[bgp]\nasn = 65001\nrouter_id = \"192.0.2.1\"\n";
+        for (k, v) in [
+            ("connect_retry", "2h"),
+            ("drain_timeout", "9999999999999s"),
+            ("flap_half_life", "0s"),
+        ] {
+            let e = Config::parse(&format!("{bgp}{k} = \"{v}\"\n{MIN}"), "t.toml").unwrap_err();
+            assert_eq!((e.line, e.field.clone()), (4, format!("bgp.{k}")), "{e}");
+        }
+        let e = Config::parse(
+            &format!(
+                "{bgp}[[bgp.peer]]\nname = \"r\"\naddress = \"192.0.2.2\"\nasn = 65000\nbfd_interval = \"1d\"\n{MIN}"
+            ),
+            "t.toml",
+        )
+        .unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (8, "bgp.peer[0].bfd_interval"), "{e}");
+        let e = err_with("[dns]\nlisten = [\"127.0.0.1:5353\"]\ntcp_idle_timeout = \"2h\"\n");
+        assert_eq!((e.line, e.field.as_str()), (14, "dns.tcp_idle_timeout"), "{e}");
+        // the maxima themselves are fine
+        let c = Config::parse(
+            &format!("{MIN}[service.timeouts]\nidle = \"7days\"\nconnect = \"5min\"\n"),
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.services[0].timeouts.idle, range::WEEK);
+    }
+
+    const TWO: &str = r#"
+[pop]
+name = "fra1"
+
+[[service]]
+name = "web"
+listen = ["127.0.0.1:8080"]
+[[service.backend]]
+name = "b1"
+address = "127.0.0.1:9001"
+
+[[service]]
+name = "api"
+listen = ["LISTEN"]
+[[service.backend]]
+name = "b1"
+address = "127.0.0.1:9002"
+"#;
+
+    #[test]
+    fn listeners_on_one_port_rejected_at_the_second() {
+        let two = |listen: &str| Config::parse(&TWO.replace("LISTEN", listen), "t.toml");
+        for clash in ["127.0.0.1:8080", "0.0.0.0:8080"] {
+            let e = two(clash).unwrap_err();
+            assert_eq!(
+                (e.line, e.column, e.field.as_str()),
+                (14, 11, "service \"api\".listen[0]"),
+                "{e}"
+            );
+            assert!(
+                e.message.contains("service \"web\".listen[0]") && e.message.contains("(line 7)"),
+                "{e}"
+            );
+        }
+        // other port, other address, other family: fine
+        for ok in ["127.0.0.1:8081", "127.0.0.2:8080", "[::]:8080"] {
+            two(ok).unwrap();
+        }
+        let e = Config::parse(&MIN.replace("\"[::1]:8080\"", "\"0.0.0.0:8080\""), "t.toml").unwrap_err();
+        // (in one service, too: the specific one is redundant)
+        assert!(e.message.contains("overlaps"), "{e}");
+        let e = Config::parse(&format!("[admin]\nlisten = \"127.0.0.1:8080\"\n{MIN}"), "t.toml").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (9, "service \"web\".listen[0]"), "{e}");
+        assert!(e.message.contains("admin.listen (line 2)"), "{e}");
+        let e = Config::parse(&format!("{MIN}[admin]\nlisten = \"[::1]:8080\"\n"), "t.toml").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (13, "admin.listen"), "{e}");
+        let e = err_with("[dns]\nlisten = [\"127.0.0.1:53\", \"0.0.0.0:8080\"]\n");
+        assert_eq!((e.line, e.column, e.field.as_str()), (13, 27, "dns.listen[1]"), "{e}");
+        let e = Config::parse(
+            &format!("[admin]\nlisten = \"127.0.0.1:53\"\n{MIN}[dns]\nlisten = [\"127.0.0.1\"]\n"),
+            "t.toml",
+        )
+        .unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (15, "dns.listen[0]"), "{e}");
+    }
+
+    #[test]
+    fn port_zero_rejected() {
+        let e = Config::parse(&MIN.replace("127.0.0.1:8080", "127.0.0.1:0"), "t.toml").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (7, "service \"web\".listen"), "{e}");
+        let e = err_with("[dns]\nlisten = [\"127.0.0.1:0\"]\n");
+        assert_eq!((e.line, e.field.as_str()), (13, "dns.listen[0]"), "{e}");
+        let e = Config::parse(&format!("[admin]\nlisten = \"127.0.0.1:0\"\n{MIN}"), "t.toml").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (2, "admin.listen"), "{e}");
+    }
+
+    #[test]
+    fn backend_on_our_own_listener_rejected() {
+        for (listen, backend) in [
+            ("127.0.0.1:8080", "127.0.0.1:8080"),
+            ("0.0.0.0:8080", "127.0.0.1:8080"),
+            ("0.0.0.0:8080", "0.0.0.0:8080"),
+            ("127.0.0.1:8080", "0.0.0.0:8080"),
+            ("[::]:8080", "[::1]:8080"),
+        ] {
+            let src = MIN
+                .replace("\"127.0.0.1:8080\", \"[::1]:8080\"", &format!("\"{listen}\""))
+                .replace("127.0.0.1:9001", backend);
+            let e = Config::parse(&src, "t.toml").unwrap_err();
+            assert_eq!(
+                (e.line, e.field.as_str()),
+                (11, "service \"web\".backend[0].address"),
+                "{listen} {backend}: {e}"
+            );
+            assert!(e.message.contains("loop"), "{e}");
+        }
+        // another service's listener, the admin API
+        let e = Config::parse(
+            &TWO.replace("LISTEN", "127.0.0.1:8081").replace("9002", "8080"),
+            "t.toml",
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (17, "service \"api\".backend[0].address"),
+            "{e}"
+        );
+        let e = Config::parse(
+            &format!("[admin]\nlisten = \"127.0.0.1:9180\"\n{}", MIN.replace("9001", "9180")),
+            "t.toml",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("admin.listen"), "{e}");
+        // a remote backend on the port of a wildcard listener is normal
+        let src = MIN
+            .replace("\"127.0.0.1:8080\", \"[::1]:8080\"", "\"0.0.0.0:8080\"")
+            .replace("127.0.0.1:9001", "192.0.2.10:8080");
+        Config::parse(&src, "t.toml").unwrap();
+    }
+
+    #[test]
+    fn all_weights_zero_warns() {
+        let c = Config::parse(&MIN.replace("name = \"b1\"", "name = \"b1\"\nweight = 0"), "t.toml").unwrap();
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(c.warnings[0].starts_with("t.toml:6: "), "{:?}", c.warnings);
+        assert!(c.warnings[0].contains("weight 0"), "{:?}", c.warnings);
+        assert!(Config::parse(MIN, "t.toml").unwrap().warnings.is_empty());
+    }
+
+    #[test]
+    fn cross_check_errors_name_the_line() {
+        let e = Config::parse(
+            &TWO.replace("\"api\"", "\"web\"").replace("LISTEN", "127.0.0.1:8081"),
+            "t.toml",
+        )
+        .unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (13, "service[1].name"), "{e}");
+        let e = err_with("[[anycast]]\nprefix = \"192.0.2.0/24\"\n");
+        assert_eq!((e.line, e.field.as_str()), (13, "anycast"), "{e}");
+        let bgp = "[bgp]\nasn = 65001\nrouter_id = \"192.0.2.1\"\n";
+        let e = err_with(&format!("{bgp}[[anycast]]\nprefix = \"192.0.2.0/24\"\ndns = true\n"));
+        assert_eq!((e.line, e.field.as_str()), (17, "anycast[0].dns"), "{e}");
+        let e = err_with(&format!(
+            "{bgp}[[anycast]]\nprefix = \"192.0.2.0/24\"\n[[anycast]]\nprefix = \"192.0.2.0/24\"\n"
+        ));
+        assert_eq!((e.line, e.field.as_str()), (18, "anycast[1].prefix"), "{e}");
+        let e = Config::parse(&MIN.replace("listen = [", "backlog = 0\nlisten = ["), "t.toml").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (7, "service \"web\".backlog"), "{e}");
+    }
+
+    #[test]
+    fn toml_errors_name_the_field_not_the_value() {
+        // before: `t.toml:11:10: 99999999999: ...` and `...: "n": ...`
+        let e = err_with("weight = 99999999999\n");
+        assert_eq!((e.line, e.field.as_str()), (12, "service[0].backend[0].weight"), "{e}");
+        let e = err_with("[[service.backend]]\nname = \"b2\"\naddress = \"127.0.0.1:9002\"\ndrain = \"n\"\n");
+        assert_eq!((e.line, e.field.as_str()), (15, "service[0].backend[1].drain"), "{e}");
+        let e = err_with("[[service]]\nname = \"b\"\nlisten = 9\n");
+        assert_eq!((e.line, e.field.as_str()), (14, "service[1].listen"), "{e}");
+        let e = Config::parse(
+            &format!("[guard]\nnew_connections_per_address = {{ per_second = \"x\" }}\n{MIN}"),
+            "t.toml",
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "guard.new_connections_per_address.per_second", "{e}");
+        let e = err_with("[[service.backend]]\nname = \"b2\"\n");
+        assert_eq!((e.line, e.field.as_str()), (12, "service[0].backend[1]"), "{e}");
+        assert!(e.message.contains("missing field `address`"), "{e}");
     }
 
     #[test]

@@ -24,6 +24,13 @@ const BUF: usize = 16 * 1024;
 /// Bytes moved per splice call (the default pipe capacity).
 const SPLICE_LEN: usize = 64 * 1024;
 
+/// `from + d`, or a time decades away if that overflows (`d` from the
+/// configuration: `Instant + Duration` panics on overflow).
+pub fn deadline(from: Instant, d: Duration) -> Instant {
+    from.checked_add(d)
+        .unwrap_or_else(|| from + Duration::from_secs(30 * 365 * 86_400))
+}
+
 /// How a forwarded connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
@@ -58,7 +65,7 @@ pub async fn forward(
     let mut up_done: Option<io::Result<u64>> = None;
     let mut down_done: Option<io::Result<u64>> = None;
     loop {
-        let deadline = activity.last() + idle;
+        let deadline = self::deadline(activity.last(), idle);
         tokio::select! {
             r = &mut up, if up_done.is_none() => {
                 let failed = r.is_err();
@@ -71,7 +78,7 @@ pub async fn forward(
                 if failed { break; }
             }
             _ = tokio::time::sleep_until(deadline) => {
-                if activity.last() + idle <= Instant::now() {
+                if self::deadline(activity.last(), idle) <= Instant::now() {
                     let t = Totals {
                         to_backend: counters_total(&up_done),
                         to_client: counters_total(&down_done),
@@ -266,6 +273,14 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
+
+    #[test]
+    fn deadline_saturates_instead_of_panicking() {
+        let now = Instant::now();
+        // `now + Duration::MAX` panics ("overflow when adding duration to instant")
+        assert!(deadline(now, Duration::MAX) > now + Duration::from_secs(86_400 * 365));
+        assert_eq!(deadline(now, Duration::from_secs(5)), now + Duration::from_secs(5));
+    }
 
     /// (plain tokio stream for the test side, registered `Sock` for forward)
     async fn pair() -> (TcpStream, Sock) {

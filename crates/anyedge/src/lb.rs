@@ -457,7 +457,7 @@ impl Edge {
                     let block_for = edge.config.load().guard.dynamic_block.as_ref().map(|d| d.block_for);
                     if let Some(block_for) = block_for {
                         for (p, _) in &blocks {
-                            fp.block(*p, now + block_for);
+                            fp.block(*p, now.saturating_add(block_for));
                         }
                     }
                     fp.expire(now);
@@ -509,6 +509,16 @@ impl Edge {
         // 1. Bind every listener that does not exist yet, before changing
         //    anything: a bind failure aborts the reload with nothing changed.
         let mut fresh: BTreeMap<(String, SocketAddr), Vec<std::net::TcpListener>> = BTreeMap::new();
+        let ours: Vec<SocketAddr> = services
+            .values()
+            .filter_map(|s| {
+                s.listeners
+                    .lock()
+                    .ok()
+                    .map(|l| l.iter().map(|x| x.addr).collect::<Vec<_>>())
+            })
+            .flatten()
+            .collect();
         for sc in &new.services {
             let existing = services.get(&sc.name);
             for addr in &sc.listen {
@@ -530,6 +540,15 @@ impl Edge {
                     let mut socks = inherited;
                     if socks.is_empty() {
                         net::warn_if_not_local(&format!("service {:?}", sc.name), *addr);
+                        // a new address: nobody else may listen there (our
+                        // own listeners may, on a reload that moves it)
+                        if !ours.contains(addr) {
+                            if let Err(e) = net::refuse_taken(*addr, false) {
+                                if !ours.iter().any(|o| crate::config::listen_overlap(*o, *addr)) {
+                                    anyhow::bail!("service {:?}: cannot listen on {addr}: {e}", sc.name);
+                                }
+                            }
+                        }
                     }
                     while socks.len() < self.workers {
                         socks.push(
@@ -733,7 +752,7 @@ impl Edge {
     /// Waits until no connection is open or `grace` passes; returns the
     /// number still open.
     pub async fn drain(&self, grace: Duration) -> u64 {
-        let deadline = Instant::now() + grace;
+        let deadline = forward::deadline(Instant::now(), grace);
         loop {
             let idle = self.idle.notified();
             let n = self.active.load(Ordering::Acquire);
@@ -918,7 +937,7 @@ async fn handle(edge: Arc<Edge>, svc: Arc<Service>, client: Sock, peer: SocketAd
     };
 
     // Select and connect, retrying on the next backend within the budget.
-    let deadline = Instant::now() + cfg.timeouts.connect;
+    let deadline = forward::deadline(Instant::now(), cfg.timeouts.connect);
     let mut tried: Vec<usize> = Vec::new();
     let (backend, upstream) = loop {
         let Some(b) = svc.pick(insp.client.ip(), &tried) else {

@@ -156,6 +156,9 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Check { config } => match load(config.as_ref()) {
             Ok(c) => {
+                for w in &c.warnings {
+                    eprintln!("warning: {w}");
+                }
                 if let Some(d) = &c.dns {
                     match dns::check_zones(d) {
                         Ok(records) => println!("{} zone(s), {records} record(s) from files: OK", d.zones.len()),
@@ -292,6 +295,9 @@ fn run(path: Option<PathBuf>, demo: bool) -> ExitCode {
         }
     };
     fdlimit::at_start(&cfg);
+    for w in &cfg.warnings {
+        warn!("config: {w}");
+    }
     let workers = cfg
         .workers
         .map(|w| w.get() as usize)
@@ -399,11 +405,20 @@ async fn daemon(
     let max_wait = cfg
         .services
         .iter()
-        .map(|s| s.health.interval * s.health.rise + s.health.timeout)
+        .map(|s| {
+            s.health
+                .interval
+                .saturating_mul(s.health.rise)
+                .saturating_add(s.health.timeout)
+        })
         .max()
         .unwrap_or_default()
         + std::time::Duration::from_secs(2);
     let upgrading = inherit.is_some();
+    if let (Some(listen), false) = (admin_listen, upgrading) {
+        // (an upgrade binds next to the old process's admin socket)
+        net::refuse_taken(listen, false).map_err(|e| anyhow::anyhow!("admin API: cannot listen on {listen}: {e}"))?;
+    }
     let edge: Arc<Edge> = Edge::start(cfg, workers, inherited, worker_rts, upgrading)?;
     // DNS binds (or takes over) its sockets once the file zones are loaded;
     // during an upgrade it reads them only once every zone is there (the
@@ -438,7 +453,7 @@ async fn daemon(
     if upgrading {
         // Accept only once the backends have passed their checks (or the
         // checks had their chance): the old process serves meanwhile.
-        let deadline = tokio::time::Instant::now() + max_wait;
+        let deadline = forward::deadline(tokio::time::Instant::now(), max_wait);
         while !edge.backends_settled() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
@@ -574,7 +589,7 @@ async fn daemon(
         || edge.active.load(std::sync::atomic::Ordering::Relaxed) + dns.as_ref().map_or(0, |d| d.tcp_connections());
     info!(open_connections = open_now(), grace = ?grace, "listeners closed; draining");
     // LB connections and DNS TCP connections, up to the same grace period
-    let deadline = tokio::time::Instant::now() + grace;
+    let deadline = forward::deadline(tokio::time::Instant::now(), grace);
     let drain_all = async {
         let dns_drain = async {
             match &dns {

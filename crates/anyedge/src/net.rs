@@ -51,6 +51,42 @@ pub fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     Ok(TcpListener::from(sock))
 }
 
+/// Refuses to share `addr` with a socket that is not ours. Our listeners
+/// bind with SO_REUSEPORT (one per worker; the new process of a binary
+/// upgrade binds next to the old one), so another program that also uses it
+/// on the same address and port (nginx `reuseport`, another anyedge) would
+/// not make our bind fail: the kernel would split the connections between
+/// us. A probe without SO_REUSEPORT (TCP: with SO_REUSEADDR, so a TIME_WAIT
+/// leftover does not count) binds only if no one holds the address.
+///
+/// Call it before binding a fresh group of sockets, not for sockets handed
+/// over by an upgrade or an address this process already listens on.
+pub fn refuse_taken(addr: SocketAddr, udp: bool) -> io::Result<()> {
+    let (ty, proto) = if udp {
+        (Type::DGRAM, "udp")
+    } else {
+        (Type::STREAM, "tcp")
+    };
+    let probe = Socket::new(Domain::for_address(addr), ty, None)?;
+    if !udp {
+        probe.set_reuse_address(true)?;
+    }
+    if addr.is_ipv6() {
+        probe.set_only_v6(true)?;
+    }
+    set_freebind(&probe, addr)?;
+    match probe.bind(&addr.into()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "{proto} {addr} is already in use by another process (refusing to share it: with SO_REUSEPORT the kernel would split the traffic between us)"
+            ),
+        )),
+        Err(e) => Err(e),
+    }
+}
+
 /// Lets a socket bind an address this host does not have yet (IP_FREEBIND,
 /// as Knot and NSD's `ip-freebind` do): an anycast address may be added to
 /// `lo` after the daemon starts, and traffic arrives once it is there.

@@ -80,3 +80,96 @@ fn check_accepts_the_example_and_names_line_and_field_on_error() {
     assert!(err.contains(&format!("{}:9:", bad.display())), "{err}");
     assert!(err.contains("backend[0].address"), "{err}");
 }
+
+/// `anyedge check -c <config>`: (success, stdout + stderr).
+fn check(config: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_anyedge"))
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+    .replace(&path.display().to_string(), "c.toml");
+    (out.status.success(), text)
+}
+
+const WEB: &str = "[pop]\nname = \"x\"\n[[service]]\nname = \"web\"\nlisten = [\"127.0.0.1:18080\"]\n";
+const BACKEND: &str = "[[service.backend]]\nname = \"a\"\naddress = \"127.0.0.1:19001\"\n";
+
+/// Configs that `check` used to call OK and that broke at run time: each is
+/// refused now, with the line and the field.
+#[test]
+fn check_rejects_configs_that_break_at_run_time() {
+    let cases: &[(String, &str)] = &[
+        // every proxied connection panicked (Instant + Duration overflow)
+        (
+            format!("{WEB}[service.timeouts]\nidle = \"18446744073709551615s\"\n{BACKEND}"),
+            "c.toml:7:8: service \"web\".timeouts.idle: ",
+        ),
+        (
+            format!("{WEB}[service.timeouts]\nconnect = \"18446744073709551615s\"\n{BACKEND}"),
+            "c.toml:7:11: service \"web\".timeouts.connect: ",
+        ),
+        // the admin API shared its port with a service (SO_REUSEPORT)
+        (
+            format!("{WEB}{BACKEND}[admin]\nlisten = \"127.0.0.1:18080\"\n"),
+            "c.toml:10:10: admin.listen: 127.0.0.1:18080 is also service \"web\".listen[0] (line 5)",
+        ),
+        // two services on one port, one of them on the wildcard
+        (
+            format!("{WEB}{BACKEND}[[service]]\nname = \"api\"\nlisten = [\"0.0.0.0:18080\"]\n{BACKEND}"),
+            "c.toml:11:11: service \"api\".listen[0]: 0.0.0.0:18080 overlaps service \"web\".listen[0]",
+        ),
+        // dns on a service's port
+        (
+            format!("{WEB}{BACKEND}[dns]\nlisten = [\"127.0.0.1:18080\"]\n"),
+            "c.toml:10:11: dns.listen[0]: ",
+        ),
+        // a backend that is the service itself: one request looped
+        (
+            format!(
+                "{WEB}proxy_protocol = \"none\"\n{}",
+                BACKEND.replace("127.0.0.1:19001", "127.0.0.1:18080")
+            ),
+            "c.toml:9:11: service \"web\".backend[0].address: 127.0.0.1:18080 is our own listener",
+        ),
+        (
+            WEB.replace("18080", "0") + BACKEND,
+            "c.toml:5:11: service \"web\".listen: port must not be 0",
+        ),
+        // cross-checks used to point at 1:1
+        (
+            format!("{WEB}{BACKEND}[[service]]\nname = \"web\"\nlisten = [\"127.0.0.1:18081\"]\n{BACKEND}"),
+            "c.toml:10:8: service[1].name: duplicate service name",
+        ),
+        // TOML type errors used to be labelled with the value (`99999999999:`)
+        (
+            format!("{WEB}{BACKEND}weight = 99999999999\n"),
+            "c.toml:9:10: service[0].backend[0].weight: ",
+        ),
+    ];
+    for (config, want) in cases {
+        let (ok, out) = check(config);
+        assert!(!ok, "check accepted:\n{config}\n{out}");
+        assert!(out.contains(want), "want {want:?} in:\n{out}\nfor:\n{config}");
+    }
+}
+
+#[test]
+fn check_warns_when_every_backend_has_weight_0() {
+    let (ok, out) = check(&format!("{WEB}{BACKEND}weight = 0\n"));
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("warning: c.toml:4: service \"web\".backend: every backend has weight 0"),
+        "{out}"
+    );
+    let (ok, out) = check(&format!("{WEB}{BACKEND}"));
+    assert!(ok && !out.contains("warning"), "{out}");
+}

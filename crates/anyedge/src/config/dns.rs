@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{humantime_spanned, ConfigError, Ctx};
+use super::{duration_in, humantime_spanned, range, ConfigError, Ctx};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DnsConfig {
@@ -214,6 +214,13 @@ struct RawZone {
     allow_transfer: Vec<Spanned<String>>,
 }
 
+impl RawDns {
+    /// Where each `dns.listen` address is written.
+    pub(super) fn listen_spans(&self) -> Vec<std::ops::Range<usize>> {
+        self.listen.get_ref().iter().map(Spanned::span).collect()
+    }
+}
+
 /// Lowercase absolute name with the trailing dot, or `None` if invalid.
 pub fn canonical_name(s: &str) -> Option<String> {
     let s = s.trim().to_ascii_lowercase();
@@ -259,6 +266,9 @@ pub(super) fn parse_dns(cx: &Ctx<'_>, d: RawDns, base_dir: &Path) -> Result<DnsC
         })?;
         if listen.contains(&a) {
             return Err(cx.err(l.span(), format!("dns.listen[{i}]"), "listed twice"));
+        }
+        if a.port() == 0 {
+            return Err(cx.err(l.span(), format!("dns.listen[{i}]"), "port must not be 0"));
         }
         listen.push(a);
     }
@@ -487,7 +497,7 @@ pub(super) fn parse_dns(cx: &Ctx<'_>, d: RawDns, base_dir: &Path) -> Result<DnsC
         workers,
         nsid,
         udp_payload,
-        tcp_idle_timeout: d.tcp_idle_timeout.into_inner(),
+        tcp_idle_timeout: duration_in(cx, &d.tcp_idle_timeout, "dns.tcp_idle_timeout", range::MS, range::HOUR)?,
         tcp_max_connections,
         tcp_limits,
         cookies,

@@ -545,6 +545,10 @@ impl Dns {
                 }
                 if got_u + got_t == 0 {
                     crate::net::warn_if_not_local("dns", *addr);
+                    for udp in [true, false] {
+                        crate::net::refuse_taken(*addr, udp)
+                            .map_err(|e| anyhow::anyhow!("dns: cannot bind {addr}: {e}"))?;
+                    }
                 }
                 while u.len() < workers {
                     u.push(bind_udp(*addr)?);
