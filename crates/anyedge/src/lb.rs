@@ -61,33 +61,38 @@ pub static CHECK_LATENCY: std::sync::LazyLock<
     })
 });
 
-/// Counters of one service. All relaxed atomics: exact totals, no ordering.
-#[derive(Default, Debug)]
-pub struct ServiceStats {
-    pub accepted: AtomicU64,
-    pub completed: AtomicU64,
-    pub rejected_global_cap: AtomicU64,
-    pub rejected_service_cap: AtomicU64,
-    pub no_backend: AtomicU64,
-    pub client_silent: AtomicU64,
-    pub client_closed_early: AtomicU64,
-    pub bad_proxy_header: AtomicU64,
-    pub untrusted_proxy_header: AtomicU64,
-    pub idle_timeouts: AtomicU64,
-    pub retries: AtomicU64,
+crate::counter_set! {
+    /// Counters of one service. All relaxed atomics: exact totals, no ordering.
+    pub struct ServiceStats {
+        accepted: "accepted" => "anyedge_connections_accepted",
+        completed: "completed" => "anyedge_connections_completed",
+        rejected_global_cap: "rejected.global_cap" => "anyedge_connections_failed" ["reason" = "global_cap"],
+        rejected_service_cap: "rejected.service_cap" => "anyedge_connections_failed" ["reason" = "service_cap"],
+        no_backend: "rejected.no_backend" => "anyedge_connections_failed" ["reason" = "no_backend"],
+        client_silent: "rejected.client_silent" => "anyedge_connections_failed" ["reason" = "client_silent"],
+        /// The client closed (or failed) before sending its first bytes.
+        client_closed_early: "rejected.client_closed_early" => "anyedge_connections_failed" ["reason" = "client_closed_early"],
+        bad_proxy_header: "rejected.bad_proxy_header" => "anyedge_connections_failed" ["reason" = "bad_proxy_header"],
+        untrusted_proxy_header: "rejected.untrusted_proxy_header" => "anyedge_connections_failed" ["reason" = "untrusted_proxy_header"],
+        idle_timeouts: "idle_timeouts" => "anyedge_connections_failed" ["reason" = "idle_timeout"],
+        retries: "retries" => "anyedge_backend_retries",
+    }
 }
 
-#[derive(Default, Debug)]
-pub struct BackendStats {
-    pub connections: AtomicU64,
-    pub bytes_to_backend: AtomicU64,
-    pub bytes_to_client: AtomicU64,
-    pub connect_refused: AtomicU64,
-    pub connect_timeout: AtomicU64,
-    pub connect_error: AtomicU64,
-    pub silent_backend: AtomicU64,
-    pub checks_ok: AtomicU64,
-    pub checks_failed: AtomicU64,
+crate::counter_set! {
+    /// Counters of one backend.
+    pub struct BackendStats {
+        connections: "connections" => "anyedge_backend_connections",
+        bytes_to_backend: "bytes_to_backend" => "anyedge_backend_bytes" ["direction" = "to_backend"],
+        bytes_to_client: "bytes_to_client" => "anyedge_backend_bytes" ["direction" = "to_client"],
+        connect_refused: "connect_refused" => "anyedge_backend_connect_failures" ["cause" = "refused"],
+        connect_timeout: "connect_timeout" => "anyedge_backend_connect_failures" ["cause" = "timeout"],
+        connect_error: "connect_error" => "anyedge_backend_connect_failures" ["cause" = "error"],
+        /// Connections the backend accepted but never answered (idle timeout).
+        silent_backend: "silent_backend" => "anyedge_backend_silent",
+        checks_ok: "checks_ok" => "anyedge_health_checks" ["result" = "ok"],
+        checks_failed: "checks_failed" => "anyedge_health_checks" ["result" = "failed"],
+    }
 }
 
 pub struct Backend {
@@ -1205,57 +1210,4 @@ async fn read_more(client: &Sock, buf: &mut Vec<u8>) -> Result<usize, InspectErr
     }
 }
 
-impl Edge {
-    /// A human-readable status report (logged on SIGUSR1; the admin API
-    /// serves the same data).
-    pub fn status_report(&self) -> String {
-        use std::fmt::Write;
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "pop={} active_connections={}",
-            self.config.load().pop_name,
-            self.active.load(Ordering::Relaxed)
-        );
-        for svc in self.services() {
-            let st = &svc.stats;
-            let _ = writeln!(
-                s,
-                "service {} active={} accepted={} completed={} no_backend={} retries={} client_silent={} bad_proxy={} untrusted_proxy={} cap_rejects={}",
-                svc.name,
-                svc.active.load(Ordering::Relaxed),
-                st.accepted.load(Ordering::Relaxed),
-                st.completed.load(Ordering::Relaxed),
-                st.no_backend.load(Ordering::Relaxed),
-                st.retries.load(Ordering::Relaxed),
-                st.client_silent.load(Ordering::Relaxed),
-                st.bad_proxy_header.load(Ordering::Relaxed),
-                st.untrusted_proxy_header.load(Ordering::Relaxed),
-                st.rejected_global_cap.load(Ordering::Relaxed) + st.rejected_service_cap.load(Ordering::Relaxed),
-            );
-            for b in svc.backends().iter() {
-                let c = b.cfg.load();
-                let bs = &b.stats;
-                let reason = b.health.lock().map(|h| h.last_reason().to_string()).unwrap_or_default();
-                let _ = writeln!(
-                    s,
-                    "  backend {} {} {}{} active={} conns={} bytes_in={} bytes_out={} refused={} timeouts={} checks_ok={} checks_failed={} reason={:?}",
-                    b.name,
-                    c.address,
-                    if b.is_up() { "UP" } else { "DOWN" },
-                    if b.is_draining() { " DRAINING" } else { "" },
-                    b.active.load(Ordering::Relaxed),
-                    bs.connections.load(Ordering::Relaxed),
-                    bs.bytes_to_backend.load(Ordering::Relaxed),
-                    bs.bytes_to_client.load(Ordering::Relaxed),
-                    bs.connect_refused.load(Ordering::Relaxed),
-                    bs.connect_timeout.load(Ordering::Relaxed),
-                    bs.checks_ok.load(Ordering::Relaxed),
-                    bs.checks_failed.load(Ordering::Relaxed),
-                    reason,
-                );
-            }
-        }
-        s
-    }
-}
+impl Edge {}

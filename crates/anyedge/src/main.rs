@@ -2,34 +2,15 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
-mod admin;
-mod announce;
-mod config;
-mod ctl;
-mod demo;
-mod dns;
-mod dnscompare;
-mod fdlimit;
-mod forward;
-mod health;
-mod lab;
-mod lb;
-mod logutil;
-mod net;
-mod notify;
-mod sysctl;
-mod upgrade;
-mod xdp;
-
-use config::Config;
-use lb::Edge;
+use anyedge::config::{self, Config};
+use anyedge::pop::{self, Pop};
+use anyedge::{admin, ctl, demo, dns, dnscompare, fdlimit, lab, notify, status, sysctl, upgrade};
 
 #[derive(Parser)]
 #[command(
@@ -302,35 +283,16 @@ fn run(path: Option<PathBuf>, demo: bool) -> ExitCode {
         .workers
         .map(|w| w.get() as usize)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    // Data plane: one current-thread runtime per worker thread, each owning
-    // one SO_REUSEPORT socket per listen address and the connections it
-    // accepts (no work stealing, no cross-thread wake-ups per connection).
-    // Control plane (health checks, BGP, admin) on a small runtime of its own.
-    let mut worker_rts = Vec::with_capacity(workers);
-    for i in 0..workers {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let spawned = std::thread::Builder::new()
-            .name(format!("anyedge-w{i}"))
-            .spawn(
-                move || match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    Ok(rt) => {
-                        let _ = tx.send(Some(rt.handle().clone()));
-                        rt.block_on(std::future::pending::<()>());
-                    }
-                    Err(e) => {
-                        error!(error = %e, "cannot start worker runtime");
-                        let _ = tx.send(None);
-                    }
-                },
-            );
-        match spawned.ok().and_then(|_| rx.recv().ok().flatten()) {
-            Some(h) => worker_rts.push(h),
-            None => {
-                error!("cannot start worker thread {i}");
-                return ExitCode::FAILURE;
-            }
+    // Data plane: one current-thread runtime per worker thread (see
+    // `pop::spawn_workers`). Control plane (health checks, BGP, admin) on a
+    // small runtime of its own.
+    let worker_rts = match pop::spawn_workers(workers) {
+        Ok(r) => r,
+        Err(e) => {
+            error!("{e:#}");
+            return ExitCode::FAILURE;
         }
-    }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -343,7 +305,7 @@ fn run(path: Option<PathBuf>, demo: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(daemon(cfg, path, demo, workers, worker_rts)) {
+    match rt.block_on(daemon(cfg, path, demo, worker_rts)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
@@ -352,11 +314,13 @@ fn run(path: Option<PathBuf>, demo: bool) -> ExitCode {
     }
 }
 
+/// The daemon's life: start the PoP (taking over from an upgrading
+/// predecessor if there is one), announce, serve until a signal, then shut
+/// down or hand over. The order of each step lives in [`pop::Pop`].
 async fn daemon(
     cfg: Config,
     path: Option<PathBuf>,
     demo: bool,
-    workers: usize,
     worker_rts: Vec<tokio::runtime::Handle>,
 ) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
@@ -369,7 +333,7 @@ async fn daemon(
         demo::serve("demo-a", "127.0.0.1:9001".parse()?).await?;
         demo::serve("demo-b", "127.0.0.1:9002".parse()?).await?;
     }
-    info!(pop = %cfg.pop_name, config = %cfg.source, services = cfg.services.len(), workers, "anyedge starting");
+    info!(pop = %cfg.pop_name, config = %cfg.source, services = cfg.services.len(), workers = worker_rts.len(), "anyedge starting");
     let max_backlog = cfg.services.iter().map(|s| s.backlog).max().unwrap_or(0);
     for w in sysctl::warnings(&sysctl::Kernel::read(), max_backlog) {
         warn!("kernel setting: {w}");
@@ -380,13 +344,8 @@ async fn daemon(
         .flat_map(|s| s.listen.iter().map(|a| a.to_string()))
         .collect();
     let admin_listen = cfg.admin.as_ref().map(|a| a.listen);
-    let bgp = cfg.bgp.clone();
-    let dns_cfg = cfg.dns.clone();
-    let pop_name = cfg.pop_name.clone();
-    let dns_rts = worker_rts.clone();
     // Started by an upgrading process? Then take over its listening sockets.
-    let inherit = tokio::task::spawn_blocking(upgrade::inherit).await??;
-    let (mut inherit, inherited) = match inherit {
+    let (mut inherit, inherited) = match tokio::task::spawn_blocking(upgrade::inherit).await?? {
         Some((i, l)) => {
             info!(
                 lb_addresses = l.lb.len(),
@@ -398,80 +357,27 @@ async fn daemon(
         }
         None => (None, upgrade::Inherited::default()),
     };
-    let upgrade::Inherited {
-        lb: inherited,
-        dns: dns_inherited,
-    } = inherited;
-    let max_wait = cfg
-        .services
-        .iter()
-        .map(|s| {
-            s.health
-                .interval
-                .saturating_mul(s.health.rise)
-                .saturating_add(s.health.timeout)
-        })
-        .max()
-        .unwrap_or_default()
-        + std::time::Duration::from_secs(2);
     let upgrading = inherit.is_some();
-    if let (Some(listen), false) = (admin_listen, upgrading) {
-        // (an upgrade binds next to the old process's admin socket)
-        net::refuse_taken(listen, false).map_err(|e| anyhow::anyhow!("admin API: cannot listen on {listen}: {e}"))?;
-    }
-    let edge: Arc<Edge> = Edge::start(cfg, workers, inherited, worker_rts, upgrading)?;
-    // DNS binds (or takes over) its sockets once the file zones are loaded;
-    // during an upgrade it reads them only once every zone is there (the
-    // old process answers meanwhile), then both read them until READY.
-    let dns = match &dns_cfg {
-        Some(d) => {
-            // Loading big zones takes a while: stay stoppable meanwhile
-            // (nothing is announced yet, so stopping is just exiting; in an
-            // upgrade the old process keeps serving).
-            let (d, pop, rts) = (d.clone(), pop_name.clone(), dns_rts.clone());
-            let load = tokio::task::spawn_blocking(move || {
-                dns::Dns::start_with(&d, &pop, workers, &rts, dns_inherited, upgrading)
-            });
-            tokio::select! {
-                r = load => Some(r??),
-                // exit at once: the runtime would otherwise wait for the load
-                _ = term.recv() => { info!("SIGTERM while loading zones: exiting"); std::process::exit(0) }
-                _ = int.recv() => { info!("SIGINT while loading zones: exiting"); std::process::exit(0) }
-            }
-        }
-        None => {
-            let n = dns_inherited.count();
-            if n > 0 {
-                warn!(
-                    sockets = n,
-                    "upgrade: no [dns] section any more: closing the inherited dns sockets"
-                );
-            }
-            None
-        }
+    let start = Pop::start(
+        cfg,
+        pop::StartOptions {
+            config_path: path,
+            worker_rts,
+            inherited,
+            upgrading,
+        },
+    );
+    // Loading big zones takes a while: stay stoppable meanwhile (nothing
+    // is announced yet, so stopping is just exiting; in an upgrade the old
+    // process keeps serving). Exit at once: the runtime would otherwise
+    // wait for the load.
+    let pop = tokio::select! {
+        p = start => p?,
+        _ = term.recv() => { info!("SIGTERM while starting (loading zones): exiting"); std::process::exit(0) }
+        _ = int.recv() => { info!("SIGINT while starting (loading zones): exiting"); std::process::exit(0) }
     };
     if upgrading {
-        // Accept only once the backends have passed their checks (or the
-        // checks had their chance): the old process serves meanwhile.
-        let deadline = forward::deadline(tokio::time::Instant::now(), max_wait);
-        while !edge.backends_settled() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        edge.open_gate();
-        // Secondary zones without a saved copy need their first transfer
-        // before this process answers for them (REFUSED otherwise): the old
-        // process, which has them, keeps answering alone until then.
-        if let Some(d) = &dns {
-            let deadline = tokio::time::Instant::now() + DNS_UPGRADE_WAIT;
-            while let Err(why) = d.serving_all() {
-                if tokio::time::Instant::now() >= deadline {
-                    warn!(reason = %why, "upgrade: serving DNS although not every zone is loaded yet");
-                    break;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-            d.open()?;
-        }
+        pop.take_over().await?;
     }
     if let Some(mut i) = inherit.take() {
         // Serving now; the old process stops accepting, makes us systemd's
@@ -484,20 +390,9 @@ async fn daemon(
             Err(e) => warn!("upgrade: hand-over task failed ({e}); serving anyway"),
         }
     }
-    if let Some(fp) = xdp::FastPath::start(&edge.config()) {
-        let _ = edge.fast_path.set(fp);
-    }
-    let announcer = bgp
-        .as_ref()
-        .map(|b| announce::Announcer::start(edge.clone(), b, dns.clone()));
-    let ctl = Arc::new(admin::Control {
-        edge: edge.clone(),
-        config_path: path.clone(),
-        announcer: announcer.clone(),
-        dns: dns.clone(),
-    });
+    pop.announce();
     if let Some(listen) = admin_listen {
-        admin::serve(listen, ctl.clone()).await?;
+        admin::serve(listen, pop.clone()).await?;
     }
     if demo {
         info!("demo ready: try `curl http://127.0.0.1:8080/` (backends turn healthy after 2 checks, ~1s)");
@@ -514,12 +409,7 @@ async fn daemon(
                     continue;
                 }
                 info!("SIGUSR2: starting the new binary and handing over the listening sockets");
-                let mut fds: Vec<_> = edge.listener_fds().into_iter().map(|(a, f)| (upgrade::Kind::Lb, a, f)).collect();
-                if let Some(d) = &dns {
-                    let (udp, tcp) = d.socket_fds();
-                    fds.extend(udp.into_iter().map(|(a, f)| (upgrade::Kind::DnsUdp, a, f)));
-                    fds.extend(tcp.into_iter().map(|(a, f)| (upgrade::Kind::DnsTcp, a, f)));
-                }
+                let fds = pop.listener_fds();
                 let r = tokio::task::spawn_blocking(move || -> anyhow::Result<upgrade::Handover> {
                     let mut h = upgrade::Handover::start()?;
                     upgrade::send_listeners(&h.chan.stream, &fds)?;
@@ -542,68 +432,39 @@ async fn daemon(
             _ = int.recv() => { info!("SIGINT received"); break; }
             _ = hup.recv() => {
                 notify::reloading();
-                reload(&ctl);
+                reload(&pop);
                 notify::notify("READY=1");
             }
-            _ = usr1.recv() => info!("status\n{}", edge.status_report()),
+            _ = usr1.recv() => info!("status\n{}", status::Status::read(&pop).report()),
         }
     }
 
-    match &handover {
-        // systemd follows the new process from here on: without this it
-        // would see its main process exit and stop the service, killing the
-        // new process with it.
-        Some(h) => notify::notify(&format!(
-            "MAINPID={}\nSTATUS=upgraded: PID {} serves, PID {} drains",
-            h.child_pid,
-            h.child_pid,
-            std::process::id()
-        )),
-        None => notify::notify("STOPPING=1\nSTATUS=draining"),
-    }
-    let grace = edge.config().shutdown_grace;
-    if let Some(mut h) = handover {
-        // Upgrade: the new process accepts from the same sockets already;
-        // stop our accept loops (closing only our copies), give BGP to the
-        // new process, then finish our own connections.
-        edge.stop_accepting();
-        stop_dns(&dns).await;
-        if let Some(a) = &announcer {
-            a.shutdown_with(std::time::Duration::from_secs(2), false).await;
-        }
-        if let Err(e) = tokio::task::spawn_blocking(move || h.chan.say("BGP_RELEASED")).await {
-            warn!(error = %e, "upgrade: could not tell the new process");
-        }
-        info!("upgrade: listeners handed over; draining this process's connections");
-    } else {
-        // Shutdown invariant: withdraw routes (and close BGP sessions with
-        // Cease) -> stop accepting -> drain open connections up to the grace
-        // period -> exit.
-        if let Some(a) = &announcer {
-            a.shutdown(std::time::Duration::from_secs(2)).await;
-        }
-        edge.stop_accepting();
-        stop_dns(&dns).await;
-    }
-    let open_now =
-        || edge.active.load(std::sync::atomic::Ordering::Relaxed) + dns.as_ref().map_or(0, |d| d.tcp_connections());
-    info!(open_connections = open_now(), grace = ?grace, "listeners closed; draining");
-    // LB connections and DNS TCP connections, up to the same grace period
-    let deadline = forward::deadline(tokio::time::Instant::now(), grace);
-    let drain_all = async {
-        let dns_drain = async {
-            match &dns {
-                Some(d) => d.drain(deadline).await,
-                None => 0,
+    match handover {
+        Some(mut h) => {
+            // systemd follows the new process from here on: without this it
+            // would see its main process exit and stop the service, killing
+            // the new process with it.
+            notify::notify(&format!(
+                "MAINPID={}\nSTATUS=upgraded: PID {} serves, PID {} drains",
+                h.child_pid,
+                h.child_pid,
+                std::process::id()
+            ));
+            pop.hand_over().await;
+            if let Err(e) = tokio::task::spawn_blocking(move || h.chan.say("BGP_RELEASED")).await {
+                warn!(error = %e, "upgrade: could not tell the new process");
             }
-        };
-        let (lb, dns) = tokio::join!(edge.drain(grace), dns_drain);
-        lb + dns
-    };
+            info!("upgrade: listeners handed over; draining this process's connections");
+        }
+        None => {
+            notify::notify("STOPPING=1\nSTATUS=draining");
+            pop.shutdown().await;
+        }
+    }
     let left = tokio::select! {
-        n = drain_all => n,
-        _ = int.recv() => { warn!("second SIGINT: not waiting for connections"); open_now() }
-        _ = term.recv() => { warn!("second SIGTERM: not waiting for connections"); open_now() }
+        n = pop.drain() => n,
+        _ = int.recv() => { warn!("second SIGINT: not waiting for connections"); pop.open_connections() }
+        _ = term.recv() => { warn!("second SIGTERM: not waiting for connections"); pop.open_connections() }
     };
     if left > 0 {
         warn!(closed = left, "grace period over; closing remaining connections");
@@ -614,24 +475,11 @@ async fn daemon(
     Ok(())
 }
 
-/// How long an upgrading process waits for its secondary DNS zones (first
-/// transfer) before it says READY anyway.
-const DNS_UPGRADE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Stops the DNS listeners (after the routes are withdrawn, or once the new
-/// process is READY): UDP threads answer what they have read, then stop
-/// reading; open TCP connections are drained with the LB's.
-async fn stop_dns(dns: &Option<Arc<dns::Dns>>) {
-    if let Some(d) = dns.clone() {
-        let _ = tokio::task::spawn_blocking(move || d.stop()).await;
-    }
-}
-
 /// Reload: parse the whole file first; only a valid config is applied, and
 /// applying is all-or-nothing (listeners are bound before anything changes).
-fn reload(ctl: &admin::Control) {
-    info!(config = %config::source_name(ctl.config_path.as_ref()), "SIGHUP: reloading configuration");
-    match ctl.reload() {
+fn reload(pop: &Pop) {
+    info!(config = %config::source_name(pop.config_path()), "SIGHUP: reloading configuration");
+    match pop.reload() {
         Ok(()) => info!("reload applied"),
         Err(e) => error!(error = %e, "reload rejected; keeping the running configuration"),
     }

@@ -304,9 +304,14 @@ fn admin_drain_prefers_other_pops_then_withdraws_when_connections_end() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("anyedge_anycast_prefix_announced{prefix=\"192.0.2.10/32\",state=\"announced\"} 1"),
+        metrics.contains("anyedge_anycast_prefix_announced{prefix=\"192.0.2.10/32\"} 1"),
         "{metrics}"
     );
+    // one series per state, exactly one of them 1
+    for (state, v) in [("announced", 1), ("draining", 0), ("withdrawn", 0), ("suppressed", 0)] {
+        let series = format!("anyedge_anycast_prefix_state{{prefix=\"192.0.2.10/32\",state=\"{state}\"}} {v}");
+        assert!(metrics.contains(&series), "{series} in {metrics}");
+    }
     let r = admin_post(&pop, "/api/v1/pop/drain");
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
     // still announced, but with GRACEFUL_SHUTDOWN and a longer AS path
