@@ -747,10 +747,15 @@ impl Edge {
         out
     }
 
-    /// Stops accepting on every listener (graceful shutdown, step 1).
-    pub fn stop_accepting(&self) {
-        for s in self.services() {
-            s.close_listeners();
+    /// Stops accepting on every listener and waits (up to a second) until
+    /// the accept tasks, which own the listening sockets, are gone: when
+    /// this returns, a new connection is refused by the kernel (unless an
+    /// upgrade's new process holds the same sockets).
+    pub async fn stop_accepting(&self) {
+        let tasks: Vec<JoinHandle<()>> = self.services().iter().flat_map(|s| s.close_listeners()).collect();
+        let all = futures_join(tasks);
+        if tokio::time::timeout(Duration::from_secs(1), all).await.is_err() {
+            warn!("accept tasks did not stop within 1 s");
         }
     }
 
@@ -777,14 +782,26 @@ impl Edge {
 }
 
 impl Service {
-    fn close_listeners(&self) {
+    /// Aborts the accept tasks (closing the listening sockets they own as
+    /// their runtimes drop them); returns them to await.
+    fn close_listeners(&self) -> Vec<JoinHandle<()>> {
+        let mut out = Vec::new();
         if let Ok(mut ls) = self.listeners.lock() {
             for l in ls.drain(..) {
                 for t in l.tasks {
                     t.abort();
+                    out.push(t);
                 }
             }
         }
+        out
+    }
+}
+
+/// Waits for every task (a cancelled one counts as finished).
+async fn futures_join(tasks: Vec<JoinHandle<()>>) {
+    for t in tasks {
+        let _ = t.await;
     }
 }
 

@@ -323,7 +323,7 @@ impl Pop {
     }
 
     async fn close_listeners(&self) {
-        self.edge.stop_accepting();
+        self.edge.stop_accepting().await;
         if let Some(d) = self.dns.clone() {
             // UDP threads answer what they have read, then stop reading;
             // open TCP connections are drained with the LB's.
