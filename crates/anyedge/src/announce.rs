@@ -30,8 +30,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::config::{AnycastConfig, BgpConfig, PeerConfig};
-use crate::lb::Edge;
+use crate::config::{AnycastConfig, BgpConfig, Config, PeerConfig};
 
 /// Where a prefix stands and why: "announced", "draining" (announced less
 /// preferred), "withdrawn", or "suppressed" (withdrawn by flap damping
@@ -56,10 +55,23 @@ pub struct PeerStatus {
     pub last_error: Mutex<String>,
 }
 
+/// What the announcer reads of the rest of the PoP on every tick (the
+/// `Pop` provides it; tests may provide their own).
+pub trait Sources: Send + Sync + 'static {
+    /// The configuration in force (`[bgp]`, `[[anycast]]`).
+    fn config(&self) -> Arc<Config>;
+    /// A service's eligible backends and open connections; `None`: the
+    /// service is not running.
+    fn service(&self, name: &str) -> Option<(u32, u64)>;
+    /// Open connections of the whole PoP.
+    fn open_connections(&self) -> u64;
+    /// Whether the DNS server serves every zone (`Err(why)` if not, or if
+    /// there is no DNS server).
+    fn dns_ready(&self) -> Result<(), String>;
+}
+
 pub struct Announcer {
-    edge: Arc<Edge>,
-    /// For prefixes with `dns = true`.
-    dns: Option<Arc<crate::dns::Dns>>,
+    src: Arc<dyn Sources>,
     /// The decisions: drains, damping, previous states. Locked only by
     /// the controller tick and operators' commands, never on the data path.
     policy: Mutex<Policy>,
@@ -102,7 +114,7 @@ fn find_prefix(anycast: &[AnycastConfig], text: &str) -> Result<String, String> 
 
 impl Announcer {
     /// Starts the peer drivers and the controller.
-    pub fn start(edge: Arc<Edge>, bgp: &BgpConfig, dns: Option<Arc<crate::dns::Dns>>) -> Arc<Announcer> {
+    pub fn start(src: Arc<dyn Sources>, bgp: &BgpConfig) -> Arc<Announcer> {
         let (stop_tx, stop_rx) = watch::channel(None);
         let mut peers = Vec::new();
         let mut route_tx = Vec::new();
@@ -131,8 +143,7 @@ impl Announcer {
             route_tx.push(tx);
         }
         let a = Arc::new(Announcer {
-            edge,
-            dns,
+            src,
             policy: Mutex::new(Policy::new(settings(Some(bgp)))),
             prefixes: Mutex::new(BTreeMap::new()),
             peers,
@@ -165,7 +176,7 @@ impl Announcer {
     pub fn start_drain(&self, reason: &str) {
         let started = {
             let mut p = self.policy();
-            p.set_settings(settings(self.edge.config().bgp.as_ref()));
+            p.set_settings(settings(self.src.config().bgp.as_ref()));
             p.drain_pop(reason, std::time::Instant::now())
                 .then(|| p.settings().drain_timeout)
         };
@@ -188,7 +199,7 @@ impl Announcer {
     /// is "addr/len", or just "addr" when one configured prefix has it.
     /// Returns the prefix drained.
     pub fn drain_prefix(&self, prefix: &str, drain: bool, reason: &str) -> Result<String, String> {
-        let cfg = self.edge.config();
+        let cfg = self.src.config();
         let key = find_prefix(&cfg.anycast, prefix)?;
         {
             let mut p = self.policy();
@@ -211,7 +222,7 @@ impl Announcer {
         if let Some(d) = self.policy().pop_drain() {
             return Some(d.reason.clone());
         }
-        maintenance_file(&self.edge.config()).map(|f| format!("maintenance file {f} exists"))
+        maintenance_file(&self.src.config()).map(|f| format!("maintenance file {f} exists"))
     }
 
     /// Prefixes an operator has drained one by one.
@@ -221,7 +232,7 @@ impl Announcer {
 
     /// The policy's input, read now: backends per service, DNS readiness,
     /// open connections, the maintenance file, the BGP sessions.
-    fn snapshot(&self, cfg: &crate::config::Config) -> Input {
+    fn snapshot(&self, cfg: &Config) -> Input {
         let prefixes = cfg
             .anycast
             .iter()
@@ -231,11 +242,11 @@ impl Announcer {
                     .services
                     .iter()
                     .map(|name| {
-                        let svc = self.edge.service(name);
-                        open += svc.as_ref().map_or(0, |s| s.active.load(Ordering::Relaxed));
+                        let svc = self.src.service(name);
+                        open += svc.map_or(0, |(_, o)| o);
                         ServiceInput {
                             name: name.clone(),
-                            eligible: svc.map(|s| u32::try_from(s.eligible_count()).unwrap_or(u32::MAX)),
+                            eligible: svc.map(|(e, _)| e),
                         }
                     })
                     .collect();
@@ -243,10 +254,7 @@ impl Announcer {
                     key: prefix_str(&ac.prefix),
                     services,
                     min_healthy_backends: ac.min_healthy_backends,
-                    dns: ac.dns.then(|| match &self.dns {
-                        None => Err("DNS server not running".to_string()),
-                        Some(d) => d.serving_all(),
-                    }),
+                    dns: ac.dns.then(|| self.src.dns_ready()),
                     open_connections: open,
                     ipv6: ac.prefix.0.is_ipv6(),
                 }
@@ -254,7 +262,7 @@ impl Announcer {
             .collect();
         Input {
             prefixes,
-            open_connections: self.edge.active.load(Ordering::Relaxed),
+            open_connections: self.src.open_connections(),
             maintenance_file: maintenance_file(cfg),
             peers: self
                 .peers
@@ -270,7 +278,7 @@ impl Announcer {
 
     /// Recomputes prefix states and pushes route sets to the peers.
     pub fn evaluate(&self) {
-        let cfg = self.edge.config();
+        let cfg = self.src.config();
         let input = self.snapshot(&cfg);
         let decisions = {
             let mut p = self.policy();
@@ -389,7 +397,7 @@ fn settings(bgp: Option<&BgpConfig>) -> Settings {
 }
 
 /// The maintenance file's path while it exists.
-fn maintenance_file(cfg: &crate::config::Config) -> Option<String> {
+fn maintenance_file(cfg: &Config) -> Option<String> {
     let file = cfg.bgp.as_ref()?.maintenance_file.as_ref()?;
     file.exists().then(|| file.display().to_string())
 }

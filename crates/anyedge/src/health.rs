@@ -1,10 +1,9 @@
-//! Active health-check driver: one task per backend. The state machine
-//! (rise/fall, passive ejection) lives in `anyedge_lb::health`; this module
-//! only does the I/O of a TCP or HTTP check and feeds the result in.
+//! The I/O of one active health check (TCP or HTTP, with a PROXY header
+//! where the backend needs one). The state machine (rise/fall, passive
+//! ejection) lives in `anyedge_lb::health`; the load balancer schedules the
+//! checks (`lb::run_checker`) and feeds the results in.
 
 use std::net::SocketAddr;
-use std::sync::Weak;
-use std::time::Duration;
 
 use anyedge_lb::health::{CheckResult, FailReason};
 use anyedge_proxy::Addresses;
@@ -13,38 +12,6 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
 use crate::config::{CheckKind, HealthCheck, ProxyMode};
-use crate::lb::{Backend, Service};
-
-/// Runs checks for `backend` until the backend or its service is dropped (or
-/// the task is aborted on reload). The first check runs at once; later ones
-/// every `interval` with a small per-backend phase offset so that checks of
-/// many backends do not fire in lock-step.
-pub async fn run_checker(svc: Weak<Service>, backend: Weak<Backend>) {
-    let mut first = true;
-    loop {
-        if !first {
-            let (Some(s), Some(b)) = (svc.upgrade(), backend.upgrade()) else {
-                return;
-            };
-            let jitter = Duration::from_millis(u64::from(phase(&b.name)) % 50);
-            let interval = s.config().health.interval;
-            drop((s, b));
-            tokio::time::sleep(interval + jitter).await;
-        }
-        first = false;
-        let (Some(s), Some(b)) = (svc.upgrade(), backend.upgrade()) else {
-            return;
-        };
-        let (cfg, bcfg) = (s.config(), b.config());
-        let r = check_once(bcfg.address, &cfg.health, bcfg.proxy).await;
-        s.check_result(&b, r);
-    }
-}
-
-fn phase(name: &str) -> u32 {
-    name.bytes()
-        .fold(2166136261u32, |h, b| (h ^ u32::from(b)).wrapping_mul(16777619))
-}
 
 /// One check, bounded by the check timeout.
 pub async fn check_once(addr: SocketAddr, hc: &HealthCheck, proxy: ProxyMode) -> CheckResult {
@@ -137,6 +104,7 @@ fn parse_status(b: &[u8]) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tokio::net::TcpListener;
 
     #[test]

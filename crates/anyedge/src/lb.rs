@@ -642,7 +642,7 @@ impl Edge {
                             stats: BackendStats::default(),
                             checker: Mutex::new(None),
                         });
-                        let h = tokio::spawn(checks::run_checker(Arc::downgrade(&svc), Arc::downgrade(&b)));
+                        let h = tokio::spawn(run_checker(Arc::downgrade(&svc), Arc::downgrade(&b)));
                         if let Ok(mut g) = b.checker.lock() {
                             *g = Some(h);
                         }
@@ -803,6 +803,37 @@ async fn futures_join(tasks: Vec<JoinHandle<()>>) {
     for t in tasks {
         let _ = t.await;
     }
+}
+
+/// Runs checks for `backend` until the backend or its service is dropped (or
+/// the task is aborted on reload). The first check runs at once; later ones
+/// every `interval` with a small per-backend phase offset so that checks of
+/// many backends do not fire in lock-step.
+pub async fn run_checker(svc: Weak<Service>, backend: Weak<Backend>) {
+    let mut first = true;
+    loop {
+        if !first {
+            let (Some(s), Some(b)) = (svc.upgrade(), backend.upgrade()) else {
+                return;
+            };
+            let jitter = Duration::from_millis(u64::from(phase(&b.name)) % 50);
+            let interval = s.config().health.interval;
+            drop((s, b));
+            tokio::time::sleep(interval + jitter).await;
+        }
+        first = false;
+        let (Some(s), Some(b)) = (svc.upgrade(), backend.upgrade()) else {
+            return;
+        };
+        let (cfg, bcfg) = (s.config(), b.config());
+        let r = checks::check_once(bcfg.address, &cfg.health, bcfg.proxy).await;
+        s.check_result(&b, r);
+    }
+}
+
+fn phase(name: &str) -> u32 {
+    name.bytes()
+        .fold(2166136261u32, |h, b| (h ^ u32::from(b)).wrapping_mul(16777619))
 }
 
 async fn accept_loop(edge: Weak<Edge>, svc: Weak<Service>, listener: std::net::TcpListener) {

@@ -172,9 +172,11 @@ impl Pop {
             let _ = self.edge.fast_path.set(fp);
         }
         if let Some(b) = &cfg.bgp {
-            let _ = self
-                .announcer
-                .set(Announcer::start(self.edge.clone(), b, self.dns.clone()));
+            let src = Arc::new(AnnouncerSources {
+                edge: self.edge.clone(),
+                dns: self.dns.clone(),
+            });
+            let _ = self.announcer.set(Announcer::start(src, b));
         }
     }
 
@@ -330,6 +332,35 @@ impl Pop {
             let _ = tokio::task::spawn_blocking(move || d.stop()).await;
         }
         self.step(Step::ListenersClosed);
+    }
+}
+
+/// What the announcer reads of this PoP.
+struct AnnouncerSources {
+    edge: Arc<Edge>,
+    dns: Option<Arc<Dns>>,
+}
+
+impl crate::announce::Sources for AnnouncerSources {
+    fn config(&self) -> Arc<Config> {
+        self.edge.config()
+    }
+    fn service(&self, name: &str) -> Option<(u32, u64)> {
+        self.edge.service(name).map(|s| {
+            (
+                u32::try_from(s.eligible_count()).unwrap_or(u32::MAX),
+                s.active.load(std::sync::atomic::Ordering::Relaxed),
+            )
+        })
+    }
+    fn open_connections(&self) -> u64 {
+        self.edge.active.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    fn dns_ready(&self) -> Result<(), String> {
+        match &self.dns {
+            None => Err("DNS server not running".to_string()),
+            Some(d) => d.serving_all(),
+        }
     }
 }
 
