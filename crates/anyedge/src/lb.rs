@@ -367,8 +367,6 @@ pub struct Edge {
     /// Refused connections held open by the tarpit now, and in all.
     pub tarpit_open: AtomicU64,
     pub tarpitted: AtomicU64,
-    /// The XDP fast path, when attached (set once at start).
-    pub fast_path: std::sync::OnceLock<Arc<crate::xdp::FastPath>>,
     /// Origin of the guard's clock.
     epoch: Instant,
     services: Mutex<BTreeMap<String, Arc<Service>>>,
@@ -432,7 +430,6 @@ impl Edge {
             dynamic_blocks: AtomicU64::new(0),
             tarpit_open: AtomicU64::new(0),
             tarpitted: AtomicU64::new(0),
-            fast_path: std::sync::OnceLock::new(),
             epoch: Instant::now(),
             config: ArcSwap::from_pointee(config.clone()),
             services: Mutex::new(BTreeMap::new()),
@@ -446,47 +443,34 @@ impl Edge {
             gate: tokio::sync::watch::Sender::new(!hold_accept),
         });
         edge.apply(config)?;
-        // Heavy-hitter detection and block expiry, once a second.
-        let weak = Arc::downgrade(&edge);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(edge) = weak.upgrade() else { return };
-                let now = edge.epoch.elapsed();
-                let blocks = edge.guard.load().tick(now);
-                edge.dynamic_blocks.fetch_add(blocks.len() as u64, Ordering::Relaxed);
-                if let Some(fp) = edge.fast_path.get() {
-                    // the same blocks in the kernel, with the same expiry
-                    let block_for = edge.config.load().guard.dynamic_block.as_ref().map(|d| d.block_for);
-                    if let Some(block_for) = block_for {
-                        for (p, _) in &blocks {
-                            fp.block(*p, now.saturating_add(block_for));
-                        }
-                    }
-                    fp.expire(now);
-                }
-                for (p, n) in blocks.iter().take(10) {
-                    let secs = edge
-                        .config
-                        .load()
-                        .guard
-                        .dynamic_block
-                        .as_ref()
-                        .map_or(0, |d| d.block_for.as_secs());
-                    warn!(source = %p, connections_per_second = n, block_for_s = secs, "heavy hitter: dynamic block added");
-                }
-                if blocks.len() > 10 {
-                    warn!(more = blocks.len() - 10, "heavy hitter: more dynamic blocks added");
-                }
-            }
-        });
         Ok(edge)
     }
 
     pub fn config(&self) -> Arc<Config> {
         self.config.load_full()
+    }
+
+    /// Heavy-hitter detection and block expiry (the PoP calls this once a
+    /// second): returns the guard clock's time and the sources blocked now,
+    /// each with its rate, for the fast path to block too.
+    pub fn guard_tick(&self) -> (Duration, Vec<(anyedge_guard::prefix::Prefix, u32)>) {
+        let now = self.epoch.elapsed();
+        let blocks = self.guard.load().tick(now);
+        self.dynamic_blocks.fetch_add(blocks.len() as u64, Ordering::Relaxed);
+        let secs = self
+            .config
+            .load()
+            .guard
+            .dynamic_block
+            .as_ref()
+            .map_or(0, |d| d.block_for.as_secs());
+        for (p, n) in blocks.iter().take(10) {
+            warn!(source = %p, connections_per_second = n, block_for_s = secs, "heavy hitter: dynamic block added");
+        }
+        if blocks.len() > 10 {
+            warn!(more = blocks.len() - 10, "heavy hitter: more dynamic blocks added");
+        }
+        (now, blocks)
     }
 
     pub fn service(&self, name: &str) -> Option<Arc<Service>> {

@@ -66,6 +66,8 @@ pub struct Pop {
     pub edge: Arc<Edge>,
     pub dns: Option<Arc<Dns>>,
     announcer: OnceLock<Arc<Announcer>>,
+    /// The XDP fast path, when attached (from [`Pop::announce`] on).
+    fast_path: OnceLock<Arc<crate::xdp::FastPath>>,
     config_path: Option<PathBuf>,
     steps: Mutex<Vec<(Instant, Step)>>,
 }
@@ -119,8 +121,31 @@ impl Pop {
             edge,
             dns,
             announcer: OnceLock::new(),
+            fast_path: OnceLock::new(),
             config_path,
             steps: Mutex::new(Vec::new()),
+        });
+        // The guard's heavy-hitter detection and block expiry, once a
+        // second, in userspace and (once attached) in the fast path.
+        let weak = Arc::downgrade(&pop);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(pop) = weak.upgrade() else { return };
+                let (now, blocks) = pop.edge.guard_tick();
+                if let Some(fp) = pop.fast_path.get() {
+                    // the same blocks in the kernel, with the same expiry
+                    let cfg = pop.edge.config();
+                    if let Some(d) = &cfg.guard.dynamic_block {
+                        for (p, _) in &blocks {
+                            fp.block(*p, now.saturating_add(d.block_for));
+                        }
+                    }
+                    fp.expire(now);
+                }
+            }
         });
         pop.step(Step::Started);
         Ok(pop)
@@ -169,7 +194,7 @@ impl Pop {
     pub fn announce(&self) {
         let cfg = self.edge.config();
         if let Some(fp) = crate::xdp::FastPath::start(&cfg) {
-            let _ = self.edge.fast_path.set(fp);
+            let _ = self.fast_path.set(fp);
         }
         if let Some(b) = &cfg.bgp {
             let src = Arc::new(AnnouncerSources {
@@ -184,6 +209,11 @@ impl Pop {
     /// configured).
     pub fn announcer(&self) -> Option<&Arc<Announcer>> {
         self.announcer.get()
+    }
+
+    /// The XDP fast path, if attached.
+    pub fn fast_path(&self) -> Option<&Arc<crate::xdp::FastPath>> {
+        self.fast_path.get()
     }
 
     /// The file the configuration is read from on reload.
@@ -212,7 +242,7 @@ impl Pop {
         let dns_cfg = cfg.dns.clone();
         let pop = cfg.pop_name.clone();
         self.edge.apply(cfg).map_err(|e| format!("{e:#}"))?;
-        if let Some(fp) = self.edge.fast_path.get() {
+        if let Some(fp) = self.fast_path.get() {
             if let Err(e) = fp.apply(&self.edge.config()) {
                 warn!(error = %e, "XDP fast path: new rules not applied (the userspace layer has them)");
             }

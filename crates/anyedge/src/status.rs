@@ -232,7 +232,7 @@ impl Status {
             },
             services,
             anycast,
-            xdp: edge.fast_path.get().map(|fp| Xdp {
+            xdp: pop.fast_path().map(|fp| Xdp {
                 interfaces: fp.interfaces.clone(),
                 mode: fp.mode,
                 counters: fp.counters(),
