@@ -1,0 +1,441 @@
+//! The layer-4 load balancer runtime: the service table and its reload
+//! (`Edge`, here), listeners and upgrades' inherited sockets, services and
+//! backends with health and selection (`service.rs`), and the
+//! per-connection path (`conn.rs`: accept -> guard -> inspect -> select ->
+//! connect with retry -> PROXY header -> forward).
+//!
+//! Hot-path state is read lock-free: the service config, backend list and
+//! selector are `ArcSwap`s replaced wholesale by the control path (health
+//! transitions, reload); counters are relaxed atomics. Mutexes are only taken
+//! by the control path and on a backend's passive failure.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyedge_guard::Guard;
+use anyedge_lb::health::{Health, State};
+use arc_swap::ArcSwap;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::forward;
+use crate::net;
+
+mod conn;
+mod service;
+
+use conn::accept_loop;
+use service::{run_checker, thresholds, ListenerSet, Selector};
+pub use service::{Backend, BackendLabels, BackendStats, Service, ServiceStats, CHECK_LATENCY};
+
+/// The whole L4 runtime of one PoP.
+pub struct Edge {
+    config: ArcSwap<Config>,
+    /// Per-source admission (replaced when its config changes on reload).
+    guard: ArcSwap<Guard>,
+    /// Connections dropped by the guard, indexed like `DropReason::ALL`.
+    pub guard_drops: [AtomicU64; 4],
+    /// Deny entries added by the heavy-hitter detector.
+    pub dynamic_blocks: AtomicU64,
+    /// Refused connections held open by the tarpit now, and in all.
+    pub tarpit_open: AtomicU64,
+    pub tarpitted: AtomicU64,
+    /// Origin of the guard's clock.
+    epoch: Instant,
+    services: Mutex<BTreeMap<String, Arc<Service>>>,
+    pub active: AtomicU64,
+    idle: Notify,
+    conn_seq: AtomicU64,
+    boot: u64,
+    workers: usize,
+    /// Listening sockets received from the previous process, by address,
+    /// used (once) instead of binding new ones.
+    inherited: Mutex<std::collections::HashMap<SocketAddr, Vec<std::net::TcpListener>>>,
+    /// One current-thread runtime per worker (empty: use the ambient one).
+    worker_rts: Vec<tokio::runtime::Handle>,
+    /// Accept loops wait until this is true (held closed during an upgrade
+    /// until the backends' health is known).
+    gate: tokio::sync::watch::Sender<bool>,
+}
+
+impl Edge {
+    /// Builds the runtime and opens every listener. Fails if a listener
+    /// cannot be bound (the daemon must not half-start).
+    pub fn start(
+        config: Config,
+        workers: usize,
+        inherited: std::collections::HashMap<SocketAddr, Vec<std::net::TcpListener>>,
+        worker_rts: Vec<tokio::runtime::Handle>,
+        hold_accept: bool,
+    ) -> anyhow::Result<Arc<Edge>> {
+        let boot = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let edge = Arc::new(Edge {
+            guard: ArcSwap::from_pointee(Guard::new(&config.guard)),
+            guard_drops: Default::default(),
+            dynamic_blocks: AtomicU64::new(0),
+            tarpit_open: AtomicU64::new(0),
+            tarpitted: AtomicU64::new(0),
+            epoch: Instant::now(),
+            config: ArcSwap::from_pointee(config.clone()),
+            services: Mutex::new(BTreeMap::new()),
+            active: AtomicU64::new(0),
+            idle: Notify::new(),
+            conn_seq: AtomicU64::new(0),
+            boot,
+            workers: workers.max(1),
+            inherited: Mutex::new(inherited),
+            worker_rts,
+            gate: tokio::sync::watch::Sender::new(!hold_accept),
+        });
+        edge.apply(config)?;
+        Ok(edge)
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// Heavy-hitter detection and block expiry (the PoP calls this once a
+    /// second): returns the guard clock's time and the sources blocked now,
+    /// each with its rate, for the fast path to block too.
+    pub fn guard_tick(&self) -> (Duration, Vec<(anyedge_guard::prefix::Prefix, u32)>) {
+        let now = self.epoch.elapsed();
+        let blocks = self.guard.load().tick(now);
+        self.dynamic_blocks.fetch_add(blocks.len() as u64, Ordering::Relaxed);
+        let secs = self
+            .config
+            .load()
+            .guard
+            .dynamic_block
+            .as_ref()
+            .map_or(0, |d| d.block_for.as_secs());
+        for (p, n) in blocks.iter().take(10) {
+            warn!(source = %p, connections_per_second = n, block_for_s = secs, "heavy hitter: dynamic block added");
+        }
+        if blocks.len() > 10 {
+            warn!(more = blocks.len() - 10, "heavy hitter: more dynamic blocks added");
+        }
+        (now, blocks)
+    }
+
+    pub fn service(&self, name: &str) -> Option<Arc<Service>> {
+        self.services.lock().ok().and_then(|m| m.get(name).cloned())
+    }
+
+    pub fn services(&self) -> Vec<Arc<Service>> {
+        self.services
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Applies a new, already validated configuration: services and backends
+    /// are matched by name so health state, counters and open connections
+    /// survive; listeners are opened for new addresses before old ones close.
+    /// If a new listener cannot be bound the whole reload is refused and the
+    /// running configuration stays as it was.
+    pub fn apply(self: &Arc<Self>, new: Config) -> anyhow::Result<()> {
+        let mut services = self
+            .services
+            .lock()
+            .map_err(|_| anyhow::anyhow!("service table lock poisoned"))?;
+
+        // 1. Bind every listener that does not exist yet, before changing
+        //    anything: a bind failure aborts the reload with nothing changed.
+        let mut fresh: BTreeMap<(String, SocketAddr), Vec<std::net::TcpListener>> = BTreeMap::new();
+        let ours: Vec<SocketAddr> = services
+            .values()
+            .filter_map(|s| {
+                s.listeners
+                    .lock()
+                    .ok()
+                    .map(|l| l.iter().map(|x| x.addr).collect::<Vec<_>>())
+            })
+            .flatten()
+            .collect();
+        for sc in &new.services {
+            let existing = services.get(&sc.name);
+            for addr in &sc.listen {
+                let have = existing.is_some_and(|s| {
+                    s.listeners
+                        .lock()
+                        .map(|l| l.iter().any(|ls| ls.addr == *addr && ls.backlog == sc.backlog))
+                        .unwrap_or(false)
+                });
+                if !have {
+                    // Sockets handed over by the previous process (upgrade)
+                    // first: their queued connections are served, not reset.
+                    let inherited = self
+                        .inherited
+                        .lock()
+                        .ok()
+                        .and_then(|mut m| m.remove(addr))
+                        .unwrap_or_default();
+                    let mut socks = inherited;
+                    if socks.is_empty() {
+                        net::warn_if_not_local(&format!("service {:?}", sc.name), *addr);
+                        // a new address: nobody else may listen there (our
+                        // own listeners may, on a reload that moves it)
+                        if !ours.contains(addr) {
+                            if let Err(e) = net::refuse_taken(*addr, false) {
+                                if !ours.iter().any(|o| crate::config::listen_overlap(*o, *addr)) {
+                                    anyhow::bail!("service {:?}: cannot listen on {addr}: {e}", sc.name);
+                                }
+                            }
+                        }
+                    }
+                    while socks.len() < self.workers {
+                        socks.push(
+                            net::listen(*addr, sc.backlog)
+                                .map_err(|e| anyhow::anyhow!("service {:?}: cannot listen on {addr}: {e}", sc.name))?,
+                        );
+                    }
+                    fresh.insert((sc.name.clone(), *addr), socks);
+                }
+            }
+        }
+
+        // 2. Services that disappeared: stop listening and checking; their
+        //    open connections finish on their own.
+        let keep: Vec<&str> = new.services.iter().map(|s| s.name.as_str()).collect();
+        let gone: Vec<String> = services
+            .keys()
+            .filter(|k| !keep.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(s) = services.remove(&name) {
+                s.close_listeners();
+                for b in s.backends.load().iter() {
+                    b.stop_checker();
+                }
+                info!(service = %name, "service removed");
+            }
+        }
+
+        // 3. New and changed services.
+        for sc in new.services.iter().cloned() {
+            let svc = match services.get(&sc.name) {
+                Some(s) => s.clone(),
+                None => {
+                    let s = Arc::new(Service {
+                        name: sc.name.clone(),
+                        cfg: ArcSwap::from_pointee(sc.clone()),
+                        backends: ArcSwap::from_pointee(Vec::new()),
+                        selector: ArcSwap::from_pointee(Selector {
+                            eligible: Vec::new(),
+                            weights: Vec::new(),
+                            maglev: None,
+                        }),
+                        active: AtomicU64::new(0),
+                        rr: AtomicU64::new(0),
+                        stats: ServiceStats::default(),
+                        listeners: Mutex::new(Vec::new()),
+                        rebuild_lock: Mutex::new(()),
+                    });
+                    services.insert(sc.name.clone(), s.clone());
+                    info!(service = %sc.name, listen = ?sc.listen, backends = sc.backends.len(), "service added");
+                    s
+                }
+            };
+            svc.cfg.store(Arc::new(sc.clone()));
+
+            // Backends, matched by name.
+            let old = svc.backends.load_full();
+            let mut next = Vec::with_capacity(sc.backends.len());
+            for bc in &sc.backends {
+                let reuse = old
+                    .iter()
+                    .find(|b| b.name == bc.name && b.cfg.load().address == bc.address);
+                let b = match reuse {
+                    Some(b) => {
+                        let prev = b.cfg.swap(Arc::new(bc.clone()));
+                        if prev.drain != bc.drain {
+                            info!(service = %sc.name, backend = %bc.name, drain = bc.drain, "backend drain changed");
+                        }
+                        if let Ok(mut h) = b.health.lock() {
+                            h.set_thresholds(thresholds(&sc));
+                        }
+                        b.clone()
+                    }
+                    None => {
+                        // A new backend starts down: traffic only after it
+                        // passed `rise` checks (the first check runs at once).
+                        let b = Arc::new(Backend {
+                            name: bc.name.clone(),
+                            cfg: ArcSwap::from_pointee(bc.clone()),
+                            up: AtomicBool::new(false),
+                            admin_drain: AtomicBool::new(false),
+                            health: Mutex::new(Health::new(thresholds(&sc), State::Down, std::time::Instant::now())),
+                            active: AtomicU64::new(0),
+                            stats: BackendStats::default(),
+                            checker: Mutex::new(None),
+                        });
+                        let h = tokio::spawn(run_checker(Arc::downgrade(&svc), Arc::downgrade(&b)));
+                        if let Ok(mut g) = b.checker.lock() {
+                            *g = Some(h);
+                        }
+                        b
+                    }
+                };
+                next.push(b);
+            }
+            for b in old.iter() {
+                if !next.iter().any(|n| Arc::ptr_eq(n, b)) {
+                    b.stop_checker();
+                    info!(service = %sc.name, backend = %b.name, "backend removed");
+                }
+            }
+            svc.backends.store(Arc::new(next));
+            svc.rebuild_selector();
+
+            // Listeners: open new, then close the ones no longer configured.
+            {
+                let mut ls = svc.listeners.lock().unwrap_or_else(|p| p.into_inner());
+                for addr in &sc.listen {
+                    if let Some(socks) = fresh.remove(&(sc.name.clone(), *addr)) {
+                        let fds = socks.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
+                        // One socket per worker thread: that worker accepts
+                        // from it and runs its connections (thread per core).
+                        let tasks = socks
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, l)| {
+                                let fut = accept_loop(Arc::downgrade(self), Arc::downgrade(&svc), l);
+                                match self.worker_rts.get(i % self.worker_rts.len().max(1)) {
+                                    Some(h) => h.spawn(fut),
+                                    None => tokio::spawn(fut),
+                                }
+                            })
+                            .collect();
+                        // Replace a listener on the same address (backlog change).
+                        if let Some(pos) = ls.iter().position(|x| x.addr == *addr) {
+                            for t in ls.remove(pos).tasks {
+                                t.abort();
+                            }
+                        }
+                        ls.push(ListenerSet {
+                            addr: *addr,
+                            backlog: sc.backlog,
+                            tasks,
+                            fds,
+                        });
+                        info!(service = %sc.name, %addr, "listening");
+                    }
+                }
+                ls.retain(|x| {
+                    let keep = sc.listen.contains(&x.addr);
+                    if !keep {
+                        for t in &x.tasks {
+                            t.abort();
+                        }
+                        info!(service = %sc.name, addr = %x.addr, "listener closed");
+                    }
+                    keep
+                });
+                drop(ls);
+            }
+        }
+        if self.config.load().guard != new.guard {
+            // New rules, fresh state: open connections release into the
+            // guard that admitted them.
+            self.guard.store(Arc::new(Guard::new(&new.guard)));
+            info!("guard rules replaced");
+        }
+        self.config.store(Arc::new(new));
+        Ok(())
+    }
+
+    /// Lets the accept loops start (see `hold_accept` in [`Edge::start`]).
+    pub fn open_gate(&self) {
+        self.gate.send_replace(true);
+    }
+
+    /// True once every service can serve as well as its config allows:
+    /// each backend that is not drained and has weight is selectable.
+    pub fn backends_settled(&self) -> bool {
+        self.services().iter().all(|s| {
+            let wanted = s
+                .backends()
+                .iter()
+                .filter(|b| !b.is_draining() && b.cfg.load().weight > 0)
+                .count();
+            s.eligible_count() >= wanted
+        })
+    }
+
+    /// Every listening socket by address (for the upgrade hand-over). The
+    /// fds stay valid while the accept tasks run.
+    pub fn listener_fds(&self) -> Vec<(SocketAddr, Vec<std::os::fd::RawFd>)> {
+        let mut out = Vec::new();
+        for s in self.services() {
+            if let Ok(ls) = s.listeners.lock() {
+                out.extend(ls.iter().map(|l| (l.addr, l.fds.clone())));
+            }
+        }
+        out
+    }
+
+    /// Stops accepting on every listener and waits (up to a second) until
+    /// the accept tasks, which own the listening sockets, are gone: when
+    /// this returns, a new connection is refused by the kernel (unless an
+    /// upgrade's new process holds the same sockets).
+    pub async fn stop_accepting(&self) {
+        let tasks: Vec<JoinHandle<()>> = self.services().iter().flat_map(|s| s.close_listeners()).collect();
+        let all = futures_join(tasks);
+        if tokio::time::timeout(Duration::from_secs(1), all).await.is_err() {
+            warn!("accept tasks did not stop within 1 s");
+        }
+    }
+
+    /// Waits until no connection is open or `grace` passes; returns the
+    /// number still open.
+    pub async fn drain(&self, grace: Duration) -> u64 {
+        let deadline = forward::deadline(Instant::now(), grace);
+        loop {
+            let idle = self.idle.notified();
+            let n = self.active.load(Ordering::Acquire);
+            if n == 0 {
+                return 0;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                return self.active.load(Ordering::Acquire);
+            }
+        }
+    }
+
+    fn next_unique_id(&self, pop: &str) -> String {
+        let seq = self.conn_seq.fetch_add(1, Ordering::Relaxed);
+        format!("{pop}-{:x}-{seq:x}", self.boot)
+    }
+}
+
+impl Service {
+    /// Aborts the accept tasks (closing the listening sockets they own as
+    /// their runtimes drop them); returns them to await.
+    fn close_listeners(&self) -> Vec<JoinHandle<()>> {
+        let mut out = Vec::new();
+        if let Ok(mut ls) = self.listeners.lock() {
+            for l in ls.drain(..) {
+                for t in l.tasks {
+                    t.abort();
+                    out.push(t);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Waits for every task (a cancelled one counts as finished).
+async fn futures_join(tasks: Vec<JoinHandle<()>>) {
+    for t in tasks {
+        let _ = t.await;
+    }
+}
