@@ -156,6 +156,53 @@ impl Decision {
             .filter(|p| matches!(p, PeerRoute::Announced { .. }))
             .count()
     }
+
+    /// Peers that can carry the prefix (with a next hop of its family).
+    pub fn carriers(&self) -> usize {
+        self.peers.iter().filter(|p| **p != PeerRoute::NoNextHop).count()
+    }
+
+    /// What the routers were told, and why: the policy's state while at
+    /// least one peer has the route, else withdrawn with the reason no
+    /// peer has it. This, not [`Decision::state`], is what an operator is
+    /// shown: a prefix the policy wants up is not announced anywhere while
+    /// no BGP session is established.
+    pub fn reported(&self) -> (State, String) {
+        if !self.state.is_up() {
+            return (self.state, self.reason.clone());
+        }
+        let (n, m) = (self.announced_to(), self.carriers());
+        if m == 0 {
+            (
+                State::Withdrawn,
+                format!(
+                    "no BGP peer has a next hop for this address family (ready to announce: {})",
+                    self.reason
+                ),
+            )
+        } else if n == 0 {
+            (
+                State::Withdrawn,
+                format!("no BGP session established (ready to announce: {})", self.reason),
+            )
+        } else if n < m {
+            (self.state, format!("{}; announced to {n} of {m} peers", self.reason))
+        } else {
+            (self.state, self.reason.clone())
+        }
+    }
+}
+
+impl PeerRoute {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerRoute::Announced { draining: false } => "announced",
+            PeerRoute::Announced { draining: true } => "draining",
+            PeerRoute::Withdrawn => "withdrawn",
+            PeerRoute::NoSession => "no session",
+            PeerRoute::NoNextHop => "no next hop",
+        }
+    }
 }
 
 /// A drain in force: why, and until when at the latest (`None`: until the

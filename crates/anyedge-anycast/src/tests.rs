@@ -521,3 +521,39 @@ fn a_reload_keeps_drains_and_damping() {
     assert_eq!(d[0].state, Withdrawn);
     assert_eq!(sim.policy.drained_prefixes().collect::<Vec<_>>(), vec![A]);
 }
+
+#[test]
+fn reported_state_is_what_the_routers_were_told() {
+    let mut sim = Sim::new(1, false);
+    let d = sim.step();
+    assert_eq!(d[0].reported(), (Announced, "all checks pass".to_string()));
+    // B (IPv6) reaches only the first peer, which carries it: fully told
+    assert_eq!((d[1].announced_to(), d[1].carriers()), (1, 1));
+    assert_eq!(d[1].reported().0, Announced);
+    sim.act(&Session(false));
+    let d = sim.step();
+    assert_eq!(
+        d[0].reported(),
+        (Announced, "all checks pass; announced to 1 of 2 peers".to_string())
+    );
+    assert_eq!(
+        d[1].reported(),
+        (
+            Withdrawn,
+            "no BGP session established (ready to announce: all checks pass)".to_string()
+        )
+    );
+    // withdrawn by the policy: its own reason, whatever the sessions
+    sim.act(&Eligible(0));
+    let d = sim.step();
+    assert_eq!(d[0].reported().0, Withdrawn);
+    assert!(d[0].reported().1.contains("0 healthy"), "{:?}", d[0].reported());
+    // draining to the peers that have a session
+    sim.act(&Eligible(2));
+    sim.act(&Open(3, 3));
+    sim.act(&DrainPop("x"));
+    let d = sim.step();
+    assert_eq!(d[0].reported().0, Draining);
+    assert_eq!(d[0].peers[1].as_str(), "draining");
+    assert_eq!(d[0].peers[0].as_str(), "no session");
+}

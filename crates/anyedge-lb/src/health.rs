@@ -69,6 +69,10 @@ pub struct Health {
     passive_streak: u32,
     last: Option<CheckResult>,
     reason: String,
+    /// Start of the current run of failed checks, if the last one failed.
+    failing_since: Option<Instant>,
+    /// Has never been up (started down and no rise yet).
+    never_up: bool,
 }
 
 impl Health {
@@ -85,6 +89,8 @@ impl Health {
                 State::Up => "assumed up at start".into(),
                 State::Down => "new: waiting for checks".into(),
             },
+            failing_since: None,
+            never_up: initial == State::Down,
         }
     }
 
@@ -101,9 +107,17 @@ impl Health {
         self.last.as_ref()
     }
 
-    /// Why the backend is in its current state.
+    /// Why the backend is in its current state; while down, kept up to
+    /// date with the checks since (a backend that never came up says so,
+    /// with the last failure).
     pub fn last_reason(&self) -> &str {
         &self.reason
+    }
+
+    /// When the current run of failed checks began (`None` if the last
+    /// check passed or there was none).
+    pub fn failing_since(&self) -> Option<Instant> {
+        self.failing_since
     }
 
     pub fn thresholds(&self) -> Thresholds {
@@ -125,22 +139,39 @@ impl Health {
         let out = match &r {
             CheckResult::Ok { .. } => {
                 self.fail_streak = 0;
+                self.failing_since = None;
                 self.ok_streak = self.ok_streak.saturating_add(1);
                 if self.state == State::Down && self.ok_streak >= self.th.rise.max(1) {
                     self.passive_streak = 0;
+                    self.never_up = false;
                     let reason = format!("{} consecutive passing checks", self.ok_streak);
                     Some(self.transition(State::Up, reason, now))
                 } else {
+                    if self.state == State::Down {
+                        self.reason = format!(
+                            "{} of {} passing checks needed to come up",
+                            self.ok_streak,
+                            self.th.rise.max(1)
+                        );
+                    }
                     None
                 }
             }
             CheckResult::Failed { reason } => {
                 self.ok_streak = 0;
                 self.fail_streak = self.fail_streak.saturating_add(1);
+                self.failing_since.get_or_insert(now);
                 if self.state == State::Up && self.fail_streak >= self.th.fall.max(1) {
                     let reason = format!("{} consecutive failed checks: {reason}", self.fail_streak);
                     Some(self.transition(State::Down, reason, now))
                 } else {
+                    if self.state == State::Down {
+                        self.reason = format!(
+                            "{}{} consecutive failed checks: {reason}",
+                            if self.never_up { "never up: " } else { "" },
+                            self.fail_streak
+                        );
+                    }
                     None
                 }
             }
@@ -391,5 +422,31 @@ mod tests {
         assert_eq!(FailReason::ConnectTimeout.to_string(), "connect timed out");
         assert_eq!(FailReason::BadResponse.to_string(), "malformed response");
         assert_eq!(FailReason::Io("reset".into()).to_string(), "I/O error: reset");
+    }
+
+    #[test]
+    fn a_backend_that_never_comes_up_says_why_and_since_when() {
+        let t0 = Instant::now();
+        let mut h = Health::new(TH, State::Down, t0);
+        assert_eq!(h.last_reason(), "new: waiting for checks");
+        assert_eq!(h.failing_since(), None);
+        for i in 1..=4u64 {
+            assert_eq!(h.on_check(fail(), t0 + Duration::from_secs(i)), None);
+        }
+        assert_eq!(
+            h.last_reason(),
+            "never up: 4 consecutive failed checks: connection refused"
+        );
+        assert_eq!(h.failing_since(), Some(t0 + Duration::from_secs(1)));
+        assert_eq!(h.on_check(ok(), t0 + Duration::from_secs(5)), None);
+        assert_eq!(h.last_reason(), "1 of 2 passing checks needed to come up");
+        assert_eq!(h.failing_since(), None);
+        assert!(h.on_check(ok(), t0 + Duration::from_secs(6)).is_some());
+        // down again later: no longer "never up"
+        for i in 7..=12u64 {
+            h.on_check(fail(), t0 + Duration::from_secs(i));
+        }
+        assert_eq!(h.last_reason(), "6 consecutive failed checks: connection refused");
+        assert_eq!(h.failing_since(), Some(t0 + Duration::from_secs(7)));
     }
 }

@@ -32,14 +32,25 @@ use tracing::{info, warn};
 
 use crate::config::{AnycastConfig, BgpConfig, Config, PeerConfig};
 
-/// Where a prefix stands and why: "announced", "draining" (announced less
-/// preferred), "withdrawn", or "suppressed" (withdrawn by flap damping
-/// although healthy).
+/// Where a prefix stands and why. `state` and `reason` are what the
+/// routers were told: "announced" (to at least one peer), "draining"
+/// (announced less preferred), "withdrawn" (by the policy, or because no
+/// BGP session is established), or "suppressed" (held down by flap
+/// damping although healthy). `policy` is what the policy wants.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PrefixState {
     pub state: &'static str,
     pub reason: String,
+    /// Since when `state` holds.
     pub since: std::time::SystemTime,
+    pub policy: &'static str,
+    /// Per configured peer, in configuration order: its name and what it
+    /// was told ("announced", "draining", "withdrawn", "no session", "no
+    /// next hop").
+    pub peers: Vec<(String, &'static str)>,
+    pub announced_to: usize,
+    /// Peers with a next hop of the prefix's family.
+    pub carriers: usize,
 }
 
 /// Live state of one BGP peer.
@@ -288,24 +299,38 @@ impl Announcer {
         if let Ok(mut cur) = self.prefixes.lock() {
             cur.retain(|k, _| decisions.iter().any(|d| d.key == *k));
             for d in &decisions {
-                let state = d.state.as_str();
-                if d.changed || !cur.contains_key(&d.key) {
+                let policy = d.state.as_str();
+                let (told, reason) = d.reported();
+                let state = told.as_str();
+                if d.changed {
                     if d.state == State::Announced {
-                        info!(prefix = %d.key, state, reason = %d.reason, "anycast prefix state changed");
+                        info!(prefix = %d.key, state = policy, reason = %d.reason, "anycast prefix state changed");
                     } else {
-                        warn!(prefix = %d.key, state, reason = %d.reason, "anycast prefix state changed");
+                        warn!(prefix = %d.key, state = policy, reason = %d.reason, "anycast prefix state changed");
                     }
-                    cur.insert(
-                        d.key.clone(),
-                        PrefixState {
-                            state,
-                            reason: d.reason.clone(),
-                            since: std::time::SystemTime::now(),
-                        },
-                    );
-                } else if let Some(s) = cur.get_mut(&d.key) {
-                    s.reason.clone_from(&d.reason);
                 }
+                let since = match cur.get(&d.key) {
+                    Some(s) if s.state == state => s.since,
+                    _ => std::time::SystemTime::now(),
+                };
+                let peers = self
+                    .peers
+                    .iter()
+                    .zip(&d.peers)
+                    .map(|((pc, _), r)| (pc.name.clone(), r.as_str()))
+                    .collect();
+                cur.insert(
+                    d.key.clone(),
+                    PrefixState {
+                        state,
+                        reason,
+                        since,
+                        policy,
+                        peers,
+                        announced_to: d.announced_to(),
+                        carriers: d.carriers(),
+                    },
+                );
             }
         }
         // Each peer gets every prefix the policy wants up, whether or not

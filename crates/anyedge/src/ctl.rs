@@ -149,18 +149,28 @@ pub fn render_status(v: &Value) -> String {
         let _ = writeln!(o, "PoP DRAINING: {why}");
     }
     if let Some(prefixes) = v["anycast"].as_array() {
-        let _ = writeln!(o, "\n{:<24} {:<11} {:<8} REASON", "ANYCAST PREFIX", "STATE", "DRAINED");
+        let _ = writeln!(
+            o,
+            "\n{:<24} {:<11} {:<6} {:<8} REASON",
+            "ANYCAST PREFIX", "STATE", "PEERS", "DRAINED"
+        );
         for p in prefixes {
             let drained = if p["operator_drain"].as_bool() == Some(true) {
                 "yes"
             } else {
                 "no"
             };
+            // announced to n of the m peers that can carry it
+            let peers = match (p["announced_to"].as_u64(), p["carriers"].as_u64()) {
+                (Some(n), Some(m)) => format!("{n}/{m}"),
+                _ => "-".to_string(),
+            };
             let _ = writeln!(
                 o,
-                "{:<24} {:<11} {:<8} {}",
+                "{:<24} {:<11} {:<6} {:<8} {}",
                 s(&p["prefix"]),
                 s(&p["state"]),
+                peers,
                 drained,
                 s(&p["reason"])
             );
@@ -169,8 +179,8 @@ pub fn render_status(v: &Value) -> String {
     if let Some(peers) = v["bgp_peers"].as_array() {
         let _ = writeln!(
             o,
-            "\n{:<16} {:<28} {:<12} {:<6} LAST ERROR",
-            "BGP PEER", "ADDRESS", "STATE", "FLAPS"
+            "\n{:<16} {:<28} {:<12} {:<5} {:<6} LAST ERROR",
+            "BGP PEER", "ADDRESS", "STATE", "BFD", "FLAPS"
         );
         for p in peers {
             let st = if p["established"].as_bool() == Some(true) {
@@ -180,10 +190,11 @@ pub fn render_status(v: &Value) -> String {
             };
             let _ = writeln!(
                 o,
-                "{:<16} {:<28} {:<12} {:<6} {}",
+                "{:<16} {:<28} {:<12} {:<5} {:<6} {}",
                 s(&p["name"]),
                 s(&p["address"]),
                 st,
+                p["bfd"].as_str().unwrap_or("-"),
                 s(&p["flaps"]),
                 s(&p["last_error"])
             );
@@ -214,7 +225,7 @@ pub fn render_status(v: &Value) -> String {
         for b in svc["backends"].as_array().into_iter().flatten() {
             let check = match b["last_check"].get("ok").and_then(Value::as_bool) {
                 Some(true) => format!("ok {:.1}ms", b["last_check"]["latency_ms"].as_f64().unwrap_or(0.0)),
-                Some(false) => "failed".to_string(),
+                Some(false) => format!("failed: {}", s(&b["last_check"]["error"])),
                 None => "-".to_string(),
             };
             let _ = writeln!(
@@ -231,7 +242,10 @@ pub fn render_status(v: &Value) -> String {
                 s(&b["active_connections"]),
                 s(&b["connections"]),
                 check,
-                s(&b["health_reason"])
+                match b["failing_for_seconds"].as_f64() {
+                    Some(t) => format!("{} (failing for {t:.0}s)", s(&b["health_reason"])),
+                    None => s(&b["health_reason"]),
+                }
             );
         }
     }
@@ -284,20 +298,34 @@ mod tests {
     fn renders_the_operator_view() {
         let v = serde_json::json!({
             "pop": "fra1", "config": "/etc/anyedge.toml", "active_connections": 3, "max_connections": 100,
-            "anycast": [{"prefix": "192.0.2.10/32", "state": "announced", "reason": "all checks pass"}],
-            "bgp_peers": [{"name": "r1", "address": "198.18.0.2:179", "established": true, "flaps": 0, "last_error": ""}],
+            "anycast": [{"prefix": "192.0.2.10/32", "state": "announced", "reason": "all checks pass",
+                "announced_to": 1, "carriers": 1}],
+            "bgp_peers": [{"name": "r1", "address": "198.18.0.2:179", "established": true, "bfd": "up", "flaps": 0, "last_error": ""}],
             "services": [{"name": "web", "listen": ["0.0.0.0:80"], "balance": "Maglev", "active_connections": 3,
                 "accepted": 10, "rejected": {"no_backend": 0, "client_silent": 1, "global_cap": 0, "service_cap": 0},
                 "backends": [{"name": "a", "address": "198.18.31.2:8080", "health": "up", "draining": false,
                     "active_connections": 3, "connections": 10, "last_check": {"ok": true, "latency_ms": 0.4},
-                    "health_reason": "2 consecutive passing checks"}]}],
+                    "health_reason": "2 consecutive passing checks"},
+                    {"name": "b", "address": "198.18.31.3:8080", "health": "down", "draining": false,
+                    "active_connections": 0, "connections": 0, "last_check": {"ok": false, "error": "connection refused"},
+                    "health_reason": "never up: 40 consecutive failed checks: connection refused",
+                    "failing_for_seconds": 120.2}]}],
             "guard": {"drops": {"deny_list": 2}, "dynamic_blocks": 1},
             "dns": {"zones": [{"name": "example.com", "serial": 7, "records": 12, "source": "/z/example.com.zone",
                 "loaded_by": "file", "error": null}], "stats": {"udp_queries": 5, "tcp_queries": 1}}
         });
         let out = render_status(&v);
         assert!(out.contains("PoP fra1"), "{out}");
-        assert!(out.contains("192.0.2.10/32            announced   no"), "{out}");
+        assert!(out.contains("192.0.2.10/32            announced   1/1    no"), "{out}");
+        assert!(
+            out.contains("r1               198.18.0.2:179               established  up"),
+            "{out}"
+        );
+        assert!(out.contains("failed: connection refused"), "{out}");
+        assert!(
+            out.contains("never up: 40 consecutive failed checks: connection refused (failing for 120s)"),
+            "{out}"
+        );
         assert!(
             out.contains("r1               198.18.0.2:179               established"),
             "{out}"

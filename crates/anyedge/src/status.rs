@@ -88,6 +88,8 @@ pub struct Backend {
     pub draining: bool,
     pub health_reason: String,
     pub health_since_seconds: f64,
+    /// How long checks have been failing in a row (`None`: the last passed).
+    pub failing_for_seconds: Option<f64>,
     /// The last check: `Ok(latency)` or `Err(what failed)`.
     pub last_check: Option<Result<std::time::Duration, String>>,
     pub active: u64,
@@ -103,10 +105,16 @@ pub struct Anycast {
 
 pub struct Prefix {
     pub prefix: String,
+    /// What the routers were told (see `announce::PrefixState`).
     pub state: &'static str,
     pub reason: String,
     pub since_unix: u64,
     pub operator_drain: bool,
+    /// What the policy wants.
+    pub policy: &'static str,
+    pub peers: Vec<(String, &'static str)>,
+    pub announced_to: usize,
+    pub carriers: usize,
 }
 
 pub struct Peer {
@@ -156,17 +164,19 @@ impl Status {
                         .iter()
                         .map(|b| {
                             let bc = b.config();
-                            let (health_reason, health_since_seconds, last_check) = match b.health.lock() {
-                                Ok(h) => (
-                                    h.last_reason().to_string(),
-                                    h.since().elapsed().as_secs_f64(),
-                                    h.last_result().map(|r| match r {
-                                        CheckResult::Ok { latency } => Ok(*latency),
-                                        CheckResult::Failed { reason } => Err(reason.to_string()),
-                                    }),
-                                ),
-                                Err(_) => (String::new(), 0.0, None),
-                            };
+                            let (health_reason, health_since_seconds, failing_for_seconds, last_check) =
+                                match b.health.lock() {
+                                    Ok(h) => (
+                                        h.last_reason().to_string(),
+                                        h.since().elapsed().as_secs_f64(),
+                                        h.failing_since().map(|t| t.elapsed().as_secs_f64()),
+                                        h.last_result().map(|r| match r {
+                                            CheckResult::Ok { latency } => Ok(*latency),
+                                            CheckResult::Failed { reason } => Err(reason.to_string()),
+                                        }),
+                                    ),
+                                    Err(_) => (String::new(), 0.0, None, None),
+                                };
                             Backend {
                                 name: b.name.clone(),
                                 address: bc.address.to_string(),
@@ -176,6 +186,7 @@ impl Status {
                                 draining: b.is_draining(),
                                 health_reason,
                                 health_since_seconds,
+                                failing_for_seconds,
                                 last_check,
                                 active: load(&b.active),
                                 counters: b.stats.values(),
@@ -197,6 +208,10 @@ impl Status {
                         state: s.state,
                         reason: s.reason,
                         since_unix: s.since.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+                        policy: s.policy,
+                        peers: s.peers,
+                        announced_to: s.announced_to,
+                        carriers: s.carriers,
                     })
                     .collect(),
                 pop_drain: a.pop_drain(),
@@ -265,6 +280,7 @@ impl Status {
                             "health": if b.up { "up" } else { "down" },
                             "health_reason": b.health_reason,
                             "health_since_seconds": b.health_since_seconds,
+                            "failing_for_seconds": b.failing_for_seconds,
                             "last_check": match &b.last_check {
                                 None => Value::Null,
                                 Some(Ok(l)) => json!({ "ok": true, "latency_ms": l.as_secs_f64() * 1e3 }),
@@ -316,8 +332,14 @@ impl Status {
                 .prefixes
                 .iter()
                 .map(|p| {
+                    let peers: Vec<Value> = p
+                        .peers
+                        .iter()
+                        .map(|(name, route)| json!({ "peer": name, "route": route }))
+                        .collect();
                     json!({ "prefix": p.prefix, "state": p.state, "reason": p.reason, "since_unix": p.since_unix,
-                            "operator_drain": p.operator_drain })
+                            "operator_drain": p.operator_drain, "policy": p.policy,
+                            "announced_to": p.announced_to, "carriers": p.carriers, "peers": peers })
                 })
                 .collect();
             let peers: Vec<Value> = a
@@ -364,7 +386,11 @@ impl Status {
                 let _ = writeln!(s, "pop draining: {d}");
             }
             for p in &a.prefixes {
-                let _ = writeln!(s, "prefix {} {}: {}", p.prefix, p.state, p.reason);
+                let _ = writeln!(
+                    s,
+                    "prefix {} {} (to {} of {} peers): {}",
+                    p.prefix, p.state, p.announced_to, p.carriers, p.reason
+                );
             }
             for p in &a.peers {
                 let _ = writeln!(
@@ -557,12 +583,24 @@ impl Status {
         gauge(
             enc,
             "anyedge_anycast_prefix_announced",
-            "1 if the prefix is announced to the peers (also while draining), else 0.",
+            "1 if the prefix is announced to at least one BGP peer (also while draining), else 0.",
             &a.prefixes
                 .iter()
                 .map(|p| {
                     let up = p.state == "announced" || p.state == "draining";
                     (vec![("prefix", p.prefix.as_str())], i64::from(up))
+                })
+                .collect::<Vec<_>>(),
+        )?;
+        gauge(
+            enc,
+            "anyedge_anycast_prefix_peers_announced",
+            "BGP peers the prefix is announced to now.",
+            &a.prefixes
+                .iter()
+                .map(|p| {
+                    let n = i64::try_from(p.announced_to).unwrap_or(i64::MAX);
+                    (vec![("prefix", p.prefix.as_str())], n)
                 })
                 .collect::<Vec<_>>(),
         )?;

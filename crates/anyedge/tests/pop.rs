@@ -90,9 +90,11 @@ async fn until(what: &str, max: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// What the policy wants for the prefix (no BGP session is up in these
+/// tests, so the routers are told nothing: see `status_tells_...` below).
 fn prefix_state(pop: &Pop) -> &'static str {
     pop.announcer()
-        .and_then(|a| a.prefix_states().get("192.0.2.10/32").map(|s| s.state))
+        .and_then(|a| a.prefix_states().get("192.0.2.10/32").map(|s| s.policy))
         .unwrap_or("none")
 }
 
@@ -227,4 +229,32 @@ async fn a_reload_matches_backends_by_name_and_keeps_their_state() {
         vec!["192.0.2.10/32".to_string()]
     );
     assert!(t.elapsed() < Duration::from_millis(500), "{:?}", t.elapsed());
+}
+
+/// A prefix the policy wants up is not shown as announced while its only
+/// BGP peer is down: the status says what the routers were told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_tells_what_the_routers_were_told() {
+    let port = free_port();
+    let pop = start(config(port, backend(), backend(), "")).await;
+    until("prefix ready", Duration::from_secs(3), || {
+        prefix_state(&pop) == "announced"
+    })
+    .await;
+    let v = anyedge::status::Status::read(&pop).to_json();
+    let p = &v["anycast"][0];
+    assert_eq!(p["state"], "withdrawn", "{p}");
+    assert_eq!(p["policy"], "announced", "{p}");
+    assert_eq!(
+        p["reason"], "no BGP session established (ready to announce: all checks pass)",
+        "{p}"
+    );
+    assert_eq!((p["announced_to"].as_u64(), p["carriers"].as_u64()), (Some(0), Some(1)));
+    assert_eq!(p["peers"][0]["peer"], "nobody");
+    assert_eq!(p["peers"][0]["route"], "no session");
+    let report = anyedge::status::Status::read(&pop).report();
+    assert!(
+        report.contains("prefix 192.0.2.10/32 withdrawn (to 0 of 1 peers): no BGP session established"),
+        "{report}"
+    );
 }
