@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::netns::{link, Netns};
+use anyedge_netns::{link, Netns};
 use common::*;
 
 const PREFIX: &str = "192.0.2.10/32";
@@ -150,7 +150,7 @@ impl Backend {
             }
         });
         Backend {
-            ns_path: ns.name.clone(),
+            ns_path: ns.name().to_string(),
             stop,
         }
     }
@@ -181,8 +181,8 @@ fn setup_full(
     peer_extra: &str,
     bird_top: &str,
 ) -> (Netns, Netns, Bird, Anyedge) {
-    let router = Netns::new("rtr");
-    let pop = Netns::new("pop");
+    let router = Netns::unique("rtr").unwrap();
+    let pop = Netns::unique("pop").unwrap();
     link(
         &router,
         "to-pop",
@@ -190,8 +190,9 @@ fn setup_full(
         &pop,
         "to-rtr",
         &["198.18.0.1/30"],
-    );
-    pop.ip(&["addr", "add", "192.0.2.10/32", "dev", "lo"]);
+    )
+    .unwrap();
+    pop.ip(&["addr", "add", "192.0.2.10/32", "dev", "lo"]).unwrap();
     let bird = Bird::start_with(&router, bird_expects, bird_extra, bird_top);
     let cfg = format!(
         "{extra}\n{}",
@@ -430,8 +431,8 @@ fn draining_one_prefix_leaves_the_others_announced() {
 
 #[test]
 fn ipv6_anycast_over_an_ipv6_session() {
-    let router = Netns::new("rtr6");
-    let pop = Netns::new("pop6");
+    let router = Netns::unique("rtr6").unwrap();
+    let pop = Netns::unique("pop6").unwrap();
     link(
         &router,
         "to-pop",
@@ -439,8 +440,10 @@ fn ipv6_anycast_over_an_ipv6_session() {
         &pop,
         "to-rtr",
         &["2001:db8:ff::1/64"],
-    );
-    pop.ip(&["-6", "addr", "add", "2001:db8:a::10/128", "dev", "lo"]);
+    )
+    .unwrap();
+    pop.ip(&["-6", "addr", "add", "2001:db8:a::10/128", "dev", "lo"])
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("bird.conf");
     std::fs::write(

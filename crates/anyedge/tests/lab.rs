@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::netns::Netns;
+use anyedge_netns::Netns;
 
 /// The admin token `anyedge lab` configures.
 const LAB_TOKEN: &str = "lab-admin-token-0123456789";
@@ -46,7 +46,7 @@ impl Lab {
 
     fn ns(&self, role: &str) -> Netns {
         // borrowed handle: the lab deletes the namespaces itself
-        Netns::borrow(&format!("{}-{role}", self.name))
+        Netns::open(&format!("{}-{role}", self.name))
     }
 
     fn nexthops(&self) -> Vec<String> {

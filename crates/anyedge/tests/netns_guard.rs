@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::netns::{link, Netns};
+use anyedge_netns::{link, Netns};
 use common::*;
 
 struct Lab {
@@ -39,9 +39,9 @@ fn lab(guard: &str) -> Lab {
 
 /// `extra`: more config (e.g. a `[dns]` section).
 fn lab_with(guard: &str, extra: &str) -> Lab {
-    let pop = Netns::new("pop");
-    let attacker = Netns::new("att");
-    let client = Netns::new("cli");
+    let pop = Netns::unique("pop").unwrap();
+    let attacker = Netns::unique("att").unwrap();
+    let client = Netns::unique("cli").unwrap();
     link(
         &pop,
         "to-att",
@@ -49,7 +49,8 @@ fn lab_with(guard: &str, extra: &str) -> Lab {
         &attacker,
         "eth0",
         &["198.18.1.2/24", "2001:db8:1::2/64"],
-    );
+    )
+    .unwrap();
     link(
         &pop,
         "to-cli",
@@ -57,16 +58,27 @@ fn lab_with(guard: &str, extra: &str) -> Lab {
         &client,
         "eth0",
         &["198.18.2.2/24", "2001:db8:2::2/64"],
-    );
+    )
+    .unwrap();
     // the attacker owns a whole /64 and a /24 (AnyIP: every address is local)
-    attacker.ip(&["-6", "route", "add", "local", "2001:db8:66::/64", "dev", "lo"]);
-    attacker.ip(&["route", "add", "local", "198.18.100.0/24", "dev", "lo"]);
-    attacker.ip(&["-6", "route", "add", "default", "via", "2001:db8:1::1"]);
-    attacker.ip(&["route", "add", "default", "via", "198.18.1.1"]);
-    client.ip(&["-6", "route", "add", "default", "via", "2001:db8:2::1"]);
-    client.ip(&["route", "add", "default", "via", "198.18.2.1"]);
-    pop.ip(&["-6", "route", "add", "2001:db8:66::/64", "via", "2001:db8:1::2"]);
-    pop.ip(&["route", "add", "198.18.100.0/24", "via", "198.18.1.2"]);
+    attacker
+        .ip(&["-6", "route", "add", "local", "2001:db8:66::/64", "dev", "lo"])
+        .unwrap();
+    attacker
+        .ip(&["route", "add", "local", "198.18.100.0/24", "dev", "lo"])
+        .unwrap();
+    attacker
+        .ip(&["-6", "route", "add", "default", "via", "2001:db8:1::1"])
+        .unwrap();
+    attacker.ip(&["route", "add", "default", "via", "198.18.1.1"]).unwrap();
+    client
+        .ip(&["-6", "route", "add", "default", "via", "2001:db8:2::1"])
+        .unwrap();
+    client.ip(&["route", "add", "default", "via", "198.18.2.1"]).unwrap();
+    pop.ip(&["-6", "route", "add", "2001:db8:66::/64", "via", "2001:db8:1::2"])
+        .unwrap();
+    pop.ip(&["route", "add", "198.18.100.0/24", "via", "198.18.1.2"])
+        .unwrap();
 
     // backend on the PoP's loopback: records the client address of each
     // forwarded connection (from the PROXY header) and answers
