@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyedge_netns::{link, Netns};
+use anyedge_testkit::{holds_for, wait_eq};
 use common::*;
 
 const PREFIX: &str = "192.0.2.10/32";
@@ -274,6 +275,21 @@ fn prefix_follows_backend_health_and_is_withdrawn_before_shutdown() {
 
 const TOKEN: &str = "drain-test-token-0123456789";
 
+/// Waits until the daemon counts the one open client connection (a drain
+/// waits for the connections it counts).
+fn wait_held_counted(pop: &Netns) {
+    wait_eq("the open connection counted", Duration::from_secs(5), Some(1), || {
+        pop.enter(|| {
+            let mut s = TcpStream::connect("127.0.0.1:9180").unwrap();
+            write!(s, "GET /api/v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+            let mut r = String::new();
+            s.read_to_string(&mut r).unwrap();
+            let v: serde_json::Value = serde_json::from_str(r.split_once("\r\n\r\n").unwrap().1).unwrap();
+            v["active_connections"].as_u64()
+        })
+    });
+}
+
 fn admin_post(pop: &Netns, path: &'static str) -> String {
     pop.enter(move || {
         let mut s = TcpStream::connect("127.0.0.1:9180").unwrap();
@@ -291,7 +307,7 @@ fn admin_drain_prefers_other_pops_then_withdraws_when_connections_end() {
     bird.wait_route(true, Duration::from_secs(15));
     // an open client connection (it has sent nothing yet)
     let held = pop.enter(|| TcpStream::connect("192.0.2.10:80").unwrap());
-    std::thread::sleep(Duration::from_millis(100));
+    wait_held_counted(&pop);
 
     let metrics = pop.enter(|| {
         let mut s = TcpStream::connect("127.0.0.1:9180").unwrap();
@@ -395,7 +411,7 @@ fn draining_one_prefix_leaves_the_others_announced() {
 
     // drain the web prefix (addr/len over the API) with a connection open
     let held = pop.enter(|| TcpStream::connect("192.0.2.10:80").unwrap());
-    std::thread::sleep(Duration::from_millis(100));
+    wait_held_counted(&pop);
     let r = admin_post(&pop, "/api/v1/anycast/192.0.2.10%2F32/drain");
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
     let t = Instant::now();
@@ -545,9 +561,12 @@ fn md5_with_a_wrong_key_keeps_the_session_down() {
         "",
     );
     let _backend = Backend::start(&pop);
-    std::thread::sleep(Duration::from_secs(3));
-    assert!(!bird.has_route());
-    assert!(!edge.log().contains("BGP session established"), "{}", edge.log());
+    // nothing may happen: watched for 3 s (BIRD retries within 1-2 s)
+    holds_for(
+        "no session and no route with a wrong MD5 key",
+        Duration::from_secs(3),
+        || !bird.has_route() && !edge.log().contains("BGP session established"),
+    );
     let proto = bird.birdc("show protocols pop1");
     assert!(!proto.contains("Established"), "{proto}");
 }
@@ -605,6 +624,7 @@ fn a_flapping_service_is_held_down_by_flap_damping() {
     for flap in 1..=3 {
         backend.stop(&pop);
         bird.wait_route(false, Duration::from_secs(5));
+        // down for a moment on purpose: the flap (not a wait for anything)
         std::thread::sleep(Duration::from_millis(100));
         backend = Backend::start(&pop);
         if flap < 3 {
@@ -613,8 +633,9 @@ fn a_flapping_service_is_held_down_by_flap_damping() {
     }
     // healthy again, but the third flap in a row is held down
     edge.wait_log("backend up", 4, Duration::from_secs(5));
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(!bird.has_route(), "flapping prefix re-announced");
+    holds_for("the flapping prefix stays withdrawn", Duration::from_secs(2), || {
+        !bird.has_route()
+    });
     edge.wait_log("flap damping", 1, Duration::from_secs(1));
 }
 
