@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyedge_netns::{link, Netns};
-use anyedge_testkit::{holds_for, wait_eq};
+use anyedge_testkit::{holds_for, wait_eq, wait_until};
 use common::*;
 
 const PREFIX: &str = "192.0.2.10/32";
@@ -103,18 +103,19 @@ protocol bgp pop1 {{
 
     fn wait_prefix(&self, prefix: &str, want: bool, max: Duration) -> Duration {
         let t = Instant::now();
-        while t.elapsed() < max {
+        let what = format!("route {prefix} {} at BIRD", if want { "present" } else { "gone" });
+        wait_until(&what, max, || {
             if self.has_prefix(prefix) == want {
-                return t.elapsed();
+                Ok(())
+            } else {
+                Err(format!(
+                    "\n{}\n{}",
+                    self.birdc("show protocols all pop1"),
+                    self.birdc("show route")
+                ))
             }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
-            "route {prefix} {} after {max:?}:\n{}\n{}",
-            if want { "never appeared" } else { "still there" },
-            self.birdc("show protocols all pop1"),
-            self.birdc("show route")
-        );
+        });
+        t.elapsed()
     }
 }
 
@@ -275,6 +276,19 @@ fn prefix_follows_backend_health_and_is_withdrawn_before_shutdown() {
 
 const TOKEN: &str = "drain-test-token-0123456789";
 
+/// Waits until BIRD's route for PREFIX carries GRACEFUL_SHUTDOWN; returns
+/// `show route ... all`.
+fn wait_drain_attributes(bird: &Bird) -> String {
+    wait_until("the route carries the drain attributes", Duration::from_secs(3), || {
+        let d = bird.birdc(&format!("show route {PREFIX} all"));
+        if d.contains("(65535,0)") {
+            Ok(d)
+        } else {
+            Err(d)
+        }
+    })
+}
+
 /// Waits until the daemon counts the one open client connection (a drain
 /// waits for the connections it counts).
 fn wait_held_counted(pop: &Netns) {
@@ -327,17 +341,9 @@ fn admin_drain_prefers_other_pops_then_withdraws_when_connections_end() {
     let r = admin_post(&pop, "/api/v1/pop/drain");
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
     // still announced, but with GRACEFUL_SHUTDOWN and a longer AS path
-    let t = Instant::now();
-    loop {
-        let d = bird.birdc(&format!("show route {PREFIX} all"));
-        if d.contains("(65535,0)") {
-            assert!(d.contains("65001 65001 65001"), "prepended twice: {d}");
-            assert!(d.contains("(65001,100)"), "{d}");
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(3), "drain attributes never seen: {d}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let d = wait_drain_attributes(&bird);
+    assert!(d.contains("65001 65001 65001"), "prepended twice: {d}");
+    assert!(d.contains("(65001,100)"), "{d}");
     assert!(bird.has_route());
     // the last connection ends: withdrawn
     drop(held);
@@ -414,15 +420,7 @@ fn draining_one_prefix_leaves_the_others_announced() {
     wait_held_counted(&pop);
     let r = admin_post(&pop, "/api/v1/anycast/192.0.2.10%2F32/drain");
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
-    let t = Instant::now();
-    loop {
-        let d = bird.birdc(&format!("show route {PREFIX} all"));
-        if d.contains("(65535,0)") {
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(3), "drain attributes never seen: {d}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_drain_attributes(&bird);
     let (ok, out) = ctl_in(&pop, &["status"]);
     assert!(ok, "{out}");
     assert!(
@@ -502,23 +500,18 @@ listen = ["[2001:db8:a::10]:80"]
         health_and_backend("127.0.0.1:8080")
     );
     let _edge = Anyedge::start_in(&pop, &cfg, "[2001:db8:a::10]:80".parse().unwrap());
-    let t = Instant::now();
-    loop {
+    let r = wait_until("the IPv6 route at BIRD", Duration::from_secs(15), || {
         let r = bird.birdc("show route 2001:db8:a::10/128 all");
         if r.contains("2001:db8:a::10/128") {
-            assert!(
-                r.contains("2001:db8:ff::1"),
-                "next hop is the PoP's session address: {r}"
-            );
-            break;
+            Ok(r)
+        } else {
+            Err(format!("{r}\n{}", bird.birdc("show protocols all pop6")))
         }
-        assert!(
-            t.elapsed() < Duration::from_secs(15),
-            "{r}\n{}",
-            bird.birdc("show protocols all pop6")
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    });
+    assert!(
+        r.contains("2001:db8:ff::1"),
+        "next hop is the PoP's session address: {r}"
+    );
     let _ = bird.child.kill();
 }
 
@@ -582,15 +575,14 @@ fn silent_pop_is_detected_by_bfd_and_kill_9_too_within_500ms() {
     );
     let _backend = Backend::start(&pop);
     bird.wait_route(true, Duration::from_secs(15));
-    let t = Instant::now();
-    while !bird.birdc("show bfd sessions").contains("Up") {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "{}",
-            bird.birdc("show bfd sessions")
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("BIRD's BFD session up", Duration::from_secs(10), || {
+        let s = bird.birdc("show bfd sessions");
+        if s.contains("Up") {
+            Ok(())
+        } else {
+            Err(s)
+        }
+    });
     edge.wait_log("BFD session up", 1, Duration::from_secs(2));
     // A hung or powered-off PoP sends no FIN: freeze the process, so only
     // BFD can notice (the hold timer is 9 s).

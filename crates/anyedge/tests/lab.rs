@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyedge_netns::Netns;
-use anyedge_testkit::wait_until;
+use anyedge_testkit::{wait_eq, wait_until};
 
 /// The admin token `anyedge lab` configures.
 const LAB_TOKEN: &str = "lab-admin-token-0123456789";
@@ -64,17 +64,9 @@ impl Lab {
 
     fn wait_nexthops(&self, want: &[&str], max: Duration) -> Duration {
         let t = Instant::now();
-        loop {
-            if self.nexthops() == want {
-                return t.elapsed();
-            }
-            assert!(
-                t.elapsed() < max,
-                "router next hops {:?}, want {want:?}",
-                self.nexthops()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+        wait_eq("the router's next hops", max, want, || self.nexthops());
+        t.elapsed()
     }
 
     fn pid(&self, name: &str) -> i32 {

@@ -492,14 +492,11 @@ fn ten_thousand_dns_queries_across_binary_upgrades_lose_nothing() {
             let st = e.wait_exit(Duration::from_secs(60)).expect("old process exits");
             assert!(st.success(), "{st:?}");
         } else {
-            let t = Instant::now();
-            while !exited(old.0) {
-                assert!(
-                    t.elapsed() < Duration::from_secs(60),
-                    "upgrade {round}: the old process never exited"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            wait_until(
+                &format!("upgrade {round}: the old process exited"),
+                Duration::from_secs(60),
+                || exited(old.0),
+            );
             std::mem::forget(old); // gone: nothing to end
         }
         at_exit = load.total();
@@ -584,11 +581,9 @@ fn secondary_zone_answers_across_an_upgrade() {
         &format!("primary = [\"{primary}\"]"),
     );
     let mut e = Anyedge::start(&cfg, secondary);
-    let t = Instant::now();
-    while udp_query(secondary, 1, QUESTIONS[0]).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(30), "the first transfer never came");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until("the first transfer served", Duration::from_secs(30), || {
+        udp_query(secondary, 1, QUESTIONS[0])
+    });
     let load = DnsLoad::start(secondary);
     load.wait_total(1_000, Duration::from_secs(60));
     let _new = upgrade(&mut e);
