@@ -148,9 +148,11 @@ fn deny_list_and_concurrency_cap() {
     assert!(get_from(Ipv4Addr::new(127, 56, 0, 1), lb, "/").is_ok());
     drop(held);
     // slots are released when the connections end
-    wait_until("a request from the capped address succeeds", Duration::from_secs(5), || {
-        get_from(src, lb, "/")
-    });
+    wait_until(
+        "a request from the capped address succeeds",
+        Duration::from_secs(5),
+        || get_from(src, lb, "/"),
+    );
 }
 
 #[test]

@@ -222,16 +222,20 @@ fn dns_query_flood_is_rate_limited_and_real_users_are_answered() {
     let attacker_answered = attacker_got.load(Ordering::Relaxed);
     // the counters explain the flood once the server has judged every query
     // it read: each was answered in full, slipped or dropped
-    let v = wait_until("the DNS counters account for every query", Duration::from_secs(5), || {
-        let v = status(&l);
-        let st = &v["dns"]["stats"];
-        let n = |k: &str| st[k].as_u64().unwrap_or(0);
-        if n("rrl_dropped") + n("rrl_slipped") + 150 + attacker_answered as u64 >= n("udp_queries") {
-            Ok(v)
-        } else {
-            Err(st.to_string())
-        }
-    });
+    let v = wait_until(
+        "the DNS counters account for every query",
+        Duration::from_secs(5),
+        || {
+            let v = status(&l);
+            let st = &v["dns"]["stats"];
+            let n = |k: &str| st[k].as_u64().unwrap_or(0);
+            if n("rrl_dropped") + n("rrl_slipped") + 150 + attacker_answered as u64 >= n("udp_queries") {
+                Ok(v)
+            } else {
+                Err(st.to_string())
+            }
+        },
+    );
     let st = &v["dns"]["stats"];
     eprintln!(
         "measured: dns flood {ATTACK} queries in {secs:.1}s: attacker got {attacker_answered} full answers; legit {ok}/150 answered, worst {worst:?}; stats {st}"
