@@ -18,8 +18,8 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
+use anyedge_netns::{link, Netns};
 use anyedge_xdp::{Counter, Counters, Destinations, Error, List, Mode, Prefix, Rates, Services, Xdp};
-use common::netns::{link, Netns};
 use common::*;
 
 const SVC4: &str = "198.18.200.1";
@@ -42,14 +42,14 @@ fn lab() -> Option<Lab> {
         cannot_run(&format!("{why} (apt-get install clang libbpf-dev, then rebuild)"));
         return None;
     }
-    let snd = match Netns::new("snd") {
+    let snd = match Netns::unique("snd") {
         Ok(n) => n,
         Err(e) => {
             cannot_run(&format!("cannot create a network namespace: {e}"));
             return None;
         }
     };
-    let rcv = Netns::new("rcv").expect("second namespace");
+    let rcv = Netns::unique("rcv").expect("second namespace");
     link(
         &snd,
         "xs0",
@@ -57,16 +57,24 @@ fn lab() -> Option<Lab> {
         &rcv,
         RCV_IF,
         &["198.18.1.1/24", "2001:db8:1::1/64"],
-    );
+    )
+    .unwrap();
     // the sender owns whole ranges (AnyIP): any address in them is local
-    snd.ip(&["route", "add", "local", "198.18.100.0/22", "dev", "lo"]);
-    snd.ip(&["-6", "route", "add", "local", "2001:db8:66::/48", "dev", "lo"]);
-    snd.ip(&["route", "add", "198.18.200.0/24", "via", "198.18.1.1"]);
-    snd.ip(&["-6", "route", "add", "2001:db8:200::/64", "via", "2001:db8:1::1"]);
-    rcv.ip(&["addr", "add", "198.18.200.1/32", "dev", "lo"]);
-    rcv.ip(&["-6", "addr", "add", "2001:db8:200::1/128", "dev", "lo", "nodad"]);
-    rcv.ip(&["route", "add", "198.18.100.0/22", "via", "198.18.1.2"]);
-    rcv.ip(&["-6", "route", "add", "2001:db8:66::/48", "via", "2001:db8:1::2"]);
+    snd.ip(&["route", "add", "local", "198.18.100.0/22", "dev", "lo"])
+        .unwrap();
+    snd.ip(&["-6", "route", "add", "local", "2001:db8:66::/48", "dev", "lo"])
+        .unwrap();
+    snd.ip(&["route", "add", "198.18.200.0/24", "via", "198.18.1.1"])
+        .unwrap();
+    snd.ip(&["-6", "route", "add", "2001:db8:200::/64", "via", "2001:db8:1::1"])
+        .unwrap();
+    rcv.ip(&["addr", "add", "198.18.200.1/32", "dev", "lo"]).unwrap();
+    rcv.ip(&["-6", "addr", "add", "2001:db8:200::1/128", "dev", "lo", "nodad"])
+        .unwrap();
+    rcv.ip(&["route", "add", "198.18.100.0/22", "via", "198.18.1.2"])
+        .unwrap();
+    rcv.ip(&["-6", "route", "add", "2001:db8:66::/48", "via", "2001:db8:1::2"])
+        .unwrap();
     // binding to AnyIP addresses needs this for IPv6 (IPv4 does without)
     snd.enter(|| std::fs::write("/proc/sys/net/ipv6/ip_nonlocal_bind", "1"))
         .expect("ip_nonlocal_bind");
@@ -79,7 +87,8 @@ fn lab() -> Option<Lab> {
         &mac(&rcv, RCV_IF),
         "dev",
         "xs0",
-    ]);
+    ])
+    .unwrap();
     snd.ip(&[
         "-6",
         "neigh",
@@ -89,7 +98,8 @@ fn lab() -> Option<Lab> {
         &mac(&rcv, RCV_IF),
         "dev",
         "xs0",
-    ]);
+    ])
+    .unwrap();
     rcv.ip(&[
         "neigh",
         "replace",
@@ -98,7 +108,8 @@ fn lab() -> Option<Lab> {
         &mac(&snd, "xs0"),
         "dev",
         RCV_IF,
-    ]);
+    ])
+    .unwrap();
     rcv.ip(&[
         "-6",
         "neigh",
@@ -108,12 +119,13 @@ fn lab() -> Option<Lab> {
         &mac(&snd, "xs0"),
         "dev",
         RCV_IF,
-    ]);
+    ])
+    .unwrap();
     Some(Lab { snd, rcv })
 }
 
 fn mac(ns: &Netns, ifname: &str) -> String {
-    let out = ns.ip_output(&["-o", "link", "show", ifname]);
+    let out = ns.ip_output(&["-o", "link", "show", ifname]).unwrap();
     let mut words = out.split_whitespace();
     words
         .find(|w| *w == "link/ether")
@@ -384,7 +396,7 @@ fn attach_errors_modes_and_detach_on_drop() {
     let Some(lab) = lab() else { return };
     // "xdp" (native) or "xdpgeneric" in `ip link show`, or None
     let xdp_mode = |lab: &Lab| {
-        let out = lab.rcv.ip_output(&["link", "show", RCV_IF]);
+        let out = lab.rcv.ip_output(&["link", "show", RCV_IF]).unwrap();
         out.split_whitespace()
             .find(|w| w.starts_with("xdp"))
             .map(|w| w.split('/').next().unwrap_or(w).to_string())

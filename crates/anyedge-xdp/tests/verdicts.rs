@@ -6,8 +6,9 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use anyedge_testkit::wait_until;
 use anyedge_xdp::{Changes, Counter, Destinations, Error, List, Options, Prefix, Rates, Services};
 use common::*;
 
@@ -200,6 +201,7 @@ fn syn_rate_per_address() {
     let fd = x.program_fd().unwrap();
     let src = ip("198.18.101.9");
     let before = x.counters().unwrap();
+    let burst_at = Instant::now();
     assert_eq!(
         test_run_repeat(fd, &Frame::syn(src, ip(SVC4), 443).build(), 10),
         XDP_DROP
@@ -266,15 +268,23 @@ fn syn_rate_per_address() {
     test_run_repeat(fd, &Frame::syn(ip("2001:db8:67::9"), ip(SVC6), 53).build(), 10);
     let d = delta(&x, &before);
     assert_eq!((d.get(Counter::Pass), d.get(Counter::DropSynRateAddress)), (3, 7));
-    // refill: one more token a second later
-    std::thread::sleep(Duration::from_millis(1050));
-    check(
-        &x,
-        &[
-            ("refilled", Frame::syn(src, ip(SVC4), 443), Pass),
-            ("only one", Frame::syn(src, ip(SVC4), 443), DropSynRateAddress),
-        ],
+    // refill: one more token a second after the burst (a refused SYN
+    // takes none, so polling does not delay it), and only one
+    wait_until(
+        "a SYN from the limited source passes again",
+        Duration::from_secs(3),
+        || {
+            let (_, c) = judge(&x, &Frame::syn(src, ip(SVC4), 443).build());
+            if c == Pass {
+                Ok(())
+            } else {
+                Err(c)
+            }
+        },
     );
+    let refilled = burst_at.elapsed();
+    assert!(refilled >= Duration::from_millis(950), "refilled after {refilled:?}");
+    check(&x, &[("only one", Frame::syn(src, ip(SVC4), 443), DropSynRateAddress)]);
 }
 
 /// What `frames` bump, run one by one.

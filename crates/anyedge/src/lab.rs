@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use anyedge_netns::Netns;
 use anyhow::{bail, Context};
 
 pub const ANYCAST_V4: &str = "192.0.2.10";
@@ -45,61 +46,37 @@ impl Lab {
         format!("{}-{role}", self.prefix)
     }
 
+    /// The namespace of `role` (not deleted when the handle is dropped).
+    pub fn netns(&self, role: &str) -> Netns {
+        Netns::open(&self.ns(role))
+    }
+
     fn ip(&self, role: &str, args: &[&str]) -> anyhow::Result<()> {
-        let mut a = vec!["-n".to_string(), self.ns(role)];
-        a.extend(args.iter().map(|s| s.to_string()));
-        run("ip", &a)
+        Ok(self.netns(role).ip(args)?)
     }
 
     fn sysctl(&self, role: &str, kv: &str) -> anyhow::Result<()> {
-        run(
-            "ip",
-            &[
-                "netns".into(),
-                "exec".into(),
-                self.ns(role),
-                "sysctl".into(),
-                "-qw".into(),
-                kv.into(),
-            ],
-        )
+        Ok(self.netns(role).sysctl(kv)?)
     }
 
     fn link(&self, a: &str, a_if: &str, a_addrs: &[&str], b: &str, b_if: &str, b_addrs: &[&str]) -> anyhow::Result<()> {
-        self.ip(
-            a,
-            &[
-                "link",
-                "add",
-                a_if,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                b_if,
-                "netns",
-                &self.ns(b),
-            ],
-        )?;
-        for (role, ifc, addrs) in [(a, a_if, a_addrs), (b, b_if, b_addrs)] {
-            for addr in addrs {
-                if addr.contains(':') {
-                    self.ip(role, &["-6", "addr", "add", addr, "dev", ifc, "nodad"])?;
-                } else {
-                    self.ip(role, &["addr", "add", addr, "dev", ifc])?;
-                }
-            }
-            self.ip(role, &["link", "set", ifc, "up"])?;
-        }
-        Ok(())
+        Ok(anyedge_netns::link(
+            &self.netns(a),
+            a_if,
+            a_addrs,
+            &self.netns(b),
+            b_if,
+            b_addrs,
+        )?)
     }
 
     /// Starts `program args` inside namespace `role`, detached, output to
     /// `dir/NAME.log`, PID in `dir/NAME.pid`.
     pub fn spawn(&self, name: &str, role: &str, program: &str, args: &[String]) -> anyhow::Result<u32> {
         let log = std::fs::File::create(self.dir.join(format!("{name}.log")))?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns(role), program])
+        let child = self
+            .netns(role)
+            .command(program)
             .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -135,10 +112,9 @@ impl Lab {
 
     /// Next hops of the anycast route at the router (one per announcing PoP).
     pub fn route_nexthops(&self) -> Vec<String> {
-        let out = Command::new("ip")
-            .args(["-n", &self.ns("router"), "route", "show", ANYCAST_V4])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        let out = self
+            .netns("router")
+            .ip_output(&["route", "show", ANYCAST_V4])
             .unwrap_or_default();
         let mut hops: Vec<String> = out
             .split_whitespace()
@@ -159,8 +135,8 @@ impl Lab {
         }
         std::fs::create_dir_all(&self.dir)?;
         for role in ["client", "router", "pop1", "pop2", "be1", "be2"] {
-            run("ip", &["netns".into(), "add".into(), self.ns(role)])?;
-            self.ip(role, &["link", "set", "lo", "up"])?;
+            // kept after `up` returns: `down` deletes them
+            Netns::create(&self.ns(role))?.persist();
         }
         self.link(
             "client",
@@ -379,7 +355,7 @@ address = "{be}:8080"
             }
         }
         for role in ["client", "router", "pop1", "pop2", "be1", "be2"] {
-            let _ = Command::new("ip").args(["netns", "del", &self.ns(role)]).output();
+            let _ = self.netns(role).delete();
         }
         Ok(())
     }
@@ -431,19 +407,4 @@ fn which(p: &str) -> Option<PathBuf> {
         .chain(["/usr/sbin".into(), "/sbin".into()])
         .map(|d| d.join(p))
         .find(|f| f.is_file())
-}
-
-fn run(program: &str, args: &[String]) -> anyhow::Result<()> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .with_context(|| format!("run {program}"))?;
-    if !out.status.success() {
-        bail!(
-            "{program} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
 }

@@ -18,7 +18,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::netns::{link, Netns};
+use anyedge_netns::{link, Netns};
+use anyedge_testkit::{holds_for, wait_eq, wait_until};
 use common::*;
 
 const PREFIX: &str = "192.0.2.10/32";
@@ -102,18 +103,19 @@ protocol bgp pop1 {{
 
     fn wait_prefix(&self, prefix: &str, want: bool, max: Duration) -> Duration {
         let t = Instant::now();
-        while t.elapsed() < max {
+        let what = format!("route {prefix} {} at BIRD", if want { "present" } else { "gone" });
+        wait_until(&what, max, || {
             if self.has_prefix(prefix) == want {
-                return t.elapsed();
+                Ok(())
+            } else {
+                Err(format!(
+                    "\n{}\n{}",
+                    self.birdc("show protocols all pop1"),
+                    self.birdc("show route")
+                ))
             }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
-            "route {prefix} {} after {max:?}:\n{}\n{}",
-            if want { "never appeared" } else { "still there" },
-            self.birdc("show protocols all pop1"),
-            self.birdc("show route")
-        );
+        });
+        t.elapsed()
     }
 }
 
@@ -150,7 +152,7 @@ impl Backend {
             }
         });
         Backend {
-            ns_path: ns.name.clone(),
+            ns_path: ns.name().to_string(),
             stop,
         }
     }
@@ -181,8 +183,8 @@ fn setup_full(
     peer_extra: &str,
     bird_top: &str,
 ) -> (Netns, Netns, Bird, Anyedge) {
-    let router = Netns::new("rtr");
-    let pop = Netns::new("pop");
+    let router = Netns::unique("rtr").unwrap();
+    let pop = Netns::unique("pop").unwrap();
     link(
         &router,
         "to-pop",
@@ -190,8 +192,9 @@ fn setup_full(
         &pop,
         "to-rtr",
         &["198.18.0.1/30"],
-    );
-    pop.ip(&["addr", "add", "192.0.2.10/32", "dev", "lo"]);
+    )
+    .unwrap();
+    pop.ip(&["addr", "add", "192.0.2.10/32", "dev", "lo"]).unwrap();
     let bird = Bird::start_with(&router, bird_expects, bird_extra, bird_top);
     let cfg = format!(
         "{extra}\n{}",
@@ -273,6 +276,34 @@ fn prefix_follows_backend_health_and_is_withdrawn_before_shutdown() {
 
 const TOKEN: &str = "drain-test-token-0123456789";
 
+/// Waits until BIRD's route for PREFIX carries GRACEFUL_SHUTDOWN; returns
+/// `show route ... all`.
+fn wait_drain_attributes(bird: &Bird) -> String {
+    wait_until("the route carries the drain attributes", Duration::from_secs(3), || {
+        let d = bird.birdc(&format!("show route {PREFIX} all"));
+        if d.contains("(65535,0)") {
+            Ok(d)
+        } else {
+            Err(d)
+        }
+    })
+}
+
+/// Waits until the daemon counts the one open client connection (a drain
+/// waits for the connections it counts).
+fn wait_held_counted(pop: &Netns) {
+    wait_eq("the open connection counted", Duration::from_secs(5), Some(1), || {
+        pop.enter(|| {
+            let mut s = TcpStream::connect("127.0.0.1:9180").unwrap();
+            write!(s, "GET /api/v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+            let mut r = String::new();
+            s.read_to_string(&mut r).unwrap();
+            let v: serde_json::Value = serde_json::from_str(r.split_once("\r\n\r\n").unwrap().1).unwrap();
+            v["active_connections"].as_u64()
+        })
+    });
+}
+
 fn admin_post(pop: &Netns, path: &'static str) -> String {
     pop.enter(move || {
         let mut s = TcpStream::connect("127.0.0.1:9180").unwrap();
@@ -290,7 +321,7 @@ fn admin_drain_prefers_other_pops_then_withdraws_when_connections_end() {
     bird.wait_route(true, Duration::from_secs(15));
     // an open client connection (it has sent nothing yet)
     let held = pop.enter(|| TcpStream::connect("192.0.2.10:80").unwrap());
-    std::thread::sleep(Duration::from_millis(100));
+    wait_held_counted(&pop);
 
     let metrics = pop.enter(|| {
         let mut s = TcpStream::connect("127.0.0.1:9180").unwrap();
@@ -315,17 +346,9 @@ fn admin_drain_prefers_other_pops_then_withdraws_when_connections_end() {
     let r = admin_post(&pop, "/api/v1/pop/drain");
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
     // still announced, but with GRACEFUL_SHUTDOWN and a longer AS path
-    let t = Instant::now();
-    loop {
-        let d = bird.birdc(&format!("show route {PREFIX} all"));
-        if d.contains("(65535,0)") {
-            assert!(d.contains("65001 65001 65001"), "prepended twice: {d}");
-            assert!(d.contains("(65001,100)"), "{d}");
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(3), "drain attributes never seen: {d}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let d = wait_drain_attributes(&bird);
+    assert!(d.contains("65001 65001 65001"), "prepended twice: {d}");
+    assert!(d.contains("(65001,100)"), "{d}");
     assert!(bird.has_route());
     // the last connection ends: withdrawn
     drop(held);
@@ -399,18 +422,10 @@ fn draining_one_prefix_leaves_the_others_announced() {
 
     // drain the web prefix (addr/len over the API) with a connection open
     let held = pop.enter(|| TcpStream::connect("192.0.2.10:80").unwrap());
-    std::thread::sleep(Duration::from_millis(100));
+    wait_held_counted(&pop);
     let r = admin_post(&pop, "/api/v1/anycast/192.0.2.10%2F32/drain");
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
-    let t = Instant::now();
-    loop {
-        let d = bird.birdc(&format!("show route {PREFIX} all"));
-        if d.contains("(65535,0)") {
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(3), "drain attributes never seen: {d}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_drain_attributes(&bird);
     let (ok, out) = ctl_in(&pop, &["status"]);
     assert!(ok, "{out}");
     assert!(
@@ -435,8 +450,8 @@ fn draining_one_prefix_leaves_the_others_announced() {
 
 #[test]
 fn ipv6_anycast_over_an_ipv6_session() {
-    let router = Netns::new("rtr6");
-    let pop = Netns::new("pop6");
+    let router = Netns::unique("rtr6").unwrap();
+    let pop = Netns::unique("pop6").unwrap();
     link(
         &router,
         "to-pop",
@@ -444,8 +459,10 @@ fn ipv6_anycast_over_an_ipv6_session() {
         &pop,
         "to-rtr",
         &["2001:db8:ff::1/64"],
-    );
-    pop.ip(&["-6", "addr", "add", "2001:db8:a::10/128", "dev", "lo"]);
+    )
+    .unwrap();
+    pop.ip(&["-6", "addr", "add", "2001:db8:a::10/128", "dev", "lo"])
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("bird.conf");
     std::fs::write(
@@ -488,23 +505,18 @@ listen = ["[2001:db8:a::10]:80"]
         health_and_backend("127.0.0.1:8080")
     );
     let _edge = Anyedge::start_in(&pop, &cfg, "[2001:db8:a::10]:80".parse().unwrap());
-    let t = Instant::now();
-    loop {
+    let r = wait_until("the IPv6 route at BIRD", Duration::from_secs(15), || {
         let r = bird.birdc("show route 2001:db8:a::10/128 all");
         if r.contains("2001:db8:a::10/128") {
-            assert!(
-                r.contains("2001:db8:ff::1"),
-                "next hop is the PoP's session address: {r}"
-            );
-            break;
+            Ok(r)
+        } else {
+            Err(format!("{r}\n{}", bird.birdc("show protocols all pop6")))
         }
-        assert!(
-            t.elapsed() < Duration::from_secs(15),
-            "{r}\n{}",
-            bird.birdc("show protocols all pop6")
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    });
+    assert!(
+        r.contains("2001:db8:ff::1"),
+        "next hop is the PoP's session address: {r}"
+    );
     let _ = bird.child.kill();
 }
 
@@ -547,9 +559,12 @@ fn md5_with_a_wrong_key_keeps_the_session_down() {
         "",
     );
     let _backend = Backend::start(&pop);
-    std::thread::sleep(Duration::from_secs(3));
-    assert!(!bird.has_route());
-    assert!(!edge.log().contains("BGP session established"), "{}", edge.log());
+    // nothing may happen: watched for 3 s (BIRD retries within 1-2 s)
+    holds_for(
+        "no session and no route with a wrong MD5 key",
+        Duration::from_secs(3),
+        || !bird.has_route() && !edge.log().contains("BGP session established"),
+    );
     let proto = bird.birdc("show protocols pop1");
     assert!(!proto.contains("Established"), "{proto}");
 }
@@ -565,15 +580,14 @@ fn silent_pop_is_detected_by_bfd_and_kill_9_too_within_500ms() {
     );
     let _backend = Backend::start(&pop);
     bird.wait_route(true, Duration::from_secs(15));
-    let t = Instant::now();
-    while !bird.birdc("show bfd sessions").contains("Up") {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "{}",
-            bird.birdc("show bfd sessions")
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("BIRD's BFD session up", Duration::from_secs(10), || {
+        let s = bird.birdc("show bfd sessions");
+        if s.contains("Up") {
+            Ok(())
+        } else {
+            Err(s)
+        }
+    });
     edge.wait_log("BFD session up", 1, Duration::from_secs(2));
     // A hung or powered-off PoP sends no FIN: freeze the process, so only
     // BFD can notice (the hold timer is 9 s).
@@ -607,6 +621,7 @@ fn a_flapping_service_is_held_down_by_flap_damping() {
     for flap in 1..=3 {
         backend.stop(&pop);
         bird.wait_route(false, Duration::from_secs(5));
+        // down for a moment on purpose: the flap (not a wait for anything)
         std::thread::sleep(Duration::from_millis(100));
         backend = Backend::start(&pop);
         if flap < 3 {
@@ -615,8 +630,9 @@ fn a_flapping_service_is_held_down_by_flap_damping() {
     }
     // healthy again, but the third flap in a row is held down
     edge.wait_log("backend up", 4, Duration::from_secs(5));
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(!bird.has_route(), "flapping prefix re-announced");
+    holds_for("the flapping prefix stays withdrawn", Duration::from_secs(2), || {
+        !bird.has_route()
+    });
     edge.wait_log("flap damping", 1, Duration::from_secs(1));
 }
 

@@ -25,13 +25,14 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyedge_dns::compare::{build_query, compare, Difference, EdnsQuery, Part, QueryOptions, Question, ZoneIndex};
+use anyedge_testkit::knot::{Knot, KnotConf};
 use bytes::Bytes;
 use domain::base::iana::{Class, Rtype};
 use domain::base::Name;
@@ -174,141 +175,29 @@ struct Finding {
 }
 
 // ---------------------------------------------------------------------------
-// Knot
+// Knot (the harness: anyedge_testkit::knot)
 
-fn knotd_bin() -> PathBuf {
-    for p in ["/usr/sbin/knotd", "/usr/bin/knotd", "/usr/local/sbin/knotd"] {
-        if Path::new(p).exists() {
-            return p.into();
-        }
-    }
-    panic!(
-        "knotd not found: this test compares anyedge with Knot DNS; install it \
-         (apt-get install knot; .ci/run installs it)"
-    );
+/// A `knotd` serving ZONES from the test data, NSID "pop1" like anyedge.
+fn start_knot() -> Knot {
+    let zones: Vec<(String, PathBuf)> = ZONES
+        .iter()
+        .map(|(apex, file)| (apex.to_string(), Path::new(DATA).join(file)))
+        .collect();
+    start_knot_with(&zones, false)
 }
 
-/// A real `knotd` in the foreground on 127.0.0.1, serving ZONES from the
-/// test data; ended by the PID we started.
-struct Knot {
-    dir: tempfile::TempDir,
-    addr: SocketAddr,
-    child: Option<Child>,
-}
-
-impl Knot {
-    fn start() -> Knot {
-        let zones: Vec<(String, PathBuf)> = ZONES
-            .iter()
-            .map(|(apex, file)| (apex.to_string(), Path::new(DATA).join(file)))
-            .collect();
-        Knot::start_with(&zones, false)
+/// Serves `zones` (apex, file); `transfers`: AXFR allowed from loopback.
+fn start_knot_with(zones: &[(String, PathBuf)], transfers: bool) -> Knot {
+    let mut conf = KnotConf::new().nsid("pop1");
+    let mut zone_extra: &[&str] = &[];
+    if transfers {
+        conf = conf.sections("acl:\n  - id: xfr\n    address: 127.0.0.0/8\n    action: transfer\n");
+        zone_extra = &["acl: xfr"];
     }
-
-    /// Serves `zones` (apex, file); `transfers`: AXFR allowed from loopback.
-    fn start_with(zones: &[(String, PathBuf)], transfers: bool) -> Knot {
-        let bin = knotd_bin();
-        let dir = tempfile::tempdir().unwrap();
-        let port = common::free_port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let d = dir.path().display();
-        let mut conf = format!(
-            r#"server:
-    rundir: "{d}"
-    listen: 127.0.0.1@{port}
-    nsid: pop1
-    udp-workers: 1
-    tcp-workers: 1
-    background-workers: 1
-log:
-  - target: stderr
-    any: info
-database:
-    storage: "{d}"
-template:
-  - id: default
-    storage: "{d}"
-    semantic-checks: off
-    zonefile-sync: -1
-    zonefile-load: whole
-    journal-content: none
-zone:
-"#
-        );
-        if transfers {
-            // Referenced below, so defined first.
-            conf = conf.replacen(
-                "zone:\n",
-                "acl:\n  - id: xfr\n    address: 127.0.0.0/8\n    action: transfer\nzone:\n",
-                1,
-            );
-        }
-        for (apex, file) in zones {
-            conf.push_str(&format!("  - domain: {apex}\n    file: \"{}\"\n", file.display()));
-            if transfers {
-                conf.push_str("    acl: xfr\n");
-            }
-        }
-        let path = dir.path().join("knot.conf");
-        std::fs::write(&path, conf).unwrap();
-        let log = std::fs::File::create(dir.path().join("knot.log")).unwrap();
-        let child = Command::new(bin)
-            .arg("-c")
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start knotd");
-        let mut k = Knot {
-            dir,
-            addr,
-            child: Some(child),
-        };
-        k.wait_zones(zones);
-        k
+    for (apex, file) in zones {
+        conf = conf.primary(apex, file, zone_extra);
     }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("knot.log")).unwrap_or_default()
-    }
-
-    /// Zones load in the background: wait until every apex SOA is served.
-    fn wait_zones(&mut self, zones: &[(String, PathBuf)]) {
-        let start = Instant::now();
-        for (apex, _) in zones {
-            let q = Question::new(Name::<Bytes>::from_str(apex.as_str()).unwrap(), Rtype::SOA);
-            let query = build_query(1, &q, &QueryOptions::default()).unwrap();
-            loop {
-                if let Ok(r) = exchange_udp(self.addr, &query, Duration::from_millis(200)) {
-                    if r.len() > 3 && r[2] & 0x04 != 0 && r[3] & 0x0f == 0 {
-                        break;
-                    }
-                }
-                if let Some(st) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
-                    panic!("knotd exited ({st}):\n{}", self.log());
-                }
-                assert!(
-                    start.elapsed() < Duration::from_secs(10),
-                    "knotd did not serve {apex} within 10 s:\n{}",
-                    self.log()
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-    }
-}
-
-impl Drop for Knot {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("---- knotd log ----\n{}", self.log());
-        }
-    }
+    Knot::start(&conf)
 }
 
 // ---------------------------------------------------------------------------
@@ -653,8 +542,8 @@ fn judge(label: &str, run: Run, deliberate: &[Deliberate]) {
 
 #[test]
 fn knot_against_itself() {
-    let a = Knot::start();
-    let b = Knot::start();
+    let a = start_knot();
+    let b = start_knot();
     let qs = questions();
     let vs = variants();
     let run = run_comparison(a.addr, b.addr, &qs, &vs);
@@ -683,7 +572,7 @@ cookie_secret = "000102030405060708090a0b0c0d0e0f"
 
 #[test]
 fn anyedge_answers_like_knot() {
-    let knot = Knot::start();
+    let knot = start_knot();
     let port = common::free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let ours = common::Anyedge::start(&anyedge_config(port), addr);
@@ -701,7 +590,7 @@ fn anyedge_answers_like_knot() {
 #[test]
 fn compare_cli_exit_codes() {
     let zone = Path::new(DATA).join("example.com.zone");
-    let reference = Knot::start_with(&[("example.com.".to_string(), zone.clone())], false);
+    let reference = start_knot_with(&[("example.com.".to_string(), zone.clone())], false);
     // The same zone with one address changed, transfers allowed.
     let dir = tempfile::tempdir().unwrap();
     let changed = dir.path().join("example.com.zone");
@@ -712,7 +601,7 @@ fn compare_cli_exit_codes() {
         text.replace("mail    A       192.0.2.25", "mail    A       192.0.2.26"),
     )
     .unwrap();
-    let other = Knot::start_with(&[("example.com.".to_string(), changed)], true);
+    let other = start_knot_with(&[("example.com.".to_string(), changed)], true);
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
 
     let run = |ours: SocketAddr, file: bool| {

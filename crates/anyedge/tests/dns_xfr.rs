@@ -17,13 +17,13 @@ mod common;
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyedge_dns::xfr::{self, Received, T_AXFR};
 use anyedge_dns::zone::Zone;
+use anyedge_testkit::knot::{Knot, KnotConf};
+use anyedge_testkit::wait_until;
 use bytes::Bytes;
 use domain::base::Message;
 use domain::rdata::tsig::Time48;
@@ -51,114 +51,16 @@ fn zone_text(serial: u32, extra: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------
-// Knot
+// Knot (the harness: anyedge_testkit::knot)
 
-fn knot_bin(name: &str) -> PathBuf {
-    for d in ["/usr/sbin", "/usr/bin", "/usr/local/sbin"] {
-        let p = Path::new(d).join(name);
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("{name} not found: these tests run against Knot DNS; install it (apt-get install knot; .ci/run does)");
-}
-
-/// A `knotd` in the foreground on 127.0.0.1, ended by the PID we started.
-struct Knot {
-    dir: tempfile::TempDir,
-    addr: SocketAddr,
-    child: Option<Child>,
-}
-
-impl Knot {
-    /// `zones`: the `zone:` section entries (YAML, indented by 2).
-    fn start(port: u16, extra: &str, zones: &str) -> Knot {
-        let dir = tempfile::tempdir().unwrap();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let d = dir.path().display();
-        let conf = format!(
-            r#"server:
-    rundir: "{d}"
-    listen: 127.0.0.1@{port}
-    udp-workers: 1
-    tcp-workers: 1
-    background-workers: 1
-control:
-    listen: "{d}/knot.sock"
-log:
-  - target: stderr
-    any: info
-database:
-    storage: "{d}"
-key:
-  - id: xfr-key
-    algorithm: hmac-sha256
-    secret: {SECRET_B64}
-{extra}
-template:
-  - id: default
-    storage: "{d}"
-    semantic-checks: off
-    zonefile-sync: -1
-    zonefile-load: difference
-    journal-content: changes
-zone:
-{zones}"#
-        );
-        let path = dir.path().join("knot.conf");
-        std::fs::write(&path, conf).unwrap();
-        let log = std::fs::File::create(dir.path().join("knot.log")).unwrap();
-        let child = Command::new(knot_bin("knotd"))
-            .arg("-c")
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start knotd");
-        let k = Knot {
-            dir,
-            addr,
-            child: Some(child),
-        };
-        common::wait_port(addr, Duration::from_secs(10));
-        k
-    }
-
-    fn path(&self, f: &str) -> PathBuf {
-        self.dir.path().join(f)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.path("knot.log")).unwrap_or_default()
-    }
-
-    fn knotc(&self, args: &[&str]) {
-        let out = Command::new(knot_bin("knotc"))
-            .arg("-s")
-            .arg(self.path("knot.sock"))
-            .args(args)
-            .output()
-            .expect("run knotc");
-        assert!(
-            out.status.success(),
-            "knotc {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for Knot {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("---- knotd log ----\n{}", self.log());
-        }
-    }
+/// A `knotd` on `port` with the TSIG key `xfr-key` and a journal (so it
+/// serves and pulls IXFR); `sections`: its `remote:`/`acl:` YAML.
+fn knot_conf(port: u16, sections: &str) -> KnotConf {
+    KnotConf::new()
+        .port(port)
+        .tsig_key("xfr-key", SECRET_B64)
+        .sections(sections)
+        .journal(true)
 }
 
 // ---------------------------------------------------------------------------
@@ -214,17 +116,6 @@ fn a_records(server: SocketAddr, name: &str) -> Vec<Ipv4Addr> {
         }
     }
     v
-}
-
-fn wait_until(what: &str, max: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let t = Instant::now();
-    while t.elapsed() < max {
-        if f() {
-            return t.elapsed();
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("{what}: not within {max:?}");
 }
 
 fn write_framed(s: &mut TcpStream, m: &[u8]) {
@@ -324,20 +215,19 @@ fn anyedge_is_secondary_of_knot_axfr_then_notify_and_ixfr() {
     let zfile = zones_dir.path().join("example.com.zone");
     std::fs::write(&zfile, zone_text(2024010101, "")).unwrap();
     let knot = Knot::start(
-        kport,
-        &format!(
-            r#"{}
+        &knot_conf(
+            kport,
+            &format!(
+                r#"{}
   - id: anyedge_xfr
     address: 127.0.0.1
     key: xfr-key
     action: transfer
 "#,
-            knot_remote_anyedge(aport)
-        ),
-        &format!(
-            "  - domain: {APEX}\n    file: \"{}\"\n    notify: anyedge\n    acl: anyedge_xfr\n",
-            zfile.display()
-        ),
+                knot_remote_anyedge(aport)
+            ),
+        )
+        .primary(APEX, &zfile, &["notify: anyedge", "acl: anyedge_xfr"]),
     );
     wait_until("knot serves the zone", Duration::from_secs(10), || {
         soa_serial(knot.addr) == Some(2024010101)
@@ -363,9 +253,11 @@ fn anyedge_is_secondary_of_knot_axfr_then_notify_and_ixfr() {
     // difference), NOTIFYs us, and we pull it incrementally
     std::fs::write(&zfile, zone_text(2024010102, "new IN A 192.0.2.99\n")).unwrap();
     knot.knotc(&["zone-reload", APEX]);
-    let took = wait_until("anyedge serves the new record", Duration::from_secs(10), || {
+    let t = Instant::now();
+    wait_until("anyedge serves the new record", Duration::from_secs(10), || {
         a_records(aaddr, "new.example.com.") == [Ipv4Addr::new(192, 0, 2, 99)]
     });
+    let took = t.elapsed();
     assert!(took < Duration::from_secs(5), "took {took:?}");
     assert_eq!(soa_serial(aaddr), Some(2024010102));
     let log = ours.log();
@@ -406,9 +298,10 @@ fn knot_is_secondary_of_anyedge_and_follows_its_notify() {
     let ours = common::Anyedge::start(&cfg, aaddr);
 
     let knot = Knot::start(
-        kport,
-        &format!(
-            r#"{}
+        &knot_conf(
+            kport,
+            &format!(
+                r#"{}
   - id: notify_from_anyedge
     address: 127.0.0.1
     key: xfr-key
@@ -417,9 +310,10 @@ fn knot_is_secondary_of_anyedge_and_follows_its_notify() {
     address: 127.0.0.1
     action: transfer
 "#,
-            knot_remote_anyedge(aport)
-        ),
-        &format!("  - domain: {APEX}\n    master: anyedge\n    acl: [notify_from_anyedge, local_axfr]\n"),
+                knot_remote_anyedge(aport)
+            ),
+        )
+        .secondary(APEX, &["master: anyedge", "acl: [notify_from_anyedge, local_axfr]"]),
     );
     wait_until(
         "knot transferred the zone from anyedge",

@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
-use common::netns::Netns;
+use anyedge_netns::Netns;
 use common::*;
 
 /// GET / over a fresh connection; the body.
@@ -26,7 +26,7 @@ fn http_get(to: SocketAddr) -> std::io::Result<String> {
 
 #[test]
 fn listeners_on_addresses_added_after_start() {
-    let ns = Netns::new("fb");
+    let ns = Netns::unique("fb").unwrap();
     ns.enter(|| {
         let l = TcpListener::bind("127.0.0.1:8080").unwrap();
         serve_proxied(l, "from-backend\n".into(), |_| {});
@@ -71,8 +71,9 @@ file = "{}"
         "unreachable before the address exists"
     );
 
-    ns.ip(&["addr", "add", "198.18.77.1/32", "dev", "lo"]);
-    ns.ip(&["addr", "add", "2001:db8:77::1/128", "dev", "lo", "nodad"]);
+    ns.ip(&["addr", "add", "198.18.77.1/32", "dev", "lo"]).unwrap();
+    ns.ip(&["addr", "add", "2001:db8:77::1/128", "dev", "lo", "nodad"])
+        .unwrap();
     for to in ["198.18.77.1:80", "[2001:db8:77::1]:80"] {
         let to: SocketAddr = to.parse().unwrap();
         let r = ns.enter(move || http_get(to)).unwrap_or_else(|e| panic!("{to}: {e}"));

@@ -14,7 +14,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::netns::Netns;
+use anyedge_netns::Netns;
+use anyedge_testkit::{wait_eq, wait_until};
 
 /// The admin token `anyedge lab` configures.
 const LAB_TOKEN: &str = "lab-admin-token-0123456789";
@@ -46,15 +47,11 @@ impl Lab {
 
     fn ns(&self, role: &str) -> Netns {
         // borrowed handle: the lab deletes the namespaces itself
-        Netns::borrow(&format!("{}-{role}", self.name))
+        Netns::open(&format!("{}-{role}", self.name))
     }
 
     fn nexthops(&self) -> Vec<String> {
-        let out = Command::new("ip")
-            .args(["-n", &format!("{}-router", self.name), "route", "show", "192.0.2.10"])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let text = self.ns("router").ip_output(&["route", "show", "192.0.2.10"]).unwrap();
         let words: Vec<&str> = text.split_whitespace().collect();
         let mut v: Vec<String> = words
             .windows(2)
@@ -67,17 +64,9 @@ impl Lab {
 
     fn wait_nexthops(&self, want: &[&str], max: Duration) -> Duration {
         let t = Instant::now();
-        loop {
-            if self.nexthops() == want {
-                return t.elapsed();
-            }
-            assert!(
-                t.elapsed() < max,
-                "router next hops {:?}, want {want:?}",
-                self.nexthops()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+        wait_eq("the router's next hops", max, want, || self.nexthops());
+        t.elapsed()
     }
 
     fn pid(&self, name: &str) -> i32 {
@@ -154,6 +143,7 @@ impl ClientLoop {
                     f.fetch_add(1, Ordering::Relaxed);
                     fl.lock().unwrap().push((t0, Instant::now()));
                 }
+                // paces the client (waits for nothing)
                 std::thread::sleep(Duration::from_millis(5));
             }
         });
@@ -171,6 +161,22 @@ impl ClientLoop {
     /// without flow hand-over between PoPs; those are reported apart).
     fn failed_started_after(&self, t: Instant) -> usize {
         self.failures.lock().unwrap().iter().filter(|(s, _)| *s > t).count()
+    }
+
+    /// Waits until `n` more requests than now have succeeded.
+    fn wait_more_ok(&self, what: &str, n: usize) {
+        let from = self.ok.load(Ordering::Relaxed);
+        wait_until(what, Duration::from_secs(10), || {
+            let more = self.ok.load(Ordering::Relaxed) - from;
+            if more >= n {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{more} more ok, {} failed in all",
+                    self.failed.load(Ordering::Relaxed)
+                ))
+            }
+        });
     }
 
     fn counts(&self) -> (usize, usize) {
@@ -207,18 +213,10 @@ fn ecmp_backend_failure_drain_and_silent_pop() {
     // both PoPs announce: ECMP at the router
     lab.wait_nexthops(&["198.18.1.2", "198.18.2.2"], Duration::from_secs(10));
     // IPv6 anycast too
-    let out = Command::new("ip")
-        .args([
-            "-n",
-            &format!("{}-router", lab.name),
-            "-6",
-            "route",
-            "show",
-            "2001:db8:a::10",
-        ])
-        .output()
+    let v6 = lab
+        .ns("router")
+        .ip_output(&["-6", "route", "show", "2001:db8:a::10"])
         .unwrap();
-    let v6 = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(v6.contains("2001:db8:1::2") && v6.contains("2001:db8:2::2"), "{v6}");
 
     // anycast DNS: both PoPs answer for the zone; NSID says which one
@@ -232,14 +230,14 @@ fn ecmp_backend_failure_drain_and_silent_pop() {
 
     // (a) PoP1's backend dies: PoP1 withdraws, clients keep succeeding via PoP2
     let clients = ClientLoop::start(&client);
-    std::thread::sleep(Duration::from_millis(500));
+    clients.wait_more_ok("the clients get answers before the failure", 20);
     lab.signal("be1", nix::sys::signal::Signal::SIGKILL);
     let t = lab.wait_nexthops(&["198.18.2.2"], Duration::from_secs(5));
     eprintln!("measured: backend failure -> PoP1 route gone after {t:?}");
     // fall (2) x interval (200 ms) + a check timeout + 1 s
     assert!(t <= Duration::from_millis(2 * 200 + 150 + 1000), "{t:?}");
     let withdrawn_at = Instant::now();
-    std::thread::sleep(Duration::from_secs(1));
+    clients.wait_more_ok("100 requests after the withdrawal", 100);
     let after = clients.failed_started_after(withdrawn_at);
     let (ok, failed) = clients.finish();
     assert_eq!(after, 0, "every request started after the withdrawal succeeds");
@@ -258,12 +256,12 @@ fn ecmp_backend_failure_drain_and_silent_pop() {
 
     // (c) planned drain of PoP1 with a client loop running: zero failures
     let clients = ClientLoop::start(&client);
-    std::thread::sleep(Duration::from_millis(300));
+    clients.wait_more_ok("the clients get answers before the drain", 20);
     let resp = lab.admin_post(1, "/api/v1/pop/drain");
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     lab.wait_nexthops(&["198.18.2.2"], Duration::from_secs(5));
     let switched_at = Instant::now();
-    std::thread::sleep(Duration::from_millis(500));
+    clients.wait_more_ok("50 requests after the switch", 50);
     let after = clients.failed_started_after(switched_at);
     let (ok, failed) = clients.finish();
     eprintln!("measured: drain: {ok} requests ok, {failed} failed (in flight when the router switched)");
@@ -317,8 +315,10 @@ fn dns_nsids() -> std::collections::BTreeMap<String, usize> {
 fn restart_backend(lab: &Lab, be: &str) {
     let d = lab.dir.join(be);
     let log = std::fs::File::create(lab.dir.join(format!("{be}.log"))).unwrap();
-    let child = Command::new("ip")
-        .args(["netns", "exec", &format!("{}-{be}", lab.name), "nginx", "-p"])
+    let child = lab
+        .ns(be)
+        .command("nginx")
+        .arg("-p")
         .arg(&d)
         .arg("-e")
         .arg(d.join("error.log"))
@@ -347,8 +347,9 @@ fn status_page_in_chromium_drains_the_pop() {
     lab.wait_nexthops(&["198.18.1.2", "198.18.2.2"], Duration::from_secs(10));
     let shot = root.join("target/status-page.png");
     let browser = |action: &str| {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &format!("{}-pop1", lab.name), "node"])
+        let out = lab
+            .ns("pop1")
+            .command("node")
             .arg(root.join(".ci/status_page.js"))
             .arg("http://127.0.0.1:9180/")
             .arg(&shot)

@@ -21,7 +21,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::netns::{link, Netns};
+use anyedge_netns::{link, Netns};
+use anyedge_testkit::{wait_eq, wait_until};
 use common::*;
 
 struct Lab {
@@ -39,9 +40,9 @@ fn lab(guard: &str) -> Lab {
 
 /// `extra`: more config (e.g. a `[dns]` section).
 fn lab_with(guard: &str, extra: &str) -> Lab {
-    let pop = Netns::new("pop");
-    let attacker = Netns::new("att");
-    let client = Netns::new("cli");
+    let pop = Netns::unique("pop").unwrap();
+    let attacker = Netns::unique("att").unwrap();
+    let client = Netns::unique("cli").unwrap();
     link(
         &pop,
         "to-att",
@@ -49,7 +50,8 @@ fn lab_with(guard: &str, extra: &str) -> Lab {
         &attacker,
         "eth0",
         &["198.18.1.2/24", "2001:db8:1::2/64"],
-    );
+    )
+    .unwrap();
     link(
         &pop,
         "to-cli",
@@ -57,16 +59,27 @@ fn lab_with(guard: &str, extra: &str) -> Lab {
         &client,
         "eth0",
         &["198.18.2.2/24", "2001:db8:2::2/64"],
-    );
+    )
+    .unwrap();
     // the attacker owns a whole /64 and a /24 (AnyIP: every address is local)
-    attacker.ip(&["-6", "route", "add", "local", "2001:db8:66::/64", "dev", "lo"]);
-    attacker.ip(&["route", "add", "local", "198.18.100.0/24", "dev", "lo"]);
-    attacker.ip(&["-6", "route", "add", "default", "via", "2001:db8:1::1"]);
-    attacker.ip(&["route", "add", "default", "via", "198.18.1.1"]);
-    client.ip(&["-6", "route", "add", "default", "via", "2001:db8:2::1"]);
-    client.ip(&["route", "add", "default", "via", "198.18.2.1"]);
-    pop.ip(&["-6", "route", "add", "2001:db8:66::/64", "via", "2001:db8:1::2"]);
-    pop.ip(&["route", "add", "198.18.100.0/24", "via", "198.18.1.2"]);
+    attacker
+        .ip(&["-6", "route", "add", "local", "2001:db8:66::/64", "dev", "lo"])
+        .unwrap();
+    attacker
+        .ip(&["route", "add", "local", "198.18.100.0/24", "dev", "lo"])
+        .unwrap();
+    attacker
+        .ip(&["-6", "route", "add", "default", "via", "2001:db8:1::1"])
+        .unwrap();
+    attacker.ip(&["route", "add", "default", "via", "198.18.1.1"]).unwrap();
+    client
+        .ip(&["-6", "route", "add", "default", "via", "2001:db8:2::1"])
+        .unwrap();
+    client.ip(&["route", "add", "default", "via", "198.18.2.1"]).unwrap();
+    pop.ip(&["-6", "route", "add", "2001:db8:66::/64", "via", "2001:db8:1::2"])
+        .unwrap();
+    pop.ip(&["route", "add", "198.18.100.0/24", "via", "198.18.1.2"])
+        .unwrap();
 
     // backend on the PoP's loopback: records the client address of each
     // forwarded connection (from the PROXY header) and answers
@@ -159,13 +172,23 @@ fn dns_query_flood_is_rate_limited_and_real_users_are_answered() {
                 }
             }
         }
-        std::thread::sleep(Duration::from_millis(300));
-        for s in &socks {
-            while let Ok(n) = s.recv(&mut buf) {
-                if n > 2 && buf[2] & 0x02 == 0 {
-                    got.fetch_add(1, Ordering::Relaxed);
+        // the answers still on their way: read until none came for 300 ms
+        // (bounded: the server answers at most what it was sent)
+        let mut quiet_since = Instant::now();
+        while quiet_since.elapsed() < Duration::from_millis(300) {
+            let mut any = false;
+            for s in &socks {
+                while let Ok(n) = s.recv(&mut buf) {
+                    any = true;
+                    if n > 2 && buf[2] & 0x02 == 0 {
+                        got.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
+            if any {
+                quiet_since = Instant::now();
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
     });
     // a real resolver: one query every 20 ms during the flood, for 10
@@ -197,7 +220,22 @@ fn dns_query_flood_is_rate_limited_and_real_users_are_answered() {
     let (ok, worst) = c.join().unwrap();
     let secs = t0.elapsed().as_secs_f64();
     let attacker_answered = attacker_got.load(Ordering::Relaxed);
-    let v = status(&l);
+    // the counters explain the flood once the server has judged every query
+    // it read: each was answered in full, slipped or dropped
+    let v = wait_until(
+        "the DNS counters account for every query",
+        Duration::from_secs(5),
+        || {
+            let v = status(&l);
+            let st = &v["dns"]["stats"];
+            let n = |k: &str| st[k].as_u64().unwrap_or(0);
+            if n("rrl_dropped") + n("rrl_slipped") + 150 + attacker_answered as u64 >= n("udp_queries") {
+                Ok(v)
+            } else {
+                Err(st.to_string())
+            }
+        },
+    );
     let st = &v["dns"]["stats"];
     eprintln!(
         "measured: dns flood {ATTACK} queries in {secs:.1}s: attacker got {attacker_answered} full answers; legit {ok}/150 answered, worst {worst:?}; stats {st}"
@@ -207,8 +245,6 @@ fn dns_query_flood_is_rate_limited_and_real_users_are_answered() {
     // one bucket (the /24, NXDOMAIN, the zone): burst + rate x time
     let bound = 10.0 + 10.0 * secs + 5.0;
     assert!((attacker_answered as f64) <= bound, "{attacker_answered} > {bound}");
-    // the counters explain the flood: every query the server saw was
-    // answered in full, slipped or dropped
     let udp = st["udp_queries"].as_u64().unwrap();
     let (dropped, slipped) = (st["rrl_dropped"].as_u64().unwrap(), st["rrl_slipped"].as_u64().unwrap());
     assert!(udp >= u64::from(ATTACK) / 2, "the flood reached the server: {udp}");
@@ -393,9 +429,13 @@ fn slowloris_is_capped_per_source() {
         }
         held
     });
-    std::thread::sleep(Duration::from_millis(300));
+    wait_eq(
+        "every connection over the cap refused",
+        Duration::from_secs(5),
+        Some(20 * 16),
+        || status(&l)["guard"]["drops"]["concurrency"].as_u64(),
+    );
     let v = status(&l);
-    assert_eq!(v["guard"]["drops"]["concurrency"], 20 * 16, "{v}");
     assert!(
         v["services"][0]["active_connections"].as_u64().unwrap() <= 20 * 4,
         "{v}"
@@ -458,19 +498,31 @@ fn xdp_fast_path_drops_in_the_kernel_before_userspace() {
         for i in 0..1000u16 {
             let _ = s.send_to(&dns_query(i, "ns1.example.com", 1, false, &[]), "198.18.1.1:53");
         }
-        std::thread::sleep(Duration::from_millis(800));
     });
     assert!(ok * 100 >= total * 99, "legit client {ok}/{total}");
-    let v = status(&l);
-    let xdp = &v["xdp"]["counters"];
-    let count = |name: &str| -> u64 {
-        xdp.as_array()
-            .unwrap()
-            .iter()
+    let xdp_count = |v: &serde_json::Value, name: &str| -> u64 {
+        v["xdp"]["counters"]
+            .as_array()
+            .into_iter()
+            .flatten()
             .find(|c| c["name"] == name)
             .and_then(|c| c["packets"].as_u64())
             .unwrap_or(0)
     };
+    let v = wait_until(
+        "XDP counted the denied SYNs and the DNS flood",
+        Duration::from_secs(5),
+        || {
+            let v = status(&l);
+            if xdp_count(&v, "drop_deny") >= 20 && xdp_count(&v, "drop_dns_rate_address") >= 900 {
+                Ok(v)
+            } else {
+                Err(v["xdp"]["counters"].to_string())
+            }
+        },
+    );
+    let xdp = &v["xdp"]["counters"];
+    let count = |name: &str| xdp_count(&v, name);
     eprintln!(
         "measured: xdp counters {xdp}; guard {}; dns {}",
         v["guard"]["drops"], v["dns"]["stats"]

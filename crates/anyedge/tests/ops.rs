@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anyedge_testkit::wait_until;
 use common::*;
 
 fn backend() -> SocketAddr {
@@ -104,6 +105,7 @@ fn ten_thousand_requests_across_reloads_lose_nothing() {
     // reload every 150 ms while the clients run, changing the weights
     let mut reloads = 0;
     while ok.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) < 10_000 && reloads < 200 {
+        // paces the reloads (waits for nothing): clients run between them
         std::thread::sleep(Duration::from_millis(150));
         e.rewrite_config(&config(port, a, b, 1 + reloads % 3));
         e.signal(nix::sys::signal::Signal::SIGHUP);
@@ -129,7 +131,15 @@ fn binary_upgrade_hands_over_listeners_without_refusing_a_connection() {
     let mut e = Anyedge::start(&config(port, a, b, 1), lb);
     e.wait_log("backend up", 2, Duration::from_secs(5));
     let (stop, ok, failed, clients) = client_loop(lb);
-    std::thread::sleep(Duration::from_millis(300));
+    // the upgrade starts while the clients are busy
+    wait_until("the clients get answers", Duration::from_secs(10), || {
+        let n = ok.load(Ordering::Relaxed);
+        if n >= 100 {
+            Ok(())
+        } else {
+            Err(format!("{n} ok, {} failed", failed.load(Ordering::Relaxed)))
+        }
+    });
     e.signal(nix::sys::signal::Signal::SIGUSR2);
     e.wait_log("upgrade: new process ready", 1, Duration::from_secs(10));
     // the old process drains and exits; the new one keeps serving
@@ -319,12 +329,16 @@ impl DnsLoad {
         self.udp_ok.load(Ordering::Relaxed) + self.tcp_ok.load(Ordering::Relaxed) + self.failed.load(Ordering::Relaxed)
     }
 
-    /// Waits (up to `max`) until `n` queries are done.
+    /// Waits (up to `max`, else panics) until `n` queries are done.
     fn wait_total(&self, n: usize, max: Duration) {
-        let t = Instant::now();
-        while self.total() < n && t.elapsed() < max {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until(&format!("{n} queries done"), max, || {
+            let done = self.total();
+            if done >= n {
+                Ok(())
+            } else {
+                Err(format!("{done} done, {} failed", self.failed.load(Ordering::Relaxed)))
+            }
+        });
     }
 
     /// Stops the loop; (udp ok, tcp ok, failed, first errors).
@@ -413,6 +427,7 @@ fn ten_thousand_dns_queries_across_reloads_and_zone_changes_lose_nothing() {
     let (mut reloads, mut serial) = (0u32, 1u32);
     let t = Instant::now();
     while (load.total() < 10_000 || reloads < 20) && t.elapsed() < Duration::from_secs(300) {
+        // paces the reloads (waits for nothing)
         std::thread::sleep(Duration::from_millis(100));
         reloads += 1;
         if reloads % 2 == 0 {
@@ -477,14 +492,11 @@ fn ten_thousand_dns_queries_across_binary_upgrades_lose_nothing() {
             let st = e.wait_exit(Duration::from_secs(60)).expect("old process exits");
             assert!(st.success(), "{st:?}");
         } else {
-            let t = Instant::now();
-            while !exited(old.0) {
-                assert!(
-                    t.elapsed() < Duration::from_secs(60),
-                    "upgrade {round}: the old process never exited"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            wait_until(
+                &format!("upgrade {round}: the old process exited"),
+                Duration::from_secs(60),
+                || exited(old.0),
+            );
             std::mem::forget(old); // gone: nothing to end
         }
         at_exit = load.total();
@@ -569,11 +581,9 @@ fn secondary_zone_answers_across_an_upgrade() {
         &format!("primary = [\"{primary}\"]"),
     );
     let mut e = Anyedge::start(&cfg, secondary);
-    let t = Instant::now();
-    while udp_query(secondary, 1, QUESTIONS[0]).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(30), "the first transfer never came");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until("the first transfer served", Duration::from_secs(30), || {
+        udp_query(secondary, 1, QUESTIONS[0])
+    });
     let load = DnsLoad::start(secondary);
     load.wait_total(1_000, Duration::from_secs(60));
     let _new = upgrade(&mut e);

@@ -1,9 +1,7 @@
 //! Shared by the integration tests: the environment checks (fail loudly
 //! under CI, skip with a message elsewhere), `BPF_PROG_TEST_RUN` on crafted
-//! frames, frame builders and network namespaces.
+//! frames and frame builders (network namespaces: the `anyedge-netns` crate).
 #![allow(dead_code, unsafe_code)]
-
-pub mod netns;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, BorrowedFd};

@@ -2,8 +2,6 @@
 //! real nginx instances, each ended by the PID we started.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-pub mod netns;
-
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -144,7 +142,7 @@ impl Anyedge {
 
     /// Runs anyedge inside network namespace `ns` and waits, from inside it,
     /// until `wait_for` accepts connections.
-    pub fn start_in(ns: &netns::Netns, config: &str, wait_for: SocketAddr) -> Anyedge {
+    pub fn start_in(ns: &anyedge_netns::Netns, config: &str, wait_for: SocketAddr) -> Anyedge {
         let mut cmd = ns.command(env!("CARGO_BIN_EXE_anyedge"));
         cmd.env("RUST_LOG", "info");
         let a = Anyedge::spawn(cmd, config);
