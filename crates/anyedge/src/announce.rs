@@ -127,6 +127,7 @@ impl Announcer {
     /// Starts the peer drivers and the controller.
     pub fn start(src: Arc<dyn Sources>, bgp: &BgpConfig) -> Arc<Announcer> {
         let (stop_tx, stop_rx) = watch::channel(None);
+        let session_changed = Arc::new(tokio::sync::Notify::new());
         let mut peers = Vec::new();
         let mut route_tx = Vec::new();
         let mut tasks = Vec::new();
@@ -149,6 +150,7 @@ impl Announcer {
                 stop_rx.clone(),
                 bfd_rx,
                 status.clone(),
+                session_changed.clone(),
             )));
             peers.push((pc.clone(), status));
             route_tx.push(tx);
@@ -163,11 +165,17 @@ impl Announcer {
             tasks: Mutex::new(tasks),
         });
         let weak = Arc::downgrade(&a);
+        let changed = session_changed;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(100));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
+                // every 100 ms, and at once when a BGP session comes up or
+                // goes down (what the routers were told changed)
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = changed.notified() => {}
+                }
                 let Some(a) = weak.upgrade() else { return };
                 a.evaluate();
             }
@@ -501,6 +509,7 @@ async fn run_peer(
     mut stop: watch::Receiver<Option<String>>,
     mut bfd_down: watch::Receiver<u64>,
     status: Arc<PeerStatus>,
+    session_changed: Arc<tokio::sync::Notify>,
 ) {
     let mut scfg = SessionConfig::new(bgp.asn, pc.asn, bgp.router_id);
     scfg.hold_time = bgp.hold_time;
@@ -541,6 +550,7 @@ async fn run_peer(
                 }
                 Action::Established => {
                     status.established.store(true, Ordering::SeqCst);
+                    session_changed.notify_one();
                     if let Ok(mut e) = status.last_error.lock() {
                         e.clear();
                     }
@@ -549,6 +559,7 @@ async fn run_peer(
                 Action::Down { reason } => {
                     if status.established.swap(false, Ordering::SeqCst) {
                         status.flaps.fetch_add(1, Ordering::Relaxed);
+                        session_changed.notify_one();
                     }
                     status.advertised.store(0, Ordering::SeqCst);
                     if let Ok(mut e) = status.last_error.lock() {

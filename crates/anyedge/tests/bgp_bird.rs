@@ -323,13 +323,28 @@ fn admin_drain_prefers_other_pops_then_withdraws_when_connections_end() {
     let held = pop.enter(|| TcpStream::connect("192.0.2.10:80").unwrap());
     wait_held_counted(&pop);
 
-    let metrics = pop.enter(|| {
-        let mut s = TcpStream::connect("127.0.0.1:9180").unwrap();
-        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-        let mut r = String::new();
-        s.read_to_string(&mut r).unwrap();
-        r
-    });
+    let scrape = || {
+        pop.enter(|| {
+            let mut s = TcpStream::connect("127.0.0.1:9180").unwrap();
+            write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+            let mut r = String::new();
+            s.read_to_string(&mut r).unwrap();
+            r
+        })
+    };
+    // the status follows the session within one evaluation
+    let metrics = wait_until(
+        "the metrics say the prefix is announced",
+        Duration::from_secs(2),
+        || {
+            let m = scrape();
+            if m.contains("anyedge_anycast_prefix_peers_announced{prefix=\"192.0.2.10/32\"} 1") {
+                Ok(m)
+            } else {
+                Err(m)
+            }
+        },
+    );
     assert!(
         metrics.contains("anyedge_bgp_session_up{peer=\"router\"} 1"),
         "{metrics}"

@@ -320,6 +320,7 @@ name = "router"
 address = "127.0.0.1"
 port = {dead}
 asn = 65000
+local_address = "127.0.0.1"
 [[anycast]]
 prefix = "192.0.2.53/32"
 dns = true
@@ -364,14 +365,18 @@ file = "{}"
     e.rewrite_config(&cfg(false));
     e.signal(nix::sys::signal::Signal::SIGHUP);
     e.wait_log("reload applied", 1, Duration::from_secs(5));
-    wait_until("the prefix announced", Duration::from_secs(5), || {
+    // ready to announce; the only BGP peer is down, so the routers were
+    // told nothing and the status says so
+    wait_until("the prefix ready to announce", Duration::from_secs(5), || {
         let (st, why) = state();
-        if st == "announced" {
+        if why.contains("no BGP session established (ready to announce: all checks pass)") {
             Ok(())
         } else {
             Err(format!("{st}: {why}"))
         }
     });
+    let (st, _) = state();
+    assert_eq!(st, "withdrawn");
 }
 
 #[test]
