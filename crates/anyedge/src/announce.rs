@@ -31,6 +31,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::config::{AnycastConfig, BgpConfig, Config, PeerConfig};
+use crate::logutil::LogLimiter;
 
 /// Where a prefix stands and why. `state` and `reason` are what the
 /// routers were told: "announced" (to at least one peer), "draining"
@@ -61,6 +62,8 @@ pub struct PeerStatus {
     pub bfd_up: AtomicBool,
     /// Times the session went down after having been established.
     pub flaps: AtomicU64,
+    /// TCP connections attempted to the peer (each retry counts).
+    pub connect_attempts: AtomicU64,
     /// Prefixes currently announced to the peer (as far as we sent them).
     pub advertised: AtomicU64,
     pub last_error: Mutex<String>,
@@ -524,11 +527,27 @@ async fn run_peer(
     > = None;
     let mut buf = vec![0u8; 16 * 1024];
     let mut stopping = false;
+    // Whether a session was up when the stop came (only then was Cease sent).
+    let mut had_session = false;
+    // Why the session is not up, as last logged: a peer that never answers
+    // is said once (and again when the reason changes), not on every retry.
+    let mut logged: Option<String> = None;
+    let log_limit = LogLimiter::new(1);
+    let not_up = |why: String, logged: &mut Option<String>| {
+        if logged.as_deref() != Some(why.as_str()) {
+            if let Some(suppressed) = log_limit.allow() {
+                warn!(peer = %pc.name, address = %pc.address, reason = %why, suppressed,
+                      retry = ?bgp.connect_retry, "BGP session not established; retrying");
+                *logged = Some(why);
+            }
+        }
+    };
     loop {
         // Perform every queued action.
         while let Some(action) = sess.poll_action() {
             match action {
                 Action::Connect => {
+                    status.connect_attempts.fetch_add(1, Ordering::Relaxed);
                     let pc2 = pc.clone();
                     connecting = Some(Box::pin(async move { connect(&pc2).await }));
                 }
@@ -554,19 +573,26 @@ async fn run_peer(
                     if let Ok(mut e) = status.last_error.lock() {
                         e.clear();
                     }
+                    logged = None;
                     info!(peer = %pc.name, address = %pc.address, "BGP session established");
                 }
                 Action::Down { reason } => {
-                    if status.established.swap(false, Ordering::SeqCst) {
+                    let was_up = status.established.swap(false, Ordering::SeqCst);
+                    if was_up {
                         status.flaps.fetch_add(1, Ordering::Relaxed);
                         session_changed.notify_one();
                     }
                     status.advertised.store(0, Ordering::SeqCst);
+                    let why = format!("{reason:?}");
                     if let Ok(mut e) = status.last_error.lock() {
-                        *e = format!("{reason:?}");
+                        e.clone_from(&why);
                     }
-                    if !stopping {
+                    if was_up && !stopping {
                         warn!(peer = %pc.name, address = %pc.address, ?reason, "BGP session down");
+                        logged = Some(why);
+                    } else if !stopping && reason != anyedge_bgp::DownReason::TcpClosed {
+                        // (a refused or failed connect was said where it failed)
+                        not_up(why, &mut logged);
                     }
                 }
             }
@@ -578,7 +604,11 @@ async fn run_peer(
             if let Some(mut s) = stream.take() {
                 let _ = s.shutdown().await;
             }
-            info!(peer = %pc.name, "BGP session closed (Cease sent)");
+            if had_session {
+                info!(peer = %pc.name, "BGP session closed (Cease sent)");
+            } else {
+                info!(peer = %pc.name, "BGP peer stopped (no session was established)");
+            }
             return;
         }
         let deadline = sess.poll_timeout().map(Instant::from_std);
@@ -591,9 +621,11 @@ async fn run_peer(
                         sess.handle_event(Event::TcpConnected, std::time::Instant::now());
                     }
                     Err(e) => {
+                        let why = format!("connect: {e}");
                         if let Ok(mut le) = status.last_error.lock() {
-                            *le = format!("connect: {e}");
+                            le.clone_from(&why);
                         }
+                        not_up(why, &mut logged);
                         sess.handle_event(Event::TcpFailed, std::time::Instant::now());
                     }
                 }
@@ -622,6 +654,7 @@ async fn run_peer(
             }
             r = stop.changed() => {
                 let reason = if r.is_ok() { stop.borrow().clone() } else { None };
+                had_session = status.established.load(Ordering::SeqCst);
                 sess.handle_event(Event::Stop { reason }, std::time::Instant::now());
                 stopping = true;
             }

@@ -125,6 +125,7 @@ pub struct Peer {
     /// `None` without BFD.
     pub bfd_up: Option<bool>,
     pub flaps: u64,
+    pub connect_attempts: u64,
     pub last_error: String,
 }
 
@@ -225,6 +226,7 @@ impl Status {
                         established: st.established.load(Ordering::Relaxed),
                         bfd_up: pc.bfd.as_ref().map(|_| st.bfd_up.load(Ordering::Relaxed)),
                         flaps: load(&st.flaps),
+                        connect_attempts: load(&st.connect_attempts),
                         last_error: st.last_error.lock().map(|e| e.clone()).unwrap_or_default(),
                     })
                     .collect(),
@@ -353,6 +355,7 @@ impl Status {
                         "established": p.established,
                         "bfd": p.bfd_up.map(|up| if up { "up" } else { "down" }),
                         "flaps": p.flaps,
+                        "connect_attempts": p.connect_attempts,
                         "last_error": p.last_error,
                     })
                 })
@@ -395,7 +398,7 @@ impl Status {
             for p in &a.peers {
                 let _ = writeln!(
                     s,
-                    "bgp peer {} {} {}{} flaps={}{}",
+                    "bgp peer {} {} {}{} flaps={} connect_attempts={}{}",
                     p.name,
                     p.address,
                     if p.established { "established" } else { "down" },
@@ -405,6 +408,7 @@ impl Status {
                         None => "",
                     },
                     p.flaps,
+                    p.connect_attempts,
                     if p.last_error.is_empty() {
                         String::new()
                     } else {

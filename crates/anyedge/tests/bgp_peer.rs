@@ -150,3 +150,28 @@ fn malformed_update_oversized_message_and_silence_get_notifications_and_the_sess
     assert!(log.contains("code: 3, subcode: 6"), "{log}");
     assert!(log.contains("HoldTimerExpired"), "{log}");
 }
+
+/// A peer that never answers is said once at warn (not on every retry),
+/// and shutdown does not claim to Cease a session that never existed.
+#[test]
+fn an_unreachable_peer_is_logged_once_and_not_ceased() {
+    let (peer, mut e) = start();
+    drop(peer); // nothing listens: every connect is refused
+    e.wait_log("Connection refused", 1, Duration::from_secs(5));
+    // connect_retry is 200 ms: wait for several more attempts
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_millis(1200) {
+        std::thread::sleep(Duration::from_millis(100)); // (letting retries happen, nothing awaited)
+    }
+    let log = e.log();
+    let refused = log
+        .lines()
+        .filter(|l| l.contains("BGP session not established; retrying") && l.contains("Connection refused"))
+        .count();
+    assert_eq!(refused, 1, "{log}");
+    e.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(e.wait_exit(Duration::from_secs(10)).is_some_and(|s| s.success()));
+    let log = e.log();
+    assert!(!log.contains("Cease sent"), "{log}");
+    assert!(log.contains("BGP peer stopped (no session was established)"), "{log}");
+}
