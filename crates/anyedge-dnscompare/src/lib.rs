@@ -17,6 +17,7 @@
 //!   under the apex, existing names, wildcards, delegations and DNAMEs,
 //!   out-of-zone names, and a mixed-case copy of each.
 //! - [`build_query`]: a query for one [`Question`] with [`QueryOptions`].
+#![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
@@ -691,7 +692,7 @@ impl ZoneIndex {
     pub fn from_zonefile(text: &[u8], apex: &impl ToName) -> Result<Self, ZoneError> {
         let mut idx = ZoneIndex::new(apex);
         // the same rewrites as the zone loader (TTL units, SPF)
-        let mut zf = match crate::zonetext::for_domain(text) {
+        let mut zf = match anyedge_dns::zonetext::for_domain(text) {
             Some(t) => Zonefile::from(&t[..]),
             None => Zonefile::from(text),
         };
