@@ -8,7 +8,7 @@ use domain::base::{Message, MessageBuilder};
 use domain::rdata::tsig::Time48;
 use domain::tsig::{ClientSequence, Key};
 
-use super::{malformed, parse_rr, push_err, soa_record, Rr, XfrError};
+use super::{malformed, parse_rr, push_err, rcode_ok, soa_record, Rr, XfrError};
 use crate::name;
 
 /// A query for `qtype` (SOA, AXFR, IXFR with `ixfr_soa` in authority) about
@@ -100,10 +100,7 @@ pub fn check_response<K: AsRef<Key>>(
 
 /// The SOA serial in an SOA query's response.
 pub fn soa_answer(msg: &Message<Bytes>, apex: &[u8]) -> Result<Rr, XfrError> {
-    let rcode = msg.header().rcode().to_int();
-    if rcode != 0 {
-        return Err(XfrError::Rcode(rcode));
-    }
+    rcode_ok(msg.header())?;
     for rr in msg.answer().map_err(malformed)? {
         let rr = rr.map_err(malformed)?;
         if rr.rtype() == Rtype::SOA {

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use domain::base::iana::Rtype;
 
-use super::records::RrKey;
+use super::records::{add_rr, RrKey};
 use super::{zone_soa, Rr, XfrError};
 use crate::name;
 use crate::zone::{Zone, ZoneBuilder, T_SOA};
@@ -149,7 +149,7 @@ pub fn apply(base: &Zone, diffs: &[Diff]) -> Result<Zone, XfrError> {
     let mut adds: Vec<Rr> = added.into_values().collect();
     sort_canonical(&mut adds);
     for r in &adds {
-        b.add(&r.owner, r.rtype, r.ttl, &r.rdata).map_err(XfrError::Zone)?;
+        add_rr(&mut b, r)?;
     }
     let s = &last.new_soa;
     b.add(&s.owner, T_SOA, s.ttl, &s.rdata).map_err(XfrError::Zone)?;

@@ -25,9 +25,9 @@
 
 use domain::base::iana::{Class, Rcode, Rtype};
 use domain::base::message_builder::PushError;
-use domain::base::name::Name;
+use domain::base::name::{Name, ToName};
 use domain::base::rdata::UnknownRecordData;
-use domain::base::Ttl;
+use domain::base::{Header, Ttl};
 
 pub use crate::zone::soa_fields;
 
@@ -88,6 +88,19 @@ fn wire_record<'a>(owner: &'a [u8], rtype: Rtype, ttl: u32, rdata: &'a [u8]) -> 
 /// `s` as an SOA record to push.
 fn soa_record(s: &Rr) -> Result<WireRecord<'_>, XfrError> {
     wire_record(&s.owner, Rtype::SOA, s.ttl, &s.rdata)
+}
+
+/// `Ok` for a NOERROR response, else the RCODE as the error.
+fn rcode_ok(h: Header) -> Result<(), XfrError> {
+    match h.rcode().to_int() {
+        0 => Ok(()),
+        rcode => Err(XfrError::Rcode(rcode)),
+    }
+}
+
+/// A question name, lowercase wire.
+fn lower_qname(n: &impl ToName) -> Box<[u8]> {
+    crate::name::lower(n.to_vec().as_slice())
 }
 
 fn push_err(e: PushError) -> XfrError {

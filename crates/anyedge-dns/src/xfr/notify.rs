@@ -1,13 +1,12 @@
 //! NOTIFY (RFC 1996): requests and responses.
 
 use domain::base::iana::{Class, Opcode, Rtype};
-use domain::base::name::ToName;
 use domain::base::Message;
 use domain::rdata::tsig::Time48;
 use domain::tsig::{ClientSequence, Key};
 
 use super::client::build_request;
-use super::{check_response, malformed, parse_rr, Rr, XfrError};
+use super::{check_response, lower_qname, malformed, parse_rr, rcode_ok, Rr, XfrError};
 use crate::name;
 
 /// A NOTIFY for zone `apex` (wire), with the new SOA in the answer section
@@ -45,7 +44,7 @@ where
     if q.qtype() != Rtype::SOA || q.qclass() != Class::IN {
         return Err(malformed(format!("NOTIFY for type {} class {}", q.qtype(), q.qclass())));
     }
-    let apex = name::lower(q.qname().to_vec().as_slice());
+    let apex = lower_qname(q.qname());
     let mut serial = None;
     if let Ok(answer) = msg.answer() {
         for rr in answer.flatten() {
@@ -81,9 +80,6 @@ pub fn check_notify_response<K: AsRef<Key>>(
     if m.header().opcode() != Opcode::NOTIFY {
         return Err(XfrError::Protocol("response is not a NOTIFY response".into()));
     }
-    let rcode = m.header().rcode().to_int();
-    if rcode != 0 {
-        return Err(XfrError::Rcode(rcode));
-    }
+    rcode_ok(m.header())?;
     Ok(())
 }

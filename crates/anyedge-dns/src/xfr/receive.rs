@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use domain::base::name::ToName;
 use domain::base::Message;
 
-use super::{apply, malformed, parse_rr, serial_gt, Diff, Rr, XfrError};
+use super::records::add_rr;
+use super::{apply, lower_qname, malformed, parse_rr, rcode_ok, serial_gt, Diff, Rr, XfrError};
 use crate::name;
 use crate::zone::{Zone, ZoneBuilder};
 
@@ -99,10 +99,7 @@ impl Receiver {
     /// complete, call [`Receiver::finish`].
     pub fn feed(&mut self, msg: &Message<Bytes>) -> Result<bool, XfrError> {
         let h = msg.header();
-        let rcode = h.rcode().to_int();
-        if rcode != 0 {
-            return Err(XfrError::Rcode(rcode));
-        }
+        rcode_ok(h)?;
         if h.tc() {
             return Err(XfrError::Protocol("truncated transfer message".into()));
         }
@@ -111,7 +108,7 @@ impl Receiver {
         }
         if self.messages == 0 {
             if let Some(q) = msg.first_question() {
-                if name::lower(q.qname().to_vec().as_slice()) != self.apex {
+                if lower_qname(q.qname()) != self.apex {
                     return Err(XfrError::Protocol("response is about another zone".into()));
                 }
             }
@@ -153,7 +150,7 @@ impl Receiver {
                     Rx::Second
                 } else {
                     let mut b = Box::new(ZoneBuilder::new(&self.apex));
-                    b.add(&r.owner, r.rtype, r.ttl, &r.rdata).map_err(XfrError::Zone)?;
+                    add_rr(&mut b, &r)?;
                     Rx::Axfr(b)
                 }
             }
@@ -173,12 +170,12 @@ impl Receiver {
                         // AXFR-style answer to our IXFR
                         let mut b = Box::new(ZoneBuilder::new(&self.apex));
                         if let Some(f) = &self.final_soa {
-                            b.add(&f.owner, f.rtype, f.ttl, &f.rdata).map_err(XfrError::Zone)?;
+                            add_rr(&mut b, f)?;
                         }
                         if serial == Some(fin) {
                             Rx::Done(Some(b))
                         } else {
-                            b.add(&r.owner, r.rtype, r.ttl, &r.rdata).map_err(XfrError::Zone)?;
+                            add_rr(&mut b, &r)?;
                             Rx::Axfr(b)
                         }
                     }
@@ -188,7 +185,7 @@ impl Receiver {
                 if serial.is_some() && serial == Some(self.final_serial()) {
                     Rx::Done(Some(b))
                 } else {
-                    b.add(&r.owner, r.rtype, r.ttl, &r.rdata).map_err(XfrError::Zone)?;
+                    add_rr(&mut b, &r)?;
                     Rx::Axfr(b)
                 }
             }

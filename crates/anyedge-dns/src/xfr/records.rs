@@ -9,7 +9,7 @@ use domain::rdata::AllRecordData;
 
 use super::{malformed, XfrError};
 use crate::name;
-use crate::zone::{soa_fields, Zone, T_SOA};
+use crate::zone::{soa_fields, Zone, ZoneBuilder, T_SOA};
 
 /// One record, owned: owner (uncompressed wire, case as received), type,
 /// TTL and uncompressed wire rdata. Class IN.
@@ -57,17 +57,38 @@ impl Rr {
 
 pub(super) type RrKey = (Box<[u8]>, u16, Box<[u8]>);
 
+impl RecRef<'_> {
+    pub fn to_rr(&self) -> Rr {
+        Rr {
+            owner: self.owner.into(),
+            rtype: self.rtype,
+            ttl: self.ttl,
+            rdata: self.rdata.into(),
+        }
+    }
+}
+
 /// The zone's SOA record.
 pub fn zone_soa(z: &Zone) -> Option<Rr> {
+    zone_soa_ref(z).map(|r| r.to_rr())
+}
+
+/// The zone's SOA record, borrowed from the zone.
+pub(super) fn zone_soa_ref(z: &Zone) -> Option<RecRef<'_>> {
     let apex = z.apex_node()?;
     let soa = apex.get(T_SOA)?;
     let rd = soa.rdata.first()?;
-    Some(Rr {
-        owner: apex.owner(&z.apex).into(),
+    Some(RecRef {
+        owner: apex.owner(&z.apex),
         rtype: T_SOA,
         ttl: soa.ttl,
-        rdata: rd.wire.clone(),
+        rdata: &rd.wire,
     })
+}
+
+/// Adds `r` to the zone being built.
+pub(super) fn add_rr(b: &mut ZoneBuilder, r: &Rr) -> Result<(), XfrError> {
+    b.add(&r.owner, r.rtype, r.ttl, &r.rdata).map_err(XfrError::Zone)
 }
 
 /// Parses one record of a message into an [`Rr`] (names in rdata

@@ -2,13 +2,12 @@
 //! AXFR/IXFR, the request's EDNS, and checking its TSIG.
 
 use domain::base::iana::{Opcode, Rcode, Rtype};
-use domain::base::name::ToName;
 use domain::base::rdata::ComposeRecordData;
 use domain::base::{Message, MessageBuilder};
 use domain::rdata::tsig::Time48;
 use domain::tsig::{KeyStore, ServerSequence};
 
-use super::{malformed, parse_rr, XfrError, T_AXFR, T_IXFR};
+use super::{lower_qname, malformed, parse_rr, XfrError, T_AXFR, T_IXFR};
 use crate::name;
 
 /// Cheap test on the raw query: a QUERY for AXFR or IXFR.
@@ -62,7 +61,7 @@ where
     if qtype != T_AXFR && qtype != T_IXFR {
         return Err(malformed("not a transfer request"));
     }
-    let apex = name::lower(q.qname().to_vec().as_slice());
+    let apex = lower_qname(q.qname());
     let mut client_serial = None;
     if qtype == T_IXFR {
         let auth = msg.authority().map_err(malformed)?;

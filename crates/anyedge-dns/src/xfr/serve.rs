@@ -13,6 +13,7 @@ use domain::base::Message;
 use domain::rdata::tsig::Time48;
 use domain::tsig::{Key, ServerSequence};
 
+use super::records::zone_soa_ref;
 use super::{
     malformed, push_err, serial_cmp, soa_record, wire_record, zone_soa, Diff, Journal, OptReply, RecRef, Rr, XfrError,
     XfrRequest, T_IXFR,
@@ -81,16 +82,7 @@ pub fn plan(req: &XfrRequest, zone: Arc<Zone>, journal: Option<&Journal>) -> Pla
 type RecIter<'a> = Box<dyn Iterator<Item = RecRef<'a>> + Send + 'a>;
 
 fn plan_records(plan: &Plan) -> Result<RecIter<'_>, XfrError> {
-    let zone = plan.zone();
-    let apex = zone.apex_node().ok_or_else(|| XfrError::Zone("no apex".into()))?;
-    let set = apex.get(T_SOA).ok_or_else(|| XfrError::Zone("no SOA".into()))?;
-    let rd = set.rdata.first().ok_or_else(|| XfrError::Zone("no SOA".into()))?;
-    let soa = RecRef {
-        owner: apex.owner(&zone.apex),
-        rtype: T_SOA,
-        ttl: set.ttl,
-        rdata: &rd.wire,
-    };
+    let soa = zone_soa_ref(plan.zone()).ok_or_else(|| XfrError::Zone("no SOA".into()))?;
     Ok(match plan {
         Plan::UpToDate(_) => Box::new(std::iter::once(soa)),
         Plan::Axfr(z) => {
@@ -224,10 +216,7 @@ impl<'a> Responder<'a> {
         }
         let mut add: AdditionalBuilder<TreeCompressor<Vec<u8>>> = ab.additional();
         add.clear_push_limit();
-        push_opt(&mut add, self.opt.as_ref())?;
-        if let Some(t) = tsig {
-            t.answer(&mut add, now).map_err(push_err)?;
-        }
+        close_additional(&mut add, self.opt.as_ref(), tsig, now)?;
         self.messages += 1;
         self.records += n;
         Ok(Some(add.finish().into_target()))
@@ -249,17 +238,7 @@ where
     Octs: AsRef<[u8]> + domain::dep::octseq::Octets + ?Sized,
     K: AsRef<Key>,
 {
-    let mut mb = MessageBuilder::new_vec();
-    mb.header_mut().set_aa(aa);
-    let ab = mb
-        .start_answer(query, Rcode::masked_from_int(rcode))
-        .map_err(push_err)?;
-    let mut add = ab.additional();
-    push_opt(&mut add, opt)?;
-    if let Some(t) = tsig {
-        t.answer(&mut add, now).map_err(push_err)?;
-    }
-    Ok(add.finish())
+    respond(query, Rcode::masked_from_int(rcode), aa, None, opt, tsig, now)
 }
 
 /// The answer to an SOA query for the apex of `zone` (authoritative, the
@@ -277,14 +256,46 @@ where
     K: AsRef<Key>,
 {
     let soa = zone_soa(zone).ok_or_else(|| XfrError::Zone("no SOA".into()))?;
+    respond(query, Rcode::NOERROR, true, Some(&soa), opt, tsig, now)
+}
+
+/// A response echoing `query`'s question, with `soa` (if any) in the
+/// answer section, then [`close_additional`].
+fn respond<Octs, K>(
+    query: &Message<Octs>,
+    rcode: Rcode,
+    aa: bool,
+    soa: Option<&Rr>,
+    opt: Option<&OptReply>,
+    tsig: Option<&mut ServerSequence<K>>,
+    now: Time48,
+) -> Result<Vec<u8>, XfrError>
+where
+    Octs: AsRef<[u8]> + domain::dep::octseq::Octets + ?Sized,
+    K: AsRef<Key>,
+{
     let mut mb = MessageBuilder::new_vec();
-    mb.header_mut().set_aa(true);
-    let mut ab = mb.start_answer(query, Rcode::NOERROR).map_err(push_err)?;
-    ab.push(soa_record(&soa)?).map_err(push_err)?;
-    let mut add = ab.additional();
-    push_opt(&mut add, opt)?;
-    if let Some(t) = tsig {
-        t.answer(&mut add, now).map_err(push_err)?;
+    mb.header_mut().set_aa(aa);
+    let mut ab = mb.start_answer(query, rcode).map_err(push_err)?;
+    if let Some(s) = soa {
+        ab.push(soa_record(s)?).map_err(push_err)?;
     }
+    let mut add = ab.additional();
+    close_additional(&mut add, opt, tsig, now)?;
     Ok(add.finish())
+}
+
+/// The end of every response: the OPT record (when the request had one),
+/// then the TSIG record (when the request was signed).
+fn close_additional<T: Composer, K: AsRef<Key>>(
+    add: &mut AdditionalBuilder<T>,
+    opt: Option<&OptReply>,
+    tsig: Option<&mut ServerSequence<K>>,
+    now: Time48,
+) -> Result<(), XfrError> {
+    push_opt(add, opt)?;
+    if let Some(t) = tsig {
+        t.answer(add, now).map_err(push_err)?;
+    }
+    Ok(())
 }
