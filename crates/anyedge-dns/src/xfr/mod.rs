@@ -23,11 +23,11 @@
 //! (queries and response checks), `receive` (consuming a transfer),
 //! `notify`, `refresh` (SOA timers); everything is re-exported here.
 
-use domain::base::iana::{Class, Rcode, Rtype};
+use domain::base::iana::{Class, Opcode, Rcode, Rtype};
 use domain::base::message_builder::PushError;
 use domain::base::name::{Name, ToName};
 use domain::base::rdata::UnknownRecordData;
-use domain::base::{Header, Ttl};
+use domain::base::{Header, Message, Ttl};
 
 pub use crate::zone::soa_fields;
 
@@ -101,6 +101,33 @@ fn rcode_ok(h: Header) -> Result<(), XfrError> {
 /// A question name, lowercase wire.
 fn lower_qname(n: &impl ToName) -> Box<[u8]> {
     crate::name::lower(n.to_vec().as_slice())
+}
+
+/// The sole question of a request, with its ID; the name lowercased.
+struct RequestQuestion {
+    id: u16,
+    qtype: Rtype,
+    qclass: Class,
+    apex: Box<[u8]>,
+}
+
+/// The question of a request with `opcode` (`not` is the error for a
+/// response or another opcode).
+fn request_question<Octs>(msg: &Message<Octs>, opcode: Opcode, not: &str) -> Result<RequestQuestion, XfrError>
+where
+    Octs: AsRef<[u8]> + domain::dep::octseq::Octets + ?Sized,
+{
+    let h = msg.header();
+    if h.qr() || h.opcode() != opcode {
+        return Err(malformed(not));
+    }
+    let q = msg.sole_question().map_err(malformed)?;
+    Ok(RequestQuestion {
+        id: h.id(),
+        qtype: q.qtype(),
+        qclass: q.qclass(),
+        apex: lower_qname(q.qname()),
+    })
 }
 
 fn push_err(e: PushError) -> XfrError {

@@ -6,7 +6,7 @@ use domain::rdata::tsig::Time48;
 use domain::tsig::{ClientSequence, Key};
 
 use super::client::build_request;
-use super::{check_response, lower_qname, malformed, parse_rr, rcode_ok, Rr, XfrError};
+use super::{check_response, malformed, parse_rr, rcode_ok, request_question, Rr, XfrError};
 use crate::name;
 
 /// A NOTIFY for zone `apex` (wire), with the new SOA in the answer section
@@ -36,15 +36,11 @@ pub fn parse_notify<Octs>(msg: &Message<Octs>) -> Result<NotifyRequest, XfrError
 where
     Octs: AsRef<[u8]> + domain::dep::octseq::Octets + ?Sized,
 {
-    let h = msg.header();
-    if h.qr() || h.opcode() != Opcode::NOTIFY {
-        return Err(malformed("not a NOTIFY request"));
+    let q = request_question(msg, Opcode::NOTIFY, "not a NOTIFY request")?;
+    if q.qtype != Rtype::SOA || q.qclass != Class::IN {
+        return Err(malformed(format!("NOTIFY for type {} class {}", q.qtype, q.qclass)));
     }
-    let q = msg.sole_question().map_err(malformed)?;
-    if q.qtype() != Rtype::SOA || q.qclass() != Class::IN {
-        return Err(malformed(format!("NOTIFY for type {} class {}", q.qtype(), q.qclass())));
-    }
-    let apex = lower_qname(q.qname());
+    let apex = q.apex;
     let mut serial = None;
     if let Ok(answer) = msg.answer() {
         for rr in answer.flatten() {
@@ -57,11 +53,7 @@ where
             }
         }
     }
-    Ok(NotifyRequest {
-        id: h.id(),
-        apex,
-        serial,
-    })
+    Ok(NotifyRequest { id: q.id, apex, serial })
 }
 
 /// Checks a NOTIFY response: it must answer `id` with NOERROR (and verify

@@ -7,7 +7,7 @@ use domain::base::{Message, MessageBuilder};
 use domain::rdata::tsig::Time48;
 use domain::tsig::{KeyStore, ServerSequence};
 
-use super::{lower_qname, malformed, parse_rr, XfrError, T_AXFR, T_IXFR};
+use super::{malformed, parse_rr, request_question, XfrError, T_AXFR, T_IXFR};
 use crate::name;
 
 /// Cheap test on the raw query: a QUERY for AXFR or IXFR.
@@ -52,16 +52,11 @@ pub fn parse_request<Octs>(msg: &Message<Octs>) -> Result<XfrRequest, XfrError>
 where
     Octs: AsRef<[u8]> + domain::dep::octseq::Octets + ?Sized,
 {
-    let h = msg.header();
-    if h.qr() || h.opcode() != Opcode::QUERY {
-        return Err(malformed("not a query"));
-    }
-    let q = msg.sole_question().map_err(malformed)?;
-    let qtype = q.qtype().to_int();
+    let q = request_question(msg, Opcode::QUERY, "not a query")?;
+    let qtype = q.qtype.to_int();
     if qtype != T_AXFR && qtype != T_IXFR {
         return Err(malformed("not a transfer request"));
     }
-    let apex = lower_qname(q.qname());
     let mut client_serial = None;
     if qtype == T_IXFR {
         let auth = msg.authority().map_err(malformed)?;
@@ -75,10 +70,10 @@ where
         }
     }
     Ok(XfrRequest {
-        id: h.id(),
-        apex,
+        id: q.id,
+        apex: q.apex,
         qtype,
-        qclass: q.qclass().to_int(),
+        qclass: q.qclass.to_int(),
         client_serial,
     })
 }
