@@ -98,11 +98,14 @@ fn rrl_of(cfg: &DnsConfig) -> Option<Arc<Rrl>> {
     cfg.rrl.as_ref().map(|r| Arc::new(Rrl::new(r)))
 }
 
+/// Seconds since the Unix epoch (0 if the clock is before it).
+fn unix_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// [`unix_secs`] as DNS cookies and answers take it (32 bits).
 fn unix_now() -> u32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as u32)
-        .unwrap_or(0)
+    unix_secs() as u32
 }
 
 /// Wire form of a presentation name (already validated by the config).

@@ -3,7 +3,7 @@
 //! accept loops, and duplicated for the next upgrade's hand-over.
 
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -152,16 +152,8 @@ impl Dns {
         for (addr, socks) in inherited.tcp.drain() {
             warn!(addr = %addr, sockets = socks.len(), "upgrade: inherited dns tcp listener(s) for an address no longer in dns.listen: closed");
         }
-        {
-            let mut hu = dns.handover_udp.lock().map_err(|_| anyhow::anyhow!("lock"))?;
-            for (addr, sock) in &udp {
-                hu.push((*addr, std::os::fd::OwnedFd::from(sock.try_clone()?)));
-            }
-            let mut ht = dns.handover_tcp.lock().map_err(|_| anyhow::anyhow!("lock"))?;
-            for (addr, l) in &tcp {
-                ht.push((*addr, std::os::fd::OwnedFd::from(l.try_clone()?)));
-            }
-        }
+        keep_duplicates(&udp, &dns.handover_udp)?;
+        keep_duplicates(&tcp, &dns.handover_tcp)?;
         let held = Held {
             udp,
             tcp,
@@ -233,6 +225,19 @@ impl Dns {
         };
         (group(&self.handover_udp), group(&self.handover_tcp))
     }
+}
+
+/// Duplicates of `sockets` (same open file, close-on-exec), kept in `into`
+/// for the upgrade hand-over.
+fn keep_duplicates<S: AsFd>(
+    sockets: &[(SocketAddr, S)],
+    into: &Mutex<Vec<(SocketAddr, OwnedFd)>>,
+) -> anyhow::Result<()> {
+    let mut v = into.lock().map_err(|_| anyhow::anyhow!("lock"))?;
+    for (addr, s) in sockets {
+        v.push((*addr, s.as_fd().try_clone_to_owned()?));
+    }
+    Ok(())
 }
 
 /// How long a UDP thread waits in `recvmmsg` before it looks at the stop

@@ -4,12 +4,12 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use anyedge_dns::zone::{self, Zone, ZoneSet};
 use tracing::{error, info, warn};
 
-use super::{domain_wire, rrl_of, settings_of, xfr, Dns};
+use super::{domain_wire, rrl_of, settings_of, unix_secs, xfr, Dns};
 use crate::config::{DnsConfig, ZoneSource};
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -180,7 +180,7 @@ pub fn check_zones(cfg: &DnsConfig) -> Result<usize, String> {
 impl Dns {
     /// Records where a zone version came from (for the status).
     pub(crate) fn note_loaded(&self, z: &Arc<Zone>, by: LoadedBy) {
-        let unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let unix = unix_secs();
         if let Ok(mut m) = self.origins.lock() {
             m.retain(|_, o| o.zone.strong_count() > 0);
             m.insert(
@@ -196,7 +196,7 @@ impl Dns {
 
     /// Records a successful refresh check of a secondary zone.
     pub(crate) fn note_refreshed(&self, name: &str) {
-        let unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let unix = unix_secs();
         if let Ok(mut m) = self.refreshed.lock() {
             m.insert(name.to_string(), unix);
         }
@@ -259,17 +259,13 @@ impl Dns {
                 self.note_loaded(&z, LoadedBy::File);
                 self.install(z);
                 xfr::reloaded(self, &old);
-                if let Ok(mut e) = self.errors.lock() {
-                    e.remove(&canon);
-                }
+                self.set_error(&canon, None);
                 info!(zone = %canon, serial, "zone reloaded");
                 Ok(serial)
             }
             Err(e) => {
                 error!(zone = %canon, error = %e, "zone reload failed; the previous version keeps serving");
-                if let Ok(mut m) = self.errors.lock() {
-                    m.insert(canon, e.to_string());
-                }
+                self.set_error(&canon, Some(e.to_string()));
                 Err(e.to_string())
             }
         }
@@ -282,6 +278,26 @@ impl Dns {
             s.insert(z.clone());
             s
         });
+    }
+
+    /// Stops answering for zone `apex` (a secondary zone expired).
+    pub(super) fn withdraw(&self, apex: &[u8]) {
+        self.zones.rcu(|cur| {
+            let mut s = ZoneSet::clone(cur);
+            s.remove(apex);
+            s
+        });
+    }
+
+    /// Sets (`Some`) or clears the last error of zone `name` (shown in the
+    /// status; the previous version keeps serving).
+    pub(super) fn set_error(&self, name: &str, e: Option<String>) {
+        if let Ok(mut m) = self.errors.lock() {
+            match e {
+                Some(e) => m.insert(name.to_string(), e),
+                None => m.remove(name),
+            };
+        }
     }
 
     /// Ok if every configured zone is loaded (for anycast prefixes with

@@ -3,8 +3,8 @@
 
 use std::sync::{Arc, Weak};
 
-use anyedge_dns::xfr::{self, Diff, Journal};
-use anyedge_dns::zone::ZoneSet;
+use anyedge_dns::xfr::{self, Diff, Journal, XfrError};
+use anyedge_dns::zone::{Zone, ZoneSet};
 use tokio::sync::mpsc;
 use tracing::{error, warn};
 
@@ -29,6 +29,31 @@ impl Xfr {
                     continue;
                 }
                 j.push(d);
+            }
+        }
+    }
+
+    /// The difference from `old` to `new` (computed off the runtime) as the
+    /// journal's next entry; the journal is cleared when there is none.
+    /// `Err(Some(e))`: the difference could not be computed.
+    pub(super) async fn journal_diff(
+        &self,
+        apex: &[u8],
+        old: Arc<Zone>,
+        new: Arc<Zone>,
+    ) -> Result<(), Option<XfrError>> {
+        match tokio::task::spawn_blocking(move || xfr::diff(&old, &new)).await {
+            Ok(Ok(d)) => {
+                self.journal_push(apex, [Arc::new(d)]);
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                self.journal_clear(apex);
+                Err(Some(e))
+            }
+            Err(_) => {
+                self.journal_clear(apex);
+                Err(None)
             }
         }
     }
@@ -81,14 +106,8 @@ pub(super) async fn change_worker(weak: Weak<Dns>, mut rx: mpsc::UnboundedReceiv
         if let Some(old) = &c.old {
             match xfr::serial_cmp(c.new.serial, old.serial) {
                 Some(std::cmp::Ordering::Greater) => {
-                    let (o, n) = (old.clone(), c.new.clone());
-                    match tokio::task::spawn_blocking(move || xfr::diff(&o, &n)).await {
-                        Ok(Ok(d)) => dns.xfr.journal_push(&c.apex, [Arc::new(d)]),
-                        Ok(Err(e)) => {
-                            warn!(zone = %c.name, error = %e, "dns: no IXFR journal entry for this change");
-                            dns.xfr.journal_clear(&c.apex);
-                        }
-                        Err(_) => dns.xfr.journal_clear(&c.apex),
+                    if let Err(Some(e)) = dns.xfr.journal_diff(&c.apex, old.clone(), c.new.clone()).await {
+                        warn!(zone = %c.name, error = %e, "dns: no IXFR journal entry for this change");
                     }
                 }
                 Some(std::cmp::Ordering::Equal) => {

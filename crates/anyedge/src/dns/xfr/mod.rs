@@ -35,7 +35,7 @@ use anyedge_dns::xfr::{self, Journal, OptReply, Timers};
 use anyedge_dns::zone::{Zone, ZoneSet};
 use domain::base::Message;
 use domain::rdata::tsig::Time48;
-use domain::tsig::Key;
+use domain::tsig::{Key, ServerSequence};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Notify};
 use tracing::error;
@@ -133,7 +133,7 @@ impl Xfr {
 }
 
 fn time48() -> Time48 {
-    Time48::from_u64(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()))
+    Time48::from_u64(crate::dns::unix_secs())
 }
 
 fn random_id() -> u16 {
@@ -144,7 +144,18 @@ fn random_id() -> u16 {
 
 /// FORMERR to a request that does not parse.
 fn formerr(msg: &Message<Vec<u8>>, opt: Option<&OptReply>) -> Vec<u8> {
-    xfr::reply::<_, Arc<Key>>(msg, RCODE_FORMERR, false, opt, None, time48()).unwrap_or_default()
+    refusal(msg, RCODE_FORMERR, opt, None)
+}
+
+/// A refusal of a transfer or NOTIFY request with `rcode` (signed when the
+/// request was); empty if it cannot be built.
+fn refusal(
+    msg: &Message<Vec<u8>>,
+    rcode: u8,
+    opt: Option<&OptReply>,
+    seq: Option<&mut ServerSequence<Arc<Key>>>,
+) -> Vec<u8> {
+    xfr::reply(msg, rcode, false, opt, seq, time48()).unwrap_or_default()
 }
 
 fn find_zone<'c>(cfg: &'c DnsConfig, apex: &[u8]) -> Option<&'c ZoneConfig> {
@@ -225,7 +236,7 @@ pub(super) fn reloaded(dns: &Dns, old: &ZoneSet) {
             if let Some(z) = last {
                 let cur = dns.zones.load().get(&z.apex).cloned();
                 if !cur.is_some_and(|c| Arc::ptr_eq(&c, &z)) {
-                    install(dns, z);
+                    dns.install(z);
                 }
             }
         }
@@ -234,23 +245,6 @@ pub(super) fn reloaded(dns: &Dns, old: &ZoneSet) {
     // journals of zones no longer configured
     if let Ok(mut j) = dns.xfr.journals.lock() {
         j.retain(|apex, _| find_zone(&cfg, apex).is_some());
-    }
-}
-
-fn install(dns: &Dns, z: Arc<Zone>) {
-    dns.zones.rcu(|cur| {
-        let mut s = ZoneSet::clone(cur);
-        s.insert(z.clone());
-        s
-    });
-}
-
-fn set_error(dns: &Dns, zone: &str, e: Option<String>) {
-    if let Ok(mut m) = dns.errors.lock() {
-        match e {
-            Some(e) => m.insert(zone.to_string(), e),
-            None => m.remove(zone),
-        };
     }
 }
 

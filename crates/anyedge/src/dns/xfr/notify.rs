@@ -12,7 +12,7 @@ use domain::tsig::{Key, ServerSequence};
 use tracing::{debug, error, info, warn};
 
 use super::tsig::check_tsig;
-use super::{find_zone, formerr, opt_reply, random_id, time48};
+use super::{find_zone, formerr, opt_reply, random_id, refusal, time48};
 use crate::config::ZoneSource;
 use crate::dns::Dns;
 
@@ -57,7 +57,7 @@ pub(in crate::dns) fn notify(dns: &Dns, q: &[u8], src: SocketAddr, out: &mut Vec
         if let Some(s) = dns.xfr.log_notify.allow() {
             warn!(%src, zone = %anyedge_dns::name::display(&req.apex), reason = why, suppressed = s, "dns: NOTIFY refused");
         }
-        *out = xfr::reply(&msg, rcode, false, opt.as_ref(), seq, time48()).unwrap_or_default();
+        *out = refusal(&msg, rcode, opt.as_ref(), seq);
     };
     let Some(zc) = zc else {
         return refuse(RCODE_NOTAUTH, "not a zone of ours", seq.as_deref_mut(), out);

@@ -10,14 +10,14 @@ use std::time::{Duration, Instant};
 
 use anyedge_dns::answer::{RCODE_FORMERR, RCODE_NOTIMP, RCODE_SERVFAIL};
 use anyedge_dns::xfr::{self, Due, Received, Refresh, Rr, XfrError};
-use anyedge_dns::zone::{Zone, ZoneSet};
+use anyedge_dns::zone::Zone;
 use domain::tsig::Key;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
 use super::tsig::{key_config, zone_key};
-use super::{install, random_id, set_error, soa_timers, time48, write_msg, Change, Secondary, MESSAGE_TIMEOUT};
+use super::{random_id, soa_timers, time48, write_msg, Change, Secondary, MESSAGE_TIMEOUT};
 use crate::config::{DnsConfig, ZoneConfig, ZoneSource};
 use crate::dns::{domain_wire, Dns};
 
@@ -111,11 +111,7 @@ async fn run_secondary(
         match refresh.poll(Instant::now()) {
             None => continue,
             Some(Due::Expire) => {
-                dns.zones.rcu(|cur| {
-                    let mut s = ZoneSet::clone(cur);
-                    s.remove(&apex);
-                    s
-                });
+                dns.withdraw(&apex);
                 if let Ok(mut l) = last.lock() {
                     *l = None;
                 }
@@ -125,7 +121,7 @@ async fn run_secondary(
                     last_error.as_deref().unwrap_or("no error recorded")
                 );
                 error!(zone = %zc.name, "zone expired; no longer answering for it until a transfer succeeds");
-                set_error(&dns, &zc.name, Some(why));
+                dns.set_error(&zc.name, Some(why));
                 continue;
             }
             Some(Due::Check) => {}
@@ -134,7 +130,7 @@ async fn run_secondary(
         match check(&dns, &zc, &apex, key.clone(), current.clone()).await {
             Ok(zone) => {
                 if current.as_ref().is_none_or(|c| !Arc::ptr_eq(c, &zone)) {
-                    install(&dns, zone.clone());
+                    dns.install(zone.clone());
                     // our own secondaries (the journal was updated by the pull)
                     if let (false, Some(tx)) = (zc.notify.is_empty(), dns.xfr.changes.get()) {
                         let cfg = dns.cfg.load();
@@ -168,7 +164,7 @@ async fn run_secondary(
                 if last_error.take().is_some() {
                     info!(zone = %zc.name, serial = zone.serial, "zone refresh works again");
                 }
-                set_error(&dns, &zc.name, None);
+                dns.set_error(&zc.name, None);
                 match soa_timers(&zone) {
                     Some(t) => refresh.on_success(Instant::now(), t),
                     None => refresh.on_failure(Instant::now()),
@@ -183,7 +179,7 @@ async fn run_secondary(
                     debug!(zone = %zc.name, error = %e, retry_in = ?retry, "zone refresh failed again");
                 }
                 if !refresh.is_expired() {
-                    set_error(&dns, &zc.name, Some(format!("refresh failed: {e}")));
+                    dns.set_error(&zc.name, Some(format!("refresh failed: {e}")));
                 }
                 last_error = Some(e);
             }
@@ -318,11 +314,7 @@ async fn pull(
     match (diffs, &current) {
         (Some(d), _) => dns.xfr.journal_push(apex, d.into_iter().map(Arc::new)),
         (None, Some(old)) if xfr::serial_gt(zone.serial, old.serial) => {
-            let (o, n) = (old.clone(), zone.clone());
-            match tokio::task::spawn_blocking(move || xfr::diff(&o, &n)).await {
-                Ok(Ok(d)) => dns.xfr.journal_push(apex, [Arc::new(d)]),
-                _ => dns.xfr.journal_clear(apex),
-            }
+            let _ = dns.xfr.journal_diff(apex, old.clone(), zone.clone()).await;
         }
         (None, _) => dns.xfr.journal_clear(apex),
     }

@@ -12,7 +12,7 @@ use tokio::io::AsyncWrite;
 use tracing::{error, info, warn};
 
 use super::tsig::{check_tsig, key_store, ServerSeq};
-use super::{find_zone, formerr, opt_reply, time48, write_msg};
+use super::{find_zone, formerr, opt_reply, refusal, time48, write_msg};
 use crate::dns::Dns;
 
 /// A TSIG-signed SOA query for one of our zones (a secondary checking our
@@ -101,7 +101,7 @@ pub(super) fn prepare(dns: &Dns, q: &[u8], peer: SocketAddr) -> Prepared {
         if let Some(s) = dns.xfr.log_refused.allow() {
             warn!(%peer, zone = %zname, kind = %req.kind(), reason = why, suppressed = s, "dns: transfer refused");
         }
-        Prepared::Reply(xfr::reply(&msg, rcode, false, opt.as_ref(), seq.as_deref_mut(), time48()).unwrap_or_default())
+        Prepared::Reply(refusal(&msg, rcode, opt.as_ref(), seq.as_deref_mut()))
     };
     let Some(zc) = zc else {
         return refuse(RCODE_NOTAUTH, "not a zone of ours");
