@@ -8,34 +8,107 @@ use anyedge_dns::answer::{self, Kind};
 
 use super::Dns;
 
-/// Counters, one block per thread (no shared cache line on the hot path),
-/// summed when read.
-#[derive(Default)]
-#[repr(align(128))]
-pub struct Counters {
-    pub udp_queries: AtomicU64,
-    pub tcp_queries: AtomicU64,
+/// A per-thread counter and its sum over threads: an `AtomicU64` sums
+/// into a `u64`, an array of them into a `Vec<u64>` of the same length.
+pub trait Tally {
+    type Total;
+    fn zero() -> Self::Total;
+    fn add_to(&self, total: &mut Self::Total);
+}
+
+impl Tally for AtomicU64 {
+    type Total = u64;
+    fn zero() -> u64 {
+        0
+    }
+    fn add_to(&self, total: &mut u64) {
+        *total += self.load(Ordering::Relaxed);
+    }
+}
+
+impl<const N: usize> Tally for [AtomicU64; N] {
+    type Total = Vec<u64>;
+    fn zero() -> Vec<u64> {
+        vec![0; N]
+    }
+    fn add_to(&self, total: &mut Vec<u64>) {
+        for (t, x) in total.iter_mut().zip(self) {
+            *t += x.load(Ordering::Relaxed);
+        }
+    }
+}
+
+/// Declares [`Counters`] and [`StatsSnapshot`] from one list of counters
+/// (a counter is one line), and the sum of one into the other. Both end
+/// with fields of their own: the QTYPE array, and the gauges, transfer
+/// counts and QTYPE map of the snapshot.
+macro_rules! dns_counters {
+    ($( $(#[doc = $doc:literal])* $name:ident: $ty:ty, )*) => {
+        /// Counters, one block per thread (no shared cache line on the hot
+        /// path), summed when read.
+        #[derive(Default)]
+        #[repr(align(128))]
+        pub struct Counters {
+            $( $(#[doc = $doc])* pub $name: $ty, )*
+            /// Queries by QTYPE, indexed like [`QTYPES`].
+            pub qtype: [AtomicU64; QTYPES.len()],
+        }
+
+        /// Summed view of all threads' counters.
+        #[derive(Debug, Default, Clone, serde::Serialize)]
+        pub struct StatsSnapshot {
+            $( $(#[doc = $doc])* pub $name: <$ty as Tally>::Total, )*
+            /// Answer bytes waiting to be written, all TCP connections (a gauge).
+            pub tcp_pending_bytes: u64,
+            pub axfr_in: u64,
+            pub ixfr_in: u64,
+            pub transfers_served: u64,
+            pub transfers_refused: u64,
+            /// Queries by QTYPE name (see [`QTYPES`]).
+            pub query_types: std::collections::BTreeMap<&'static str, u64>,
+        }
+
+        impl StatsSnapshot {
+            /// Every listed counter at zero (arrays at their full length).
+            fn zero() -> StatsSnapshot {
+                StatsSnapshot {
+                    $( $name: <$ty as Tally>::zero(), )*
+                    ..Default::default()
+                }
+            }
+        }
+
+        impl Counters {
+            /// Adds the listed counters to `s` (not the QTYPE array).
+            fn add_to(&self, s: &mut StatsSnapshot) {
+                $( self.$name.add_to(&mut s.$name); )*
+            }
+        }
+    };
+}
+
+dns_counters! {
+    udp_queries: AtomicU64,
+    tcp_queries: AtomicU64,
     /// by RCODE 0..=15 (16 = BADVERS and other extended)
-    pub rcode: [AtomicU64; 17],
-    pub kind: [AtomicU64; 6],
+    rcode: [AtomicU64; 17],
+    kind: [AtomicU64; 6],
     /// Queries not answered (not a query, or RRL drop).
-    pub dropped: AtomicU64,
-    pub truncated: AtomicU64,
-    pub rrl_dropped: AtomicU64,
-    pub rrl_slipped: AtomicU64,
-    pub rrl_would_limit: AtomicU64,
-    pub cookies_valid: AtomicU64,
-    pub tcp_refused_cap: AtomicU64,
+    dropped: AtomicU64,
+    truncated: AtomicU64,
+    rrl_dropped: AtomicU64,
+    rrl_slipped: AtomicU64,
+    rrl_would_limit: AtomicU64,
+    cookies_valid: AtomicU64,
+    tcp_refused_cap: AtomicU64,
     /// TCP connections refused by the per-address or per-prefix cap.
-    pub tcp_refused_source: AtomicU64,
+    tcp_refused_source: AtomicU64,
     /// TCP connections closed to make room in a full table.
-    pub tcp_evicted: AtomicU64,
+    tcp_evicted: AtomicU64,
     /// TCP connections closed: a query not received whole in time.
-    pub tcp_query_timeout: AtomicU64,
+    tcp_query_timeout: AtomicU64,
     /// TCP connections closed: a write of answers made no progress in time.
-    pub tcp_write_stalled: AtomicU64,
-    /// Queries by QTYPE, indexed like [`QTYPES`].
-    pub qtype: [AtomicU64; QTYPES.len()],
+    tcp_write_stalled: AtomicU64,
 }
 
 /// Query types counted by name; everything else is `OTHER` (the last).
@@ -129,34 +202,6 @@ fn kind_index(k: Kind) -> usize {
     }
 }
 
-/// Summed view of all threads' counters.
-#[derive(Debug, Default, Clone, serde::Serialize)]
-pub struct StatsSnapshot {
-    pub udp_queries: u64,
-    pub tcp_queries: u64,
-    pub rcode: Vec<u64>,
-    pub kind: Vec<u64>,
-    pub dropped: u64,
-    pub truncated: u64,
-    pub rrl_dropped: u64,
-    pub rrl_slipped: u64,
-    pub rrl_would_limit: u64,
-    pub cookies_valid: u64,
-    pub tcp_refused_cap: u64,
-    pub tcp_refused_source: u64,
-    pub tcp_evicted: u64,
-    pub tcp_query_timeout: u64,
-    pub tcp_write_stalled: u64,
-    /// Answer bytes waiting to be written, all TCP connections (a gauge).
-    pub tcp_pending_bytes: u64,
-    pub axfr_in: u64,
-    pub ixfr_in: u64,
-    pub transfers_served: u64,
-    pub transfers_refused: u64,
-    /// Queries by QTYPE name (see [`QTYPES`]).
-    pub query_types: std::collections::BTreeMap<&'static str, u64>,
-}
-
 pub(super) fn count_qtype(c: &Counters, q: &[u8]) {
     if let Some(t) = question_type(q) {
         c.qtype[qtype_index(t)].fetch_add(1, Ordering::Relaxed);
@@ -187,34 +232,12 @@ impl Dns {
     }
 
     pub fn stats(&self) -> StatsSnapshot {
-        let mut s = StatsSnapshot {
-            rcode: vec![0; 17],
-            kind: vec![0; 6],
-            ..Default::default()
-        };
+        let mut s = StatsSnapshot::zero();
         let mut qtype = [0u64; QTYPES.len()];
         let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
         if let Ok(v) = self.counters.lock() {
             for c in v.iter() {
-                s.udp_queries += r(&c.udp_queries);
-                s.tcp_queries += r(&c.tcp_queries);
-                for (i, x) in c.rcode.iter().enumerate() {
-                    s.rcode[i] += r(x);
-                }
-                for (i, x) in c.kind.iter().enumerate() {
-                    s.kind[i] += r(x);
-                }
-                s.dropped += r(&c.dropped);
-                s.truncated += r(&c.truncated);
-                s.rrl_dropped += r(&c.rrl_dropped);
-                s.rrl_slipped += r(&c.rrl_slipped);
-                s.rrl_would_limit += r(&c.rrl_would_limit);
-                s.cookies_valid += r(&c.cookies_valid);
-                s.tcp_refused_cap += r(&c.tcp_refused_cap);
-                s.tcp_refused_source += r(&c.tcp_refused_source);
-                s.tcp_evicted += r(&c.tcp_evicted);
-                s.tcp_query_timeout += r(&c.tcp_query_timeout);
-                s.tcp_write_stalled += r(&c.tcp_write_stalled);
+                c.add_to(&mut s);
                 for (i, x) in c.qtype.iter().enumerate() {
                     qtype[i] += r(x);
                 }
@@ -240,6 +263,52 @@ mod tests {
         p.extend_from_slice(&qtype.to_be_bytes());
         p.extend_from_slice(&1u16.to_be_bytes());
         p
+    }
+
+    #[test]
+    fn snapshot_starts_at_zero_in_the_status_order() {
+        let s = StatsSnapshot::zero();
+        assert_eq!((s.rcode.len(), s.kind.len()), (17, KINDS.len()));
+        let c = Counters::default();
+        c.rcode[3].fetch_add(2, Ordering::Relaxed);
+        c.tcp_write_stalled.fetch_add(1, Ordering::Relaxed);
+        let mut s = StatsSnapshot::zero();
+        c.add_to(&mut s);
+        c.add_to(&mut s);
+        assert_eq!((s.rcode[3], s.tcp_write_stalled), (4, 2));
+        let json = serde_json::to_string(&s).unwrap();
+        let keys: Vec<&str> = json
+            .split('"')
+            .skip(1)
+            .step_by(2)
+            .filter(|k| k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "udp_queries",
+                "tcp_queries",
+                "rcode",
+                "kind",
+                "dropped",
+                "truncated",
+                "rrl_dropped",
+                "rrl_slipped",
+                "rrl_would_limit",
+                "cookies_valid",
+                "tcp_refused_cap",
+                "tcp_refused_source",
+                "tcp_evicted",
+                "tcp_query_timeout",
+                "tcp_write_stalled",
+                "tcp_pending_bytes",
+                "axfr_in",
+                "ixfr_in",
+                "transfers_served",
+                "transfers_refused",
+                "query_types"
+            ]
+        );
     }
 
     #[test]
