@@ -8,8 +8,8 @@
 //! - Text-form SPF records become RFC 3597 generic records.
 
 /// The text to hand to `domain`'s scanner, or `None` when no rewrite is
-/// needed.
-pub(crate) fn for_domain(text: &[u8]) -> Option<Vec<u8>> {
+/// needed (also used by `anyedge-dnscompare` to read zone files alike).
+pub fn for_domain(text: &[u8]) -> Option<Vec<u8>> {
     let ttl = ttl_units_as_seconds(text);
     let t = ttl.as_deref().unwrap_or(text);
     spf_as_generic(t).or(ttl)

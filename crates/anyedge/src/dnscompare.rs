@@ -4,10 +4,10 @@
 //! as `--ours`.
 //!
 //! The questions come from the zone (`--file`, or an AXFR from `--ours`):
-//! see `anyedge_dns::compare::ZoneIndex::questions`. Each is sent to both
+//! see `anyedge_dnscompare::ZoneIndex::questions`. Each is sent to both
 //! servers with the same message (UDP, retried over TCP when either answer is
 //! truncated; or TCP only with `--tcp`), a bounded number at a time, and the
-//! answers are compared with `anyedge_dns::compare`.
+//! answers are compared with `anyedge_dnscompare`.
 //!
 //! Exit status: 0 when every answer matched, 1 when some differ, 2 when a
 //! server did not answer or the setup failed (`run` returning `Err`).
@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use anyedge_dns::compare::{
+use anyedge_dnscompare::{
     add_axfr_message, axfr_query, build_query, compare_with, Difference, EdnsQuery, Options, QueryOptions, Question,
     ZoneIndex,
 };

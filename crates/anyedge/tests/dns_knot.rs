@@ -2,12 +2,12 @@
 //!
 //! A real `knotd` (Debian package `knot`; CI installs it) and anyedge serve
 //! the same zones (`tests/data/dns/`); every question generated from the
-//! zones (`anyedge_dns::compare::ZoneIndex::questions`: each name with its
+//! zones (`anyedge_dnscompare::ZoneIndex::questions`: each name with its
 //! types and absent ones, NXDOMAIN/NODATA probes, wildcard matches,
 //! referrals, DNAME substitutions, out-of-zone names, mixed case) is sent to
 //! both in several ways (UDP and TCP, with and without EDNS, UDP sizes 1232
 //! and 4096, DO on part of them, NSID and a client cookie, RD/CD set) and the
-//! answers must be the same (`anyedge_dns::compare`) except for the
+//! answers must be the same (`anyedge_dnscompare`) except for the
 //! deliberate differences in [`DELIBERATE`], each with its reason.
 //!
 //! `knot_against_itself` checks the harness and the comparison first: two
@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use anyedge_dns::compare::{build_query, compare, Difference, EdnsQuery, Part, QueryOptions, Question, ZoneIndex};
+use anyedge_dnscompare::{build_query, compare, Difference, EdnsQuery, Part, QueryOptions, Question, ZoneIndex};
 use anyedge_testkit::knot::{Knot, KnotConf};
 use bytes::Bytes;
 use domain::base::iana::{Class, Rtype};

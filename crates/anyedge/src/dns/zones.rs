@@ -1,0 +1,364 @@
+//! Zones: loading files (start, reload, one zone), secondaries' saved
+//! copies, installing a version, and the per-zone status (where each
+//! version came from, errors, refresh checks).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyedge_dns::zone::{self, Zone, ZoneSet};
+use tracing::{error, info, warn};
+
+use super::{domain_wire, rrl_of, settings_of, unix_secs, xfr, Dns};
+use crate::config::{DnsConfig, ZoneSource};
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ZoneStatus {
+    pub name: String,
+    pub serial: u32,
+    pub records: usize,
+    pub source: String,
+    /// Last load/transfer error (the previous version keeps serving).
+    pub error: Option<String>,
+    /// When the version served now was loaded (Unix seconds) and how:
+    /// "file", "axfr", "ixfr" or "saved copy".
+    pub loaded_unix: Option<u64>,
+    pub loaded_by: Option<&'static str>,
+    /// Secondaries: when a primary last confirmed (or sent) the version
+    /// served (Unix seconds).
+    pub refreshed_unix: Option<u64>,
+}
+
+/// How a zone version came to be served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadedBy {
+    File,
+    Axfr,
+    Ixfr,
+    SavedCopy,
+}
+
+impl LoadedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoadedBy::File => "file",
+            LoadedBy::Axfr => "axfr",
+            LoadedBy::Ixfr => "ixfr",
+            LoadedBy::SavedCopy => "saved copy",
+        }
+    }
+}
+
+/// A zone version just loaded, and how.
+pub type Fresh = (Arc<Zone>, LoadedBy);
+
+/// Where one zone version (one `Arc<Zone>`) came from.
+pub(super) struct Origin {
+    zone: std::sync::Weak<Zone>,
+    unix: u64,
+    by: LoadedBy,
+}
+
+/// Loads every file zone of `cfg`. With `old`, a zone that fails keeps its
+/// previous version (and the error is returned); without, any failure is
+/// fatal (start-up).
+/// Also returns the versions it loaded anew, and how (for the status).
+pub fn load_zones(cfg: &DnsConfig, old: Option<&ZoneSet>) -> (ZoneSet, Vec<(String, String)>, Vec<Fresh>) {
+    let mut set = ZoneSet::new();
+    let mut errors = Vec::new();
+    let mut fresh = Vec::new();
+    for z in &cfg.zones {
+        let apex = domain_wire(&z.name);
+        match &z.source {
+            ZoneSource::File(path) => {
+                let t = std::time::Instant::now();
+                match zone::load_file(path, &z.name) {
+                    Ok(loaded) => {
+                        for w in loaded.warnings.iter().take(20) {
+                            warn!(zone = %z.name, "{w}");
+                        }
+                        info!(zone = %z.name, serial = loaded.serial, records = loaded.records, took = ?t.elapsed(), "zone loaded");
+                        let loaded = Arc::new(loaded);
+                        fresh.push((loaded.clone(), LoadedBy::File));
+                        set.insert(loaded);
+                    }
+                    Err(e) => {
+                        error!(zone = %z.name, error = %e, "zone failed to load");
+                        errors.push((z.name.clone(), e.to_string()));
+                        if let Some(prev) = old.and_then(|o| o.get(&apex)) {
+                            warn!(zone = %z.name, serial = prev.serial, "keeping the previous version of the zone");
+                            set.insert(prev.clone());
+                        }
+                    }
+                }
+            }
+            ZoneSource::Secondary { .. } => {
+                // transferred zones carry over; the transfer task refreshes them
+                if let Some(prev) = old.and_then(|o| o.get(&apex)) {
+                    set.insert(prev.clone());
+                } else if let Some(saved) = cfg.state_dir.as_deref().and_then(|d| load_saved(d, &z.name, &apex)) {
+                    let saved = Arc::new(saved);
+                    fresh.push((saved.clone(), LoadedBy::SavedCopy));
+                    set.insert(saved);
+                }
+            }
+        }
+    }
+    (set, errors, fresh)
+}
+
+fn saved_path(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    dir.join(format!("{}zone", name.trim_end_matches('.').to_string() + "."))
+}
+
+/// A secondary zone saved by [`save_zone`], unless it is older than its SOA
+/// expire (then it must not be served: the primary may have changed it).
+fn load_saved(dir: &std::path::Path, name: &str, apex: &[u8]) -> Option<Zone> {
+    let path = saved_path(dir, name);
+    let bytes = std::fs::read(&path).ok()?;
+    let age = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .unwrap_or_default();
+    match zone::load_dump(&bytes, apex) {
+        Ok(z) => {
+            let expire = soa_expire(&z);
+            if age > expire {
+                warn!(zone = %name, age = ?age, ?expire, "saved copy is older than the SOA expire; not served until a transfer succeeds");
+                return None;
+            }
+            info!(zone = %name, serial = z.serial, records = z.records, age = ?age, "secondary zone loaded from its saved copy");
+            Some(z)
+        }
+        Err(e) => {
+            warn!(zone = %name, path = %path.display(), error = %e, "saved copy unreadable; waiting for a transfer");
+            None
+        }
+    }
+}
+
+/// The SOA expire as the refresh task applies it (one definition).
+fn soa_expire(z: &Zone) -> Duration {
+    xfr::soa_timers(z).map_or(Duration::from_secs(7 * 86400), |t| t.expire)
+}
+
+/// Saves a transferred zone (write a temporary file, then rename); called
+/// after each successful transfer, and `touch`es it after each successful
+/// refresh check so its age is the time since the primary last confirmed it.
+pub(crate) fn save_zone(dir: &std::path::Path, name: &str, z: &Zone) {
+    let path = saved_path(dir, name);
+    let tmp = path.with_extension("zone.tmp");
+    let r = std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&tmp, z.dump()))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = r {
+        warn!(zone = %name, path = %path.display(), error = %e, "cannot save the transferred zone");
+    }
+}
+
+/// Marks the saved copy as confirmed by the primary now.
+pub(crate) fn touch_saved(dir: &std::path::Path, name: &str) {
+    let path = saved_path(dir, name);
+    if let Ok(f) = std::fs::File::options().write(true).open(&path) {
+        let _ = f.set_modified(SystemTime::now());
+    }
+}
+
+/// Checks that every file zone loads (for `anyedge check`).
+pub fn check_zones(cfg: &DnsConfig) -> Result<usize, String> {
+    let mut n = 0;
+    for z in &cfg.zones {
+        if let ZoneSource::File(p) = &z.source {
+            let loaded = zone::load_file(p, &z.name).map_err(|e| e.to_string())?;
+            n += loaded.records;
+        }
+    }
+    Ok(n)
+}
+
+impl Dns {
+    /// Records where a zone version came from (for the status).
+    pub(crate) fn note_loaded(&self, z: &Arc<Zone>, by: LoadedBy) {
+        let unix = unix_secs();
+        if let Ok(mut m) = self.origins.lock() {
+            m.retain(|_, o| o.zone.strong_count() > 0);
+            m.insert(
+                Arc::as_ptr(z) as usize,
+                Origin {
+                    zone: Arc::downgrade(z),
+                    unix,
+                    by,
+                },
+            );
+        }
+    }
+
+    /// Records a successful refresh check of a secondary zone.
+    pub(crate) fn note_refreshed(&self, name: &str) {
+        let unix = unix_secs();
+        if let Ok(mut m) = self.refreshed.lock() {
+            m.insert(name.to_string(), unix);
+        }
+    }
+
+    /// Applies a new `[dns]` section: settings swap at once; zones are all
+    /// parsed first, and one that fails keeps serving its previous version.
+    /// Listener changes need a restart (reported).
+    pub fn reload(&self, cfg: &DnsConfig, pop: &str) -> Vec<(String, String)> {
+        let old_cfg = self.cfg.load_full();
+        if old_cfg.listen != cfg.listen || old_cfg.workers != cfg.workers {
+            warn!("dns.listen/dns.workers changed: takes effect after a restart (or an upgrade, SIGUSR2)");
+        }
+        let old = self.zones.load_full();
+        let (set, errors, fresh) = load_zones(cfg, Some(&old));
+        for (z, by) in &fresh {
+            self.note_loaded(z, *by);
+        }
+        self.zones.store(Arc::new(set));
+        self.settings.store(Arc::new(settings_of(cfg, pop)));
+        if old_cfg.rrl != cfg.rrl {
+            self.rrl.store(Arc::new(rrl_of(cfg)));
+        }
+        self.cfg.store(Arc::new(cfg.clone()));
+        if let Ok(mut e) = self.errors.lock() {
+            // file zones were all just (re)loaded; a secondary's refresh
+            // error stands until its next refresh
+            let secondaries: std::collections::HashSet<&str> = cfg
+                .zones
+                .iter()
+                .filter(|z| matches!(z.source, ZoneSource::Secondary { .. }))
+                .map(|z| z.name.as_str())
+                .collect();
+            e.retain(|zone, _| secondaries.contains(zone.as_str()));
+            e.extend(errors.iter().cloned());
+        }
+        xfr::reloaded(self, &old);
+        errors
+    }
+
+    /// Reloads one zone from its file; the old version keeps serving if the
+    /// new one fails.
+    pub fn reload_zone(&self, name: &str) -> Result<u32, String> {
+        let cfg = self.cfg.load_full();
+        let canon = crate::config::canonical_name(name).ok_or_else(|| format!("{name:?} is not a domain name"))?;
+        let zc = cfg
+            .zones
+            .iter()
+            .find(|z| z.name == canon)
+            .ok_or_else(|| format!("no zone {canon} configured"))?;
+        let ZoneSource::File(path) = &zc.source else {
+            return Err(format!("{canon} is a secondary zone: it is refreshed by transfer"));
+        };
+        let r = zone::load_file(path, &canon);
+        match r {
+            Ok(z) => {
+                let serial = z.serial;
+                let old = self.zones.load_full();
+                let z = Arc::new(z);
+                self.note_loaded(&z, LoadedBy::File);
+                self.install(z);
+                xfr::reloaded(self, &old);
+                self.set_error(&canon, None);
+                info!(zone = %canon, serial, "zone reloaded");
+                Ok(serial)
+            }
+            Err(e) => {
+                error!(zone = %canon, error = %e, "zone reload failed; the previous version keeps serving");
+                self.set_error(&canon, Some(e.to_string()));
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// Swaps in a new version of one zone (reload or transfer).
+    pub fn install(&self, z: Arc<Zone>) {
+        self.zones.rcu(|cur| {
+            let mut s = ZoneSet::clone(cur);
+            s.insert(z.clone());
+            s
+        });
+    }
+
+    /// Stops answering for zone `apex` (a secondary zone expired).
+    pub(super) fn withdraw(&self, apex: &[u8]) {
+        self.zones.rcu(|cur| {
+            let mut s = ZoneSet::clone(cur);
+            s.remove(apex);
+            s
+        });
+    }
+
+    /// Sets (`Some`) or clears the last error of zone `name` (shown in the
+    /// status; the previous version keeps serving).
+    pub(super) fn set_error(&self, name: &str, e: Option<String>) {
+        if let Ok(mut m) = self.errors.lock() {
+            match e {
+                Some(e) => m.insert(name.to_string(), e),
+                None => m.remove(name),
+            };
+        }
+    }
+
+    /// Ok if every configured zone is loaded (for anycast prefixes with
+    /// `dns = true`: a PoP that cannot answer for a zone must not attract
+    /// its queries); otherwise why not.
+    pub fn serving_all(&self) -> Result<(), String> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Err("DNS server stopped".into());
+        }
+        let cfg = self.cfg.load();
+        let zones = self.zones.load();
+        match cfg.zones.iter().find(|z| zones.get(&domain_wire(&z.name)).is_none()) {
+            Some(z) => Err(format!(
+                "DNS zone {} is not loaded (transfer pending, failed or expired)",
+                z.name
+            )),
+            None => Ok(()),
+        }
+    }
+
+    pub fn zone_status(&self) -> Vec<ZoneStatus> {
+        let cfg = self.cfg.load_full();
+        let zones = self.zones.load_full();
+        let errors = self.errors.lock().map(|e| e.clone()).unwrap_or_default();
+        let refreshed = self.refreshed.lock().map(|r| r.clone()).unwrap_or_default();
+        let origins = self.origins.lock();
+        cfg.zones
+            .iter()
+            .map(|z| {
+                let loaded = zones.get(&domain_wire(&z.name));
+                // the origin of exactly this version (not of an earlier one)
+                let origin = loaded.and_then(|l| {
+                    let o = origins.as_ref().ok()?.get(&(Arc::as_ptr(l) as usize))?;
+                    let same = o.zone.upgrade().is_some_and(|oz| Arc::ptr_eq(&oz, l));
+                    same.then_some((o.unix, o.by))
+                });
+                let secondary = matches!(z.source, ZoneSource::Secondary { .. });
+                ZoneStatus {
+                    name: z.name.clone(),
+                    serial: loaded.map_or(0, |l| l.serial),
+                    records: loaded.map_or(0, |l| l.records),
+                    source: match &z.source {
+                        ZoneSource::File(p) => p.display().to_string(),
+                        ZoneSource::Secondary { primaries } => format!(
+                            "secondary of {}",
+                            primaries.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+                        ),
+                    },
+                    error: errors
+                        .get(&z.name)
+                        .cloned()
+                        .or_else(|| loaded.is_none().then(|| "not loaded".to_string())),
+                    loaded_unix: origin.map(|o| o.0),
+                    loaded_by: origin.map(|o| o.1.as_str()),
+                    refreshed_unix: if secondary {
+                        refreshed.get(&z.name).copied()
+                    } else {
+                        None
+                    },
+                }
+            })
+            .collect()
+    }
+}
