@@ -24,7 +24,7 @@ pub use xdp::XdpMode;
 
 /// The configuration compiled into the binary: used by `anyedge run` without
 /// `-c` and by `anyedge demo`.
-pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
+pub const EMBEDDED_DEFAULT: &str = include_str!("../default.toml");
 /// Name shown in errors for the embedded configuration.
 pub const EMBEDDED_NAME: &str = "<embedded default config>";
 
@@ -1686,7 +1686,7 @@ address = "127.0.0.1:9001"
     #[test]
     fn embedded_and_example_configs_parse() {
         Config::embedded().unwrap();
-        let ex = include_str!("../../../examples/anyedge.toml");
+        let ex = include_str!("../../../../examples/anyedge.toml");
         let c = Config::parse(ex, "examples/anyedge.toml").unwrap();
         assert!(!c.services.is_empty());
         let d = c.dns.expect("the example documents [dns]");
