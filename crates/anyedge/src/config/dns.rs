@@ -10,7 +10,8 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{duration_in, humantime_spanned, range, ConfigError, Ctx};
+use super::duration::{duration_in, humantime_spanned, range};
+use super::{ConfigError, Ctx};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DnsConfig {
@@ -513,4 +514,57 @@ pub(super) fn parse_dns(cx: &Ctx<'_>, d: RawDns, base_dir: &Path) -> Result<DnsC
             }
         }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn dns_errors_name_line_and_field() {
+        let base = "[pop]\nname = \"p\"\n[dns]\nlisten = [\"127.0.0.1:5353\"]\n";
+        let e = Config::parse(&format!("{base}cookie_secret = \"abc\"\n"), "t.toml").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (5, "dns.cookie_secret"), "{e}");
+        let e = Config::parse(
+            &format!("{base}[[dns.zone]]\nname = \"example.com\"\nkey = \"nope\"\nfile = \"z\"\n"),
+            "t.toml",
+        )
+        .unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (7, "dns.zone[0].key"), "{e}");
+        let e = Config::parse(&format!("{base}[[dns.zone]]\nname = \"example.com\"\n"), "t.toml").unwrap_err();
+        assert!(e.message.contains("needs `file`"), "{e}");
+        let e = Config::parse(&format!("{base}[dns.rrl]\nrate = 0\n"), "t.toml").unwrap_err();
+        assert_eq!(e.field, "dns.rrl.rate");
+        let e = Config::parse(&format!("{base}udp_payload = 100\n"), "t.toml").unwrap_err();
+        assert_eq!(e.field, "dns.udp_payload");
+        let e = Config::parse(&format!("{base}tcp_io_timeout = \"0s\"\n"), "t.toml").unwrap_err();
+        assert_eq!(e.field, "dns.tcp_io_timeout");
+        let tcp = Config::parse(
+            &format!("{base}tcp_io_timeout = \"500ms\"\ntcp_max_per_address = 0\n"),
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            tcp.dns.unwrap().tcp_limits,
+            TcpLimits {
+                io_timeout: Duration::from_millis(500),
+                max_per_address: 0,
+                max_per_prefix: 256,
+            }
+        );
+        let ok = Config::parse(
+            &format!("{base}[[dns.zone]]\nname = \"Example.COM\"\nprimary = [\"192.0.2.1\"]\n"),
+            "t.toml",
+        )
+        .unwrap();
+        let z = &ok.dns.unwrap().zones[0];
+        assert_eq!(z.name, "example.com.");
+        assert_eq!(
+            z.source,
+            ZoneSource::Secondary {
+                primaries: vec!["192.0.2.1:53".parse().unwrap()]
+            }
+        );
+    }
 }

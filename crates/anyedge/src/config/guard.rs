@@ -1,0 +1,174 @@
+//! The `[guard]` section: per-source admission rules for every L4
+//! listener, the dynamic block list and the tarpit.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::duration::{duration_in, humantime_spanned, range};
+use super::{ConfigError, Ctx};
+
+/// The tarpit: a refused connection is kept open, unread, for `hold`; at
+/// most `max_connections` at once (beyond that they are closed at once, so
+/// the tarpit cannot exhaust file descriptors).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tarpit {
+    pub hold: Duration,
+    pub max_connections: u32,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGuard {
+    #[serde(default)]
+    allow: Vec<Spanned<String>>,
+    #[serde(default)]
+    deny: Vec<Spanned<String>>,
+    #[serde(default)]
+    new_connections_per_address: Option<RawRate>,
+    #[serde(default)]
+    new_connections_per_prefix: Option<RawRate>,
+    #[serde(default)]
+    max_connections_per_address: Option<Spanned<u32>>,
+    #[serde(default)]
+    table_capacity: Option<Spanned<usize>>,
+    #[serde(default)]
+    dynamic_block: Option<RawDynamicBlock>,
+    #[serde(default)]
+    pub(super) tarpit: Option<RawTarpit>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTarpit {
+    #[serde(with = "humantime_spanned")]
+    pub(super) hold: Spanned<Duration>,
+    #[serde(default = "d_tarpit_max")]
+    pub(super) max_connections: u32,
+}
+fn d_tarpit_max() -> u32 {
+    1000
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDynamicBlock {
+    threshold_per_second: Spanned<u32>,
+    #[serde(default = "d_block_for", with = "humantime_spanned")]
+    block_for: Spanned<Duration>,
+    #[serde(default)]
+    exclude: Vec<Spanned<String>>,
+}
+fn d_block_for() -> Spanned<Duration> {
+    Spanned::new(0..0, Duration::from_secs(60))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRate {
+    per_second: Spanned<u32>,
+    #[serde(default)]
+    burst: Option<u32>,
+}
+
+/// `{ per_second, burst }` (burst defaults to per_second).
+pub(super) fn parse_rate(
+    cx: &Ctx<'_>,
+    r: Option<RawRate>,
+    field: &str,
+) -> Result<Option<anyedge_guard::Rate>, ConfigError> {
+    let Some(r) = r else { return Ok(None) };
+    let ps = *r.per_second.get_ref();
+    if ps == 0 {
+        return Err(cx.err(
+            r.per_second.span(),
+            format!("{field}.per_second"),
+            "must be > 0 (omit the limit to disable it)",
+        ));
+    }
+    Ok(Some(anyedge_guard::Rate {
+        per_second: ps,
+        burst: r.burst.unwrap_or(ps).max(1),
+    }))
+}
+
+pub(super) fn parse_guard(cx: &Ctx<'_>, g: RawGuard) -> Result<anyedge_guard::GuardConfig, ConfigError> {
+    use anyedge_guard::{prefix::Prefix, GuardConfig};
+    let prefixes = |list: Vec<Spanned<String>>, field: &str| -> Result<Vec<Prefix>, ConfigError> {
+        list.into_iter()
+            .map(|p| {
+                p.get_ref()
+                    .parse::<Prefix>()
+                    .map_err(|e| cx.err(p.span(), format!("guard.{field}"), e.to_string()))
+            })
+            .collect()
+    };
+    let rate = |r: Option<RawRate>, field: &str| parse_rate(cx, r, &format!("guard.{field}"));
+    let mut cfg = GuardConfig {
+        allow: prefixes(g.allow, "allow")?,
+        deny: prefixes(g.deny, "deny")?,
+        rate_per_address: rate(g.new_connections_per_address, "new_connections_per_address")?,
+        rate_per_prefix: rate(g.new_connections_per_prefix, "new_connections_per_prefix")?,
+        max_concurrent_per_address: None,
+        ..GuardConfig::default()
+    };
+    if let Some(m) = g.max_connections_per_address {
+        if *m.get_ref() == 0 {
+            return Err(cx.err(
+                m.span(),
+                "guard.max_connections_per_address",
+                "must be > 0 (omit to disable)",
+            ));
+        }
+        cfg.max_concurrent_per_address = Some(m.into_inner());
+    }
+    if let Some(d) = g.dynamic_block {
+        if *d.threshold_per_second.get_ref() == 0 {
+            return Err(cx.err(
+                d.threshold_per_second.span(),
+                "guard.dynamic_block.threshold_per_second",
+                "must be > 0",
+            ));
+        }
+        let block_for = duration_in(
+            cx,
+            &d.block_for,
+            "guard.dynamic_block.block_for",
+            range::MS,
+            range::WEEK,
+        )?;
+        cfg.dynamic_block = Some(anyedge_guard::DynamicBlock {
+            threshold_per_second: d.threshold_per_second.into_inner(),
+            block_for,
+            exclude: prefixes(d.exclude, "dynamic_block.exclude")?,
+        });
+    }
+    if let Some(c) = g.table_capacity {
+        if !(64..=1 << 26).contains(c.get_ref()) {
+            return Err(cx.err(c.span(), "guard.table_capacity", "must be between 64 and 67108864"));
+        }
+        cfg.table_capacity = c.into_inner();
+    }
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::tests::MIN;
+    use crate::config::Config;
+
+    #[test]
+    fn guard_section() {
+        let src = format!(
+            "[guard]\nallow = [\"192.0.2.0/24\"]\ndeny = [\"198.51.100.7\", \"2001:db8::/32\"]\nnew_connections_per_address = {{ per_second = 20 }}\nmax_connections_per_address = 50\n{MIN}"
+        );
+        let c = Config::parse(&src, "t.toml").unwrap();
+        assert_eq!(c.guard.deny.len(), 2);
+        assert_eq!(c.guard.rate_per_address.unwrap().burst, 20);
+        assert_eq!(c.guard.max_concurrent_per_address, Some(50));
+        let bad = format!("[guard]\ndeny = [\"198.51.100.0/33\"]\n{MIN}");
+        let e = Config::parse(&bad, "t.toml").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (2, "guard.deny"), "{e}");
+    }
+}
