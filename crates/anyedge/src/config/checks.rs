@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use super::{line_col, ConfigError, Ctx};
+use super::{line_col, ConfigError, Ctx, ServiceConfig};
 
 /// One of our listening addresses and where the file sets it.
 pub(super) struct Bound {
@@ -43,8 +43,48 @@ pub(super) fn check_clashes(cx: &Ctx<'_>, bound: &mut [Bound]) -> Result<(), Con
     Ok(())
 }
 
+/// No backend may be one of our own listeners (`bound`): the connection
+/// would come back to us. `backend_spans` are where each service's backend
+/// addresses are written.
+pub(super) fn check_loops(
+    cx: &Ctx<'_>,
+    services: &[ServiceConfig],
+    backend_spans: Vec<Vec<std::ops::Range<usize>>>,
+    bound: &[Bound],
+) -> Result<(), ConfigError> {
+    for (svc, spans) in services.iter().zip(backend_spans) {
+        for (bi, (b, span)) in svc.backends.iter().zip(spans).enumerate() {
+            if let Some(l) = bound.iter().find(|l| loops_back(b.address, l.addr)) {
+                let (line, _) = line_col(cx.src, l.span.start);
+                return Err(cx.err(
+                    span,
+                    format!("service {:?}.backend[{bi}].address", svc.name),
+                    format!(
+                        "{} is our own listener {} {} (line {line}): the connection would loop back into anyedge",
+                        b.address, l.field, l.addr
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The warning for a service (its name written at `name_span`) whose
+/// backends all have weight 0.
+pub(super) fn weight_warning(cx: &Ctx<'_>, svc: &ServiceConfig, name_span: std::ops::Range<usize>) -> Option<String> {
+    if !svc.backends.iter().all(|b| b.weight == 0) {
+        return None;
+    }
+    let (line, _) = line_col(cx.src, name_span.start);
+    Some(format!(
+        "{}:{line}: service {:?}.backend: every backend has weight 0: the service serves nobody",
+        cx.file, svc.name
+    ))
+}
+
 /// Whether connecting to `backend` reaches our listener on `listen`.
-pub(super) fn loops_back(backend: SocketAddr, listen: SocketAddr) -> bool {
+fn loops_back(backend: SocketAddr, listen: SocketAddr) -> bool {
     let b = backend.ip().to_canonical();
     let l = listen.ip().to_canonical();
     if backend.port() != listen.port() || b.is_ipv4() != l.is_ipv4() {

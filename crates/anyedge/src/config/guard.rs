@@ -36,16 +36,16 @@ pub(super) struct RawGuard {
     #[serde(default)]
     dynamic_block: Option<RawDynamicBlock>,
     #[serde(default)]
-    pub(super) tarpit: Option<RawTarpit>,
+    tarpit: Option<RawTarpit>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawTarpit {
+struct RawTarpit {
     #[serde(with = "humantime_spanned")]
-    pub(super) hold: Spanned<Duration>,
+    hold: Spanned<Duration>,
     #[serde(default = "d_tarpit_max")]
-    pub(super) max_connections: u32,
+    max_connections: u32,
 }
 fn d_tarpit_max() -> u32 {
     1000
@@ -93,8 +93,22 @@ pub(super) fn parse_rate(
     }))
 }
 
-pub(super) fn parse_guard(cx: &Ctx<'_>, g: RawGuard) -> Result<anyedge_guard::GuardConfig, ConfigError> {
+/// The guard's rules and the tarpit (checked first).
+pub(super) fn parse_guard(
+    cx: &Ctx<'_>,
+    g: RawGuard,
+) -> Result<(anyedge_guard::GuardConfig, Option<Tarpit>), ConfigError> {
     use anyedge_guard::{prefix::Prefix, GuardConfig};
+    let tarpit = match &g.tarpit {
+        None => None,
+        Some(t) => {
+            let hold = duration_in(cx, &t.hold, "guard.tarpit.hold", range::MS, range::HOUR)?;
+            Some(Tarpit {
+                hold,
+                max_connections: t.max_connections,
+            })
+        }
+    };
     let prefixes = |list: Vec<Spanned<String>>, field: &str| -> Result<Vec<Prefix>, ConfigError> {
         list.into_iter()
             .map(|p| {
@@ -150,7 +164,7 @@ pub(super) fn parse_guard(cx: &Ctx<'_>, g: RawGuard) -> Result<anyedge_guard::Gu
         }
         cfg.table_capacity = c.into_inner();
     }
-    Ok(cfg)
+    Ok((cfg, tarpit))
 }
 
 #[cfg(test)]

@@ -35,8 +35,7 @@ pub use xdp::XdpMode;
 
 use admin::parse_admin;
 use bgp::{parse_anycast, parse_bgp};
-use checks::{check_clashes, loops_back, Bound};
-use duration::{duration_in, range};
+use checks::{check_clashes, Bound};
 use guard::parse_guard;
 use service::parse_service;
 
@@ -266,54 +265,14 @@ impl Config {
             cx.err(span, field, e.message().trim().to_string())
         })?;
 
-        if !valid_name(raw.pop.name.get_ref()) {
-            return Err(cx.err(
-                raw.pop.name.span(),
-                "pop.name",
-                "must be 1-64 characters of [A-Za-z0-9._-]",
-            ));
-        }
-        let workers = match raw.pop.workers {
-            None => None,
-            Some(w) => Some(
-                NonZeroU32::new(*w.get_ref())
-                    .filter(|n| n.get() <= 256)
-                    .ok_or_else(|| cx.err(w.span(), "pop.workers", "must be between 1 and 256"))?,
-            ),
-        };
-        let max_connections = NonZeroU32::new(*raw.limits.max_connections.get_ref()).ok_or_else(|| {
-            cx.err(
-                raw.limits.max_connections.span(),
-                "limits.max_connections",
-                "must be > 0",
-            )
-        })?;
-
-        let shutdown_grace = duration_in(
-            &cx,
-            &raw.limits.shutdown_grace,
-            "limits.shutdown_grace",
-            Duration::ZERO,
-            range::DAY,
-        )?;
-
+        let pop = pop::parse_pop(&cx, raw.pop, raw.limits)?;
         let admin_span = raw.admin.as_ref().map(|a| a.listen.span());
         let admin = match raw.admin {
             None => None,
             Some(a) => Some(parse_admin(&cx, a)?),
         };
 
-        let tarpit = match &raw.guard.tarpit {
-            None => None,
-            Some(t) => {
-                let hold = duration_in(&cx, &t.hold, "guard.tarpit.hold", range::MS, range::HOUR)?;
-                Some(Tarpit {
-                    hold,
-                    max_connections: t.max_connections,
-                })
-            }
-        };
-        let guard = parse_guard(&cx, raw.guard)?;
+        let (guard, tarpit) = parse_guard(&cx, raw.guard)?;
         let bgp = match raw.bgp {
             None => None,
             Some(b) => Some(parse_bgp(&cx, b)?),
@@ -345,13 +304,7 @@ impl Config {
                     field: format!("service {:?}.listen[{k}]", svc.name),
                 });
             }
-            if svc.backends.iter().all(|b| b.weight == 0) {
-                let (line, _) = line_col(src, name_span.start);
-                warnings.push(format!(
-                    "{file}:{line}: service {:?}.backend: every backend has weight 0: the service serves nobody",
-                    svc.name
-                ));
-            }
+            warnings.extend(checks::weight_warning(&cx, &svc, name_span));
             services.push(svc);
         }
         let mut anycast = Vec::new();
@@ -396,21 +349,7 @@ impl Config {
             });
         }
         check_clashes(&cx, bound.as_mut_slice())?;
-        for (svc, spans) in services.iter().zip(backend_spans) {
-            for (bi, (b, span)) in svc.backends.iter().zip(spans).enumerate() {
-                if let Some(l) = bound.iter().find(|l| loops_back(b.address, l.addr)) {
-                    let (line, _) = line_col(src, l.span.start);
-                    return Err(cx.err(
-                        span,
-                        format!("service {:?}.backend[{bi}].address", svc.name),
-                        format!(
-                            "{} is our own listener {} {} (line {line}): the connection would loop back into anyedge",
-                            b.address, l.field, l.addr
-                        ),
-                    ));
-                }
-            }
-        }
+        checks::check_loops(&cx, &services, backend_spans, &bound)?;
         let xdp = match raw.xdp {
             None => None,
             Some(x) => Some(xdp::parse_xdp(&cx, x)?),
@@ -425,10 +364,10 @@ impl Config {
         }
         Ok(Config {
             source: file.to_string(),
-            pop_name: raw.pop.name.into_inner(),
-            max_connections,
-            shutdown_grace,
-            workers,
+            pop_name: pop.name,
+            max_connections: pop.max_connections,
+            shutdown_grace: pop.shutdown_grace,
+            workers: pop.workers,
             admin,
             guard,
             tarpit,
