@@ -7,6 +7,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::duration::humantime_spanned;
+use super::value::int_in;
 use super::{ConfigError, Ctx};
 
 /// The admin HTTP API. A non-loopback `listen` without a token cannot be
@@ -91,8 +92,7 @@ pub(super) fn parse_admin(cx: &Ctx<'_>, a: RawAdmin) -> Result<AdminConfig, Conf
     }
     let cap = |v: Option<Spanned<u32>>, field: &str, default: u32| match v {
         None => Ok(default),
-        Some(n) if (1..=100_000).contains(n.get_ref()) => Ok(*n.get_ref()),
-        Some(n) => Err(cx.err(n.span(), field, "must be between 1 and 100000")),
+        Some(n) => int_in(cx, &n, field, 1, 100_000),
     };
     let max_connections = cap(a.max_connections, "admin.max_connections", 64)?;
     let max_connections_per_source = cap(a.max_connections_per_source, "admin.max_connections_per_source", 16)?;

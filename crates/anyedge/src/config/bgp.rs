@@ -9,7 +9,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::duration::{duration_in, humantime_spanned, range};
-use super::{valid_name, ConfigError, Ctx, ServiceConfig};
+use super::value::valid_name;
+use super::{ConfigError, Ctx, ServiceConfig};
 
 /// BGP speaker settings (announce-only).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::duration::{duration_in, humantime_spanned, range};
+use super::value::{int_in, nonzero};
 use super::{ConfigError, Ctx};
 
 /// The tarpit: a refused connection is kept open, unread, for `hold`; at
@@ -79,14 +80,13 @@ pub(super) fn parse_rate(
     field: &str,
 ) -> Result<Option<anyedge_guard::Rate>, ConfigError> {
     let Some(r) = r else { return Ok(None) };
-    let ps = *r.per_second.get_ref();
-    if ps == 0 {
-        return Err(cx.err(
-            r.per_second.span(),
-            format!("{field}.per_second"),
-            "must be > 0 (omit the limit to disable it)",
-        ));
-    }
+    let ps = nonzero(
+        cx,
+        &r.per_second,
+        format!("{field}.per_second"),
+        "must be > 0 (omit the limit to disable it)",
+    )?
+    .get();
     Ok(Some(anyedge_guard::Rate {
         per_second: ps,
         burst: r.burst.unwrap_or(ps).max(1),
@@ -128,23 +128,21 @@ pub(super) fn parse_guard(
         ..GuardConfig::default()
     };
     if let Some(m) = g.max_connections_per_address {
-        if *m.get_ref() == 0 {
-            return Err(cx.err(
-                m.span(),
-                "guard.max_connections_per_address",
-                "must be > 0 (omit to disable)",
-            ));
-        }
-        cfg.max_concurrent_per_address = Some(m.into_inner());
+        let m = nonzero(
+            cx,
+            &m,
+            "guard.max_connections_per_address",
+            "must be > 0 (omit to disable)",
+        )?;
+        cfg.max_concurrent_per_address = Some(m.get());
     }
     if let Some(d) = g.dynamic_block {
-        if *d.threshold_per_second.get_ref() == 0 {
-            return Err(cx.err(
-                d.threshold_per_second.span(),
-                "guard.dynamic_block.threshold_per_second",
-                "must be > 0",
-            ));
-        }
+        let threshold_per_second = nonzero(
+            cx,
+            &d.threshold_per_second,
+            "guard.dynamic_block.threshold_per_second",
+            "must be > 0",
+        )?;
         let block_for = duration_in(
             cx,
             &d.block_for,
@@ -153,16 +151,13 @@ pub(super) fn parse_guard(
             range::WEEK,
         )?;
         cfg.dynamic_block = Some(anyedge_guard::DynamicBlock {
-            threshold_per_second: d.threshold_per_second.into_inner(),
+            threshold_per_second: threshold_per_second.get(),
             block_for,
             exclude: prefixes(d.exclude, "dynamic_block.exclude")?,
         });
     }
     if let Some(c) = g.table_capacity {
-        if !(64..=1 << 26).contains(c.get_ref()) {
-            return Err(cx.err(c.span(), "guard.table_capacity", "must be between 64 and 67108864"));
-        }
-        cfg.table_capacity = c.into_inner();
+        cfg.table_capacity = int_in(cx, &c, "guard.table_capacity", 64, 1 << 26)?;
     }
     Ok((cfg, tarpit))
 }

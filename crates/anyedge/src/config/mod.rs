@@ -10,7 +10,6 @@ use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -22,6 +21,7 @@ mod duration;
 mod guard;
 mod pop;
 mod service;
+mod value;
 mod xdp;
 pub use admin::AdminConfig;
 pub use bgp::{AnycastConfig, BgpConfig, PeerConfig};
@@ -221,20 +221,6 @@ fn key_path(src: &str, offset: usize) -> Option<String> {
         table.push(key);
     }
     (!table.is_empty()).then(|| table.join("."))
-}
-
-fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-}
-
-/// An address or CIDR (`192.0.2.1` = `/32`).
-fn parse_net(s: &str) -> Option<IpNet> {
-    s.parse::<IpNet>()
-        .ok()
-        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
 }
 
 impl Config {

@@ -8,7 +8,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::duration::{duration_in, humantime_spanned, range};
-use super::{valid_name, ConfigError, Ctx};
+use super::value::{check_name, int_in, nonzero};
+use super::{ConfigError, Ctx};
 
 /// The checked `[pop]` and `[limits]` settings (fields of [`super::Config`]).
 pub(super) struct Pop {
@@ -52,19 +53,9 @@ fn d_grace() -> Spanned<Duration> {
 }
 
 pub(super) fn parse_pop(cx: &Ctx<'_>, pop: RawPop, limits: RawLimits) -> Result<Pop, ConfigError> {
-    if !valid_name(pop.name.get_ref()) {
-        return Err(cx.err(pop.name.span(), "pop.name", "must be 1-64 characters of [A-Za-z0-9._-]"));
-    }
-    let workers = match pop.workers {
-        None => None,
-        Some(w) => Some(
-            NonZeroU32::new(*w.get_ref())
-                .filter(|n| n.get() <= 256)
-                .ok_or_else(|| cx.err(w.span(), "pop.workers", "must be between 1 and 256"))?,
-        ),
-    };
-    let max_connections = NonZeroU32::new(*limits.max_connections.get_ref())
-        .ok_or_else(|| cx.err(limits.max_connections.span(), "limits.max_connections", "must be > 0"))?;
+    check_name(cx, &pop.name, "pop.name")?;
+    let workers = pop.workers.map(|w| int_in(cx, &w, "pop.workers", 1, 256)).transpose()?;
+    let max_connections = nonzero(cx, &limits.max_connections, "limits.max_connections", "must be > 0")?;
     let shutdown_grace = duration_in(
         cx,
         &limits.shutdown_grace,

@@ -10,7 +10,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::duration::{duration_in, humantime_spanned, range};
-use super::{valid_name, ConfigError, Ctx};
+use super::value::{check_name, int_in, nonzero, parse_net};
+use super::{ConfigError, Ctx};
 
 /// Which PROXY protocol header a backend receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -262,13 +263,7 @@ fn d_weight() -> Spanned<u32> {
 }
 
 pub(super) fn parse_service(cx: &Ctx<'_>, sp: &str, rs: RawService) -> Result<ServiceConfig, ConfigError> {
-    if !valid_name(rs.name.get_ref()) {
-        return Err(cx.err(
-            rs.name.span(),
-            format!("{sp}.name"),
-            "must be 1-64 characters of [A-Za-z0-9._-]",
-        ));
-    }
+    check_name(cx, &rs.name, format!("{sp}.name"))?;
     let sp = format!("service {:?}", rs.name.get_ref());
     let listen_span = rs.listen.span();
     let mut listen = Vec::new();
@@ -291,37 +286,20 @@ pub(super) fn parse_service(cx: &Ctx<'_>, sp: &str, rs: RawService) -> Result<Se
     if listen.is_empty() {
         return Err(cx.err(listen_span, format!("{sp}.listen"), "needs at least one address"));
     }
-    let backlog = *rs.backlog.get_ref();
-    if backlog == 0 || backlog > 1 << 20 {
-        return Err(cx.err(
-            rs.backlog.span(),
-            format!("{sp}.backlog"),
-            "must be between 1 and 1048576",
-        ));
-    }
-    let max_connections = match rs.max_connections {
-        None => None,
-        Some(m) => Some(NonZeroU32::new(*m.get_ref()).ok_or_else(|| {
-            cx.err(
-                m.span(),
-                format!("{sp}.max_connections"),
-                "must be > 0 (omit for no cap)",
-            )
-        })?),
-    };
+    let backlog: u32 = int_in(cx, &rs.backlog, format!("{sp}.backlog"), 1, 1 << 20)?;
+    let max_connections = rs
+        .max_connections
+        .map(|m| nonzero(cx, &m, format!("{sp}.max_connections"), "must be > 0 (omit for no cap)"))
+        .transpose()?;
     let mut accept_proxy_from = Vec::new();
     for c in rs.accept_proxy_from {
-        let net: IpNet = c
-            .get_ref()
-            .parse()
-            .or_else(|_| c.get_ref().parse::<std::net::IpAddr>().map(IpNet::from))
-            .map_err(|_| {
-                cx.err(
-                    c.span(),
-                    format!("{sp}.accept_proxy_from"),
-                    format!("{:?} is not a CIDR", c.get_ref()),
-                )
-            })?;
+        let net = parse_net(c.get_ref()).ok_or_else(|| {
+            cx.err(
+                c.span(),
+                format!("{sp}.accept_proxy_from"),
+                format!("{:?} is not a CIDR", c.get_ref()),
+            )
+        })?;
         accept_proxy_from.push(net.trunc());
     }
 
@@ -375,9 +353,7 @@ pub(super) fn parse_service(cx: &Ctx<'_>, sp: &str, rs: RawService) -> Result<Se
         ));
     }
     for (name, v) in [("rise", &h.rise), ("fall", &h.fall)] {
-        if *v.get_ref() == 0 || *v.get_ref() > 100 {
-            return Err(cx.err(v.span(), format!("{sp}.health.{name}"), "must be between 1 and 100"));
-        }
+        int_in::<u32, u32>(cx, v, format!("{sp}.health.{name}"), 1, 100)?;
     }
     let kind = match h.kind {
         RawCheckKind::Tcp => CheckKind::Tcp,
@@ -418,13 +394,7 @@ pub(super) fn parse_service(cx: &Ctx<'_>, sp: &str, rs: RawService) -> Result<Se
     let mut backends: Vec<BackendConfig> = Vec::new();
     for (bi, rb) in rs.backends.into_inner().into_iter().enumerate() {
         let bp = format!("{sp}.backend[{bi}]");
-        if !valid_name(rb.name.get_ref()) {
-            return Err(cx.err(
-                rb.name.span(),
-                format!("{bp}.name"),
-                "must be 1-64 characters of [A-Za-z0-9._-]",
-            ));
-        }
+        check_name(cx, &rb.name, format!("{bp}.name"))?;
         if backends.iter().any(|b| &b.name == rb.name.get_ref()) {
             return Err(cx.err(
                 rb.name.span(),
@@ -442,23 +412,15 @@ pub(super) fn parse_service(cx: &Ctx<'_>, sp: &str, rs: RawService) -> Result<Se
         if address.port() == 0 {
             return Err(cx.err(rb.address.span(), format!("{bp}.address"), "port must not be 0"));
         }
-        if *rb.weight.get_ref() > 10_000 {
-            return Err(cx.err(rb.weight.span(), format!("{bp}.weight"), "must be between 0 and 10000"));
-        }
-        let max_connections = match rb.max_connections {
-            None => None,
-            Some(m) => Some(NonZeroU32::new(*m.get_ref()).ok_or_else(|| {
-                cx.err(
-                    m.span(),
-                    format!("{bp}.max_connections"),
-                    "must be > 0 (omit for no cap)",
-                )
-            })?),
-        };
+        let weight = int_in(cx, &rb.weight, format!("{bp}.weight"), 0, 10_000)?;
+        let max_connections = rb
+            .max_connections
+            .map(|m| nonzero(cx, &m, format!("{bp}.max_connections"), "must be > 0 (omit for no cap)"))
+            .transpose()?;
         backends.push(BackendConfig {
             name: rb.name.into_inner(),
             address,
-            weight: rb.weight.into_inner(),
+            weight,
             proxy: rb.proxy_protocol.unwrap_or(rs.proxy_protocol),
             drain: rb.drain,
             max_connections,

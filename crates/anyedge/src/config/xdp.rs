@@ -7,6 +7,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::guard::{parse_rate, RawRate};
+use super::value::parse_list;
 use super::{ConfigError, Ctx};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -71,16 +72,9 @@ pub(super) fn parse_xdp(cx: &Ctx<'_>, x: RawXdp) -> Result<XdpConfig, ConfigErro
             "name at least one ingress interface",
         ));
     }
-    let mut destinations = Vec::new();
-    for (i, d) in x.destinations.iter().enumerate() {
-        destinations.push(d.get_ref().parse::<IpAddr>().map_err(|_| {
-            cx.err(
-                d.span(),
-                format!("xdp.destinations[{i}]"),
-                format!("{:?} is not an address", d.get_ref()),
-            )
-        })?);
-    }
+    let destinations = parse_list(cx, &x.destinations, "xdp.destinations", "an address", |s| {
+        s.parse::<IpAddr>().ok()
+    })?;
     Ok(XdpConfig {
         interfaces,
         mode: x.mode,
