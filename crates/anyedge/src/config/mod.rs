@@ -4,6 +4,12 @@
 //! `deny_unknown_fields`) are private; the public types can only be built by
 //! [`Config::parse`], which checks every cross-field rule and reports the file,
 //! line, column and field of the first problem.
+//!
+//! One module per section holds its public types, its raw mirror and its
+//! parse function (`pop`, `admin`, `guard`, `bgp` with the anycast prefixes,
+//! `service`, `dns`, `xdp`); `checks` looks across sections (listener
+//! clashes, loops to our own listeners, warnings), `value` and `duration`
+//! hold the checks the sections share. This module assembles the [`Config`].
 
 use std::fmt;
 use std::num::NonZeroU32;
