@@ -2,7 +2,7 @@
 //! cookies and response rate limiting.
 
 use std::net::SocketAddr;
-use std::num::{NonZeroU32, NonZeroUsize};
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -10,7 +10,9 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{duration_in, humantime_spanned, range, ConfigError, Ctx};
+use super::duration::{duration_in, humantime_spanned, range};
+use super::value::{int_in, nonzero, parse_list, parse_net};
+use super::{ConfigError, Ctx};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DnsConfig {
@@ -275,14 +277,7 @@ pub(super) fn parse_dns(cx: &Ctx<'_>, d: RawDns, base_dir: &Path) -> Result<DnsC
     if listen.is_empty() {
         return Err(cx.err(d.listen.span(), "dns.listen", "needs at least one address"));
     }
-    let workers = match d.workers {
-        None => None,
-        Some(w) => Some(
-            NonZeroU32::new(*w.get_ref())
-                .filter(|n| n.get() <= 256)
-                .ok_or_else(|| cx.err(w.span(), "dns.workers", "must be between 1 and 256"))?,
-        ),
-    };
+    let workers = d.workers.map(|w| int_in(cx, &w, "dns.workers", 1, 256)).transpose()?;
     let nsid = match d.nsid {
         None => None,
         Some(n) => {
@@ -300,8 +295,7 @@ pub(super) fn parse_dns(cx: &Ctx<'_>, d: RawDns, base_dir: &Path) -> Result<DnsC
             "must be between 512 and 4096 (1232 avoids fragmentation)",
         ));
     }
-    let tcp_max_connections = NonZeroU32::new(*d.tcp_max_connections.get_ref())
-        .ok_or_else(|| cx.err(d.tcp_max_connections.span(), "dns.tcp_max_connections", "must be > 0"))?;
+    let tcp_max_connections = nonzero(cx, &d.tcp_max_connections, "dns.tcp_max_connections", "must be > 0")?;
     let io_timeout = *d.tcp_io_timeout.get_ref();
     if io_timeout.is_zero() {
         return Err(cx.err(d.tcp_io_timeout.span(), "dns.tcp_io_timeout", "must be more than 0"));
@@ -327,39 +321,18 @@ pub(super) fn parse_dns(cx: &Ctx<'_>, d: RawDns, base_dir: &Path) -> Result<DnsC
     let rrl = match d.rrl {
         None => None,
         Some(r) => {
-            let rate = NonZeroU32::new(*r.rate.get_ref())
-                .ok_or_else(|| cx.err(r.rate.span(), "dns.rrl.rate", "must be > 0 responses per second"))?;
+            let rate = nonzero(cx, &r.rate, "dns.rrl.rate", "must be > 0 responses per second")?;
             if *r.ipv4_prefix.get_ref() > 32 || *r.ipv4_prefix.get_ref() == 0 {
                 return Err(cx.err(r.ipv4_prefix.span(), "dns.rrl.ipv4_prefix", "must be 1..=32"));
             }
             if *r.ipv6_prefix.get_ref() > 128 || *r.ipv6_prefix.get_ref() == 0 {
                 return Err(cx.err(r.ipv6_prefix.span(), "dns.rrl.ipv6_prefix", "must be 1..=128"));
             }
-            let table_size = NonZeroUsize::new(*r.table_size.get_ref())
-                .filter(|n| n.get() <= 1 << 26)
-                .ok_or_else(|| {
-                    cx.err(
-                        r.table_size.span(),
-                        "dns.rrl.table_size",
-                        "must be between 1 and 67108864",
-                    )
-                })?;
-            let mut whitelist = Vec::new();
-            for (i, w) in r.whitelist.iter().enumerate() {
-                whitelist.push(
-                    super::parse_net(w.get_ref())
-                        .map(|n| anyedge_guard::prefix::Prefix::of(n.addr(), n.prefix_len()))
-                        .ok_or_else(|| {
-                            cx.err(
-                                w.span(),
-                                format!("dns.rrl.whitelist[{i}]"),
-                                format!("{:?} is not an address or CIDR", w.get_ref()),
-                            )
-                        })?,
-                );
-            }
-            let burst = NonZeroU32::new(*r.burst.get_ref())
-                .ok_or_else(|| cx.err(r.burst.span(), "dns.rrl.burst", "must be > 0"))?;
+            let table_size = int_in(cx, &r.table_size, "dns.rrl.table_size", 1, 1 << 26)?;
+            let whitelist = parse_list(cx, &r.whitelist, "dns.rrl.whitelist", "an address or CIDR", |s| {
+                parse_net(s).map(|n| anyedge_guard::prefix::Prefix::of(n.addr(), n.prefix_len()))
+            })?;
+            let burst = nonzero(cx, &r.burst, "dns.rrl.burst", "must be > 0")?;
             Some(anyedge_guard::rrl::RrlConfig {
                 rate,
                 burst,
@@ -423,16 +396,9 @@ pub(super) fn parse_dns(cx: &Ctx<'_>, d: RawDns, base_dir: &Path) -> Result<DnsC
                 ZoneSource::File(if p.is_absolute() { p } else { base_dir.join(p) })
             }
             (None, false) => {
-                let mut primaries = Vec::new();
-                for (j, p) in z.primary.iter().enumerate() {
-                    primaries.push(addr_with_default_port(p.get_ref(), 53).ok_or_else(|| {
-                        cx.err(
-                            p.span(),
-                            format!("{f}.primary[{j}]"),
-                            format!("{:?} is not ADDRESS[:PORT]", p.get_ref()),
-                        )
-                    })?);
-                }
+                let primaries = parse_list(cx, &z.primary, &format!("{f}.primary"), "ADDRESS[:PORT]", |s| {
+                    addr_with_default_port(s, 53)
+                })?;
                 ZoneSource::Secondary { primaries }
             }
             (Some(file), false) => {
@@ -464,26 +430,16 @@ pub(super) fn parse_dns(cx: &Ctx<'_>, d: RawDns, base_dir: &Path) -> Result<DnsC
                 Some(n)
             }
         };
-        let mut notify = Vec::new();
-        for (j, n) in z.notify.iter().enumerate() {
-            notify.push(addr_with_default_port(n.get_ref(), 53).ok_or_else(|| {
-                cx.err(
-                    n.span(),
-                    format!("{f}.notify[{j}]"),
-                    format!("{:?} is not ADDRESS[:PORT]", n.get_ref()),
-                )
-            })?);
-        }
-        let mut allow_transfer = Vec::new();
-        for (j, a) in z.allow_transfer.iter().enumerate() {
-            allow_transfer.push(super::parse_net(a.get_ref()).ok_or_else(|| {
-                cx.err(
-                    a.span(),
-                    format!("{f}.allow_transfer[{j}]"),
-                    format!("{:?} is not an address or CIDR", a.get_ref()),
-                )
-            })?);
-        }
+        let notify = parse_list(cx, &z.notify, &format!("{f}.notify"), "ADDRESS[:PORT]", |s| {
+            addr_with_default_port(s, 53)
+        })?;
+        let allow_transfer = parse_list(
+            cx,
+            &z.allow_transfer,
+            &format!("{f}.allow_transfer"),
+            "an address or CIDR",
+            parse_net,
+        )?;
         zones.push(ZoneConfig {
             name,
             source,
@@ -513,4 +469,57 @@ pub(super) fn parse_dns(cx: &Ctx<'_>, d: RawDns, base_dir: &Path) -> Result<DnsC
             }
         }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn dns_errors_name_line_and_field() {
+        let base = "[pop]\nname = \"p\"\n[dns]\nlisten = [\"127.0.0.1:5353\"]\n";
+        let e = Config::parse(&format!("{base}cookie_secret = \"abc\"\n"), "t.toml").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (5, "dns.cookie_secret"), "{e}");
+        let e = Config::parse(
+            &format!("{base}[[dns.zone]]\nname = \"example.com\"\nkey = \"nope\"\nfile = \"z\"\n"),
+            "t.toml",
+        )
+        .unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (7, "dns.zone[0].key"), "{e}");
+        let e = Config::parse(&format!("{base}[[dns.zone]]\nname = \"example.com\"\n"), "t.toml").unwrap_err();
+        assert!(e.message.contains("needs `file`"), "{e}");
+        let e = Config::parse(&format!("{base}[dns.rrl]\nrate = 0\n"), "t.toml").unwrap_err();
+        assert_eq!(e.field, "dns.rrl.rate");
+        let e = Config::parse(&format!("{base}udp_payload = 100\n"), "t.toml").unwrap_err();
+        assert_eq!(e.field, "dns.udp_payload");
+        let e = Config::parse(&format!("{base}tcp_io_timeout = \"0s\"\n"), "t.toml").unwrap_err();
+        assert_eq!(e.field, "dns.tcp_io_timeout");
+        let tcp = Config::parse(
+            &format!("{base}tcp_io_timeout = \"500ms\"\ntcp_max_per_address = 0\n"),
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            tcp.dns.unwrap().tcp_limits,
+            TcpLimits {
+                io_timeout: Duration::from_millis(500),
+                max_per_address: 0,
+                max_per_prefix: 256,
+            }
+        );
+        let ok = Config::parse(
+            &format!("{base}[[dns.zone]]\nname = \"Example.COM\"\nprimary = [\"192.0.2.1\"]\n"),
+            "t.toml",
+        )
+        .unwrap();
+        let z = &ok.dns.unwrap().zones[0];
+        assert_eq!(z.name, "example.com.");
+        assert_eq!(
+            z.source,
+            ZoneSource::Secondary {
+                primaries: vec!["192.0.2.1:53".parse().unwrap()]
+            }
+        );
+    }
 }

@@ -6,7 +6,9 @@ use anyedge_guard::Rate;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{parse_rate, ConfigError, Ctx, RawRate};
+use super::guard::{parse_rate, RawRate};
+use super::value::parse_list;
+use super::{ConfigError, Ctx};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -70,16 +72,9 @@ pub(super) fn parse_xdp(cx: &Ctx<'_>, x: RawXdp) -> Result<XdpConfig, ConfigErro
             "name at least one ingress interface",
         ));
     }
-    let mut destinations = Vec::new();
-    for (i, d) in x.destinations.iter().enumerate() {
-        destinations.push(d.get_ref().parse::<IpAddr>().map_err(|_| {
-            cx.err(
-                d.span(),
-                format!("xdp.destinations[{i}]"),
-                format!("{:?} is not an address", d.get_ref()),
-            )
-        })?);
-    }
+    let destinations = parse_list(cx, &x.destinations, "xdp.destinations", "an address", |s| {
+        s.parse::<IpAddr>().ok()
+    })?;
     Ok(XdpConfig {
         interfaces,
         mode: x.mode,
@@ -87,4 +82,33 @@ pub(super) fn parse_xdp(cx: &Ctx<'_>, x: RawXdp) -> Result<XdpConfig, ConfigErro
         dns_per_address: parse_rate(cx, x.dns_queries_per_address, "xdp.dns_queries_per_address")?,
         dns_per_prefix: parse_rate(cx, x.dns_queries_per_prefix, "xdp.dns_queries_per_prefix")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn xdp_section_parses_and_checks() {
+        let base = "[pop]\nname = \"p\"\n[xdp]\n";
+        let c = Config::parse(
+            &format!(
+                "{base}interfaces = [\"eth0\"]\nmode = \"generic\"\ndns_queries_per_address = {{ per_second = 5 }}\n"
+            ),
+            "t.toml",
+        )
+        .unwrap();
+        let x = c.xdp.unwrap();
+        assert_eq!(x.mode, XdpMode::Generic);
+        assert_eq!(x.dns_per_address.map(|r| (r.per_second, r.burst)), Some((5, 5)));
+        let e = Config::parse(&format!("{base}interfaces = []\n"), "t.toml").unwrap_err();
+        assert_eq!(e.field, "xdp.interfaces");
+        let e = Config::parse(
+            &format!("{base}interfaces = [\"eth0\"]\ndestinations = [\"nope\"]\n"),
+            "t.toml",
+        )
+        .unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (5, "xdp.destinations[0]"));
+    }
 }
