@@ -85,6 +85,13 @@ pub(super) struct RawBgp {
     #[serde(default, rename = "peer")]
     peers: Vec<RawPeer>,
 }
+
+impl RawBgp {
+    /// Where each peer's name is written, in order.
+    pub(super) fn peer_spans(&self) -> Vec<std::ops::Range<usize>> {
+        self.peers.iter().map(|p| p.name.span()).collect()
+    }
+}
 fn d_hold() -> Spanned<u16> {
     Spanned::new(0..0, 90)
 }

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use super::{line_col, ConfigError, Ctx, ServiceConfig};
+use super::{line_col, AnycastConfig, ConfigError, Ctx, PeerConfig, ServiceConfig};
 
 /// One of our listening addresses and where the file sets it.
 pub(super) struct Bound {
@@ -81,6 +81,46 @@ pub(super) fn weight_warning(cx: &Ctx<'_>, svc: &ServiceConfig, name_span: std::
         "{}:{line}: service {:?}.backend: every backend has weight 0: the service serves nobody",
         cx.file, svc.name
     ))
+}
+
+/// Warnings for peers that cannot be given some of the anycast prefixes:
+/// a route needs a next hop of the prefix's family (`next_hop` /
+/// `next_hop_v6`, or a `local_address` of that family), else the prefix is
+/// never announced to that peer, whatever its health.
+pub(super) fn next_hop_warnings(
+    cx: &Ctx<'_>,
+    peers: &[PeerConfig],
+    spans: &[std::ops::Range<usize>],
+    anycast: &[AnycastConfig],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (p, span) in peers.iter().zip(spans) {
+        let (line, _) = line_col(cx.src, span.start);
+        for (v6, family, fields) in [
+            (false, "IPv4", "next_hop or an IPv4 local_address"),
+            (true, "IPv6", "next_hop_v6 or an IPv6 local_address"),
+        ] {
+            let has = if v6 {
+                p.next_hop_v6.is_some() || p.local_address.is_some_and(|a| a.is_ipv6())
+            } else {
+                p.next_hop.is_some() || p.local_address.is_some_and(|a| a.is_ipv4())
+            };
+            let wanted: Vec<String> = anycast
+                .iter()
+                .filter(|a| a.prefix.0.is_ipv6() == v6)
+                .map(|a| format!("{}/{}", a.prefix.0, a.prefix.1))
+                .collect();
+            if !has && !wanted.is_empty() {
+                out.push(format!(
+                    "{}:{line}: bgp.peer {:?}: no {family} next hop ({fields}): {} never announced to it",
+                    cx.file,
+                    p.name,
+                    wanted.join(", ")
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// Whether connecting to `backend` reaches our listener on `listen`.
@@ -203,5 +243,26 @@ mod tests {
         assert!(c.warnings[0].starts_with("t.toml:6: "), "{:?}", c.warnings);
         assert!(c.warnings[0].contains("weight 0"), "{:?}", c.warnings);
         assert!(Config::parse(MIN, "t.toml").unwrap().warnings.is_empty());
+    }
+
+    #[test]
+    fn a_peer_without_a_next_hop_for_a_prefix_family_is_warned_about() {
+        let cfg = |local: &str| {
+            format!(
+                "[pop]\nname = \"x\"\n[bgp]\nasn = 65001\nrouter_id = \"198.18.0.1\"\n[[bgp.peer]]\nname = \"r1\"\naddress = \"198.18.0.2\"\nasn = 65000\n{local}\n[[anycast]]\nprefix = \"192.0.2.10/32\"\n[[anycast]]\nprefix = \"2001:db8::10/128\"\n"
+            )
+        };
+        let c = Config::parse(&cfg(""), "t.toml").unwrap();
+        assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+        assert!(
+            c.warnings[0].starts_with("t.toml:7: bgp.peer \"r1\": no IPv4 next hop")
+                && c.warnings[0].contains("192.0.2.10/32"),
+            "{:?}",
+            c.warnings
+        );
+        assert!(c.warnings[1].contains("no IPv6 next hop"), "{:?}", c.warnings);
+        let c = Config::parse(&cfg("local_address = \"198.18.0.1\""), "t.toml").unwrap();
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(c.warnings[0].contains("IPv6"), "{:?}", c.warnings);
     }
 }

@@ -296,10 +296,7 @@ pub(super) fn parse_dns(cx: &Ctx<'_>, d: RawDns, base_dir: &Path) -> Result<DnsC
         ));
     }
     let tcp_max_connections = nonzero(cx, &d.tcp_max_connections, "dns.tcp_max_connections", "must be > 0")?;
-    let io_timeout = *d.tcp_io_timeout.get_ref();
-    if io_timeout.is_zero() {
-        return Err(cx.err(d.tcp_io_timeout.span(), "dns.tcp_io_timeout", "must be more than 0"));
-    }
+    let io_timeout = duration_in(cx, &d.tcp_io_timeout, "dns.tcp_io_timeout", range::MS, range::MIN)?;
     let tcp_limits = TcpLimits {
         io_timeout,
         max_per_address: d.tcp_max_per_address,
@@ -495,6 +492,9 @@ mod tests {
         assert_eq!(e.field, "dns.udp_payload");
         let e = Config::parse(&format!("{base}tcp_io_timeout = \"0s\"\n"), "t.toml").unwrap_err();
         assert_eq!(e.field, "dns.tcp_io_timeout");
+        let e = Config::parse(&format!("{base}tcp_io_timeout = \"18446744073709551615s\"\n"), "t.toml").unwrap_err();
+        assert_eq!(e.field, "dns.tcp_io_timeout");
+        assert!(e.message.contains("between 1ms and 1m"), "{e}");
         let tcp = Config::parse(
             &format!("{base}tcp_io_timeout = \"500ms\"\ntcp_max_per_address = 0\n"),
             "t.toml",

@@ -39,6 +39,8 @@ pub(super) mod humantime_spanned {
 /// | `service.health.interval` | 10ms | 1h |
 /// | `service.health.timeout` | 1ms | the interval |
 /// | `dns.tcp_idle_timeout` | 1ms | 1h |
+/// | `dns.tcp_io_timeout` | 1ms | 1min |
+/// | `admin.header_timeout` | 1ms | 5min |
 ///
 /// Anything beyond is a typo, not a setting, and an absurd value (say
 /// `18446744073709551615s`) would overflow `Instant + Duration` at run time.

@@ -265,6 +265,7 @@ impl Config {
         };
 
         let (guard, tarpit) = parse_guard(&cx, raw.guard)?;
+        let peer_spans = raw.bgp.as_ref().map(bgp::RawBgp::peer_spans).unwrap_or_default();
         let bgp = match raw.bgp {
             None => None,
             Some(b) => Some(parse_bgp(&cx, b)?),
@@ -353,6 +354,9 @@ impl Config {
         }
         if let (Some(span), None) = (first_anycast_span, &bgp) {
             return Err(cx.err(span, "anycast", "anycast prefixes need a [bgp] section to be announced"));
+        }
+        if let Some(b) = &bgp {
+            warnings.extend(checks::next_hop_warnings(&cx, &b.peers, &peer_spans, &anycast));
         }
         Ok(Config {
             source: file.to_string(),
