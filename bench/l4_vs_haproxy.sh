@@ -73,36 +73,14 @@ backend be
 HA
 "$HAPROXY" -f "$W/haproxy.cfg" -db & PIDS+=($!); HAP_PID=$!
 
-cat > "$W/anyedge.toml" <<AE
-[pop]
-name = "bench"
-workers = $THREADS
+# One [[service]] in front of nginx: name, port, extra lines.
+service() {
+  cat <<AE
 [[service]]
-name = "bench"
-listen = ["127.0.0.1:$P_AE"]
-balance = "round_robin"
+name = "$1"
+listen = ["127.0.0.1:$2"]
 backlog = 8192
-proxy_unique_id = false
-proxy_pop_tlv = false
-proxy_sni = false
-[service.health]
-kind = "tcp"
-interval = "1s"
-rise = 1
-[[service.backend]]
-name = "nginx"
-address = "127.0.0.1:$P_NGINX"
-# the same, forwarding at once without reading the client's first bytes
-# (as HAProxy's mode tcp does): the idle-memory row compares these two
-[[service]]
-name = "bench-raw"
-listen = ["127.0.0.1:$P_AE_RAW"]
-balance = "round_robin"
-backlog = 8192
-inspect = false
-proxy_unique_id = false
-proxy_pop_tlv = false
-proxy_sni = false
+$3
 [service.health]
 kind = "tcp"
 interval = "1s"
@@ -111,25 +89,26 @@ rise = 1
 name = "nginx"
 address = "127.0.0.1:$P_NGINX"
 AE
+}
+LEAN='balance = "round_robin"
+proxy_unique_id = false
+proxy_pop_tlv = false
+proxy_sni = false'
+{
+  printf '[pop]\nname = "bench"\nworkers = %s\n' "$THREADS"
+  service bench $P_AE "$LEAN"
+  # the same, forwarding at once without reading the client's first bytes
+  # (as HAProxy's mode tcp does): the idle-memory row compares these two
+  service bench-raw $P_AE_RAW "$LEAN
+inspect = false"
+} > "$W/anyedge.toml"
 RUST_LOG=warn "$BIN" run -c "$W/anyedge.toml" & PIDS+=($!); AE_PID=$!
 # a second anyedge for the idle-memory row with the default inspect = true
 # (its own process, so each row measures a fresh heap)
-cat > "$W/anyedge-insp.toml" <<AE
-[pop]
-name = "bench-inspect"
-workers = $THREADS
-[[service]]
-name = "bench-inspect"
-listen = ["127.0.0.1:$P_AE_INSP"]
-backlog = 8192
-[service.health]
-kind = "tcp"
-interval = "1s"
-rise = 1
-[[service.backend]]
-name = "nginx"
-address = "127.0.0.1:$P_NGINX"
-AE
+{
+  printf '[pop]\nname = "bench-inspect"\nworkers = %s\n' "$THREADS"
+  service bench-inspect $P_AE_INSP ""
+} > "$W/anyedge-insp.toml"
 RUST_LOG=warn "$BIN" run -c "$W/anyedge-insp.toml" & PIDS+=($!); AE2_PID=$!
 
 for p in $P_NGINX $P_HAP $P_AE $P_AE_RAW $P_AE_INSP; do
