@@ -1,4 +1,4 @@
-//! The CLI as an operator uses it: `demo`, `check`.
+//! The CLI as an operator uses it: `demo`, `check`, `--help`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -54,14 +54,24 @@ fn demo_shows_client_address_handed_over_by_proxy_v2() {
     assert!(body.contains("unique id: demo-pop-"), "{body}");
 }
 
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/anyedge.toml");
+
+/// `anyedge ARGS...`: (success, stdout, stderr).
+fn anyedge(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_anyedge")).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
-fn check_accepts_the_example_and_names_line_and_field_on_error() {
-    let ex = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/anyedge.toml");
-    let out = Command::new(env!("CARGO_BIN_EXE_anyedge"))
-        .args(["check", "-c", ex])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+fn check_accepts_the_packaged_config_and_names_line_and_field_on_error() {
+    // what the package installs as /etc/anyedge/anyedge.toml
+    let packaged = concat!(env!("CARGO_MANIFEST_DIR"), "/../../packaging/anyedge.toml");
+    let (ok, _, err) = anyedge(&["check", "-c", packaged]);
+    assert!(ok, "{err}");
 
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
@@ -79,6 +89,66 @@ fn check_accepts_the_example_and_names_line_and_field_on_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("{}:9:", bad.display())), "{err}");
     assert!(err.contains("backend[0].address"), "{err}");
+}
+
+/// The example config prints secrets anyone can read: `check` (and `run`)
+/// refuse each, naming the field; with secrets of one's own it is valid.
+#[test]
+fn check_refuses_the_secrets_printed_in_the_example() {
+    let src = std::fs::read_to_string(EXAMPLE).unwrap();
+    let line = 1 + src
+        .lines()
+        .position(|l| l.starts_with("token = \"change-me-to-a-long-random-string\""))
+        .expect("the example's admin.token");
+    let want = format!(
+        "{EXAMPLE}:{line}:9: admin.token: is the example value from the documentation: generate your own, e.g. `openssl rand -hex 32`"
+    );
+    let (ok, _, err) = anyedge(&["check", "-c", EXAMPLE]);
+    assert!(!ok);
+    assert!(err.contains(&want), "want {want:?} in {err}");
+    // `run` refuses it before anything starts
+    let (ok, _, err) = anyedge(&["run", "-c", EXAMPLE]);
+    assert!(!ok);
+    assert!(err.contains(&want), "want {want:?} in {err}");
+
+    let zones = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/zones/");
+    let src = src.replace("\"zones/", &format!("\"{zones}"));
+    let secrets = [
+        (
+            "token = \"change-me-to-a-long-random-string\"",
+            "token = \"0123456789abcdef0123456789abcdef\"",
+            "admin.token",
+        ),
+        (
+            "password = \"md5-shared-secret\"",
+            "password = \"own-md5-key\"",
+            "bgp.peer[0].password",
+        ),
+        (
+            "cookie_secret = \"6f1c9b0e5d2a47e38b1f0c9d7a6e5b4c\"",
+            "cookie_secret = \"00112233445566778899aabbccddeeff\"",
+            "dns.cookie_secret",
+        ),
+        (
+            "secret = \"bWlncmF0aW9uLWtleS1leGFtcGxlLTAxMjM0NTY3OA==\"",
+            "secret = \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"",
+            "dns.tsig_key[0].secret",
+        ),
+    ];
+    // one after the other: each is refused, naming its field
+    let mut src = src;
+    for (printed, own, field) in secrets {
+        assert!(src.contains(printed), "the example no longer has {printed}");
+        let (ok, out) = check(&src);
+        assert!(
+            !ok && out.contains(&format!(": {field}: is the example value from the documentation")),
+            "{field}: {out}"
+        );
+        src = src.replace(printed, own);
+    }
+    let (ok, out) = check(&src);
+    assert!(ok, "{out}");
+    assert!(out.contains("OK (pop \"fra1\""), "{out}");
 }
 
 /// `anyedge check -c <config>`: (success, stdout + stderr).

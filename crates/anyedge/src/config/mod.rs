@@ -407,11 +407,70 @@ address = "127.0.0.1:9001"
         assert_eq!(s.timeouts.connect, Duration::from_secs(3));
     }
 
+    const EXAMPLE: &str = include_str!("../../../../examples/anyedge.toml");
+
+    /// `src` with every example secret replaced by one of the same form.
+    pub(crate) fn with_own_secrets(src: &str) -> String {
+        let own = [
+            "0123456789abcdef0123456789abcdef",
+            "own-md5-key",
+            "00112233445566778899aabbccddeeff",
+            "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+        ];
+        value::EXAMPLE_SECRETS
+            .iter()
+            .zip(own)
+            .fold(src.to_string(), |s, (ex, own)| s.replace(ex, own))
+    }
+
     #[test]
-    fn embedded_and_example_configs_parse() {
+    fn example_secrets_are_refused_naming_the_field() {
+        let fields = [
+            "admin.token",
+            "bgp.peer[0].password",
+            "dns.cookie_secret",
+            "dns.tsig_key[0].secret",
+        ];
+        for (i, (secret, field)) in value::EXAMPLE_SECRETS.iter().zip(fields).enumerate() {
+            // only this one left as printed
+            let own = with_own_secrets(EXAMPLE);
+            let src = with_own_secrets(&EXAMPLE.replace(secret, "@SECRET@")).replace("@SECRET@", secret);
+            assert_ne!(src, own, "{secret} is not in the example");
+            let e = Config::parse(&src, "anyedge.toml").unwrap_err();
+            let at = src.find(secret).unwrap();
+            assert_eq!((e.line, e.column), line_col(&src, at - 1), "{i}: {e}");
+            assert_eq!(e.field, field, "{e}");
+            assert!(
+                e.message.starts_with(
+                    "is the example value from the documentation: generate your own, e.g. `openssl rand -"
+                ),
+                "{e}"
+            );
+        }
+        // the first one is the first error of the example as printed
+        let e = Config::parse(EXAMPLE, "anyedge.toml").unwrap_err();
+        assert_eq!(e.field, "admin.token", "{e}");
+        // the same secret under another case is the same secret
+        let src =
+            with_own_secrets(EXAMPLE).replace("00112233445566778899aabbccddeeff", "6F1C9B0E5D2A47E38B1F0C9D7A6E5B4C");
+        assert_eq!(
+            Config::parse(&src, "anyedge.toml").unwrap_err().field,
+            "dns.cookie_secret"
+        );
+    }
+
+    #[test]
+    fn embedded_packaged_and_example_configs_parse() {
         Config::embedded().unwrap();
-        let ex = include_str!("../../../../examples/anyedge.toml");
-        let c = Config::parse(ex, "examples/anyedge.toml").unwrap();
+        let packaged = include_str!("../../../../packaging/anyedge.toml");
+        let c = Config::parse(packaged, "packaging/anyedge.toml").unwrap();
+        assert!(
+            c.bgp.is_none() && c.anycast.is_empty() && c.dns.is_none(),
+            "no peers, no secrets"
+        );
+        let a = c.admin.expect("the installed config has a read-only admin API");
+        assert!(a.listen.ip().is_loopback() && a.token.is_none(), "{a:?}");
+        let c = Config::parse(&with_own_secrets(EXAMPLE), "examples/anyedge.toml").unwrap();
         assert!(!c.services.is_empty());
         let d = c.dns.expect("the example documents [dns]");
         assert!(d.rrl.is_some() && d.cookies.is_some() && !d.tsig_keys.is_empty());
