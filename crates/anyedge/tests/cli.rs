@@ -222,7 +222,7 @@ fn check_rejects_configs_that_break_at_run_time() {
         // TOML type errors used to be labelled with the value (`99999999999:`)
         (
             format!("{WEB}{BACKEND}weight = 99999999999\n"),
-            "c.toml:9:10: service[0].backend[0].weight: ",
+            "c.toml:9:10: service \"web\".backend[0].weight: ",
         ),
     ];
     for (config, want) in cases {
@@ -242,4 +242,20 @@ fn check_warns_when_every_backend_has_weight_0() {
     );
     let (ok, out) = check(&format!("{WEB}{BACKEND}"));
     assert!(ok && !out.contains("warning"), "{out}");
+}
+
+/// A typo in a key names the nearest valid key; a value of the wrong type
+/// names the service as the checks after parsing do.
+#[test]
+fn check_suggests_the_nearest_key_and_names_the_service() {
+    let (ok, out) = check(&format!("{WEB}{BACKEND}wieght = 2\n"));
+    assert!(!ok);
+    assert!(
+        out.contains("c.toml:9:1: service \"web\".backend[0].wieght: unknown field `wieght`, expected one of")
+            && out.contains("(did you mean \"weight\"?)"),
+        "{out}"
+    );
+    let (ok, out) = check(&WEB.replace("listen =", "balance = 1\nlisten ="));
+    assert!(!ok);
+    assert!(out.contains("c.toml:5:11: service \"web\".balance: "), "{out}");
 }
