@@ -259,3 +259,62 @@ fn check_suggests_the_nearest_key_and_names_the_service() {
     assert!(!ok);
     assert!(out.contains("c.toml:5:11: service \"web\".balance: "), "{out}");
 }
+
+/// `--help` says what each option is for, `run --help` what each signal
+/// does, and `--log-format` is offered only where something logs.
+#[test]
+fn help_texts() {
+    let help = |args: &[&str]| {
+        let mut a = args.to_vec();
+        a.push("--help");
+        let (ok, out, err) = anyedge(&a);
+        assert!(ok, "{args:?}: {err}");
+        out
+    };
+    let run = help(&["run"]);
+    for want in [
+        "-c, --config <FILE>",
+        "The configuration file",
+        "--log-format <LOG_FORMAT>",
+        "SIGHUP           reload the configuration",
+        "SIGTERM, SIGINT  graceful stop",
+        "SIGUSR1          log a status report",
+        "SIGUSR2          binary upgrade",
+    ] {
+        assert!(run.contains(want), "run --help lacks {want:?}:\n{run}");
+    }
+    assert!(help(&["demo"]).contains("--log-format"));
+    for cmd in [&["check"][..], &["ctl", "status"], &["dns", "compare"], &["lab", "up"]] {
+        let out = help(cmd);
+        assert!(
+            !out.contains("--log-format"),
+            "{cmd:?} --help offers --log-format:\n{out}"
+        );
+    }
+    // the option's line carries its help
+    let line_has =
+        |out: &str, opt: &str, text: &str| out.lines().any(|l| l.trim_start().starts_with(opt) && l.contains(text));
+    let check = help(&["check"]);
+    assert!(
+        line_has(&check, "-c, --config <FILE>", "The configuration file to check"),
+        "{check}"
+    );
+    for sub in ["drain", "undrain"] {
+        let out = help(&["ctl", sub]);
+        for (opt, text) in [
+            ("--service <SERVICE>", "The service of the backend"),
+            ("--backend <BACKEND>", "The backend"),
+            ("--prefix <PREFIX>", "An anycast prefix"),
+        ] {
+            assert!(
+                line_has(&out, opt, text),
+                "ctl {sub} --help: {opt} lacks {text:?}:\n{out}"
+            );
+        }
+    }
+    let out = help(&["ctl", "reload-zone"]);
+    assert!(line_has(&out, "<ZONE>", "The zone's name"), "{out}");
+    // no longer a global option
+    let (ok, _, err) = anyedge(&["check", "--log-format", "json"]);
+    assert!(!ok && err.contains("--log-format"), "{err}");
+}
