@@ -318,3 +318,50 @@ fn help_texts() {
     let (ok, _, err) = anyedge(&["check", "--log-format", "json"]);
     assert!(!ok && err.contains("--log-format"), "{err}");
 }
+
+/// `[admin] token_file`: the token is read from the file at start and again
+/// at every reload (rotation without a restart); a trailing newline is
+/// ignored; an unreadable file is refused, naming the field.
+#[test]
+fn admin_token_file_is_read_at_start_and_on_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_path = dir.path().join("admin-token");
+    let port = free_port();
+    let admin: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let config = format!(
+        "[pop]\nname = \"x\"\n[admin]\nlisten = \"{admin}\"\ntoken_file = {:?}\n",
+        token_path.display().to_string()
+    );
+    // unreadable (absent): refused with the field, at check and at run
+    let (ok, out) = check(&config);
+    assert!(!ok);
+    assert!(
+        out.contains(&format!(
+            "c.toml:5:14: admin.token_file: cannot read {:?}: ",
+            token_path.display().to_string()
+        )),
+        "{out}"
+    );
+
+    let (one, two) = ("token-one-0123456789abcdef", "token-two-0123456789abcdef");
+    std::fs::write(&token_path, format!("{one}\n")).unwrap();
+    let (ok, out) = check(&config);
+    assert!(ok, "{out}");
+    let e = Anyedge::start(&config, admin);
+    let reload = |token: Option<&str>| http(admin, "POST", "/api/v1/reload", token).0;
+    assert_eq!(reload(None), 401);
+    assert_eq!(reload(Some(two)), 401);
+    assert_eq!(reload(Some(one)), 200, "{}", e.log());
+    // rotate: the reload (authorized by the old token) reads the new one
+    std::fs::write(&token_path, format!("{two}\n")).unwrap();
+    assert_eq!(reload(Some(one)), 200, "{}", e.log());
+    assert_eq!(reload(Some(one)), 401, "{}", e.log());
+    assert_eq!(reload(Some(two)), 200, "{}", e.log());
+    // unreadable at reload: rejected, the running token kept
+    std::fs::remove_file(&token_path).unwrap();
+    let (status, body) = http(admin, "POST", "/api/v1/reload", Some(two));
+    assert!(status >= 400 && body.contains("admin.token_file"), "{status} {body}");
+    assert_eq!(reload(Some(one)), 401);
+    std::fs::write(&token_path, two).unwrap();
+    assert_eq!(reload(Some(two)), 200, "{}", e.log());
+}
