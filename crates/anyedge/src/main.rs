@@ -19,34 +19,68 @@ use anyedge::{admin, ctl, demo, dns, dnscompare, fdlimit, lab, notify, status, s
     about = "Anycast edge PoP: L4 load balancer with PROXY protocol"
 )]
 struct Cli {
-    /// Log format.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
 }
 
+/// `--log-format`, on the subcommands that log (`run`, `demo`).
+#[derive(clap::Args, Clone, Copy)]
+struct LogArgs {
+    /// Log lines (to stderr) as text for people or as JSON objects, one a
+    /// line, for machines; RUST_LOG sets the level (default: info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
+    /// Human-readable lines.
     Text,
+    /// One JSON object a line.
     Json,
 }
+
+/// `anyedge run --help`: what each signal does.
+const SIGNALS: &str = "\
+Signals:
+  SIGHUP           reload the configuration: parsed and checked completely,
+                   then applied all or nothing (a bad file is logged and the
+                   running configuration kept); open connections are kept
+  SIGTERM, SIGINT  graceful stop: drain and withdraw the anycast prefixes,
+                   BGP Cease, close the listeners, drain open connections up
+                   to limits.shutdown_grace, exit (a second one: exit without
+                   waiting for connections)
+  SIGUSR1          log a status report (prefixes, peers, services, backends,
+                   counters)
+  SIGUSR2          binary upgrade: start the binary now installed at this
+                   path and hand it the listening sockets (LB and DNS); this
+                   process then drains and exits";
 
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the PoP daemon (without -c: the embedded default config).
+    #[command(after_help = SIGNALS)]
     Run {
-        #[arg(short, long)]
+        /// The configuration file, e.g. /etc/anyedge/anyedge.toml (default:
+        /// the embedded default config). Re-read on SIGHUP.
+        #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
+        #[command(flatten)]
+        log: LogArgs,
     },
     /// Validate a config file and exit (non-zero with file:line:column: field: error).
     Check {
-        #[arg(short, long)]
+        /// The configuration file to check (default: the embedded default
+        /// config); zone files it names are loaded too.
+        #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
     /// Run the embedded default config plus two built-in demo backends on
     /// 127.0.0.1:9001 and :9002; then try `curl http://127.0.0.1:8080/`.
-    Demo,
+    Demo {
+        #[command(flatten)]
+        log: LogArgs,
+    },
     /// Talk to a running anyedge through its admin API.
     Ctl {
         #[command(subcommand)]
@@ -88,20 +122,28 @@ enum CtlAction {
     /// (--prefix), or the whole PoP (no option): drained prefixes become
     /// less preferred (GRACEFUL_SHUTDOWN, prepends), then are withdrawn.
     Drain {
+        /// The service of the backend to drain (with --backend).
         #[arg(long, requires = "backend", conflicts_with = "prefix")]
         service: Option<String>,
+        /// The backend to drain (with --service): no new connections, open
+        /// ones finish.
         #[arg(long, requires = "service")]
         backend: Option<String>,
         /// An anycast prefix, "addr/len" or just its address.
         #[arg(long)]
         prefix: Option<String>,
     },
-    /// Undo a drain (same options).
+    /// Undo a drain: a backend (--service and --backend), one anycast
+    /// prefix (--prefix), or the whole PoP (no option).
     Undrain {
+        /// The service of the backend to undrain (with --backend).
         #[arg(long, requires = "backend", conflicts_with = "prefix")]
         service: Option<String>,
+        /// The backend to undrain (with --service).
         #[arg(long, requires = "service")]
         backend: Option<String>,
+        /// An anycast prefix to announce normally again, "addr/len" or just
+        /// its address.
         #[arg(long)]
         prefix: Option<String>,
     },
@@ -109,7 +151,10 @@ enum CtlAction {
     Reload,
     /// Reload one DNS zone from its file (the old version keeps serving if
     /// the new one has errors, which are printed).
-    ReloadZone { zone: String },
+    ReloadZone {
+        /// The zone's name, e.g. example.com.
+        zone: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -133,7 +178,11 @@ enum LabAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // only `run` and `demo` log; the other commands print
+    init_logging(match &cli.cmd {
+        Cmd::Run { log, .. } | Cmd::Demo { log } => log.log_format,
+        _ => LogFormat::Text,
+    });
     match cli.cmd {
         Cmd::Check { config } => match load(config.as_ref()) {
             Ok(c) => {
@@ -163,8 +212,8 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Cmd::Run { config } => run(config, false),
-        Cmd::Demo => run(None, true),
+        Cmd::Run { config, .. } => run(config, false),
+        Cmd::Demo { .. } => run(None, true),
         Cmd::Ctl {
             action,
             admin,
@@ -482,5 +531,51 @@ fn reload(pop: &Pop) {
     match pop.reload() {
         Ok(()) => info!("reload applied"),
         Err(e) => error!(error = %e, "reload rejected; keeping the running configuration"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every subcommand and every option (at every level) says what it is
+    /// for in `--help`.
+    #[test]
+    fn every_subcommand_and_option_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+                // the values of an option that takes one (flags: true/false)
+                let values = if a.get_action().takes_values() {
+                    a.get_possible_values()
+                } else {
+                    Vec::new()
+                };
+                for v in values {
+                    if v.get_help().is_none() && !a.is_hide_possible_values_set() {
+                        missing.push(format!("{path} {id}={}", v.get_name()));
+                    }
+                }
+            }
+            for sc in cmd.get_subcommands() {
+                let p = format!("{path} {}", sc.get_name());
+                if sc.get_name() != "help" && sc.get_about().is_none() && sc.get_long_about().is_none() {
+                    missing.push(p.clone());
+                }
+                walk(sc, &p, missing);
+            }
+        }
+        let cmd = Cli::command();
+        cmd.clone().debug_assert();
+        let mut missing = Vec::new();
+        walk(&cmd, "anyedge", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
     }
 }

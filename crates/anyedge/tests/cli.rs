@@ -1,4 +1,4 @@
-//! The CLI as an operator uses it: `demo`, `check`.
+//! The CLI as an operator uses it: `demo`, `check`, `--help`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -54,14 +54,24 @@ fn demo_shows_client_address_handed_over_by_proxy_v2() {
     assert!(body.contains("unique id: demo-pop-"), "{body}");
 }
 
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/anyedge.toml");
+
+/// `anyedge ARGS...`: (success, stdout, stderr).
+fn anyedge(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_anyedge")).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
-fn check_accepts_the_example_and_names_line_and_field_on_error() {
-    let ex = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/anyedge.toml");
-    let out = Command::new(env!("CARGO_BIN_EXE_anyedge"))
-        .args(["check", "-c", ex])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+fn check_accepts_the_packaged_config_and_names_line_and_field_on_error() {
+    // what the package installs as /etc/anyedge/anyedge.toml
+    let packaged = concat!(env!("CARGO_MANIFEST_DIR"), "/../../packaging/anyedge.toml");
+    let (ok, _, err) = anyedge(&["check", "-c", packaged]);
+    assert!(ok, "{err}");
 
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
@@ -79,6 +89,66 @@ fn check_accepts_the_example_and_names_line_and_field_on_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("{}:9:", bad.display())), "{err}");
     assert!(err.contains("backend[0].address"), "{err}");
+}
+
+/// The example config prints secrets anyone can read: `check` (and `run`)
+/// refuse each, naming the field; with secrets of one's own it is valid.
+#[test]
+fn check_refuses_the_secrets_printed_in_the_example() {
+    let src = std::fs::read_to_string(EXAMPLE).unwrap();
+    let line = 1 + src
+        .lines()
+        .position(|l| l.starts_with("token = \"change-me-to-a-long-random-string\""))
+        .expect("the example's admin.token");
+    let want = format!(
+        "{EXAMPLE}:{line}:9: admin.token: is the example value from the documentation: generate your own, e.g. `openssl rand -hex 32`"
+    );
+    let (ok, _, err) = anyedge(&["check", "-c", EXAMPLE]);
+    assert!(!ok);
+    assert!(err.contains(&want), "want {want:?} in {err}");
+    // `run` refuses it before anything starts
+    let (ok, _, err) = anyedge(&["run", "-c", EXAMPLE]);
+    assert!(!ok);
+    assert!(err.contains(&want), "want {want:?} in {err}");
+
+    let zones = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/zones/");
+    let src = src.replace("\"zones/", &format!("\"{zones}"));
+    let secrets = [
+        (
+            "token = \"change-me-to-a-long-random-string\"",
+            "token = \"0123456789abcdef0123456789abcdef\"",
+            "admin.token",
+        ),
+        (
+            "password = \"md5-shared-secret\"",
+            "password = \"own-md5-key\"",
+            "bgp.peer[0].password",
+        ),
+        (
+            "cookie_secret = \"6f1c9b0e5d2a47e38b1f0c9d7a6e5b4c\"",
+            "cookie_secret = \"00112233445566778899aabbccddeeff\"",
+            "dns.cookie_secret",
+        ),
+        (
+            "secret = \"bWlncmF0aW9uLWtleS1leGFtcGxlLTAxMjM0NTY3OA==\"",
+            "secret = \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"",
+            "dns.tsig_key[0].secret",
+        ),
+    ];
+    // one after the other: each is refused, naming its field
+    let mut src = src;
+    for (printed, own, field) in secrets {
+        assert!(src.contains(printed), "the example no longer has {printed}");
+        let (ok, out) = check(&src);
+        assert!(
+            !ok && out.contains(&format!(": {field}: is the example value from the documentation")),
+            "{field}: {out}"
+        );
+        src = src.replace(printed, own);
+    }
+    let (ok, out) = check(&src);
+    assert!(ok, "{out}");
+    assert!(out.contains("OK (pop \"fra1\""), "{out}");
 }
 
 /// `anyedge check -c <config>`: (success, stdout + stderr).
@@ -152,7 +222,7 @@ fn check_rejects_configs_that_break_at_run_time() {
         // TOML type errors used to be labelled with the value (`99999999999:`)
         (
             format!("{WEB}{BACKEND}weight = 99999999999\n"),
-            "c.toml:9:10: service[0].backend[0].weight: ",
+            "c.toml:9:10: service \"web\".backend[0].weight: ",
         ),
     ];
     for (config, want) in cases {
@@ -172,4 +242,126 @@ fn check_warns_when_every_backend_has_weight_0() {
     );
     let (ok, out) = check(&format!("{WEB}{BACKEND}"));
     assert!(ok && !out.contains("warning"), "{out}");
+}
+
+/// A typo in a key names the nearest valid key; a value of the wrong type
+/// names the service as the checks after parsing do.
+#[test]
+fn check_suggests_the_nearest_key_and_names_the_service() {
+    let (ok, out) = check(&format!("{WEB}{BACKEND}wieght = 2\n"));
+    assert!(!ok);
+    assert!(
+        out.contains("c.toml:9:1: service \"web\".backend[0].wieght: unknown field `wieght`, expected one of")
+            && out.contains("(did you mean \"weight\"?)"),
+        "{out}"
+    );
+    let (ok, out) = check(&WEB.replace("listen =", "balance = 1\nlisten ="));
+    assert!(!ok);
+    assert!(out.contains("c.toml:5:11: service \"web\".balance: "), "{out}");
+}
+
+/// `--help` says what each option is for, `run --help` what each signal
+/// does, and `--log-format` is offered only where something logs.
+#[test]
+fn help_texts() {
+    let help = |args: &[&str]| {
+        let mut a = args.to_vec();
+        a.push("--help");
+        let (ok, out, err) = anyedge(&a);
+        assert!(ok, "{args:?}: {err}");
+        out
+    };
+    let run = help(&["run"]);
+    for want in [
+        "-c, --config <FILE>",
+        "The configuration file",
+        "--log-format <LOG_FORMAT>",
+        "SIGHUP           reload the configuration",
+        "SIGTERM, SIGINT  graceful stop",
+        "SIGUSR1          log a status report",
+        "SIGUSR2          binary upgrade",
+    ] {
+        assert!(run.contains(want), "run --help lacks {want:?}:\n{run}");
+    }
+    assert!(help(&["demo"]).contains("--log-format"));
+    for cmd in [&["check"][..], &["ctl", "status"], &["dns", "compare"], &["lab", "up"]] {
+        let out = help(cmd);
+        assert!(
+            !out.contains("--log-format"),
+            "{cmd:?} --help offers --log-format:\n{out}"
+        );
+    }
+    // the option's line carries its help
+    let line_has =
+        |out: &str, opt: &str, text: &str| out.lines().any(|l| l.trim_start().starts_with(opt) && l.contains(text));
+    let check = help(&["check"]);
+    assert!(
+        line_has(&check, "-c, --config <FILE>", "The configuration file to check"),
+        "{check}"
+    );
+    for sub in ["drain", "undrain"] {
+        let out = help(&["ctl", sub]);
+        for (opt, text) in [
+            ("--service <SERVICE>", "The service of the backend"),
+            ("--backend <BACKEND>", "The backend"),
+            ("--prefix <PREFIX>", "An anycast prefix"),
+        ] {
+            assert!(
+                line_has(&out, opt, text),
+                "ctl {sub} --help: {opt} lacks {text:?}:\n{out}"
+            );
+        }
+    }
+    let out = help(&["ctl", "reload-zone"]);
+    assert!(line_has(&out, "<ZONE>", "The zone's name"), "{out}");
+    // no longer a global option
+    let (ok, _, err) = anyedge(&["check", "--log-format", "json"]);
+    assert!(!ok && err.contains("--log-format"), "{err}");
+}
+
+/// `[admin] token_file`: the token is read from the file at start and again
+/// at every reload (rotation without a restart); a trailing newline is
+/// ignored; an unreadable file is refused, naming the field.
+#[test]
+fn admin_token_file_is_read_at_start_and_on_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_path = dir.path().join("admin-token");
+    let port = free_port();
+    let admin: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let config = format!(
+        "[pop]\nname = \"x\"\n[admin]\nlisten = \"{admin}\"\ntoken_file = {:?}\n",
+        token_path.display().to_string()
+    );
+    // unreadable (absent): refused with the field, at check and at run
+    let (ok, out) = check(&config);
+    assert!(!ok);
+    assert!(
+        out.contains(&format!(
+            "c.toml:5:14: admin.token_file: cannot read {:?}: ",
+            token_path.display().to_string()
+        )),
+        "{out}"
+    );
+
+    let (one, two) = ("token-one-0123456789abcdef", "token-two-0123456789abcdef");
+    std::fs::write(&token_path, format!("{one}\n")).unwrap();
+    let (ok, out) = check(&config);
+    assert!(ok, "{out}");
+    let e = Anyedge::start(&config, admin);
+    let reload = |token: Option<&str>| http(admin, "POST", "/api/v1/reload", token).0;
+    assert_eq!(reload(None), 401);
+    assert_eq!(reload(Some(two)), 401);
+    assert_eq!(reload(Some(one)), 200, "{}", e.log());
+    // rotate: the reload (authorized by the old token) reads the new one
+    std::fs::write(&token_path, format!("{two}\n")).unwrap();
+    assert_eq!(reload(Some(one)), 200, "{}", e.log());
+    assert_eq!(reload(Some(one)), 401, "{}", e.log());
+    assert_eq!(reload(Some(two)), 200, "{}", e.log());
+    // unreadable at reload: rejected, the running token kept
+    std::fs::remove_file(&token_path).unwrap();
+    let (status, body) = http(admin, "POST", "/api/v1/reload", Some(two));
+    assert!(status >= 400 && body.contains("admin.token_file"), "{status} {body}");
+    assert_eq!(reload(Some(one)), 401);
+    std::fs::write(&token_path, two).unwrap();
+    assert_eq!(reload(Some(two)), 200, "{}", e.log());
 }

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::duration::humantime_spanned;
-use super::value::int_in;
+use super::value::{int_in, not_example_secret};
 use super::{ConfigError, Ctx};
 
 /// The admin HTTP API. A non-loopback `listen` without a token cannot be
@@ -61,8 +61,9 @@ pub(super) fn parse_admin(cx: &Ctx<'_>, a: RawAdmin) -> Result<AdminConfig, Conf
         (Some(_), Some(f)) => {
             return Err(cx.err(f.span(), "admin.token_file", "set either token or token_file, not both"));
         }
-        (Some(t), None) => Some((t.span(), t.into_inner())),
+        (Some(t), None) => Some((t.span(), "admin.token", t.into_inner())),
         (None, Some(f)) => {
+            // read at every load and reload; trailing newline trimmed
             let text = std::fs::read_to_string(f.get_ref()).map_err(|e| {
                 cx.err(
                     f.span(),
@@ -70,18 +71,24 @@ pub(super) fn parse_admin(cx: &Ctx<'_>, a: RawAdmin) -> Result<AdminConfig, Conf
                     format!("cannot read {:?}: {e}", f.get_ref()),
                 )
             })?;
-            Some((f.span(), text.trim().to_string()))
+            Some((f.span(), "admin.token_file", text.trim().to_string()))
         }
         (None, None) => None,
     };
-    if let Some((span, t)) = &token {
+    if let Some((span, field, t)) = &token {
         if t.len() < 16 || t.bytes().any(|b| !b.is_ascii_graphic()) {
+            let what = if *field == "admin.token" {
+                "must be"
+            } else {
+                "the token in it must be"
+            };
             return Err(cx.err(
                 span.clone(),
-                "admin.token",
-                "must be at least 16 printable ASCII characters",
+                *field,
+                format!("{what} at least 16 printable ASCII characters"),
             ));
         }
+        not_example_secret(cx, span.clone(), *field, t, "openssl rand -hex 32")?;
     }
     if !listen.ip().is_loopback() && token.is_none() {
         return Err(cx.err(
@@ -106,7 +113,7 @@ pub(super) fn parse_admin(cx: &Ctx<'_>, a: RawAdmin) -> Result<AdminConfig, Conf
     }
     Ok(AdminConfig {
         listen,
-        token: token.map(|(_, t)| t),
+        token: token.map(|(_, _, t)| t),
         max_connections,
         max_connections_per_source,
         header_timeout,
@@ -135,6 +142,48 @@ mod tests {
         assert!(c.admin.unwrap().token.is_some());
         let e = Config::parse(&with("listen = \"[::]:9180\"\ntoken = \"short\""), "t.toml").unwrap_err();
         assert!(e.field == "admin.token", "{e}");
+    }
+
+    #[test]
+    fn token_file_is_read_trimmed_and_named_in_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin-token");
+        let with = |admin: &str| format!("[admin]\nlisten = \"[::]:9180\"\n{admin}\n{MIN}");
+        let file = format!("token_file = {:?}", path.display().to_string());
+        // unreadable (missing): the field and the path
+        let e = Config::parse(&with(&file), "t.toml").unwrap_err();
+        assert_eq!((e.line, e.column, e.field.as_str()), (3, 14, "admin.token_file"), "{e}");
+        assert!(
+            e.message
+                .starts_with(&format!("cannot read {:?}: ", path.display().to_string())),
+            "{e}"
+        );
+        // as systemd-creds or `openssl rand -hex 32 >file` write it
+        std::fs::write(&path, "0123456789abcdef0123\n").unwrap();
+        let a = Config::parse(&with(&file), "t.toml").unwrap().admin.unwrap();
+        assert_eq!(a.token.as_deref(), Some("0123456789abcdef0123"));
+        // read again at every parse (reload)
+        std::fs::write(&path, "fedcba9876543210fedc").unwrap();
+        let a = Config::parse(&with(&file), "t.toml").unwrap().admin.unwrap();
+        assert_eq!(a.token.as_deref(), Some("fedcba9876543210fedc"));
+        for (content, want) in [
+            (
+                "short\n",
+                "the token in it must be at least 16 printable ASCII characters",
+            ),
+            (
+                "change-me-to-a-long-random-string\n",
+                "is the example value from the documentation",
+            ),
+        ] {
+            std::fs::write(&path, content).unwrap();
+            let e = Config::parse(&with(&file), "t.toml").unwrap_err();
+            assert_eq!(e.field, "admin.token_file", "{e}");
+            assert!(e.message.starts_with(want), "{e}");
+        }
+        let e = Config::parse(&with(&format!("token = \"0123456789abcdef0123\"\n{file}")), "t.toml").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (4, "admin.token_file"), "{e}");
+        assert!(e.message.contains("not both"), "{e}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::duration::{duration_in, humantime_spanned, range};
-use super::value::valid_name;
+use super::value::{not_example_secret, valid_name};
 use super::{ConfigError, Ctx, ServiceConfig};
 
 /// BGP speaker settings (announce-only).
@@ -245,6 +245,7 @@ pub(super) fn parse_bgp(cx: &Ctx<'_>, b: RawBgp) -> Result<BgpConfig, ConfigErro
             if pw.get_ref().is_empty() || pw.get_ref().len() > 80 {
                 return Err(cx.err(pw.span(), f("password"), "TCP MD5 keys are 1-80 bytes"));
             }
+            not_example_secret(cx, pw.span(), f("password"), pw.get_ref(), "openssl rand -hex 32")?;
         }
         // checked even with BFD off: it is still a typo
         duration_in(

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::duration::{duration_in, humantime_spanned, range};
-use super::value::{int_in, nonzero, parse_list, parse_net};
+use super::value::{int_in, nonzero, not_example_secret, parse_list, parse_net};
 use super::{ConfigError, Ctx};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -247,6 +247,7 @@ fn hex16(cx: &Ctx<'_>, s: &Spanned<String>, field: &str) -> Result<[u8; 16], Con
     for (i, o) in out.iter_mut().enumerate() {
         *o = u8::from_str_radix(t.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16).map_err(|_| bad())?;
     }
+    not_example_secret(cx, s.span(), field, t, "openssl rand -hex 16")?;
     Ok(out)
 }
 
@@ -362,6 +363,13 @@ pub(super) fn parse_dns(cx: &Ctx<'_>, d: RawDns, base_dir: &Path) -> Result<DnsC
                 ))
             }
         };
+        not_example_secret(
+            cx,
+            k.secret.span(),
+            format!("{f}.secret"),
+            k.secret.get_ref(),
+            "openssl rand -base64 32",
+        )?;
         use base64::Engine as _;
         let secret = base64::engine::general_purpose::STANDARD
             .decode(k.secret.get_ref().trim())

@@ -229,6 +229,68 @@ fn key_path(src: &str, offset: usize) -> Option<String> {
     (!table.is_empty()).then(|| table.join("."))
 }
 
+/// `service[N]...` as the checks after parsing name it, `service "web"...`,
+/// when the N-th `[[service]]` has a name (read from the untyped document;
+/// a syntax error leaves the index).
+fn service_by_name(src: &str, path: &str) -> String {
+    let Some(rest) = path.strip_prefix("service[") else {
+        return path.to_string();
+    };
+    let Some((n, tail)) = rest.split_once(']') else {
+        return path.to_string();
+    };
+    let name = n.parse::<usize>().ok().and_then(|n| {
+        let doc = src.parse::<toml::Table>().ok()?;
+        let s = doc.get("service")?.as_array()?.get(n)?;
+        s.get("name")?.as_str().map(str::to_string)
+    });
+    match name {
+        Some(name) => format!("service {name:?}{tail}"),
+        None => path.to_string(),
+    }
+}
+
+/// For serde's ``unknown field `wieght`, expected one of `name`, `weight`,
+/// ...``: the expected field nearest to the unknown one (edit distance with
+/// transpositions), if it is near enough to be a typo of it.
+fn nearest_expected(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (unknown, rest) = rest.split_once('`')?;
+    let expected = rest.split_once("expected")?.1;
+    let limit = 1 + unknown.chars().count() / 4;
+    expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|name| (edit_distance(unknown, name), name))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, name)| name)
+}
+
+/// Optimal string alignment distance: insertions, deletions, substitutions
+/// and swaps of two neighbours, each 1.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    // rows i-2, i-1, i of the table
+    let mut two: Vec<usize> = vec![0; b.len() + 1];
+    let mut one: Vec<usize> = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        let mut cur = vec![i; b.len() + 1];
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut d = (one[j] + 1).min(cur[j - 1] + 1).min(one[j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d = d.min(two[j - 2] + 1);
+            }
+            cur[j] = d;
+        }
+        two = std::mem::replace(&mut one, cur);
+    }
+    one[b.len()]
+}
+
 impl Config {
     /// Reads and parses a file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -253,8 +315,12 @@ impl Config {
         let cx = Ctx { file, src };
         let raw: RawConfig = toml::from_str(src).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
-            let field = key_path(src, span.start).unwrap_or_else(|| "-".into());
-            cx.err(span, field, e.message().trim().to_string())
+            let field = key_path(src, span.start).map_or_else(|| "-".into(), |p| service_by_name(src, &p));
+            let mut message = e.message().trim().to_string();
+            if let Some(near) = nearest_expected(&message) {
+                message.push_str(&format!(" (did you mean {near:?}?)"));
+            }
+            cx.err(span, field, message)
         })?;
 
         let pop = pop::parse_pop(&cx, raw.pop, raw.limits)?;
@@ -411,11 +477,70 @@ address = "127.0.0.1:9001"
         assert_eq!(s.timeouts.connect, Duration::from_secs(3));
     }
 
+    const EXAMPLE: &str = include_str!("../../../../examples/anyedge.toml");
+
+    /// `src` with every example secret replaced by one of the same form.
+    pub(crate) fn with_own_secrets(src: &str) -> String {
+        let own = [
+            "0123456789abcdef0123456789abcdef",
+            "own-md5-key",
+            "00112233445566778899aabbccddeeff",
+            "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+        ];
+        value::EXAMPLE_SECRETS
+            .iter()
+            .zip(own)
+            .fold(src.to_string(), |s, (ex, own)| s.replace(ex, own))
+    }
+
     #[test]
-    fn embedded_and_example_configs_parse() {
+    fn example_secrets_are_refused_naming_the_field() {
+        let fields = [
+            "admin.token",
+            "bgp.peer[0].password",
+            "dns.cookie_secret",
+            "dns.tsig_key[0].secret",
+        ];
+        for (i, (secret, field)) in value::EXAMPLE_SECRETS.iter().zip(fields).enumerate() {
+            // only this one left as printed
+            let own = with_own_secrets(EXAMPLE);
+            let src = with_own_secrets(&EXAMPLE.replace(secret, "@SECRET@")).replace("@SECRET@", secret);
+            assert_ne!(src, own, "{secret} is not in the example");
+            let e = Config::parse(&src, "anyedge.toml").unwrap_err();
+            let at = src.find(secret).unwrap();
+            assert_eq!((e.line, e.column), line_col(&src, at - 1), "{i}: {e}");
+            assert_eq!(e.field, field, "{e}");
+            assert!(
+                e.message.starts_with(
+                    "is the example value from the documentation: generate your own, e.g. `openssl rand -"
+                ),
+                "{e}"
+            );
+        }
+        // the first one is the first error of the example as printed
+        let e = Config::parse(EXAMPLE, "anyedge.toml").unwrap_err();
+        assert_eq!(e.field, "admin.token", "{e}");
+        // the same secret under another case is the same secret
+        let src =
+            with_own_secrets(EXAMPLE).replace("00112233445566778899aabbccddeeff", "6F1C9B0E5D2A47E38B1F0C9D7A6E5B4C");
+        assert_eq!(
+            Config::parse(&src, "anyedge.toml").unwrap_err().field,
+            "dns.cookie_secret"
+        );
+    }
+
+    #[test]
+    fn embedded_packaged_and_example_configs_parse() {
         Config::embedded().unwrap();
-        let ex = include_str!("../../../../examples/anyedge.toml");
-        let c = Config::parse(ex, "examples/anyedge.toml").unwrap();
+        let packaged = include_str!("../../../../packaging/anyedge.toml");
+        let c = Config::parse(packaged, "packaging/anyedge.toml").unwrap();
+        assert!(
+            c.bgp.is_none() && c.anycast.is_empty() && c.dns.is_none(),
+            "no peers, no secrets"
+        );
+        let a = c.admin.expect("the installed config has a read-only admin API");
+        assert!(a.listen.ip().is_loopback() && a.token.is_none(), "{a:?}");
+        let c = Config::parse(&with_own_secrets(EXAMPLE), "examples/anyedge.toml").unwrap();
         assert!(!c.services.is_empty());
         let d = c.dns.expect("the example documents [dns]");
         assert!(d.rrl.is_some() && d.cookies.is_some() && !d.tsig_keys.is_empty());
@@ -429,9 +554,37 @@ address = "127.0.0.1:9001"
         assert_eq!(e.line, 11, "{e}");
         assert!(e.message.contains("unknown field `wieght`"), "{e}");
         assert!(
-            e.to_string().starts_with("t.toml:11:1: service[0].backend[0].wieght:"),
+            e.to_string()
+                .starts_with("t.toml:11:1: service \"web\".backend[0].wieght:"),
             "{e}"
         );
+        assert!(e.message.ends_with(" (did you mean \"weight\"?)"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_suggest_the_nearest_valid_one() {
+        for (src, want) in [
+            (MIN.replace("listen", "lisen"), Some("listen")),
+            (MIN.replace("listen", "listne"), Some("listen")),
+            (
+                format!("[admin]\nlisten = \"127.0.0.1:9\"\ntoken_fil = \"x\"\n{MIN}"),
+                Some("token_file"),
+            ),
+            (format!("[limits]\nmax_conections = 5\n{MIN}"), Some("max_connections")),
+            (format!("[pops]\n{MIN}"), Some("pop")),
+            // nothing near: no guess
+            (MIN.replace("name = \"b1\"", "name = \"b1\"\ncolour = 1"), None),
+        ] {
+            let e = Config::parse(&src, "t.toml").unwrap_err();
+            assert!(e.message.starts_with("unknown field"), "{e}");
+            match want {
+                Some(w) => assert!(e.message.ends_with(&format!(" (did you mean {w:?}?)")), "{e}"),
+                None => assert!(!e.message.contains("did you mean"), "{e}"),
+            }
+        }
+        assert_eq!(edit_distance("wieght", "weight"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 
     /// `MIN` plus `extra`, and the error it gives.
@@ -482,12 +635,26 @@ address = "127.0.0.1:9002"
     #[test]
     fn toml_errors_name_the_field_not_the_value() {
         // before: `t.toml:11:10: 99999999999: ...` and `...: "n": ...`
+        // services by name, as the checks after parsing name them
         let e = err_with("weight = 99999999999\n");
-        assert_eq!((e.line, e.field.as_str()), (12, "service[0].backend[0].weight"), "{e}");
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (12, "service \"web\".backend[0].weight"),
+            "{e}"
+        );
         let e = err_with("[[service.backend]]\nname = \"b2\"\naddress = \"127.0.0.1:9002\"\ndrain = \"n\"\n");
-        assert_eq!((e.line, e.field.as_str()), (15, "service[0].backend[1].drain"), "{e}");
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (15, "service \"web\".backend[1].drain"),
+            "{e}"
+        );
         let e = err_with("[[service]]\nname = \"b\"\nlisten = 9\n");
-        assert_eq!((e.line, e.field.as_str()), (14, "service[1].listen"), "{e}");
+        assert_eq!((e.line, e.field.as_str()), (14, "service \"b\".listen"), "{e}");
+        let e = Config::parse(&MIN.replace("name = \"web\"", "name = \"web\"\nbalance = 3"), "t.toml").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (7, "service \"web\".balance"), "{e}");
+        // a service without a name: its index
+        let e = err_with("[[service]]\nlisten = [\"127.0.0.1:1\"]\n");
+        assert_eq!((e.line, e.field.as_str()), (12, "service[1]"), "{e}");
         let e = Config::parse(
             &format!("[guard]\nnew_connections_per_address = {{ per_second = \"x\" }}\n{MIN}"),
             "t.toml",
@@ -495,7 +662,7 @@ address = "127.0.0.1:9002"
         .unwrap_err();
         assert_eq!(e.field, "guard.new_connections_per_address.per_second", "{e}");
         let e = err_with("[[service.backend]]\nname = \"b2\"\n");
-        assert_eq!((e.line, e.field.as_str()), (12, "service[0].backend[1]"), "{e}");
+        assert_eq!((e.line, e.field.as_str()), (12, "service \"web\".backend[1]"), "{e}");
         assert!(e.message.contains("missing field `address`"), "{e}");
     }
 }

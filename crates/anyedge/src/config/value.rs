@@ -89,10 +89,111 @@ pub(super) fn parse_list<T>(
         .collect()
 }
 
+/// The secret values printed in `examples/anyedge.toml` and the docs
+/// (admin token, BGP MD5 key, DNS cookie secret, TSIG secret): anyone can
+/// read them, so a config that uses one is refused ([`not_example_secret`]).
+/// A test reads the example and the docs for every secret they show and
+/// requires it to be here.
+pub(super) const EXAMPLE_SECRETS: &[&str] = &[
+    "change-me-to-a-long-random-string",
+    "md5-shared-secret",
+    "6f1c9b0e5d2a47e38b1f0c9d7a6e5b4c",
+    "bWlncmF0aW9uLWtleS1leGFtcGxlLTAxMjM0NTY3OA==",
+];
+
+/// Refuses a secret that is one of the [`EXAMPLE_SECRETS`] (ignoring
+/// surrounding whitespace and ASCII case), telling how to `generate` one.
+pub(super) fn not_example_secret(
+    cx: &Ctx<'_>,
+    span: std::ops::Range<usize>,
+    field: impl Into<String>,
+    value: &str,
+    generate: &str,
+) -> Result<(), ConfigError> {
+    let v = value.trim();
+    if EXAMPLE_SECRETS.iter().any(|e| e.eq_ignore_ascii_case(v)) {
+        return Err(cx.err(
+            span,
+            field,
+            format!("is the example value from the documentation: generate your own, e.g. `{generate}`"),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
+    use super::EXAMPLE_SECRETS;
     use crate::config::tests::MIN;
     use crate::config::Config;
+
+    /// Every `KEY = "VALUE"` (or `KEY=VALUE`) in the example config, the
+    /// docs and the packaging whose key ends in token, secret or password,
+    /// commented or not; placeholders (`...`, `$TOKEN`) left out.
+    fn secrets_in_docs() -> Vec<(String, String)> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut files = vec![root.join("README.md"), root.join("ARCHITECTURE.md")];
+        for dir in ["examples", "packaging", "docs", "crates"] {
+            let mut stack = vec![root.join(dir)];
+            while let Some(d) = stack.pop() {
+                for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                    let p = e.path();
+                    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+                    if p.is_dir() && name != "target" && name != "src" && name != "tests" {
+                        stack.push(p);
+                    } else if name.ends_with(".md") || (dir != "crates" && !name.ends_with(".zone")) {
+                        files.push(p);
+                    }
+                }
+            }
+        }
+        let mut found = Vec::new();
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap_or_default();
+            for line in text.lines() {
+                let Some((key, value)) = line.split_once('=') else {
+                    continue;
+                };
+                let key = key
+                    .trim_end()
+                    .rsplit(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .next()
+                    .unwrap_or("");
+                let key = key.to_ascii_lowercase();
+                if !["token", "secret", "password"].iter().any(|k| key.ends_with(k)) {
+                    continue;
+                }
+                let value = value.trim_start();
+                let value = match value.strip_prefix('"') {
+                    Some(v) => v.split('"').next().unwrap_or(""),
+                    None => value.split_whitespace().next().unwrap_or(""),
+                };
+                if value.contains('$') || !value.chars().any(|c| c.is_ascii_alphanumeric()) {
+                    continue;
+                }
+                found.push((format!("{}: {line}", f.display()), value.to_string()));
+            }
+        }
+        found
+    }
+
+    /// The list of refused secrets is exactly what the docs print.
+    #[test]
+    fn example_secrets_are_the_ones_in_the_docs() {
+        let found = secrets_in_docs();
+        for (at, v) in &found {
+            assert!(
+                EXAMPLE_SECRETS.contains(&v.as_str()),
+                "{at}: add {v:?} to config::value::EXAMPLE_SECRETS (or use a placeholder)"
+            );
+        }
+        for s in EXAMPLE_SECRETS {
+            assert!(
+                found.iter().any(|(_, v)| v == s),
+                "{s:?} is in EXAMPLE_SECRETS but no longer in the docs: {found:?}"
+            );
+        }
+    }
 
     /// The exact messages of the checks every section shares.
     #[test]
