@@ -191,12 +191,19 @@ error_log {d}/error.log warn;
 pid {d}/nginx.pid;
 events {{ worker_connections 4096; }}
 http {{
+    # The PoP that forwarded the request: the connection to this backend
+    # comes from that PoP's own address on the backend link ($remote_addr,
+    # not rewritten: no real_ip). The PROXY header's destination is the
+    # anycast address every PoP shares, so it cannot tell the PoPs apart;
+    # anyedge's PoP TLV (0xE0) would, but nginx before 1.23.2 cannot read
+    # custom TLVs.
+    map $remote_addr $pop {{ 198.18.31.1 pop1; 198.18.32.1 pop2; default "unknown"; }}
     access_log {d}/access.log;
     client_body_temp_path {d}/tmp/b; proxy_temp_path {d}/tmp/p;
     fastcgi_temp_path {d}/tmp/f; uwsgi_temp_path {d}/tmp/u; scgi_temp_path {d}/tmp/s;
     server {{
         listen 0.0.0.0:8080 proxy_protocol;
-        location / {{ return 200 "backend={be} client=$proxy_protocol_addr:$proxy_protocol_port pop=$server_addr\n"; }}
+        location / {{ return 200 "backend={be} pop=$pop client=$proxy_protocol_addr:$proxy_protocol_port anycast=$proxy_protocol_server_addr:$proxy_protocol_server_port (pop: the PoP that forwarded this, seen by the address the connection came from, $remote_addr; client and anycast: from the PROXY header)\n"; }}
     }}
 }}
 "#,

@@ -206,6 +206,17 @@ fn request(dst: SocketAddr) -> bool {
     s.read_to_string(&mut r).is_ok() && r.starts_with("HTTP/1.1 200") && r.contains("client=198.18.10.2:")
 }
 
+/// One request to the anycast address from the client namespace: the body.
+fn get_body(dst: SocketAddr) -> String {
+    let mut s = TcpStream::connect_timeout(&dst, Duration::from_secs(1)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: anycast\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut r = String::new();
+    s.read_to_string(&mut r).unwrap();
+    r.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or(r)
+}
+
 #[test]
 fn ecmp_backend_failure_drain_and_silent_pop() {
     let lab = Lab::up("a");
@@ -218,6 +229,24 @@ fn ecmp_backend_failure_drain_and_silent_pop() {
         .ip_output(&["-6", "route", "show", "2001:db8:a::10"])
         .unwrap();
     assert!(v6.contains("2001:db8:1::2") && v6.contains("2001:db8:2::2"), "{v6}");
+    // the backends' replies name the PoP that forwarded the request (not
+    // the backend's own address): be1 sits behind pop1, be2 behind pop2,
+    // and ECMP spreads new connections over both
+    let replies = client.enter(|| {
+        (0..32)
+            .map(|_| get_body("192.0.2.10:80".parse().unwrap()))
+            .collect::<Vec<_>>()
+    });
+    for r in &replies {
+        let ok = (r.starts_with("backend=be1 pop=pop1 ") || r.starts_with("backend=be2 pop=pop2 "))
+            && r.contains(" client=198.18.10.2:")
+            && r.contains(" anycast=192.0.2.10:80 ");
+        assert!(ok, "{r}");
+    }
+    assert!(
+        replies.iter().any(|r| r.contains("pop=pop1")) && replies.iter().any(|r| r.contains("pop=pop2")),
+        "{replies:?}"
+    );
 
     // anycast DNS: both PoPs answer for the zone; NSID says which one
     let seen = client.enter(dns_nsids);
