@@ -484,18 +484,53 @@ address = "{be}:8080"
         s
     }
 
+    /// What to try now that the lab is up, with the tools this machine has.
     pub fn howto(&self) -> String {
+        let exe = std::env::current_exe().map_or_else(|_| "anyedge".to_string(), |p| path(&p));
+        self.howto_with(&|p| which(p).is_some(), &exe)
+    }
+
+    /// [`Lab::howto`] with `has` telling which programs exist and `exe` the
+    /// anyedge binary.
+    fn howto_with(&self, has: &dyn Fn(&str) -> bool, exe: &str) -> String {
         let c = self.ns("client");
-        format!(
-            "lab up. Try:\n  ip netns exec {c} curl -s http://{ANYCAST_V4}/\n  ip netns exec {c} curl -s -g http://[{ANYCAST_V6}]/\n  \
-             ip netns exec {c} dig @{ANYCAST_V4} www.lab.example +nsid   # NSID: which PoP answered\n  \
-             anyedge lab status --name {p} --dir {d}\n  birdc -s {d}/bird.ctl show route all\n  \
-             ip netns exec {p}-pop1 curl -s http://127.0.0.1:9180/api/v1/status\n  \
+        let (p, d) = (&self.prefix, self.dir.display());
+        let mut s = String::from("lab up. Try:\n");
+        if has("curl") {
+            let _ = writeln!(
+                s,
+                "  ip netns exec {c} curl -s http://{ANYCAST_V4}/   # which backend and PoP served it\n  \
+                 ip netns exec {c} curl -s -g http://[{ANYCAST_V6}]/"
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "  (no curl here: apt-get install curl, then: ip netns exec {c} curl -s http://{ANYCAST_V4}/)"
+            );
+        }
+        match ["dig", "kdig"].into_iter().find(|t| has(t)) {
+            Some(dig) => {
+                let _ = writeln!(
+                    s,
+                    "  ip netns exec {c} {dig} @{ANYCAST_V4} www.lab.example +nsid   # NSID: which PoP answered"
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    s,
+                    "  (no dig or kdig here: apt-get install dnsutils (or knot-dnsutils for kdig), then: \
+                     ip netns exec {c} dig @{ANYCAST_V4} www.lab.example +nsid   # NSID: which PoP answered)"
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            "  {exe} lab status --name {p} --dir {d}\n  birdc -s {d}/bird.ctl show route all\n  \
+             ip netns exec {p}-pop1 {exe} ctl status   # PoP1's admin API\n  \
              kill -STOP $(cat {d}/pop1.pid)   # a silent PoP: BFD withdraws it in ~300 ms\n  \
-             anyedge lab down --name {p} --dir {d}\n",
-            p = self.prefix,
-            d = self.dir.display()
-        )
+             {exe} lab down --name {p} --dir {d}"
+        );
+        s
     }
 }
 
@@ -724,5 +759,43 @@ mod tests {
         lab.teardown(&mut |l| said.push(l)).unwrap();
         assert!(said[0].contains(&format!("no {MARKER} in it")), "{said:?}");
         assert!(tmp.path().join("notes.txt").exists());
+    }
+
+    #[test]
+    fn howto_suggests_only_tools_that_exist() {
+        let lab = Lab::new("ae", std::path::Path::new("/tmp/anyedge-lab"));
+        let all = lab.howto_with(&|_| true, "/usr/bin/anyedge");
+        assert!(
+            all.contains("ip netns exec ae-client dig @192.0.2.10 www.lab.example +nsid"),
+            "{all}"
+        );
+        assert!(
+            all.contains("ip netns exec ae-client curl -s http://192.0.2.10/"),
+            "{all}"
+        );
+        assert!(
+            all.contains("ip netns exec ae-pop1 /usr/bin/anyedge ctl status"),
+            "{all}"
+        );
+        assert!(all.contains("\n  /usr/bin/anyedge lab down --name ae"), "{all}");
+        let kdig = lab.howto_with(&|p| p == "kdig", "anyedge");
+        assert!(kdig.contains("ip netns exec ae-client kdig @192.0.2.10"), "{kdig}");
+        assert!(
+            !kdig.contains(" dig @") && !kdig.contains("\n  ip netns exec ae-client curl"),
+            "{kdig}"
+        );
+        assert!(kdig.contains("no curl here: apt-get install curl"), "{kdig}");
+        let none = lab.howto_with(&|_| false, "/x/anyedge");
+        assert!(none.contains("no dig or kdig here: apt-get install dnsutils"), "{none}");
+        // every suggested command starts with a program that exists (`lab
+        // up` checked ip and birdc; kill is the shell's) or says what to
+        // install first
+        for l in none.lines().skip(1) {
+            let first = l.split_whitespace().next().unwrap_or("");
+            assert!(
+                first.starts_with('(') || ["ip", "/x/anyedge", "birdc", "kill"].contains(&first),
+                "{l}"
+            );
+        }
     }
 }

@@ -42,6 +42,14 @@ impl Lab {
             "lab up: {said}{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // DNS is suggested with a tool this machine has, else how to get one
+        let dig = ["dig", "kdig"]
+            .into_iter()
+            .find(|t| std::path::Path::new("/usr/bin").join(t).exists());
+        match dig {
+            Some(t) => assert!(said.contains(&format!("-client {t} @192.0.2.10 ")), "{said}"),
+            None => assert!(said.contains("no dig or kdig here"), "{said}"),
+        }
         Lab { name, dir, _tmp: tmp }
     }
 
