@@ -91,12 +91,10 @@ pub fn run(admin: &str, token: Option<&str>, json: bool, action: Action) -> anyh
     let v: Value = serde_json::from_str(&body).unwrap_or(Value::String(body.clone()));
     if !(200..300).contains(&status) {
         let msg = v.get("error").and_then(Value::as_str).unwrap_or(body.trim());
-        let hint = if status == 401 || status == 403 {
-            " (pass --token or set ANYEDGE_TOKEN)"
-        } else {
-            ""
-        };
-        bail!("{method} {path}: HTTP {status}: {msg}{hint}");
+        bail!(
+            "{method} {path}: HTTP {status}: {msg}{}",
+            refusal_hint(status, msg, admin, token.is_some())
+        );
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -124,6 +122,22 @@ pub fn run(admin: &str, token: Option<&str>, json: bool, action: Action) -> anyh
         ),
     }
     Ok(())
+}
+
+/// What the operator can do about a refused request: a token helps only
+/// where the server has one configured.
+fn refusal_hint(status: u16, msg: &str, admin: &str, token_given: bool) -> String {
+    match status {
+        403 if msg.contains("no admin token configured") => format!(
+            "\nThe server at {admin} has no admin token configured, so state changes are disabled there \
+             and no --token can help. To enable them, set a token of 16 or more \
+             printable characters in its configuration:\n  [admin]\n  token = \"...\"   (or token_file = \"/path\")\n\
+             then reload it (SIGHUP, e.g. systemctl reload anyedge) and pass the same token with --token or ANYEDGE_TOKEN."
+        ),
+        401 if token_given => " (the token given with --token or ANYEDGE_TOKEN is not the server's [admin] token)".into(),
+        401 => " (pass --token or set ANYEDGE_TOKEN)".into(),
+        _ => String::new(),
+    }
 }
 
 fn s(v: &Value) -> String {

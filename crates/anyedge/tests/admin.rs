@@ -282,6 +282,16 @@ fn ctl_status_drain_reload() {
     let (ok, _, err) = ctl(admin, &["drain", "--service", "web", "--backend", "a"], None);
     assert!(!ok);
     assert!(err.contains("HTTP 401") && err.contains("ANYEDGE_TOKEN"), "{err}");
+    let (ok, _, err) = ctl(
+        admin,
+        &["drain", "--service", "web", "--backend", "a"],
+        Some("wrong-token-wrong-token"),
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("HTTP 401") && err.contains("is not the server's [admin] token"),
+        "{err}"
+    );
     let (ok, out, err) = ctl(admin, &["drain", "--service", "web", "--backend", "a"], Some(TOKEN));
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "web/a: draining");
@@ -297,4 +307,35 @@ fn ctl_status_drain_reload() {
     let (ok, _, err) = ctl(admin, &["drain"], Some(TOKEN));
     assert!(!ok);
     assert!(err.contains("no [bgp] configured"), "{err}");
+}
+
+/// Against a server without a token no --token can help: ctl says that the
+/// server has none, and how to configure one; doing so enables state changes.
+#[test]
+fn ctl_says_when_the_server_has_no_token() {
+    let (e, _lb, admin) = start(false);
+    for token in [None, Some(TOKEN)] {
+        for args in [&["drain", "--service", "web", "--backend", "a"][..], &["drain"][..]] {
+            let (ok, _, err) = ctl(admin, args, token);
+            assert!(!ok);
+            assert!(
+                err.contains("HTTP 403")
+                    && err.contains(&format!("The server at {admin} has no admin token configured"))
+                    && err.contains("state changes are disabled there")
+                    && err.contains("[admin]\n  token = "),
+                "{err}"
+            );
+            assert!(!err.contains("pass --token"), "{err}");
+        }
+    }
+    // the advice works: a token in the config and a reload (SIGHUP)
+    let cfg = std::fs::read_to_string(&e.config).unwrap();
+    let listen = format!("[admin]\nlisten = \"{admin}\"\n");
+    assert!(cfg.contains(&listen), "{cfg}");
+    e.rewrite_config(&cfg.replace(&listen, &format!("{listen}token = \"{TOKEN}\"\n")));
+    e.signal(nix::sys::signal::Signal::SIGHUP);
+    e.wait_log("reload applied", 1, Duration::from_secs(5));
+    let (ok, out, err) = ctl(admin, &["drain", "--service", "web", "--backend", "a"], Some(TOKEN));
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "web/a: draining");
 }

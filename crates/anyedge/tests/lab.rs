@@ -36,13 +36,41 @@ impl Lab {
             .arg(&dir)
             .output()
             .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
-            "lab up: {}{}",
-            String::from_utf8_lossy(&out.stdout),
+            "lab up: {said}{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // DNS is suggested with a tool this machine has, else how to get one
+        let dig = ["dig", "kdig"]
+            .into_iter()
+            .find(|t| std::path::Path::new("/usr/bin").join(t).exists());
+        match dig {
+            Some(t) => assert!(said.contains(&format!("-client {t} @192.0.2.10 ")), "{said}"),
+            None => assert!(said.contains("no dig or kdig here"), "{said}"),
+        }
         Lab { name, dir, _tmp: tmp }
+    }
+
+    /// `anyedge lab ACTION` for this lab: (success, stdout, stderr).
+    fn cmd(&self, action: &str) -> (bool, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_anyedge"))
+            .args(["lab", action, "--name", &self.name, "--dir"])
+            .arg(&self.dir)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn status(&self) -> String {
+        let (ok, out, err) = self.cmd("status");
+        assert!(ok, "{err}");
+        out
     }
 
     fn ns(&self, role: &str) -> Netns {
@@ -206,6 +234,17 @@ fn request(dst: SocketAddr) -> bool {
     s.read_to_string(&mut r).is_ok() && r.starts_with("HTTP/1.1 200") && r.contains("client=198.18.10.2:")
 }
 
+/// One request to the anycast address from the client namespace: the body.
+fn get_body(dst: SocketAddr) -> String {
+    let mut s = TcpStream::connect_timeout(&dst, Duration::from_secs(1)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: anycast\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut r = String::new();
+    s.read_to_string(&mut r).unwrap();
+    r.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or(r)
+}
+
 #[test]
 fn ecmp_backend_failure_drain_and_silent_pop() {
     let lab = Lab::up("a");
@@ -218,6 +257,32 @@ fn ecmp_backend_failure_drain_and_silent_pop() {
         .ip_output(&["-6", "route", "show", "2001:db8:a::10"])
         .unwrap();
     assert!(v6.contains("2001:db8:1::2") && v6.contains("2001:db8:2::2"), "{v6}");
+    let st = lab.status();
+    for name in ["bird", "pop1", "pop2", "be1", "be2"] {
+        assert!(
+            st.contains(&format!("  {name:5} running (pid {})\n", lab.pid(name))),
+            "{st}"
+        );
+    }
+
+    // the backends' replies name the PoP that forwarded the request (not
+    // the backend's own address): be1 sits behind pop1, be2 behind pop2,
+    // and ECMP spreads new connections over both
+    let replies = client.enter(|| {
+        (0..32)
+            .map(|_| get_body("192.0.2.10:80".parse().unwrap()))
+            .collect::<Vec<_>>()
+    });
+    for r in &replies {
+        let ok = (r.starts_with("backend=be1 pop=pop1 ") || r.starts_with("backend=be2 pop=pop2 "))
+            && r.contains(" client=198.18.10.2:")
+            && r.contains(" anycast=192.0.2.10:80 ");
+        assert!(ok, "{r}");
+    }
+    assert!(
+        replies.iter().any(|r| r.contains("pop=pop1")) && replies.iter().any(|r| r.contains("pop=pop2")),
+        "{replies:?}"
+    );
 
     // anycast DNS: both PoPs answer for the zone; NSID says which one
     let seen = client.enter(dns_nsids);
@@ -245,12 +310,11 @@ fn ecmp_backend_failure_drain_and_silent_pop() {
     eprintln!("measured: requests failed during backend failover: {failed}");
 
     // backend back: PoP1 re-announces
-    let out = Command::new(env!("CARGO_BIN_EXE_anyedge"))
-        .args(["lab", "status", "--name", &lab.name, "--dir"])
-        .arg(&lab.dir)
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("be1   stopped"));
+    let st = lab.status();
+    assert!(
+        st.contains(&format!("  be1   dead (pid {} not running", lab.pid("be1"))),
+        "{st}"
+    );
     restart_backend(&lab, "be1");
     lab.wait_nexthops(&["198.18.1.2", "198.18.2.2"], Duration::from_secs(5));
 
@@ -279,7 +343,48 @@ fn ecmp_backend_failure_drain_and_silent_pop() {
     // DNS keeps answering from the PoP that is left
     let seen = client.enter(dns_nsids);
     assert_eq!(seen.get("pop2"), Some(&64), "PoP2 answers every query: {seen:?}");
+    let st = lab.status();
+    assert!(
+        st.contains(&format!("  pop1  suspended (pid {} ", lab.pid("pop1"))),
+        "{st}"
+    );
     lab.signal("pop1", nix::sys::signal::Signal::SIGCONT);
+
+    // down says what it ends and removes; a second down has nothing to do
+    let names = ["bird", "pop1", "pop2", "be1", "be2"];
+    let pids = names.map(|n| lab.pid(n));
+    let (ok, said, err) = lab.cmd("down");
+    assert!(ok, "{err}");
+    for (name, pid) in names.iter().zip(pids) {
+        assert!(said.contains(&format!("killed {name} (pid {pid})\n")), "{said}");
+    }
+    for role in ["client", "router", "pop1", "pop2", "be1", "be2"] {
+        let ns = format!("{}-{role}", lab.name);
+        assert!(said.contains(&format!("deleted namespace {ns}\n")), "{said}");
+        assert!(!std::path::Path::new("/run/netns").join(&ns).exists(), "{ns}");
+    }
+    assert!(
+        said.contains(&format!("removed run directory {}", lab.dir.display())),
+        "{said}"
+    );
+    assert!(!lab.dir.exists());
+    for pid in pids {
+        let gone = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+                s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+            })
+        };
+        wait_until(&format!("pid {pid} ends"), Duration::from_secs(2), || {
+            if gone() {
+                Ok(())
+            } else {
+                Err("still running".to_string())
+            }
+        });
+    }
+    let (ok, said, err) = lab.cmd("down");
+    assert!(ok, "{err}");
+    assert!(said.starts_with("nothing to stop"), "{said}");
 }
 
 /// 64 queries for www.lab.example to the anycast address, each from a new
