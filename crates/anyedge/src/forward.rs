@@ -219,38 +219,37 @@ mod pool {
         static FREE: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
     }
 
-    pub struct Buf(Option<Box<[u8]>>);
+    pub struct Buf(Box<[u8]>);
 
     impl Buf {
         pub fn take() -> Buf {
             let b = FREE.with(|f| f.borrow_mut().pop());
-            Buf(Some(b.unwrap_or_else(|| vec![0u8; BUF].into_boxed_slice())))
+            Buf(b.unwrap_or_else(|| vec![0u8; BUF].into_boxed_slice()))
         }
     }
 
     impl Drop for Buf {
         fn drop(&mut self) {
-            if let Some(b) = self.0.take() {
-                FREE.with(|f| {
-                    let mut f = f.borrow_mut();
-                    if f.len() < KEEP {
-                        f.push(b);
-                    }
-                });
-            }
+            let b = std::mem::take(&mut self.0);
+            FREE.with(|f| {
+                let mut f = f.borrow_mut();
+                if f.len() < KEEP {
+                    f.push(b);
+                }
+            });
         }
     }
 
     impl Deref for Buf {
         type Target = [u8];
         fn deref(&self) -> &[u8] {
-            self.0.as_deref().unwrap_or(&[])
+            &self.0
         }
     }
 
     impl DerefMut for Buf {
         fn deref_mut(&mut self) -> &mut [u8] {
-            self.0.as_deref_mut().unwrap_or(&mut [])
+            &mut self.0
         }
     }
 }
