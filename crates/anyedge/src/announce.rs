@@ -40,11 +40,11 @@ use crate::logutil::LogLimiter;
 /// damping although healthy). `policy` is what the policy wants.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PrefixState {
-    pub state: &'static str,
+    pub state: State,
     pub reason: String,
     /// Since when `state` holds.
     pub since: std::time::SystemTime,
-    pub policy: &'static str,
+    pub policy: State,
     /// Per configured peer, in configuration order: its name and what it
     /// was told ("announced", "draining", "withdrawn", "no session", "no
     /// next hop").
@@ -187,9 +187,13 @@ impl Announcer {
         a
     }
 
+    /// The policy, with the settings of the configuration in force (a
+    /// reload may have changed them).
     fn policy(&self) -> MutexGuard<'_, Policy> {
         // The policy holds no invariant a panic elsewhere could break half-way.
-        self.policy.lock().unwrap_or_else(|p| p.into_inner())
+        let mut p = self.policy.lock().unwrap_or_else(|p| p.into_inner());
+        p.set_settings(settings(self.src.config().bgp.as_ref()));
+        p
     }
 
     /// Starts draining the whole PoP: prefixes are announced less preferred
@@ -198,7 +202,6 @@ impl Announcer {
     pub fn start_drain(&self, reason: &str) {
         let started = {
             let mut p = self.policy();
-            p.set_settings(settings(self.src.config().bgp.as_ref()));
             p.drain_pop(reason, std::time::Instant::now())
                 .then(|| p.settings().drain_timeout)
         };
@@ -225,7 +228,6 @@ impl Announcer {
         let key = find_prefix(&cfg.anycast, prefix)?;
         {
             let mut p = self.policy();
-            p.set_settings(settings(cfg.bgp.as_ref()));
             if drain {
                 if p.drain_prefix(&key, reason, std::time::Instant::now()) {
                     info!(prefix = %key, reason, timeout = ?p.settings().drain_timeout, "prefix drain started");
@@ -302,26 +304,25 @@ impl Announcer {
     pub fn evaluate(&self) {
         let cfg = self.src.config();
         let input = self.snapshot(&cfg);
-        let decisions = {
-            let mut p = self.policy();
-            p.set_settings(settings(cfg.bgp.as_ref()));
-            p.evaluate(&input, std::time::Instant::now())
-        };
+        let decisions = self.policy().evaluate(&input, std::time::Instant::now());
         if let Ok(mut cur) = self.prefixes.lock() {
             cur.retain(|k, _| decisions.iter().any(|d| d.key == *k));
             for d in &decisions {
-                let policy = d.state.as_str();
-                let (told, reason) = d.reported();
-                let state = told.as_str();
-                if d.changed {
-                    if d.state == State::Announced {
-                        info!(prefix = %d.key, state = policy, reason = %d.reason, "anycast prefix state changed");
+                let (state, reason) = d.reported();
+                let previous = cur.get(&d.key);
+                let told_changed = previous.is_none_or(|s| s.state != state);
+                // Said once per change of what the policy wants or of what
+                // the routers were told, with both.
+                if d.changed || told_changed {
+                    let peers = format!("{}/{}", d.announced_to(), d.carriers());
+                    if state == State::Announced {
+                        info!(prefix = %d.key, state = state.as_str(), policy = d.state.as_str(), peers, reason = %reason, "anycast prefix state changed");
                     } else {
-                        warn!(prefix = %d.key, state = policy, reason = %d.reason, "anycast prefix state changed");
+                        warn!(prefix = %d.key, state = state.as_str(), policy = d.state.as_str(), peers, reason = %reason, "anycast prefix state changed");
                     }
                 }
-                let since = match cur.get(&d.key) {
-                    Some(s) if s.state == state => s.since,
+                let since = match previous {
+                    Some(s) if !told_changed => s.since,
                     _ => std::time::SystemTime::now(),
                 };
                 let peers = self
@@ -336,7 +337,7 @@ impl Announcer {
                         state,
                         reason,
                         since,
-                        policy,
+                        policy: d.state,
                         peers,
                         announced_to: d.announced_to(),
                         carriers: d.carriers(),

@@ -325,9 +325,6 @@ fn run(path: Option<PathBuf>, demo: bool) -> ExitCode {
         }
     };
     fdlimit::at_start(&cfg);
-    for w in &cfg.warnings {
-        warn!("config: {w}");
-    }
     let workers = cfg
         .workers
         .map(|w| w.get() as usize)

@@ -84,6 +84,9 @@ impl Pop {
             inherited,
             upgrading,
         } = opts;
+        for w in &cfg.warnings {
+            warn!("config: {w}");
+        }
         let workers = worker_rts.len();
         let upgrade::Inherited {
             lb: lb_inherited,
@@ -345,12 +348,9 @@ impl Pop {
     }
 
     fn routes_withdrawn(&self) {
-        let announced = self.announcer().map_or(0, |a| {
-            a.prefix_states()
-                .values()
-                .filter(|s| s.state == "announced" || s.state == "draining")
-                .count()
-        });
+        let announced = self
+            .announcer()
+            .map_or(0, |a| a.prefix_states().values().filter(|s| s.state.is_up()).count());
         self.step(Step::RoutesWithdrawn { announced });
     }
 

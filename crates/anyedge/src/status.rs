@@ -106,12 +106,12 @@ pub struct Anycast {
 pub struct Prefix {
     pub prefix: String,
     /// What the routers were told (see `announce::PrefixState`).
-    pub state: &'static str,
+    pub state: anyedge_anycast::State,
     pub reason: String,
     pub since_unix: u64,
     pub operator_drain: bool,
     /// What the policy wants.
-    pub policy: &'static str,
+    pub policy: anyedge_anycast::State,
     pub peers: Vec<(String, &'static str)>,
     pub announced_to: usize,
     pub carriers: usize,
@@ -339,8 +339,8 @@ impl Status {
                         .iter()
                         .map(|(name, route)| json!({ "peer": name, "route": route }))
                         .collect();
-                    json!({ "prefix": p.prefix, "state": p.state, "reason": p.reason, "since_unix": p.since_unix,
-                            "operator_drain": p.operator_drain, "policy": p.policy,
+                    json!({ "prefix": p.prefix, "state": p.state.as_str(), "reason": p.reason, "since_unix": p.since_unix,
+                            "operator_drain": p.operator_drain, "policy": p.policy.as_str(),
                             "announced_to": p.announced_to, "carriers": p.carriers, "peers": peers })
                 })
                 .collect();
@@ -392,7 +392,11 @@ impl Status {
                 let _ = writeln!(
                     s,
                     "prefix {} {} (to {} of {} peers): {}",
-                    p.prefix, p.state, p.announced_to, p.carriers, p.reason
+                    p.prefix,
+                    p.state.as_str(),
+                    p.announced_to,
+                    p.carriers,
+                    p.reason
                 );
             }
             for p in &a.peers {
@@ -461,18 +465,17 @@ impl Status {
             .map(|s| (vec![("service", s.name.as_str())], s.counters.as_slice()))
             .collect();
         encode_table(enc, ServiceStats::COUNTERS, &svc_samples)?;
-        let backends: Vec<(&Service, &Backend)> = self
+        let backends: Vec<(Vec<(&str, &str)>, &Backend)> = self
             .services
             .iter()
-            .flat_map(|s| s.backends.iter().map(move |b| (s, b)))
+            .flat_map(|s| {
+                s.backends
+                    .iter()
+                    .map(move |b| (vec![("service", s.name.as_str()), ("backend", b.name.as_str())], b))
+            })
             .collect();
-        let labels = |s: &'_ Service, b: &'_ Backend| -> Vec<(&'static str, String)> {
-            vec![("service", s.name.clone()), ("backend", b.name.clone())]
-        };
-        let owned: Vec<Vec<(&str, String)>> = backends.iter().map(|(s, b)| labels(s, b)).collect();
-        let lbl = |i: usize| -> Vec<(&str, &str)> { owned[i].iter().map(|(k, v)| (*k, v.as_str())).collect() };
         let per_backend = |f: &dyn Fn(&Backend) -> i64| -> Vec<(Vec<(&str, &str)>, i64)> {
-            backends.iter().enumerate().map(|(i, (_, b))| (lbl(i), f(b))).collect()
+            backends.iter().map(|(l, b)| (l.clone(), f(b))).collect()
         };
         gauge(
             enc,
@@ -494,8 +497,7 @@ impl Status {
         )?;
         let be_samples: Vec<Owner<'_>> = backends
             .iter()
-            .enumerate()
-            .map(|(i, (_, b))| (lbl(i), b.counters.as_slice()))
+            .map(|(l, b)| (l.clone(), b.counters.as_slice()))
             .collect();
         encode_table(enc, BackendStats::COUNTERS, &be_samples)?;
         counter(
@@ -590,10 +592,7 @@ impl Status {
             "1 if the prefix is announced to at least one BGP peer (also while draining), else 0.",
             &a.prefixes
                 .iter()
-                .map(|p| {
-                    let up = p.state == "announced" || p.state == "draining";
-                    (vec![("prefix", p.prefix.as_str())], i64::from(up))
-                })
+                .map(|p| (vec![("prefix", p.prefix.as_str())], i64::from(p.state.is_up())))
                 .collect::<Vec<_>>(),
         )?;
         gauge(
@@ -615,7 +614,7 @@ impl Status {
             for s in anyedge_anycast::State::ALL {
                 states.push((
                     vec![("prefix", p.prefix.as_str()), ("state", s.as_str())],
-                    i64::from(p.state == s.as_str()),
+                    i64::from(p.state == s),
                 ));
             }
         }

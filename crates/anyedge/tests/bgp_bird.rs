@@ -599,7 +599,7 @@ fn md5_with_a_wrong_key_keeps_the_session_down() {
     holds_for(
         "no session and no route with a wrong MD5 key",
         Duration::from_secs(3),
-        || !bird.has_route() && !edge.log().contains("BGP session established"),
+        || !bird.has_route() && !edge.log().contains("announce: BGP session established"),
     );
     let proto = bird.birdc("show protocols pop1");
     assert!(!proto.contains("Established"), "{proto}");
@@ -682,7 +682,7 @@ fn binary_upgrade_hands_bgp_to_the_new_process() {
     edge.wait_exit(Duration::from_secs(10)).expect("old process exits");
     // the new process announces again over its own session
     bird.wait_route(true, Duration::from_secs(10));
-    edge.wait_log("BGP session established", 2, Duration::from_secs(5));
+    edge.wait_log("announce: BGP session established", 2, Duration::from_secs(5));
     let log = edge.log();
     assert!(log.contains("upgrade: took over from the previous process"), "{log}");
     let new_pid = edge.new_pid(1);

@@ -12,14 +12,11 @@ use std::time::{Duration, Instant};
 
 use anyedge::config::Config;
 use anyedge::pop::{spawn_workers, Pop, StartOptions, Step};
-use common::{free_port, serve_proxied};
+use common::{free_port, proxy_backend};
 
 /// A backend that reads a PROXY header and a request head, then answers.
 fn backend() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let a = l.local_addr().unwrap();
-    serve_proxied(l, "ok\n".into(), |_| {});
-    a
+    proxy_backend("ok\n".into())
 }
 
 fn config(lb: u16, b1: SocketAddr, b2: SocketAddr, extra: &str) -> Config {
@@ -94,7 +91,7 @@ async fn until(what: &str, max: Duration, mut cond: impl FnMut() -> bool) {
 /// tests, so the routers are told nothing: see `status_tells_...` below).
 fn prefix_state(pop: &Pop) -> &'static str {
     pop.announcer()
-        .and_then(|a| a.prefix_states().get("192.0.2.10/32").map(|s| s.policy))
+        .and_then(|a| a.prefix_states().get("192.0.2.10/32").map(|s| s.policy.as_str()))
         .unwrap_or("none")
 }
 
