@@ -304,11 +304,11 @@ impl Policy {
         self.pop_drain.as_ref()
     }
 
-    /// The PoP drain in force given `input` (an operator's, else the
-    /// maintenance file's).
-    pub fn pop_drain_in(&self, input: &Input) -> Option<Drain> {
+    /// The PoP drain in force while the maintenance file is (`Some(path)`)
+    /// or is not there: an operator's, else the file's.
+    pub fn pop_drain_in(&self, maintenance_file: Option<&str>) -> Option<Drain> {
         self.pop_drain.clone().or_else(|| {
-            input.maintenance_file.as_ref().map(|f| Drain {
+            maintenance_file.map(|f| Drain {
                 reason: format!("maintenance file {f} exists"),
                 deadline: None,
             })
@@ -328,7 +328,7 @@ impl Policy {
         self.damping.retain(|k, _| keep(k));
         self.states.retain(|k, _| keep(k));
 
-        let pop_drain = self.pop_drain_in(input);
+        let pop_drain = self.pop_drain_in(input.maintenance_file.as_deref());
         let below = self.settings.drain_until_connections;
         let mut out = Vec::with_capacity(input.prefixes.len());
         for p in &input.prefixes {

@@ -243,10 +243,8 @@ impl Announcer {
     /// Why the whole PoP is draining (admin API, SIGTERM, maintenance
     /// file), if it is.
     pub fn pop_drain(&self) -> Option<String> {
-        if let Some(d) = self.policy().pop_drain() {
-            return Some(d.reason.clone());
-        }
-        maintenance_file(&self.src.config()).map(|f| format!("maintenance file {f} exists"))
+        let file = maintenance_file(&self.src.config());
+        self.policy().pop_drain_in(file.as_deref()).map(|d| d.reason)
     }
 
     /// Prefixes an operator has drained one by one.
