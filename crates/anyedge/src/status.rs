@@ -788,7 +788,7 @@ fn dns_metrics(enc: &mut DescriptorEncoder, d: &Dns) -> std::fmt::Result {
     counter(
         enc,
         "anyedge_dns_tcp_refused",
-        "DNS TCP connections closed at once because of dns.tcp_max_connections.",
+        "DNS TCP connections refused because the table (dns.tcp_max_connections) was full and no connection could be evicted (a full table normally closes the connection idle the longest: see anyedge_dns_tcp_closed{reason=\"evicted\"}).",
         &[(vec![], s.tcp_refused_cap)],
     )?;
     counter(
