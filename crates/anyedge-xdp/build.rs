@@ -1,5 +1,6 @@
-//! Compiles `bpf/guard.bpf.c` with clang into `$OUT_DIR/guard.bpf.o`, which
-//! `src/lib.rs` embeds.
+//! Compiles `bpf/guard.bpf.c` (with `bpf/tunnel.h`) and `bpf/decap.bpf.c`
+//! with clang into `$OUT_DIR/guard.bpf.o` and `$OUT_DIR/decap.bpf.o`, which
+//! `src/lib.rs` and `src/decap.rs` embed.
 //!
 //! Without clang (or when the program does not compile, e.g. the libbpf-dev
 //! headers are missing) the build does not fail: it sets the cfg
@@ -15,15 +16,18 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const SOURCE: &str = "bpf/guard.bpf.c";
+const SOURCES: [(&str, &str); 2] = [("bpf/guard.bpf.c", "guard.bpf.o"), ("bpf/decap.bpf.c", "decap.bpf.o")];
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(anyedge_xdp_unavailable)");
-    println!("cargo::rerun-if-changed={SOURCE}");
+    for (source, _) in SOURCES {
+        println!("cargo::rerun-if-changed={source}");
+    }
+    println!("cargo::rerun-if-changed=bpf/tunnel.h");
     for var in ["CLANG", "ANYEDGE_XDP_CFLAGS", "ANYEDGE_XDP_REQUIRE"] {
         println!("cargo::rerun-if-env-changed={var}");
     }
-    if let Err(reason) = build() {
+    if let Err(reason) = SOURCES.iter().try_for_each(|&(source, object)| build(source, object)) {
         if env::var_os("ANYEDGE_XDP_REQUIRE").is_some_and(|v| !v.is_empty() && v != "0") {
             eprintln!("{reason}");
             std::process::exit(1);
@@ -34,11 +38,11 @@ fn main() {
     }
 }
 
-fn build() -> Result<(), String> {
+fn build(source_rel: &str, object: &str) -> Result<(), String> {
     let out_dir = env::var_os("OUT_DIR").ok_or("OUT_DIR not set")?;
     let manifest_dir = env::var_os("CARGO_MANIFEST_DIR").ok_or("CARGO_MANIFEST_DIR not set")?;
-    let source = PathBuf::from(manifest_dir).join(SOURCE);
-    let out = PathBuf::from(out_dir).join("guard.bpf.o");
+    let source = PathBuf::from(manifest_dir).join(source_rel);
+    let out = PathBuf::from(out_dir).join(object);
     let clang = env::var("CLANG").unwrap_or_else(|_| "clang".to_string());
 
     let version = Command::new(&clang).arg("--version").output();
@@ -86,7 +90,7 @@ fn build() -> Result<(), String> {
             .trim()
             .to_string();
         return Err(format!(
-            "{SOURCE} did not compile with {clang} (is libbpf-dev installed?): {first}: XDP unavailable"
+            "{source_rel} did not compile with {clang} (is libbpf-dev installed?): {first}: XDP unavailable"
         ));
     }
     Ok(())

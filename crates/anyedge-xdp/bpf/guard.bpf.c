@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: Apache-2.0
+// SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-only
 //
 // anyedge XDP fast path: the per-source admission guard (crates/anyedge-guard)
 // moved in front of the network stack. Userspace (crates/anyedge-xdp/src/lib.rs)
@@ -17,6 +17,13 @@
 //                                                     then per address  (drop_syn_rate_*)
 //   UDP to a DNS port                              -> the same with the DNS rates (drop_dns_rate_*)
 //   otherwise                                      -> PASS  (pass)
+//
+// A packet that passes (pass, pass_allowlist, pass_not_service) then goes
+// through the tunnel step (tunnel.h): to a tunnel service it is encapsulated
+// to its node (or dropped / answered there, with the tunnel's own per-service
+// counters); the guard counter still says the guard let it through. One
+// program rather than a tail call: an interface holds one XDP program, and
+// the guard's parse is reused instead of done twice.
 //
 // Addresses live in one 128-bit space like anyedge_guard::prefix::Prefix:
 // IPv4 a.b.c.d is ::ffff:a.b.c.d and an IPv4 /n is a /(n+96). So one LPM trie
@@ -183,6 +190,8 @@ struct pkt {
 	__u8 v4;      /* source is IPv4 (or IPv4-mapped IPv6) */
 	__u8 fragment;
 	__u8 l4_ok;   /* extension header chain walked to its end */
+	__u8 ipv4;    /* an IPv4 header (not IPv6) */
+	__u8 pad[3];
 };
 
 static __always_inline int verdict(__u32 reason, int action)
@@ -230,6 +239,7 @@ static __always_inline int parse_v4(void *data, void *cur, void *end, struct pkt
 	v4_mapped(&p->src, ip->saddr);
 	v4_mapped(&p->dst, ip->daddr);
 	p->v4 = 1;
+	p->ipv4 = 1;
 	p->proto = ip->protocol;
 	p->fragment = (ip->frag_off & bpf_htons(0x3fff)) != 0; /* MF or offset */
 	p->l4_off = (__u32)(cur - data) + (__u32)(vihl & 0xf) * 4;
@@ -357,6 +367,8 @@ static __always_inline int rate_check(const struct config *cfg, int class, const
 	return -1;
 }
 
+#include "tunnel.h"
+
 SEC("xdp")
 int anyedge_guard(struct xdp_md *ctx)
 {
@@ -370,6 +382,7 @@ int anyedge_guard(struct xdp_md *ctx)
 	struct pkt p;
 	void *l4;
 	int class = -1;
+	int vlan = 0;
 
 	if ((void *)(eth + 1) > end)
 		return verdict(C_PASS_UNPARSED, XDP_PASS);
@@ -382,6 +395,7 @@ int anyedge_guard(struct xdp_md *ctx)
 			return verdict(C_PASS_UNPARSED, XDP_PASS);
 		eproto = vh->proto;
 		cur = vh + 1;
+		vlan = 1;
 	}
 
 	__builtin_memset(&p, 0, sizeof(p));
@@ -399,9 +413,9 @@ int anyedge_guard(struct xdp_md *ctx)
 	if (!cfg)
 		return verdict(C_PASS_UNPARSED, XDP_PASS);
 	if (!(cfg->flags & CFG_ANY_DESTINATION) && !bpf_map_lookup_elem(&AE_SERVICES, &p.dst))
-		return verdict(C_PASS_NOT_SERVICE, XDP_PASS);
+		return verdict(C_PASS_NOT_SERVICE, tunnel(ctx, &p, vlan));
 	if (in_list(&AE_ALLOW, &p.src))
-		return verdict(C_PASS_ALLOWLIST, XDP_PASS);
+		return verdict(C_PASS_ALLOWLIST, tunnel(ctx, &p, vlan));
 	if (in_list(&AE_DENY, &p.src))
 		return verdict(C_DROP_DENY, XDP_DROP);
 	if (p.fragment)
@@ -444,8 +458,10 @@ int anyedge_guard(struct xdp_md *ctx)
 		if (drop >= 0)
 			return verdict(drop, XDP_DROP);
 	}
-	return verdict(C_PASS, XDP_PASS);
+	return verdict(C_PASS, tunnel(ctx, &p, vlan));
 }
 
-/* Uses no GPL-only helper. */
-char LICENSE[] SEC("license") = "Apache-2.0";
+/* The tunnel step's next hop uses bpf_fib_lookup, a GPL-only helper: this
+ * file (and tunnel.h) is dual licensed, and the object loaded into the
+ * kernel is used under GPL-2.0. The Rust crates stay Apache-2.0. */
+char LICENSE[] SEC("license") = "GPL";

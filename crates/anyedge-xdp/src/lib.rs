@@ -43,8 +43,12 @@ use aya::programs::xdp::XdpLinkId;
 use aya::programs::{ProgramError, Xdp as XdpProgram, XdpFlags};
 use aya::{Ebpf, EbpfLoader};
 
+pub mod decap;
+mod tunnel;
+
 pub use anyedge_guard::prefix::Prefix;
 pub use anyedge_guard::{DropReason, GuardConfig, Rate};
+pub use tunnel::{Encap, Proto, TunnelBackend, TunnelCounts, TunnelService, TunnelSource, TunnelVerdict, RING_SIZE};
 
 /// The object file built from `bpf/guard.bpf.c`.
 #[cfg(not(anyedge_xdp_unavailable))]
@@ -208,6 +212,13 @@ pub struct Options {
     /// Rate state entries (sources and aggregates); the least recently used
     /// go first when full.
     pub rate_table_capacity: u32,
+    /// Tunnel services (each has a Maglev ring of [`RING_SIZE`] slots).
+    pub tunnel_services: u32,
+    /// Tunnel backends, over all services.
+    pub tunnel_backends: u32,
+    /// Tunnel connection table entries (flows kept on their node); the
+    /// least recently used go first when full.
+    pub tunnel_flows: u32,
 }
 
 impl Default for Options {
@@ -216,6 +227,9 @@ impl Default for Options {
             allow_capacity: 1 << 16,
             deny_capacity: 1 << 18,
             rate_table_capacity: 1 << 18,
+            tunnel_services: 16,
+            tunnel_backends: 4096,
+            tunnel_flows: 1 << 20,
         }
     }
 }
@@ -418,6 +432,7 @@ pub struct Xdp {
     ports: BTreeMap<u16, u32>,
     services: BTreeSet<[u8; 16]>,
     links: Vec<(String, XdpLinkId)>,
+    tunnel: tunnel::Maps,
     /// Owns the program (and with it the links); dropped last.
     ebpf: Ebpf,
 }
@@ -447,10 +462,21 @@ impl Xdp {
     /// attaching it anywhere (see [`Xdp::attach_to`], [`Xdp::program_fd`]).
     pub fn load(options: &Options) -> Result<Xdp, Error> {
         let object = object().map_err(Error::Unavailable)?;
+        // 256 services x 65537 slots x 4 bytes = 64 MiB of ring at most
+        let tunnel_services = options.tunnel_services.clamp(1, 256);
+        let tunnel_backends = options.tunnel_backends.clamp(1, 1 << 20);
         let mut ebpf = EbpfLoader::new()
             .set_max_entries(MAP_ALLOW, options.allow_capacity.max(1))
             .set_max_entries(MAP_DENY, options.deny_capacity.max(1))
             .set_max_entries(MAP_RATES, options.rate_table_capacity.max(1))
+            .set_max_entries(tunnel::MAP_RING, tunnel_services.saturating_mul(RING_SIZE))
+            .set_max_entries(
+                tunnel::MAP_COUNTERS,
+                tunnel_services.saturating_mul(TunnelVerdict::ALL.len() as u32),
+            )
+            .set_max_entries(tunnel::MAP_BACKENDS, tunnel_backends)
+            .set_max_entries(tunnel::MAP_BACKEND_COUNTERS, tunnel_backends)
+            .set_max_entries(tunnel::MAP_CONNS, options.tunnel_flows.max(1))
             .load(object)
             .map_err(|e| Error::Load(chain(&e)))?;
         let program: &mut XdpProgram = ebpf
@@ -459,6 +485,7 @@ impl Xdp {
             .try_into()
             .map_err(program_err)?;
         program.load().map_err(program_err)?;
+        let tunnel = tunnel::Maps::new(&mut ebpf, tunnel_services, tunnel_backends)?;
         let mut x = Xdp {
             allow_map: take_map(&mut ebpf, MAP_ALLOW)?,
             deny_map: take_map(&mut ebpf, MAP_DENY)?,
@@ -473,6 +500,7 @@ impl Xdp {
             ports: BTreeMap::new(),
             services: BTreeSet::new(),
             links: Vec::new(),
+            tunnel,
             ebpf,
         };
         x.write_config()?;

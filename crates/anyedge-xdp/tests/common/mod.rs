@@ -96,6 +96,43 @@ pub fn test_run_repeat(fd: BorrowedFd<'_>, frame: &[u8], repeat: u32) -> u32 {
     attr.retval
 }
 
+/// Runs the program once on `frame` as received on interface `ifindex`
+/// (of the calling thread's network namespace); returns the XDP action and
+/// the frame as the program left it.
+pub fn test_run_io(fd: BorrowedFd<'_>, frame: &[u8], ifindex: u32) -> (u32, Vec<u8>) {
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
+    // rx_queue_index, egress_ifindex
+    let ctx: [u32; 6] = [0, u32::try_from(frame.len()).expect("frame size"), 0, ifindex, 0, 0];
+    let mut out = vec![0u8; frame.len() + 512];
+    let mut attr = TestRunAttr {
+        prog_fd: u32::try_from(fd.as_raw_fd()).expect("fd"),
+        data_size_in: u32::try_from(frame.len()).expect("frame size"),
+        data_size_out: u32::try_from(out.len()).expect("out size"),
+        data_in: frame.as_ptr() as u64,
+        data_out: out.as_mut_ptr() as u64,
+        repeat: 1,
+        ctx_size_in: 24,
+        ctx_in: ctx.as_ptr() as u64,
+        ..TestRunAttr::default()
+    };
+    // SAFETY: `attr` is a properly initialized, live `bpf_attr` prefix of
+    // the size passed; `data_in` and `ctx_in` point to buffers of the sizes
+    // given that outlive the call and are only read; `data_out` points to
+    // `out`, writable for `data_size_out` bytes, which the kernel does not
+    // exceed (it reports the needed size and fails with ENOSPC instead).
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            std::ptr::addr_of_mut!(attr),
+            std::mem::size_of::<TestRunAttr>(),
+        )
+    };
+    assert_eq!(rc, 0, "BPF_PROG_TEST_RUN: {}", std::io::Error::last_os_error());
+    out.truncate(attr.data_size_out as usize);
+    (attr.retval, out)
+}
+
 pub fn test_run(x: &Xdp, frame: &[u8]) -> u32 {
     test_run_repeat(x.program_fd().expect("program fd"), frame, 1)
 }
@@ -278,7 +315,7 @@ impl Frame {
     }
 }
 
-fn ipv4_header(
+pub fn ipv4_header(
     s: Ipv4Addr,
     d: Ipv4Addr,
     proto: u8,
@@ -311,7 +348,7 @@ fn ipv4_header(
     h
 }
 
-fn ipv6_header(s: Ipv6Addr, d: Ipv6Addr, next: u8, payload: usize) -> [u8; 40] {
+pub fn ipv6_header(s: Ipv6Addr, d: Ipv6Addr, next: u8, payload: usize) -> [u8; 40] {
     let mut h = [0u8; 40];
     h[0] = 0x60;
     h[4..6].copy_from_slice(&u16::try_from(payload).expect("length").to_be_bytes());
@@ -355,4 +392,13 @@ pub fn arp() -> Vec<u8> {
 
 pub fn ip(s: &str) -> IpAddr {
     s.parse().expect("address")
+}
+
+/// The index of interface `name` in the calling thread's network namespace.
+pub fn ifindex(name: &str) -> u32 {
+    let c = std::ffi::CString::new(name).expect("name");
+    // SAFETY: `c` is a valid NUL-terminated string for the call's duration.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    assert!(i > 0, "no interface {name}");
+    i
 }
