@@ -100,6 +100,11 @@ enum Cmd {
         #[command(subcommand)]
         action: DnsAction,
     },
+    /// The backend node's end of tunnel forwarding (forwarding = "tunnel").
+    Node {
+        #[command(subcommand)]
+        action: NodeAction,
+    },
     /// A multi-PoP anycast lab in network namespaces (root): client, BIRD
     /// router with BFD and ECMP, two PoPs running anyedge, two nginx backends.
     Lab {
@@ -164,6 +169,14 @@ enum DnsAction {
     /// answers: the check before switching the registry's NS records.
     /// Exit 0: same; 1: different; 2: error.
     Compare(dnscompare::CompareArgs),
+}
+
+#[derive(Subcommand)]
+enum NodeAction {
+    /// Attach the decapsulation program (XDP, no kernel modules) to the
+    /// interface the PoPs' encapsulated packets arrive on; stays in the
+    /// foreground until SIGTERM/SIGINT.
+    Attach(anyedge::node::AttachArgs),
 }
 
 #[derive(Subcommand, Clone, Copy)]
@@ -259,6 +272,15 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("anyedge dns compare: {e:#}");
                 ExitCode::from(2)
+            }
+        },
+        Cmd::Node {
+            action: NodeAction::Attach(a),
+        } => match anyedge::node::attach(&a) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("node attach: {e:#}");
+                ExitCode::FAILURE
             }
         },
         Cmd::Lab { action, name, dir } => {

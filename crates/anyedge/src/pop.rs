@@ -199,12 +199,47 @@ impl Pop {
         if let Some(fp) = crate::xdp::FastPath::start(&cfg) {
             let _ = self.fast_path.set(fp);
         }
+        self.start_tunnels(&cfg);
         if let Some(b) = &cfg.bgp {
             let src = Arc::new(AnnouncerSources {
                 edge: self.edge.clone(),
                 dns: self.dns.clone(),
+                fast_path: self.fast_path.get().cloned(),
             });
             let _ = self.announcer.set(Announcer::start(src, b));
+        }
+    }
+
+    /// Tunnel forwarding (`forwarding = "tunnel"`): the maps follow the
+    /// services' backends every 100 ms (health, drain) and on reload;
+    /// without the fast path every tunnel service falls back, logged.
+    fn start_tunnels(&self, cfg: &Config) {
+        match self.fast_path.get() {
+            Some(fp) => {
+                fp.sync_tunnels(cfg, &self.edge.services());
+                let (fp, edge) = (Arc::downgrade(fp), Arc::downgrade(&self.edge));
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(Duration::from_millis(100));
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    loop {
+                        tick.tick().await;
+                        let (Some(fp), Some(edge)) = (fp.upgrade(), edge.upgrade()) else { return };
+                        fp.sync_tunnels(&edge.config(), &edge.services());
+                    }
+                });
+            }
+            None => {
+                for sc in &cfg.services {
+                    if matches!(sc.forwarding, crate::config::Forwarding::Tunnel(_)) {
+                        let fallback = if crate::tunnel::fallback_reads_proxy(sc) {
+                            "falls back to the proxy path (its backends read PROXY)"
+                        } else {
+                            "is not announced (its backends do not read PROXY)"
+                        };
+                        warn!(service = %sc.name, reason = "the XDP fast path is not attached (see above; [xdp] interfaces)", "forwarding = \"tunnel\" unavailable; the service {fallback}");
+                    }
+                }
+            }
         }
     }
 
@@ -249,6 +284,7 @@ impl Pop {
             if let Err(e) = fp.apply(&self.edge.config()) {
                 warn!(error = %e, "XDP fast path: new rules not applied (the userspace layer has them)");
             }
+            fp.sync_tunnels(&self.edge.config(), &self.edge.services());
         }
         match (&self.dns, dns_cfg) {
             (Some(d), Some(c)) => {
@@ -369,6 +405,7 @@ impl Pop {
 struct AnnouncerSources {
     edge: Arc<Edge>,
     dns: Option<Arc<Dns>>,
+    fast_path: Option<Arc<crate::xdp::FastPath>>,
 }
 
 impl crate::announce::Sources for AnnouncerSources {
@@ -377,8 +414,18 @@ impl crate::announce::Sources for AnnouncerSources {
     }
     fn service(&self, name: &str) -> Option<(u32, u64)> {
         self.edge.service(name).map(|s| {
+            // a tunnel service the kernel does not forward, whose backends
+            // cannot learn the client address from PROXY: nothing to offer
+            let sc = s.config();
+            let stranded = matches!(sc.forwarding, crate::config::Forwarding::Tunnel(_))
+                && !self.fast_path.as_ref().is_some_and(|f| f.tunnel_active(name))
+                && !crate::tunnel::fallback_reads_proxy(&sc);
             (
-                u32::try_from(s.eligible_count()).unwrap_or(u32::MAX),
+                if stranded {
+                    0
+                } else {
+                    u32::try_from(s.eligible_count()).unwrap_or(u32::MAX)
+                },
                 s.active.load(std::sync::atomic::Ordering::Relaxed),
             )
         })

@@ -133,6 +133,7 @@ pub struct Xdp {
     pub interfaces: Vec<String>,
     pub mode: &'static str,
     pub counters: Vec<crate::xdp::Count>,
+    pub tunnels: Vec<crate::xdp::TunnelCount>,
 }
 
 pub struct Dns {
@@ -253,6 +254,7 @@ impl Status {
                 interfaces: fp.interfaces.clone(),
                 mode: fp.mode,
                 counters: fp.counters(),
+                tunnels: fp.tunnel_counts(),
             }),
             dns: pop.dns.as_ref().map(|d| Dns {
                 zones: d.zone_status(),
@@ -367,7 +369,7 @@ impl Status {
         if let Some(x) = &self.xdp {
             obj.insert(
                 "xdp".into(),
-                json!({ "interfaces": x.interfaces, "mode": x.mode, "counters": x.counters }),
+                json!({ "interfaces": x.interfaces, "mode": x.mode, "counters": x.counters, "tunnels": x.tunnels }),
             );
         }
         if let Some(d) = &self.dns {
@@ -550,6 +552,39 @@ impl Status {
                         )
                     })
                     .collect::<Vec<_>>(),
+            )?;
+            let mut verdicts = Vec::new();
+            let mut backends = Vec::new();
+            for t in &x.tunnels {
+                for (v, drop, n) in &t.verdicts {
+                    verdicts.push((
+                        vec![
+                            ("service", t.service.as_str()),
+                            ("entry", t.entry.as_str()),
+                            ("verdict", if *drop { "drop" } else { "forward" }),
+                            ("reason", *v),
+                        ],
+                        *n,
+                    ));
+                }
+                for (b, p, _) in &t.backends {
+                    backends.push((
+                        vec![("service", t.service.as_str()), ("entry", t.entry.as_str()), ("backend", b.as_str())],
+                        *p,
+                    ));
+                }
+            }
+            counter(
+                enc,
+                "anyedge_xdp_tunnel_packets",
+                "Packets of tunnel services (forwarding = \"tunnel\") by the XDP program, by service, entry (address/protocol), verdict and reason.",
+                &verdicts,
+            )?;
+            counter(
+                enc,
+                "anyedge_xdp_tunnel_backend_packets",
+                "Packets the XDP program encapsulated to each backend node.",
+                &backends,
             )?;
         }
         Ok(())

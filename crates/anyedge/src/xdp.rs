@@ -29,6 +29,18 @@ fn destinations(cfg: &Config) -> Option<Vec<IpAddr>> {
     Some(v)
 }
 
+/// A tunnel service's counts, for metrics and status.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TunnelCount {
+    /// `service/address/proto`
+    pub entry: String,
+    pub service: String,
+    /// (verdict, drop, packets)
+    pub verdicts: Vec<(&'static str, bool, u64)>,
+    /// (backend, packets, inner bytes)
+    pub backends: Vec<(String, u64, u64)>,
+}
+
 /// A counter of the fast path, for metrics and status.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Count {
@@ -39,19 +51,35 @@ pub struct Count {
 
 #[cfg(feature = "xdp")]
 mod imp {
+    use std::collections::{BTreeMap, BTreeSet};
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
     use anyedge_guard::prefix::Prefix;
-    use anyedge_xdp::{Destinations, List, Mode, Options, Rates, Services, Xdp};
+    use anyedge_xdp::{
+        Destinations, Encap, List, Mode, Options, Proto, Rates, Services, TunnelBackend, TunnelService,
+        TunnelSource, Xdp,
+    };
     use tracing::{info, warn};
 
-    use super::{destinations, Config, Count};
+    use super::{destinations, Config, Count, TunnelCount};
+    use crate::tunnel::Wanted;
 
     pub struct FastPath {
         xdp: Mutex<Xdp>,
         pub interfaces: Vec<String>,
         pub mode: &'static str,
+        tunnel: Mutex<TunnelState>,
+    }
+
+    /// What the tunnel maps hold, and why a service is not in them.
+    #[derive(Default)]
+    struct TunnelState {
+        pushed: BTreeMap<String, Wanted>,
+        source: Option<TunnelSource>,
+        /// service -> why it is not forwarded (logged on change)
+        problems: BTreeMap<String, String>,
+        active: BTreeSet<String>,
     }
 
     impl FastPath {
@@ -75,6 +103,7 @@ mod imp {
                         xdp: Mutex::new(xdp),
                         interfaces: x.interfaces.clone(),
                         mode: mode.as_str(),
+                        tunnel: Mutex::new(TunnelState::default()),
                     });
                     if let Err(e) = fp.apply(cfg) {
                         warn!(error = %e, "XDP fast path: rules not applied; detaching (userspace layer only)");
@@ -119,6 +148,127 @@ mod imp {
                 dns_ports,
             })?;
             Ok(())
+        }
+
+        /// Brings the tunnel maps in step with the tunnel services and their
+        /// backends' live state (health, drain, weight); writes only what
+        /// changed. Services that cannot be forwarded are logged once per
+        /// reason and fall back (see [`crate::tunnel::fallback_reads_proxy`]).
+        pub fn sync_tunnels(&self, cfg: &Config, services: &[Arc<crate::lb::Service>]) {
+            let wanted = crate::tunnel::wanted(cfg, services);
+            let (Ok(mut x), Ok(mut t)) = (self.xdp.lock(), self.tunnel.lock()) else { return };
+            let source = TunnelSource {
+                v4: cfg.xdp.as_ref().and_then(|c| c.tunnel_source_v4),
+                v6: cfg.xdp.as_ref().and_then(|c| c.tunnel_source_v6),
+            };
+            if t.source != Some(source) {
+                if let Err(e) = x.set_tunnel_source(&source) {
+                    warn!(error = %e, "XDP tunnel: outer source prefixes not set");
+                    return;
+                }
+                t.source = Some(source);
+            }
+            let mut problems: BTreeMap<String, String> = BTreeMap::new();
+            let mut active = BTreeSet::new();
+            for w in &wanted {
+                let v4 = w.backends.iter().any(|b| b.1.is_ipv4());
+                let v6 = w.backends.iter().any(|b| b.1.is_ipv6());
+                if (v4 && source.v4.is_none()) || (v6 && source.v6.is_none()) {
+                    let fam = if v4 && source.v4.is_none() { "v4" } else { "v6" };
+                    problems.insert(
+                        w.service.clone(),
+                        format!("[xdp] tunnel_source_{fam} is not set (the outer source of the encapsulation)"),
+                    );
+                    continue;
+                }
+                if t.pushed.get(&w.key) == Some(w) {
+                    active.insert(w.service.clone());
+                    continue;
+                }
+                let svc = TunnelService {
+                    vip: w.vip,
+                    port: w.port,
+                    proto: if w.udp { Proto::Udp } else { Proto::Tcp },
+                    encap: match w.encap {
+                        crate::config::TunnelEncap::Ipip => Encap::Ipip,
+                        crate::config::TunnelEncap::Gue { port } => Encap::Gue { port },
+                    },
+                    underlay_mtu: w.underlay_mtu,
+                };
+                let backends: Vec<TunnelBackend> = w
+                    .backends
+                    .iter()
+                    .map(|(name, addr, weight, eligible)| TunnelBackend {
+                        name: name.clone(),
+                        addr: *addr,
+                        weight: *weight,
+                        eligible: *eligible,
+                    })
+                    .collect();
+                match x.set_tunnel_service(&w.key, &svc, &backends) {
+                    Ok(changed) => {
+                        let eligible: Vec<&str> =
+                            w.backends.iter().filter(|b| b.3).map(|b| b.0.as_str()).collect();
+                        info!(entry = %w.key, eligible = ?eligible, slots_changed = changed, "XDP tunnel: service programmed");
+                        t.pushed.insert(w.key.clone(), w.clone());
+                        active.insert(w.service.clone());
+                    }
+                    Err(e) => {
+                        problems.insert(w.service.clone(), format!("programming the XDP maps failed: {e}"));
+                        t.pushed.remove(&w.key);
+                    }
+                }
+            }
+            // a service forwarded only in part is not forwarded
+            for s in problems.keys() {
+                active.remove(s);
+            }
+            let stale: Vec<String> = t
+                .pushed
+                .keys()
+                .filter(|k| !wanted.iter().any(|w| &w.key == *k && active.contains(&w.service)))
+                .cloned()
+                .collect();
+            for k in stale {
+                if let Err(e) = x.remove_tunnel_service(&k) {
+                    warn!(entry = %k, error = %e, "XDP tunnel: removing the entry failed");
+                }
+                t.pushed.remove(&k);
+            }
+            for (svc, why) in &problems {
+                if t.problems.get(svc) != Some(why) {
+                    let sc = cfg.services.iter().find(|s| &s.name == svc);
+                    let fallback = if sc.is_some_and(crate::tunnel::fallback_reads_proxy) {
+                        "falls back to the proxy path (its backends read PROXY)"
+                    } else {
+                        "is not announced (its backends do not read PROXY)"
+                    };
+                    warn!(service = %svc, reason = %why, "forwarding = \"tunnel\" unavailable; the service {fallback}");
+                }
+            }
+            t.problems = problems;
+            t.active = active;
+        }
+
+        /// Whether a tunnel service is forwarded by the kernel now.
+        pub fn tunnel_active(&self, service: &str) -> bool {
+            self.tunnel.lock().is_ok_and(|t| t.active.contains(service))
+        }
+
+        /// Per tunnel entry: verdicts and per-backend counts.
+        pub fn tunnel_counts(&self) -> Vec<TunnelCount> {
+            let Ok(x) = self.xdp.lock() else { return Vec::new() };
+            let Ok(t) = self.tunnel.lock() else { return Vec::new() };
+            let Ok(counts) = x.tunnel_counters() else { return Vec::new() };
+            counts
+                .into_iter()
+                .map(|c| TunnelCount {
+                    service: t.pushed.get(&c.service).map_or_else(String::new, |w| w.service.clone()),
+                    verdicts: c.verdicts.iter().map(|(v, n)| (v.as_str(), v.is_drop(), *n)).collect(),
+                    backends: c.backends,
+                    entry: c.service,
+                })
+                .collect()
         }
 
         /// A dynamic block (heavy hitter) until `until` (guard clock).
@@ -185,6 +335,13 @@ mod imp {
         pub fn block(&self, _p: Prefix, _until: Duration) {}
         pub fn expire(&self, _now: Duration) {}
         pub fn counters(&self) -> Vec<Count> {
+            Vec::new()
+        }
+        pub fn sync_tunnels(&self, _cfg: &Config, _services: &[Arc<crate::lb::Service>]) {}
+        pub fn tunnel_active(&self, _service: &str) -> bool {
+            false
+        }
+        pub fn tunnel_counts(&self) -> Vec<super::TunnelCount> {
             Vec::new()
         }
     }

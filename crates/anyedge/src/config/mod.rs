@@ -27,6 +27,7 @@ mod duration;
 mod guard;
 mod pop;
 mod service;
+mod tunnel;
 mod value;
 mod xdp;
 pub use admin::AdminConfig;
@@ -35,6 +36,7 @@ pub use checks::listen_overlap;
 pub use dns::{canonical_name, DnsConfig, TcpLimits, TsigAlgorithm, TsigKey, ZoneConfig, ZoneSource};
 pub use guard::Tarpit;
 pub use service::{BackendConfig, Balance, CheckKind, HealthCheck, ProxyMode, ProxyOptions, ServiceConfig, Timeouts};
+pub use tunnel::{Forwarding, TunnelEncap, TunnelOptions};
 pub use xdp::XdpConfig;
 #[cfg_attr(not(feature = "xdp"), allow(unused_imports))]
 pub use xdp::XdpMode;

@@ -47,6 +47,8 @@ pub struct ServiceConfig {
     pub timeouts: Timeouts,
     pub health: HealthCheck,
     pub backends: Vec<BackendConfig>,
+    /// Proxied here, or forwarded by XDP to the backend nodes (`tunnel.rs`).
+    pub forwarding: super::tunnel::Forwarding,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +128,14 @@ pub(super) struct RawService {
     health: RawHealth,
     #[serde(rename = "backend")]
     pub(super) backends: Spanned<Vec<RawBackend>>,
+    #[serde(default)]
+    forwarding: super::tunnel::RawForwarding,
+    #[serde(default)]
+    encap: Option<Spanned<super::tunnel::RawEncap>>,
+    #[serde(default)]
+    gue_port: Option<Spanned<u32>>,
+    #[serde(default)]
+    underlay_mtu: Option<Spanned<u32>>,
 }
 
 fn d_backlog() -> Spanned<u32> {
@@ -430,6 +440,8 @@ pub(super) fn parse_service(cx: &Ctx<'_>, sp: &str, rs: RawService) -> Result<Se
         return Err(cx.err(backends_span, format!("{sp}.backend"), "needs at least one backend"));
     }
     let any_proxy = backends.iter().any(|b| b.proxy != ProxyMode::None);
+    let forwarding =
+        super::tunnel::parse_forwarding(cx, &sp, rs.forwarding, rs.encap, rs.gue_port, rs.underlay_mtu)?;
     Ok(ServiceConfig {
         name: rs.name.into_inner(),
         listen,
@@ -455,6 +467,7 @@ pub(super) fn parse_service(cx: &Ctx<'_>, sp: &str, rs: RawService) -> Result<Se
             send_proxy: h.send_proxy.unwrap_or(any_proxy),
         },
         backends,
+        forwarding,
     })
 }
 

@@ -32,6 +32,9 @@ pub struct XdpConfig {
     /// UDP datagrams to the DNS ports, per source address / prefix.
     pub dns_per_address: Option<Rate>,
     pub dns_per_prefix: Option<Rate>,
+    /// Outer source prefixes of tunnel forwarding (host bits per flow).
+    pub tunnel_source_v4: Option<(std::net::Ipv4Addr, u8)>,
+    pub tunnel_source_v6: Option<(std::net::Ipv6Addr, u8)>,
 }
 
 #[derive(Deserialize)]
@@ -46,6 +49,10 @@ pub(super) struct RawXdp {
     dns_queries_per_address: Option<RawRate>,
     #[serde(default)]
     dns_queries_per_prefix: Option<RawRate>,
+    #[serde(default)]
+    tunnel_source_v4: Option<Spanned<String>>,
+    #[serde(default)]
+    tunnel_source_v6: Option<Spanned<String>>,
 }
 
 fn d_mode() -> XdpMode {
@@ -81,6 +88,16 @@ pub(super) fn parse_xdp(cx: &Ctx<'_>, x: RawXdp) -> Result<XdpConfig, ConfigErro
         destinations,
         dns_per_address: parse_rate(cx, x.dns_queries_per_address, "xdp.dns_queries_per_address")?,
         dns_per_prefix: parse_rate(cx, x.dns_queries_per_prefix, "xdp.dns_queries_per_prefix")?,
+        tunnel_source_v4: x
+            .tunnel_source_v4
+            .as_ref()
+            .map(|v| super::tunnel::parse_source4(cx, v, "xdp.tunnel_source_v4"))
+            .transpose()?,
+        tunnel_source_v6: x
+            .tunnel_source_v6
+            .as_ref()
+            .map(|v| super::tunnel::parse_source6(cx, v, "xdp.tunnel_source_v6"))
+            .transpose()?,
     })
 }
 
