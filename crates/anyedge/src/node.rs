@@ -45,10 +45,7 @@ pub fn attach(a: &AttachArgs) -> anyhow::Result<()> {
     let from: Vec<Prefix> = a
         .from
         .iter()
-        .map(|s| {
-            s.parse::<Prefix>()
-                .map_err(|e| anyhow::anyhow!("--from {s:?}: {e}"))
-        })
+        .map(|s| s.parse::<Prefix>().map_err(|e| anyhow::anyhow!("--from {s:?}: {e}")))
         .collect::<anyhow::Result<_>>()?;
     let mut d = Decap::load().context("loading the decapsulation program")?;
     d.set_from(&from)?;

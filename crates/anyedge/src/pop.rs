@@ -223,7 +223,9 @@ impl Pop {
                     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     loop {
                         tick.tick().await;
-                        let (Some(fp), Some(edge)) = (fp.upgrade(), edge.upgrade()) else { return };
+                        let (Some(fp), Some(edge)) = (fp.upgrade(), edge.upgrade()) else {
+                            return;
+                        };
                         fp.sync_tunnels(&edge.config(), &edge.services());
                     }
                 });

@@ -569,7 +569,11 @@ impl Status {
                 }
                 for (b, p, _) in &t.backends {
                     backends.push((
-                        vec![("service", t.service.as_str()), ("entry", t.entry.as_str()), ("backend", b.as_str())],
+                        vec![
+                            ("service", t.service.as_str()),
+                            ("entry", t.entry.as_str()),
+                            ("backend", b.as_str()),
+                        ],
                         *p,
                     ));
                 }

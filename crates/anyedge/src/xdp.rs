@@ -57,8 +57,8 @@ mod imp {
 
     use anyedge_guard::prefix::Prefix;
     use anyedge_xdp::{
-        Destinations, Encap, List, Mode, Options, Proto, Rates, Services, TunnelBackend, TunnelService,
-        TunnelSource, Xdp,
+        Destinations, Encap, List, Mode, Options, Proto, Rates, Services, TunnelBackend, TunnelService, TunnelSource,
+        Xdp,
     };
     use tracing::{info, warn};
 
@@ -156,7 +156,9 @@ mod imp {
         /// reason and fall back (see [`crate::tunnel::fallback_reads_proxy`]).
         pub fn sync_tunnels(&self, cfg: &Config, services: &[Arc<crate::lb::Service>]) {
             let wanted = crate::tunnel::wanted(cfg, services);
-            let (Ok(mut x), Ok(mut t)) = (self.xdp.lock(), self.tunnel.lock()) else { return };
+            let (Ok(mut x), Ok(mut t)) = (self.xdp.lock(), self.tunnel.lock()) else {
+                return;
+            };
             let source = TunnelSource {
                 v4: cfg.xdp.as_ref().and_then(|c| c.tunnel_source_v4),
                 v6: cfg.xdp.as_ref().and_then(|c| c.tunnel_source_v6),
@@ -207,8 +209,7 @@ mod imp {
                     .collect();
                 match x.set_tunnel_service(&w.key, &svc, &backends) {
                     Ok(changed) => {
-                        let eligible: Vec<&str> =
-                            w.backends.iter().filter(|b| b.3).map(|b| b.0.as_str()).collect();
+                        let eligible: Vec<&str> = w.backends.iter().filter(|b| b.3).map(|b| b.0.as_str()).collect();
                         info!(entry = %w.key, eligible = ?eligible, slots_changed = changed, "XDP tunnel: service programmed");
                         t.pushed.insert(w.key.clone(), w.clone());
                         active.insert(w.service.clone());
@@ -259,7 +260,9 @@ mod imp {
         pub fn tunnel_counts(&self) -> Vec<TunnelCount> {
             let Ok(x) = self.xdp.lock() else { return Vec::new() };
             let Ok(t) = self.tunnel.lock() else { return Vec::new() };
-            let Ok(counts) = x.tunnel_counters() else { return Vec::new() };
+            let Ok(counts) = x.tunnel_counters() else {
+                return Vec::new();
+            };
             counts
                 .into_iter()
                 .map(|c| TunnelCount {

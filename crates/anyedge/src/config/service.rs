@@ -440,8 +440,7 @@ pub(super) fn parse_service(cx: &Ctx<'_>, sp: &str, rs: RawService) -> Result<Se
         return Err(cx.err(backends_span, format!("{sp}.backend"), "needs at least one backend"));
     }
     let any_proxy = backends.iter().any(|b| b.proxy != ProxyMode::None);
-    let forwarding =
-        super::tunnel::parse_forwarding(cx, &sp, rs.forwarding, rs.encap, rs.gue_port, rs.underlay_mtu)?;
+    let forwarding = super::tunnel::parse_forwarding(cx, &sp, rs.forwarding, rs.encap, rs.gue_port, rs.underlay_mtu)?;
     Ok(ServiceConfig {
         name: rs.name.into_inner(),
         listen,

@@ -70,11 +70,7 @@ pub(super) fn parse_forwarding(
             (underlay_mtu.as_ref().map(|e| e.span()), "underlay_mtu"),
         ] {
             if let Some(span) = span {
-                return Err(cx.err(
-                    span,
-                    format!("{sp}.{field}"),
-                    "only for forwarding = \"tunnel\"",
-                ));
+                return Err(cx.err(span, format!("{sp}.{field}"), "only for forwarding = \"tunnel\""));
             }
         }
         return Ok(Forwarding::Proxy);
