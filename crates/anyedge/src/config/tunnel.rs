@@ -112,3 +112,77 @@ pub(super) fn parse_source6(cx: &Ctx<'_>, v: &Spanned<String>, field: &str) -> R
         Err(_) => Err(cx.err(v.span(), field, format!("{:?} is not an IPv6 prefix", v.get_ref()))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn svc(extra: &str) -> String {
+        format!(
+            "[pop]\nname = \"p\"\n[[service]]\nname = \"v\"\nlisten = [\"192.0.2.20:443\"]\n{extra}\n\
+             [[service.backend]]\nname = \"n\"\naddress = \"198.51.100.1:443\"\n"
+        )
+    }
+
+    #[test]
+    fn forwarding_parses_and_checks() {
+        let c = Config::parse(&svc(""), "t.toml").unwrap();
+        assert_eq!(c.services[0].forwarding, Forwarding::Proxy);
+        let c = Config::parse(&svc("forwarding = \"tunnel\""), "t.toml").unwrap();
+        assert_eq!(
+            c.services[0].forwarding,
+            Forwarding::Tunnel(TunnelOptions {
+                encap: TunnelEncap::Ipip,
+                underlay_mtu: 1500
+            })
+        );
+        let c = Config::parse(
+            &svc("forwarding = \"tunnel\"\nencap = \"gue\"\ngue_port = 7000\nunderlay_mtu = 9000"),
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            c.services[0].forwarding,
+            Forwarding::Tunnel(TunnelOptions {
+                encap: TunnelEncap::Gue { port: 7000 },
+                underlay_mtu: 9000
+            })
+        );
+        let c = Config::parse(&svc("forwarding = \"tunnel\"\nencap = \"gue\""), "t.toml").unwrap();
+        assert!(matches!(
+            c.services[0].forwarding,
+            Forwarding::Tunnel(TunnelOptions {
+                encap: TunnelEncap::Gue { port: DEFAULT_GUE_PORT },
+                ..
+            })
+        ));
+        for (extra, field, line) in [
+            ("encap = \"gue\"", "service \"v\".encap", 6),
+            ("underlay_mtu = 1600", "service \"v\".underlay_mtu", 6),
+            ("forwarding = \"tunnel\"\ngue_port = 7000", "service \"v\".gue_port", 7),
+            ("forwarding = \"tunnel\"\nunderlay_mtu = 1000", "service \"v\".underlay_mtu", 7),
+            ("forwarding = \"tunnel\"\nencap = \"gue\"\ngue_port = 0", "service \"v\".gue_port", 8),
+        ] {
+            let e = Config::parse(&svc(extra), "t.toml").unwrap_err();
+            assert_eq!((e.field.as_str(), e.line), (field, line), "{extra}: {e}");
+        }
+        let e = Config::parse(&svc("forwarding = \"nat\""), "t.toml").unwrap_err();
+        assert!(e.to_string().contains("forwarding") || e.message.contains("nat"), "{e}");
+    }
+
+    #[test]
+    fn tunnel_sources_parse_and_check() {
+        let base = "[pop]\nname = \"p\"\n[xdp]\ninterfaces = [\"eth0\"]\n";
+        let c = Config::parse(
+            &format!("{base}tunnel_source_v4 = \"198.51.100.0/26\"\ntunnel_source_v6 = \"2001:db8:9::/112\"\n"),
+            "t.toml",
+        )
+        .unwrap();
+        let x = c.xdp.unwrap();
+        assert_eq!(x.tunnel_source_v4, Some((std::net::Ipv4Addr::new(198, 51, 100, 0), 26)));
+        assert_eq!(x.tunnel_source_v6.map(|(_, l)| l), Some(112));
+        let e = Config::parse(&format!("{base}tunnel_source_v4 = \"2001:db8::/64\"\n"), "t.toml").unwrap_err();
+        assert_eq!((e.field.as_str(), e.line), ("xdp.tunnel_source_v4", 5));
+    }
+}
