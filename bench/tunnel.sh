@@ -1,0 +1,235 @@
+#!/usr/bin/env bash
+# Tunnel forwarding benchmark (forwarding = "tunnel"), side by side in one
+# run, across network namespaces joined by veth pairs (root needed):
+#
+#   cli c0 198.18.1.2 <-> p0 198.18.1.1  pop  p1 198.18.3.1 <-> n0 198.18.3.2  node
+#                                                                VIP 198.18.200.1 on lo
+# rows:
+#   direct          wrk -> nginx on the node (routed through the PoP's kernel)
+#   haproxy         wrk -> HAProxy (mode tcp, send-proxy-v2) on the PoP -> nginx proxy_protocol
+#   anyedge proxy   wrk -> anyedge forwarding = "proxy" on the PoP -> nginx proxy_protocol
+#   anyedge tunnel  wrk -> VIP: anyedge's XDP program on p0 encapsulates (IPIP) to the
+#                   node, `anyedge node attach` decapsulates, nginx (no proxy_protocol)
+#                   answers; replies go back through the PoP's kernel as routed packets
+#                   (DSR: in a real network they would not touch the PoP at all)
+#
+# Columns: keep-alive req/s, new connections/s (Connection: close), 1 GiB
+# download GB/s, and PoP CPU per request in microseconds:
+#   haproxy / anyedge proxy: the balancer process's CPU (user+system,
+#     /proc/PID/stat) during the keep-alive run / requests;
+#   anyedge tunnel: the XDP program's run time (kernel BPF statistics,
+#     bpftool prog show: run_time_ns) during the keep-alive run / requests.
+#   Neither counts softirq work outside the process / program (the veth
+#   transmit, the TCP stack's receive in softirq for the proxies).
+# Then the packets per second the program forwards on one core
+# (crates/anyedge-xdp/examples/tunnel_pps.rs: BPF_PROG_TEST_RUN, see there
+# what it includes), next to Katran's published 5.16 Mpps/core.
+#
+#   bench/tunnel.sh [ROUNDS] [SECONDS]
+#
+# Each balancer gets THREADS threads (default 1). Every load is bounded
+# (SECONDS per wrk run, one download per row per round). Everything
+# started here is stopped by PID; the namespaces are deleted at the end.
+set -euo pipefail
+ROUNDS=${1:-3}
+SECS=${2:-5}
+THREADS=${THREADS:-1}
+CONNS=${CONNS:-50}
+DL_SIZE=${DL_SIZE:-1G}
+UL_SIZE=${UL_SIZE:-200M}
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "needs root (namespaces, XDP)"; exit 1; }
+for b in nginx haproxy wrk curl bpftool ethtool; do
+  command -v "$b" >/dev/null || [ -x "/usr/sbin/$b" ] || { echo "missing $b (apt-get install nginx haproxy wrk curl bpftool ethtool)"; exit 1; }
+done
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
+BPFTOOL=$(command -v bpftool || echo /usr/sbin/bpftool)
+ANYEDGE_XDP_REQUIRE=1 cargo build --release -q -p anyedge
+ANYEDGE_XDP_REQUIRE=1 cargo build --release -q -p anyedge-xdp --example tunnel_pps
+TGT=${CARGO_TARGET_DIR:-target}
+BIN=$TGT/release/anyedge
+PPS=$TGT/release/examples/tunnel_pps
+
+W=$(mktemp -d /tmp/anyedge-tunnel-bench.XXXXXX)
+N=aetb$$
+CLI=$N-cli; POP=$N-pop; NODE=$N-node
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  for ns in $CLI $POP $NODE; do ip netns del "$ns" 2>/dev/null || true; done
+  sysctl -qw kernel.bpf_stats_enabled=0 || true
+  rm -rf "$W"
+}
+trap cleanup EXIT
+in() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+VIP=198.18.200.1
+for ns in $CLI $POP $NODE; do ip netns add "$ns"; in "$ns" ip link set lo up; done
+ip -n $CLI link add c0 type veth peer name p0 netns $POP
+ip -n $POP link add p1 type veth peer name n0 netns $NODE
+in $CLI ip addr add 198.18.1.2/24 dev c0; in $CLI ip link set c0 up
+in $POP ip addr add 198.18.1.1/24 dev p0; in $POP ip link set p0 up
+in $POP ip addr add 198.18.3.1/24 dev p1; in $POP ip link set p1 mtu 1600 up
+in $NODE ip addr add 198.18.3.2/24 dev n0; in $NODE ip link set n0 mtu 1600 up
+in $NODE ip addr add $VIP/32 dev lo
+in $CLI ip route add default via 198.18.1.1
+in $NODE ip route add default via 198.18.3.1
+in $POP sysctl -qw net.ipv4.ip_forward=1
+in $NODE sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.n0.rp_filter=0
+# veth test bed: a partial checksum is not completed across an XDP redirect
+in $CLI ethtool -K c0 tx off >/dev/null
+
+# nginx on the node: 8080 plain (direct), 8081 proxy_protocol (the proxies'
+# backend), VIP:80 plain (the tunnel)
+mkdir -p "$W/nginx/tmp" "$W/www"
+truncate -s "$DL_SIZE" "$W/www/big"
+cat > "$W/nginx/nginx.conf" <<NG
+daemon off;
+master_process off;
+worker_rlimit_nofile 65536;
+error_log $W/nginx/error.log error;
+pid $W/nginx/nginx.pid;
+events { worker_connections 32768; }
+http {
+  access_log off;
+  sendfile on;
+  keepalive_requests 10000000;
+  client_max_body_size 0;
+  client_body_temp_path $W/nginx/tmp/b; proxy_temp_path $W/nginx/tmp/p;
+  fastcgi_temp_path $W/nginx/tmp/f; uwsgi_temp_path $W/nginx/tmp/u; scgi_temp_path $W/nginx/tmp/s;
+  server {
+    listen 198.18.3.2:8080 backlog=8192;
+    listen 198.18.3.2:8081 proxy_protocol backlog=8192;
+    listen $VIP:80 backlog=8192;
+    root $W/www;
+    location = / { return 200 "ok\n"; }
+    # uploads: nginx reads the body and discards it
+    location = /upload { return 200 "ok\n"; }
+  }
+}
+NG
+in $NODE "$NGINX" -p "$W/nginx" -e "$W/nginx/error.log" -c "$W/nginx/nginx.conf" & PIDS+=($!)
+
+in $NODE "$BIN" node attach --interface n0 --vips $VIP --from 198.18.9.0/24 --mode native > "$W/attach.log" & PIDS+=($!)
+# native veth XDP_TX back to the client needs a program on its end too
+in $CLI "$BIN" node attach --interface c0 --vips 192.0.2.1 --from 192.0.2.1/32 --mode native > /dev/null & PIDS+=($!)
+
+cat > "$W/haproxy.cfg" <<HA
+global
+  nbthread $THREADS
+  maxconn 9000
+defaults
+  mode tcp
+  timeout connect 3s
+  timeout client 300s
+  timeout server 300s
+frontend fe
+  bind 198.18.1.1:81 backlog 8192
+  default_backend be
+backend be
+  server s1 198.18.3.2:8081 send-proxy-v2
+HA
+in $POP "$HAPROXY" -f "$W/haproxy.cfg" -db & PIDS+=($!); HAP_PID=$!
+
+cat > "$W/anyedge.toml" <<AE
+[pop]
+name = "bench"
+workers = $THREADS
+[xdp]
+interfaces = ["p0"]
+mode = "native"
+tunnel_source_v4 = "198.18.9.0/24"
+[[service]]
+name = "proxy"
+listen = ["198.18.1.1:82"]
+backlog = 8192
+balance = "round_robin"
+proxy_unique_id = false
+proxy_pop_tlv = false
+proxy_sni = false
+[service.health]
+kind = "tcp"
+interval = "1s"
+rise = 1
+[[service.backend]]
+name = "node"
+address = "198.18.3.2:8081"
+[[service]]
+name = "tunnel"
+listen = ["$VIP:80"]
+forwarding = "tunnel"
+underlay_mtu = 1600
+[service.health]
+kind = "tcp"
+interval = "1s"
+rise = 1
+[[service.backend]]
+name = "node"
+address = "198.18.3.2:8080"
+proxy_protocol = "none"
+AE
+RUST_LOG=info in $POP "$BIN" run -c "$W/anyedge.toml" 2> "$W/anyedge.log" & PIDS+=($!); AE_PID=$!
+
+up() { # host port
+  for _ in $(seq 200); do in $CLI bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null && return 0; sleep 0.05; done
+  echo "nothing answers on $1:$2; logs in $W" >&2; cat "$W/anyedge.log" >&2; exit 1
+}
+for _ in $(seq 100); do grep -q 'XDP tunnel: service programmed.*eligible=\["node"\]' "$W/anyedge.log" && break; sleep 0.1; done
+grep -q 'XDP tunnel: service programmed.*eligible=\["node"\]' "$W/anyedge.log" || { echo "tunnel not programmed:" >&2; cat "$W/anyedge.log" >&2; exit 1; }
+up 198.18.3.2 8080; up 198.18.1.1 81; up 198.18.1.1 82; up $VIP 80
+# the PIDs above are `ip netns exec` wrappers, which exec the program
+PROG_ID=$("$BPFTOOL" -j net show dev p0 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d[0]["xdp"][0]["id"])' 2>/dev/null || true)
+[ -n "$PROG_ID" ] || PROG_ID=$(in $POP "$BPFTOOL" -j net show dev p0 | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d[0]["xdp"][0]["id"])')
+sysctl -qw kernel.bpf_stats_enabled=1
+run_ns() { "$BPFTOOL" -j prog show id "$PROG_ID" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("run_time_ns", 0))'; }
+
+rps() { in $CLI wrk -t1 -c"$CONNS" -d"${SECS}s" "$@" 2>/dev/null | awk '/Requests\/sec/ {print $2}'; }
+ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+HZ=$(getconf CLK_TCK)
+dl() { in $CLI curl -s -o /dev/null -w '%{speed_download}' "http://$1/big" | awk '{printf "%.3f", $1/1e9}'; }
+ul() { head -c "$UL_SIZE" /dev/zero | in $CLI curl -s -o /dev/null -w '%{speed_upload}' -H 'Expect:' --data-binary @- "http://$1/upload" | awk '{printf "%.3f", $1/1e9}'; }
+
+declare -A R
+ROWS="direct haproxy proxy tunnel"
+addr() { case $1 in direct) echo 198.18.3.2:8080;; haproxy) echo 198.18.1.1:81;; proxy) echo 198.18.1.1:82;; tunnel) echo $VIP:80;; esac; }
+for r in $(seq "$ROUNDS"); do
+  for who in $ROWS; do
+    a=$(addr $who)
+    case $who in haproxy) pid=$HAP_PID;; proxy) pid=$AE_PID;; *) pid=;; esac
+    t0=0; n0=0
+    [ -n "$pid" ] && t0=$(ticks $pid)
+    [ $who = tunnel ] && n0=$(run_ns)
+    ka=$(rps "http://$a/")
+    cpu=-
+    if [ -n "$pid" ]; then
+      cpu=$(awk -v r="$ka" -v s="$SECS" -v t=$(( $(ticks $pid) - t0 )) -v hz="$HZ" 'BEGIN { if (r > 0) printf "%.2f", (t/hz)*1e6/(r*s); else print 0 }')
+    elif [ $who = tunnel ]; then
+      cpu=$(awk -v r="$ka" -v s="$SECS" -v n=$(( $(run_ns) - n0 )) 'BEGIN { if (r > 0) printf "%.3f", n/1e3/(r*s); else print 0 }')
+    fi
+    R[$who,ka]+="$ka "
+    R[$who,cpu]+="$cpu "
+    R[$who,close]+="$(rps -H 'Connection: close' "http://$a/") "
+    R[$who,dl]+="$(dl $a) "
+    R[$who,ul]+="$(ul $a) "
+  done
+  echo "round $r: $(for w in $ROWS; do printf '%s ka=%s close=%s dl=%s ul=%s cpu=%s | ' $w "${R[$w,ka]}" "${R[$w,close]}" "${R[$w,dl]}" "${R[$w,ul]}" "${R[$w,cpu]}"; done)" >&2
+done
+
+median() { tr ' ' '\n' | grep -v '^$' | grep -v '^-$' | sort -g | awk '{a[NR]=$1} END {if (NR==0) print "-"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+printf '| %-15s | %16s | %11s | %11s | %14s | %22s |\n' path "keep-alive req/s" "new conn/s" "1 GiB GB/s" "200 MB up GB/s" "PoP CPU us/request"
+printf '|%s|%s|%s|%s|%s|%s|\n' -----------------  ------------------ ------------- ------------- ---------------- ------------------------
+declare -A M
+for w in $ROWS; do
+  for m in ka close dl ul cpu; do M[$w,$m]=$(echo "${R[$w,$m]}" | median); done
+  name=$w; [ $w = proxy ] && name="anyedge proxy"; [ $w = tunnel ] && name="anyedge tunnel"; [ $w = haproxy ] && name="HAProxy $("$HAPROXY" -v | awk 'NR==1 {print $3}')"
+  printf '| %-15s | %16s | %11s | %11s | %14s | %22s |\n' "$name" "${M[$w,ka]}" "${M[$w,close]}" "${M[$w,dl]}" "${M[$w,ul]}" "${M[$w,cpu]}"
+done
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a/b; else print "n/a" }'; }
+echo
+echo "tunnel / HAProxy: keep-alive $(ratio "${M[tunnel,ka]}" "${M[haproxy,ka]}")x (target >= 1.5), new connections $(ratio "${M[tunnel,close]}" "${M[haproxy,close]}")x (target >= 1.5), PoP CPU per request $(ratio "${M[tunnel,cpu]}" "${M[haproxy,cpu]}")x (target <= 0.2)"
+echo "(threads per balancer: $THREADS, wrk: 1 thread $CONNS connections ${SECS}s, rounds: $ROUNDS, medians; client, PoP and node share this machine's $(nproc) cores)"
+echo
+in $POP true
+echo "XDP program, one core: $("$PPS" 200000) (Katran, published: 5.16 Mpps/core; a different machine and NIC, for context only)"
