@@ -63,23 +63,23 @@ cleanup() {
   rm -rf "$W"
 }
 trap cleanup EXIT
-in() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 
 VIP=198.18.200.1
-for ns in $CLI $POP $NODE; do ip netns add "$ns"; in "$ns" ip link set lo up; done
+for ns in $CLI $POP $NODE; do ip netns add "$ns"; nsx "$ns" ip link set lo up; done
 ip -n $CLI link add c0 type veth peer name p0 netns $POP
 ip -n $POP link add p1 type veth peer name n0 netns $NODE
-in $CLI ip addr add 198.18.1.2/24 dev c0; in $CLI ip link set c0 up
-in $POP ip addr add 198.18.1.1/24 dev p0; in $POP ip link set p0 up
-in $POP ip addr add 198.18.3.1/24 dev p1; in $POP ip link set p1 mtu 1600 up
-in $NODE ip addr add 198.18.3.2/24 dev n0; in $NODE ip link set n0 mtu 1600 up
-in $NODE ip addr add $VIP/32 dev lo
-in $CLI ip route add default via 198.18.1.1
-in $NODE ip route add default via 198.18.3.1
-in $POP sysctl -qw net.ipv4.ip_forward=1
-in $NODE sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.n0.rp_filter=0
+nsx $CLI ip addr add 198.18.1.2/24 dev c0; nsx $CLI ip link set c0 up
+nsx $POP ip addr add 198.18.1.1/24 dev p0; nsx $POP ip link set p0 up
+nsx $POP ip addr add 198.18.3.1/24 dev p1; nsx $POP ip link set p1 mtu 1600 up
+nsx $NODE ip addr add 198.18.3.2/24 dev n0; nsx $NODE ip link set n0 mtu 1600 up
+nsx $NODE ip addr add $VIP/32 dev lo
+nsx $CLI ip route add default via 198.18.1.1
+nsx $NODE ip route add default via 198.18.3.1
+nsx $POP sysctl -qw net.ipv4.ip_forward=1
+nsx $NODE sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.n0.rp_filter=0
 # veth test bed: a partial checksum is not completed across an XDP redirect
-in $CLI ethtool -K c0 tx off >/dev/null
+nsx $CLI ethtool -K c0 tx off >/dev/null
 
 # nginx on the node: 8080 plain (direct), 8081 proxy_protocol (the proxies'
 # backend), VIP:80 plain (the tunnel)
@@ -110,11 +110,11 @@ http {
   }
 }
 NG
-in $NODE "$NGINX" -p "$W/nginx" -e "$W/nginx/error.log" -c "$W/nginx/nginx.conf" & PIDS+=($!)
+ip netns exec $NODE "$NGINX" -p "$W/nginx" -e "$W/nginx/error.log" -c "$W/nginx/nginx.conf" & PIDS+=($!)
 
-in $NODE "$BIN" node attach --interface n0 --vips $VIP --from 198.18.9.0/24 --mode native > "$W/attach.log" & PIDS+=($!)
+ip netns exec $NODE "$BIN" node attach --interface n0 --vips $VIP --from 198.18.9.0/24 --mode native > "$W/attach.log" & PIDS+=($!)
 # native veth XDP_TX back to the client needs a program on its end too
-in $CLI "$BIN" node attach --interface c0 --vips 192.0.2.1 --from 192.0.2.1/32 --mode native > /dev/null & PIDS+=($!)
+ip netns exec $CLI "$BIN" node attach --interface c0 --vips 192.0.2.1 --from 192.0.2.1/32 --mode native > /dev/null & PIDS+=($!)
 
 cat > "$W/haproxy.cfg" <<HA
 global
@@ -131,7 +131,7 @@ frontend fe
 backend be
   server s1 198.18.3.2:8081 send-proxy-v2
 HA
-in $POP "$HAPROXY" -f "$W/haproxy.cfg" -db & PIDS+=($!); HAP_PID=$!
+ip netns exec $POP "$HAPROXY" -f "$W/haproxy.cfg" -db & PIDS+=($!); HAP_PID=$!
 
 cat > "$W/anyedge.toml" <<AE
 [pop]
@@ -170,10 +170,10 @@ name = "node"
 address = "198.18.3.2:8080"
 proxy_protocol = "none"
 AE
-RUST_LOG=info in $POP "$BIN" run -c "$W/anyedge.toml" 2> "$W/anyedge.log" & PIDS+=($!); AE_PID=$!
+RUST_LOG=info ip netns exec $POP "$BIN" run -c "$W/anyedge.toml" 2> "$W/anyedge.log" & PIDS+=($!); AE_PID=$!
 
 up() { # host port
-  for _ in $(seq 200); do in $CLI bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null && return 0; sleep 0.05; done
+  for _ in $(seq 200); do nsx $CLI bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null && return 0; sleep 0.05; done
   echo "nothing answers on $1:$2; logs in $W" >&2; cat "$W/anyedge.log" >&2; exit 1
 }
 for _ in $(seq 100); do grep -q 'XDP tunnel: service programmed.*eligible=\["node"\]' "$W/anyedge.log" && break; sleep 0.1; done
@@ -181,15 +181,15 @@ grep -q 'XDP tunnel: service programmed.*eligible=\["node"\]' "$W/anyedge.log" |
 up 198.18.3.2 8080; up 198.18.1.1 81; up 198.18.1.1 82; up $VIP 80
 # the PIDs above are `ip netns exec` wrappers, which exec the program
 PROG_ID=$("$BPFTOOL" -j net show dev p0 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d[0]["xdp"][0]["id"])' 2>/dev/null || true)
-[ -n "$PROG_ID" ] || PROG_ID=$(in $POP "$BPFTOOL" -j net show dev p0 | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d[0]["xdp"][0]["id"])')
+[ -n "$PROG_ID" ] || PROG_ID=$(nsx $POP "$BPFTOOL" -j net show dev p0 | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d[0]["xdp"][0]["id"])')
 sysctl -qw kernel.bpf_stats_enabled=1
 run_ns() { "$BPFTOOL" -j prog show id "$PROG_ID" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("run_time_ns", 0))'; }
 
-rps() { in $CLI wrk -t1 -c"$CONNS" -d"${SECS}s" "$@" 2>/dev/null | awk '/Requests\/sec/ {print $2}'; }
+rps() { nsx $CLI wrk -t1 -c"$CONNS" -d"${SECS}s" "$@" 2>/dev/null | awk '/Requests\/sec/ {print $2}'; }
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
-dl() { in $CLI curl -s -o /dev/null -w '%{speed_download}' "http://$1/big" | awk '{printf "%.3f", $1/1e9}'; }
-ul() { head -c "$UL_SIZE" /dev/zero | in $CLI curl -s -o /dev/null -w '%{speed_upload}' -H 'Expect:' --data-binary @- "http://$1/upload" | awk '{printf "%.3f", $1/1e9}'; }
+dl() { nsx $CLI curl -s -o /dev/null -w '%{speed_download}' "http://$1/big" | awk '{printf "%.3f", $1/1e9}'; }
+ul() { head -c "$UL_SIZE" /dev/zero | nsx $CLI curl -s -o /dev/null -w '%{speed_upload}' -H 'Expect:' --data-binary @- "http://$1/upload" | awk '{printf "%.3f", $1/1e9}'; }
 
 declare -A R
 ROWS="direct haproxy proxy tunnel"
@@ -217,7 +217,7 @@ for r in $(seq "$ROUNDS"); do
   echo "round $r: $(for w in $ROWS; do printf '%s ka=%s close=%s dl=%s ul=%s cpu=%s | ' $w "${R[$w,ka]}" "${R[$w,close]}" "${R[$w,dl]}" "${R[$w,ul]}" "${R[$w,cpu]}"; done)" >&2
 done
 
-median() { tr ' ' '\n' | grep -v '^$' | grep -v '^-$' | sort -g | awk '{a[NR]=$1} END {if (NR==0) print "-"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+median() { tr ' ' '\n' | awk '$1 != "" && $1 != "-"' | sort -g | awk '{a[NR]=$1} END {if (NR==0) print "-"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 printf '| %-15s | %16s | %11s | %11s | %14s | %22s |\n' path "keep-alive req/s" "new conn/s" "1 GiB GB/s" "200 MB up GB/s" "PoP CPU us/request"
 printf '|%s|%s|%s|%s|%s|%s|\n' -----------------  ------------------ ------------- ------------- ---------------- ------------------------
 declare -A M
@@ -231,5 +231,4 @@ echo
 echo "tunnel / HAProxy: keep-alive $(ratio "${M[tunnel,ka]}" "${M[haproxy,ka]}")x (target >= 1.5), new connections $(ratio "${M[tunnel,close]}" "${M[haproxy,close]}")x (target >= 1.5), PoP CPU per request $(ratio "${M[tunnel,cpu]}" "${M[haproxy,cpu]}")x (target <= 0.2)"
 echo "(threads per balancer: $THREADS, wrk: 1 thread $CONNS connections ${SECS}s, rounds: $ROUNDS, medians; client, PoP and node share this machine's $(nproc) cores)"
 echo
-in $POP true
 echo "XDP program, one core: $("$PPS" 200000) (Katran, published: 5.16 Mpps/core; a different machine and NIC, for context only)"

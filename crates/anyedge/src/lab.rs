@@ -15,6 +15,14 @@
 //!      198.18.31.2:8080              198.18.32.2:8080
 //! ```
 //!
+//! The tunnel service (`forwarding = "tunnel"`, 192.0.2.10:8000): each PoP's
+//! XDP program (generic mode, on `uplink`) encapsulates the client's packets
+//! to be1 or be2 (the same Maglev table in both PoPs; be2 is reached from
+//! pop1 through the router and the other way round), where `anyedge node
+//! attach` decapsulates and nginx (no proxy_protocol) answers the client
+//! directly from 192.0.2.10 on its loopback, logging the client's own
+//! address. Underlay links (router-PoP, PoP-backend) have MTU 1600.
+//!
 //! Everything lives under `--dir` (configs, logs, PID files); `down` ends
 //! exactly the processes whose PIDs it recorded (if they are still those
 //! processes), deletes the namespaces and the directory, and says so.
@@ -181,6 +189,7 @@ impl Lab {
         }
         self.sysctl("router", "net.ipv4.ip_forward=1")?;
         self.sysctl("router", "net.ipv6.conf.all.forwarding=1")?;
+        self.tunnel_underlay()?;
         // ECMP by 5-tuple, so one client's connections spread over both PoPs
         self.sysctl("router", "net.ipv4.fib_multipath_hash_policy=1")?;
 
@@ -203,11 +212,19 @@ http {{
     # custom TLVs.
     map $remote_addr $pop {{ 198.18.31.1 pop1; 198.18.32.1 pop2; default "unknown"; }}
     access_log {d}/access.log;
+    log_format tunnel '$remote_addr:$remote_port "$request" $status';
     client_body_temp_path {d}/tmp/b; proxy_temp_path {d}/tmp/p;
     fastcgi_temp_path {d}/tmp/f; uwsgi_temp_path {d}/tmp/u; scgi_temp_path {d}/tmp/s;
     server {{
         listen 0.0.0.0:8080 proxy_protocol;
         location / {{ return 200 "backend={be} pop=$pop client=$proxy_protocol_addr:$proxy_protocol_port anycast=$proxy_protocol_server_addr:$proxy_protocol_server_port (pop: the PoP that forwarded this, seen by the address the connection came from, $remote_addr; client and anycast: from the PROXY header)\n"; }}
+    }}
+    # the tunnel service: the client's own packets, decapsulated on this
+    # node, no PROXY header; the reply goes straight back (DSR)
+    server {{
+        listen {ANYCAST_V4}:8000;
+        access_log {d}/tunnel.log tunnel;
+        location / {{ return 200 "backend={be} client=$remote_addr:$remote_port (tunnel: the client's own address, no PROXY header)\n"; }}
     }}
 }}
 "#,
@@ -215,6 +232,29 @@ http {{
             );
             std::fs::write(d.join("nginx.conf"), conf)?;
             self.start_backend(be)?;
+        }
+
+        // the tunnel nodes' decapsulation (the PoPs' tunnel sources only)
+        for (node, be) in [("node1", "be1"), ("node2", "be2")] {
+            self.spawn(
+                node,
+                be,
+                &path(exe),
+                &[
+                    "node".into(),
+                    "attach".into(),
+                    "--interface".into(),
+                    "eth0".into(),
+                    "--vips".into(),
+                    ANYCAST_V4.into(),
+                    "--from".into(),
+                    "198.18.41.0/24,198.18.42.0/24".into(),
+                    "--mode".into(),
+                    "generic".into(),
+                    "--stats-file".into(),
+                    path(&self.config_of(node)),
+                ],
+            )?;
         }
 
         // router: BIRD with BFD and ECMP into its kernel table
@@ -318,6 +358,29 @@ fall = 2
 [[service.backend]]
 name = "k8s-node"
 address = "{be}:8080"
+[xdp]
+interfaces = ["uplink"]
+mode = "generic"
+tunnel_source_v4 = "198.18.4{n}.0/24"
+[[service]]
+name = "web-tunnel"
+listen = ["{ANYCAST_V4}:8000"]
+forwarding = "tunnel"
+underlay_mtu = 1600
+[service.health]
+kind = "tcp"
+interval = "200ms"
+timeout = "150ms"
+rise = 2
+fall = 2
+[[service.backend]]
+name = "node1"
+address = "198.18.31.2:8080"
+proxy_protocol = "none"
+[[service.backend]]
+name = "node2"
+address = "198.18.32.2:8080"
+proxy_protocol = "none"
 "#,
                 zone = path(&zone)
             );
@@ -336,6 +399,60 @@ address = "{be}:8080"
                 );
             }
             std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    /// Routes and MTUs of the tunnel service's underlay: each PoP reaches
+    /// both nodes (the other PoP's through the router), the nodes' replies
+    /// leave from the anycast address on their loopback (DSR).
+    fn tunnel_underlay(&self) -> anyhow::Result<()> {
+        for (ns, dev) in [
+            ("router", "to-pop1"),
+            ("router", "to-pop2"),
+            ("pop1", "uplink"),
+            ("pop2", "uplink"),
+            ("pop1", "to-be"),
+            ("pop2", "to-be"),
+            ("be1", "eth0"),
+            ("be2", "eth0"),
+        ] {
+            self.ip(ns, &["link", "set", dev, "mtu", "1600"])?;
+        }
+        self.ip("router", &["route", "add", "198.18.31.0/30", "via", "198.18.1.2"])?;
+        self.ip("router", &["route", "add", "198.18.32.0/30", "via", "198.18.2.2"])?;
+        self.ip("pop1", &["route", "add", "198.18.32.0/30", "via", "198.18.1.1"])?;
+        self.ip("pop2", &["route", "add", "198.18.31.0/30", "via", "198.18.2.1"])?;
+        for (pop, be, gw) in [("pop1", "be1", "198.18.31.1"), ("pop2", "be2", "198.18.32.1")] {
+            self.sysctl(pop, "net.ipv4.ip_forward=1")?;
+            // the nodes' replies come from the anycast address, which is
+            // local on the PoP too: forward them anyway
+            for kv in [
+                "net.ipv4.conf.all.rp_filter=0",
+                "net.ipv4.conf.to-be.rp_filter=0",
+                "net.ipv4.conf.all.accept_local=1",
+                "net.ipv4.conf.to-be.accept_local=1",
+            ] {
+                self.sysctl(pop, kv)?;
+            }
+            self.ip(be, &["route", "add", "default", "via", gw])?;
+            self.ip(be, &["addr", "add", &format!("{ANYCAST_V4}/32"), "dev", "lo"])?;
+            self.sysctl(be, "net.ipv4.conf.all.rp_filter=0")?;
+            self.sysctl(be, "net.ipv4.conf.eth0.rp_filter=0")?;
+        }
+        // veth test bed: a partial checksum is not completed across an XDP
+        // redirect (a property of veth, not of real NICs)
+        if which("ethtool").is_some() {
+            let ok = self
+                .netns("client")
+                .command("ethtool")
+                .args(["-K", "eth0", "tx", "off"])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                bail!("ethtool -K eth0 tx off failed in {}", self.ns("client"));
+            }
         }
         Ok(())
     }
@@ -363,6 +480,7 @@ address = "{be}:8080"
         match name {
             "bird" => self.dir.join("bird.conf"),
             "be1" | "be2" => self.dir.join(name).join("nginx.conf"),
+            "node1" | "node2" => self.dir.join(format!("{name}.stats")),
             _ => self.dir.join(format!("{name}.toml")),
         }
     }
@@ -500,7 +618,8 @@ address = "{be}:8080"
             let _ = writeln!(
                 s,
                 "  ip netns exec {c} curl -s http://{ANYCAST_V4}/   # which backend and PoP served it\n  \
-                 ip netns exec {c} curl -s -g http://[{ANYCAST_V6}]/"
+                 ip netns exec {c} curl -s -g http://[{ANYCAST_V6}]/\n  \
+                 ip netns exec {c} curl -s http://{ANYCAST_V4}:8000/   # tunnel: the node sees your own address"
             );
         } else {
             let _ = writeln!(
@@ -535,7 +654,7 @@ address = "{be}:8080"
 }
 
 /// The processes the lab starts, by the name of their PID file.
-const PROCS: [&str; 5] = ["bird", "pop1", "pop2", "be1", "be2"];
+const PROCS: [&str; 7] = ["bird", "pop1", "pop2", "be1", "be2", "node1", "node2"];
 /// The lab's namespaces, `<prefix>-<role>`.
 const ROLES: [&str; 6] = ["client", "router", "pop1", "pop2", "be1", "be2"];
 /// The file that marks a run directory as made by `lab up`.

@@ -29,6 +29,10 @@ pub struct AttachArgs {
     /// XDP attach mode: auto, native or generic.
     #[arg(long, default_value = "auto")]
     pub mode: String,
+    /// Also write the counters to this file (one `verdict=packets ...`
+    /// line, replaced every second), e.g. for a node exporter's textfile.
+    #[arg(long, value_name = "FILE")]
+    pub stats_file: Option<std::path::PathBuf>,
 }
 
 #[cfg(feature = "xdp")]
@@ -62,7 +66,8 @@ pub fn attach(a: &AttachArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        let every = if a.stats_file.is_some() { 1 } else { 10 };
+        let mut tick = tokio::time::interval(Duration::from_secs(every));
         let mut last = Vec::new();
         loop {
             tokio::select! {
@@ -70,8 +75,13 @@ pub fn attach(a: &AttachArgs) -> anyhow::Result<()> {
                 _ = term.recv() => break,
                 _ = tick.tick() => {
                     if let Ok(c) = d.counters() {
+                        let line: Vec<String> = c.iter().map(|(v, n)| format!("{}={n}", v.as_str())).collect();
+                        if let Some(f) = &a.stats_file {
+                            if let Err(e) = std::fs::write(f, format!("{}\n", line.join(" "))) {
+                                eprintln!("writing {}: {e}", f.display());
+                            }
+                        }
                         if c != last {
-                            let line: Vec<String> = c.iter().map(|(v, n)| format!("{}={n}", v.as_str())).collect();
                             println!("{}", line.join(" "));
                             last = c;
                         }

@@ -284,6 +284,36 @@ fn ecmp_backend_failure_drain_and_silent_pop() {
         "{replies:?}"
     );
 
+    // the tunnel service: whichever PoP ECMP picks, its XDP program sends
+    // the client's packets to the node both PoPs' Maglev tables name for
+    // this client; the node sees the client's own address (no PROXY
+    // header) and answers it directly
+    let tunnel: SocketAddr = "192.0.2.10:8000".parse().unwrap();
+    client.enter(move || {
+        wait_until("the tunnel service answers", Duration::from_secs(20), || {
+            std::panic::catch_unwind(|| get_body(tunnel)).is_ok_and(|b| b.contains("client=198.18.10.2:"))
+        })
+    });
+    let replies = client.enter(move || (0..16).map(|_| get_body(tunnel)).collect::<Vec<_>>());
+    let first = replies[0].split_whitespace().next().unwrap_or("").to_string();
+    for r in &replies {
+        assert!(r.starts_with(&format!("{first} client=198.18.10.2:")) && r.contains("(tunnel"), "{replies:?}");
+    }
+    // the nodes' counters (written every second by `node attach`)
+    let decapsulated = || -> u64 {
+        ["node1", "node2"]
+            .iter()
+            .map(|n| std::fs::read_to_string(lab.dir.join(format!("{n}.stats"))).unwrap_or_default())
+            .collect::<String>()
+            .split_whitespace()
+            .filter_map(|kv| kv.strip_prefix("decap="))
+            .filter_map(|n| n.parse::<u64>().ok())
+            .sum()
+    };
+    wait_until("the nodes counted what they decapsulated", Duration::from_secs(10), || {
+        decapsulated() >= 16
+    });
+
     // anycast DNS: both PoPs answer for the zone; NSID says which one
     let seen = client.enter(dns_nsids);
     eprintln!("measured: 64 DNS queries to the anycast address answered by {seen:?}");
