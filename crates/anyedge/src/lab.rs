@@ -421,8 +421,13 @@ proxy_protocol = "none"
         }
         self.ip("router", &["route", "add", "198.18.31.0/30", "via", "198.18.1.2"])?;
         self.ip("router", &["route", "add", "198.18.32.0/30", "via", "198.18.2.2"])?;
-        self.ip("pop1", &["route", "add", "198.18.32.0/30", "via", "198.18.1.1"])?;
-        self.ip("pop2", &["route", "add", "198.18.31.0/30", "via", "198.18.2.1"])?;
+        // and back: the other node answers this PoP's health checks
+        for net in ["198.18.32.0/30", "198.18.2.0/30"] {
+            self.ip("pop1", &["route", "add", net, "via", "198.18.1.1"])?;
+        }
+        for net in ["198.18.31.0/30", "198.18.1.0/30"] {
+            self.ip("pop2", &["route", "add", net, "via", "198.18.2.1"])?;
+        }
         for (pop, be, gw) in [("pop1", "be1", "198.18.31.1"), ("pop2", "be2", "198.18.32.1")] {
             self.sysctl(pop, "net.ipv4.ip_forward=1")?;
             // the nodes' replies come from the anycast address, which is

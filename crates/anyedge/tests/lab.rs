@@ -294,11 +294,19 @@ fn ecmp_backend_failure_drain_and_silent_pop() {
             std::panic::catch_unwind(|| get_body(tunnel)).is_ok_and(|b| b.contains("client=198.18.10.2:"))
         })
     });
-    let replies = client.enter(move || (0..16).map(|_| get_body(tunnel)).collect::<Vec<_>>());
-    let first = replies[0].split_whitespace().next().unwrap_or("").to_string();
-    for r in &replies {
-        assert!(r.starts_with(&format!("{first} client=198.18.10.2:")) && r.contains("(tunnel"), "{replies:?}");
-    }
+    // once both PoPs see both nodes healthy, their tables agree: every
+    // connection of this client lands on the same node, through either PoP
+    wait_until(
+        "both PoPs send this client to the same node",
+        Duration::from_secs(20),
+        || {
+            let replies = client.enter(move || (0..16).map(|_| get_body(tunnel)).collect::<Vec<_>>());
+            let first = replies[0].split_whitespace().next().unwrap_or("").to_string();
+            replies
+                .iter()
+                .all(|r| r.starts_with(&format!("{first} client=198.18.10.2:")) && r.contains("(tunnel"))
+        },
+    );
     // the nodes' counters (written every second by `node attach`)
     let decapsulated = || -> u64 {
         ["node1", "node2"]
@@ -310,9 +318,11 @@ fn ecmp_backend_failure_drain_and_silent_pop() {
             .filter_map(|n| n.parse::<u64>().ok())
             .sum()
     };
-    wait_until("the nodes counted what they decapsulated", Duration::from_secs(10), || {
-        decapsulated() >= 16
-    });
+    wait_until(
+        "the nodes counted what they decapsulated",
+        Duration::from_secs(10),
+        || decapsulated() >= 16,
+    );
 
     // anycast DNS: both PoPs answer for the zone; NSID says which one
     let seen = client.enter(dns_nsids);

@@ -161,8 +161,16 @@ mod tests {
             ("encap = \"gue\"", "service \"v\".encap", 6),
             ("underlay_mtu = 1600", "service \"v\".underlay_mtu", 6),
             ("forwarding = \"tunnel\"\ngue_port = 7000", "service \"v\".gue_port", 7),
-            ("forwarding = \"tunnel\"\nunderlay_mtu = 1000", "service \"v\".underlay_mtu", 7),
-            ("forwarding = \"tunnel\"\nencap = \"gue\"\ngue_port = 0", "service \"v\".gue_port", 8),
+            (
+                "forwarding = \"tunnel\"\nunderlay_mtu = 1000",
+                "service \"v\".underlay_mtu",
+                7,
+            ),
+            (
+                "forwarding = \"tunnel\"\nencap = \"gue\"\ngue_port = 0",
+                "service \"v\".gue_port",
+                8,
+            ),
         ] {
             let e = Config::parse(&svc(extra), "t.toml").unwrap_err();
             assert_eq!((e.field.as_str(), e.line), (field, line), "{extra}: {e}");
