@@ -6,9 +6,6 @@
 //! listen on them; replies leave directly (DSR).
 
 use std::net::IpAddr;
-use std::time::Duration;
-
-use anyhow::Context as _;
 
 /// What `anyedge node attach` was asked.
 #[derive(Debug, Clone, clap::Args)]
@@ -37,7 +34,10 @@ pub struct AttachArgs {
 
 #[cfg(feature = "xdp")]
 pub fn attach(a: &AttachArgs) -> anyhow::Result<()> {
+    use std::time::Duration;
+
     use anyedge_xdp::decap::Decap;
+    use anyhow::Context as _;
     use anyedge_xdp::{Mode, Prefix};
 
     let mode = match a.mode.as_str() {
