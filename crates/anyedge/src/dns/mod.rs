@@ -61,6 +61,11 @@ pub struct Dns {
     origins: Mutex<std::collections::HashMap<usize, Origin>>,
     /// Secondaries: last successful refresh check (Unix seconds), by name.
     refreshed: Mutex<std::collections::HashMap<String, u64>>,
+    /// Failed loads per zone name: file (reload, reload-zone) or secondary
+    /// refresh/transfer.
+    load_failures: Mutex<std::collections::HashMap<String, u64>>,
+    /// Secondaries: when the version served expires unless refreshed.
+    expires: Mutex<std::collections::HashMap<String, std::time::Instant>>,
     stop: AtomicBool,
     tcp_open: AtomicU32,
     /// Open TCP connections by source, for the caps and eviction.

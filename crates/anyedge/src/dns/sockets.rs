@@ -81,6 +81,8 @@ impl Dns {
             errors: Mutex::new(Default::default()),
             origins: Mutex::new(Default::default()),
             refreshed: Mutex::new(Default::default()),
+            load_failures: Mutex::new(Default::default()),
+            expires: Mutex::new(Default::default()),
             stop: AtomicBool::new(false),
             tcp_open: AtomicU32::new(0),
             tcp: tcp::Table::new(),
