@@ -190,13 +190,35 @@ fn status(admin: SocketAddr) -> Value {
     serde_json::from_str(&body).unwrap()
 }
 
-fn config(admin: SocketAddr, lb: u16, dns: SocketAddr, a: u16, b: u16, bgp: u16, zone: &Path, dead: u16) -> String {
+/// The loopback ports of one run.
+struct Ports {
+    admin: u16,
+    lb: u16,
+    dns: u16,
+    /// nginx backends
+    a: u16,
+    b: u16,
+    /// a BGP peer and a DNS primary that never answer
+    bgp: u16,
+    dead: u16,
+}
+
+fn config(p: &Ports, zone: &Path) -> String {
+    let Ports {
+        admin,
+        lb,
+        dns,
+        a,
+        b,
+        bgp,
+        dead,
+    } = p;
     format!(
         r#"
 [pop]
 name = "prom"
 [admin]
-listen = "{admin}"
+listen = "127.0.0.1:{admin}"
 [bgp]
 asn = 65001
 router_id = "198.18.0.1"
@@ -213,7 +235,7 @@ bfd = true
 prefix = "192.0.2.10/32"
 services = ["web"]
 [dns]
-listen = ["{dns}"]
+listen = ["127.0.0.1:{dns}"]
 [[dns.zone]]
 name = "example.com"
 file = "{zone}"
@@ -240,15 +262,21 @@ address = "127.0.0.1:{b}"
 #[test]
 fn prometheus_scrapes_the_pop_alerts_fire_and_clear_and_every_dashboard_query_has_data() {
     let started = Instant::now();
-    let (pa, pb, lb_port, admin_port, dns_port) = (free_port(), free_port(), free_port(), free_port(), free_port());
-    let (bgp_port, dead_port) = (free_port(), free_port());
-    let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
-    let lb = SocketAddr::from(([127, 0, 0, 1], lb_port));
-    let dns = SocketAddr::from(([127, 0, 0, 1], dns_port));
-    let _a = Nginx::start("a", pa);
-    let mut b = Nginx::start("b", pb);
-    let zone = repo().join("examples/zones/example.com.zone");
-    let cfg = config(admin, lb_port, dns, pa, pb, bgp_port, &zone, dead_port);
+    let p = Ports {
+        admin: free_port(),
+        lb: free_port(),
+        dns: free_port(),
+        a: free_port(),
+        b: free_port(),
+        bgp: free_port(),
+        dead: free_port(),
+    };
+    let admin = SocketAddr::from(([127, 0, 0, 1], p.admin));
+    let lb = SocketAddr::from(([127, 0, 0, 1], p.lb));
+    let dns = SocketAddr::from(([127, 0, 0, 1], p.dns));
+    let _a = Nginx::start("a", p.a);
+    let mut b = Nginx::start("b", p.b);
+    let cfg = config(&p, &repo().join("examples/zones/example.com.zone"));
     let e = Anyedge::start(&cfg, lb);
     wait_port(admin, Duration::from_secs(10));
 
@@ -263,7 +291,10 @@ fn prometheus_scrapes_the_pop_alerts_fire_and_clear_and_every_dashboard_query_ha
     }
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     udp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    for (i, name) in ["www.example.com", "nope.example.com", "example.com"].iter().enumerate() {
+    for (i, name) in ["www.example.com", "nope.example.com", "example.com"]
+        .iter()
+        .enumerate()
+    {
         udp.send_to(&dns_query(i as u16, name, 1, false, &[]), dns).unwrap();
         let mut buf = [0u8; 1500];
         udp.recv(&mut buf).expect("DNS answer");
@@ -297,7 +328,10 @@ fn prometheus_scrapes_the_pop_alerts_fire_and_clear_and_every_dashboard_query_ha
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success() && said.trim().is_empty(), "promtool check metrics: {said}\n{body}");
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics: {said}\n{body}"
+    );
 
     let out = Command::new(tool("promtool"))
         .args(["check", "rules"])
@@ -322,7 +356,10 @@ fn prometheus_scrapes_the_pop_alerts_fire_and_clear_and_every_dashboard_query_ha
     for (alert, labels) in [
         ("AnyedgeBgpSessionDown", &[("peer", "upstream")][..]),
         ("AnyedgeBfdDown", &[("peer", "upstream")][..]),
-        ("AnyedgePrefixNotAnnounced", &[("prefix", "192.0.2.10/32"), ("state", "withdrawn")][..]),
+        (
+            "AnyedgePrefixNotAnnounced",
+            &[("prefix", "192.0.2.10/32"), ("state", "withdrawn")][..],
+        ),
         ("AnyedgeDnsZoneNotLoaded", &[("zone", "example.net.")][..]),
         ("AnyedgeDnsZoneFailing", &[("zone", "example.net.")][..]),
     ] {
@@ -330,8 +367,21 @@ fn prometheus_scrapes_the_pop_alerts_fire_and_clear_and_every_dashboard_query_ha
             prom.alerts(alert, labels, "firing") == 1
         });
     }
-    assert_eq!(prom.alerts("AnyedgeDnsZoneFailing", &[("zone", "example.com.")], "firing"), 0);
-    assert_eq!(prom.alerts("AnyedgeBackendDown", &[], "firing"), 0, "both backends are up");
+    assert_eq!(
+        prom.alerts("AnyedgeDnsZoneFailing", &[("zone", "example.com.")], "firing"),
+        0
+    );
+    assert_eq!(
+        prom.query("anyedge_dns_zone_load_failures_total{zone=\"example.net.\"} > 0")
+            .len(),
+        1,
+        "the secondary's failed refreshes are counted"
+    );
+    assert_eq!(
+        prom.alerts("AnyedgeBackendDown", &[], "firing"),
+        0,
+        "both backends are up"
+    );
     assert_eq!(prom.alerts("AnyedgeReloadFailed", &[], "firing"), 0);
 
     // a backend dies: its alert fires, naming service and backend; it returns: cleared
@@ -364,8 +414,14 @@ fn prometheus_scrapes_the_pop_alerts_fire_and_clear_and_every_dashboard_query_ha
     let r = &status(admin)["reload"];
     assert_eq!((r["ok"].as_u64(), r["failed"].as_u64()), (Some(0), Some(1)), "{r}");
     assert_eq!(r["last"]["result"], "failed", "{r}");
-    assert!(r["last"]["error"].as_str().is_some_and(|e| e.contains("not_an_option")), "{r}");
-    assert!(r["last"]["at_unix"].as_f64().is_some() && r["last_success_unix"].is_null(), "{r}");
+    assert!(
+        r["last"]["error"].as_str().is_some_and(|e| e.contains("not_an_option")),
+        "{r}"
+    );
+    assert!(
+        r["last"]["at_unix"].as_f64().is_some() && r["last_success_unix"].is_null(),
+        "{r}"
+    );
     e.rewrite_config(&cfg);
     e.signal(nix::sys::signal::Signal::SIGHUP);
     prom.wait("AnyedgeReloadFailed cleared", long, || {
@@ -374,7 +430,10 @@ fn prometheus_scrapes_the_pop_alerts_fire_and_clear_and_every_dashboard_query_ha
     let r = &status(admin)["reload"];
     assert_eq!((r["ok"].as_u64(), r["failed"].as_u64()), (Some(1), Some(1)), "{r}");
     assert_eq!(r["last"]["result"], "ok", "{r}");
-    assert!(r["last"]["error"].is_null() && r["last_success_unix"].as_f64().is_some(), "{r}");
+    assert!(
+        r["last"]["error"].is_null() && r["last_success_unix"].as_f64().is_some(),
+        "{r}"
+    );
 
     // every query of the dashboard, with Grafana's variables as Grafana
     // would substitute them for this one PoP
@@ -392,6 +451,14 @@ fn prometheus_scrapes_the_pop_alerts_fire_and_clear_and_every_dashboard_query_ha
             prom.query(&q).is_empty().then(|| format!("{title}: {q}"))
         })
         .collect();
-    assert!(empty.is_empty(), "dashboard queries without series:\n{}", empty.join("\n"));
-    eprintln!("{} dashboard queries, took {:?} in all", queries.len(), started.elapsed());
+    assert!(
+        empty.is_empty(),
+        "dashboard queries without series:\n{}",
+        empty.join("\n")
+    );
+    eprintln!(
+        "{} dashboard queries, took {:?} in all",
+        queries.len(),
+        started.elapsed()
+    );
 }
