@@ -169,9 +169,23 @@ fn rules_for_test() -> String {
 fn dashboard_queries() -> Vec<(String, String)> {
     let text = std::fs::read_to_string(repo().join("packaging/grafana/anyedge.json")).unwrap();
     let d: Value = serde_json::from_str(&text).expect("dashboard is JSON");
+    assert!(d["schemaVersion"].as_u64().is_some_and(|v| v >= 36), "schemaVersion");
+    let vars: Vec<&str> = d["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    assert!(
+        vars.contains(&"DS_PROMETHEUS") && vars.contains(&"instance"),
+        "{vars:?}"
+    );
     let mut out = Vec::new();
     fn walk(panels: &Value, out: &mut Vec<(String, String)>) {
         for p in panels.as_array().into_iter().flatten() {
+            if p["type"] != "row" {
+                assert_eq!(p["datasource"]["uid"], "${DS_PROMETHEUS}", "panel {}", p["title"]);
+            }
             for t in p["targets"].as_array().into_iter().flatten() {
                 if let Some(e) = t["expr"].as_str() {
                     out.push((p["title"].as_str().unwrap_or("").to_string(), e.to_string()));
