@@ -449,6 +449,24 @@ fn prometheus_scrapes_the_pop_alerts_fire_and_clear_and_every_dashboard_query_ha
         "{r}"
     );
 
+    // every rule of the shipped file was loaded and evaluates without error
+    let groups = prom.api("/api/v1/rules");
+    let rules: Vec<&Value> = groups["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+        .collect();
+    let shipped = std::fs::read_to_string(repo().join("packaging/prometheus/alerts.yml")).unwrap();
+    assert_eq!(rules.len(), shipped.matches("- alert: ").count(), "{groups}");
+    for r in &rules {
+        assert_eq!(
+            r["health"], "ok",
+            "rule {} evaluates with an error: {}",
+            r["name"], r["lastError"]
+        );
+    }
+
     // every query of the dashboard, with Grafana's variables as Grafana
     // would substitute them for this one PoP
     let queries = dashboard_queries();
