@@ -495,3 +495,62 @@ fn a_collector_that_stops_reading_never_slows_answers_and_drops_are_counted() {
     assert!(e.wait_exit(Duration::from_secs(20)).is_some_and(|s| s.success()));
     drop(held);
 }
+
+#[test]
+fn reload_turns_dnstap_on_changes_and_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let dns = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let with = |extra: &str| config(dir.path(), &[dns], admin, extra);
+    let without = || {
+        let c = with("");
+        let (head, tail) = c.split_once("[dns.dnstap]").unwrap();
+        let (_, rest) = tail.split_once("[[dns.zone]]").unwrap();
+        format!("{head}[[dns.zone]]{rest}")
+    };
+    let ask = |id: u16, name: &str| {
+        let (_, r) = udp_query(
+            "127.0.0.1:0",
+            dns,
+            &dns_query(id, name, 1, false, &[]),
+            Duration::from_secs(3),
+        );
+        assert!(r.is_some(), "{name} answered");
+    };
+    let cap = Capture::start(&dir.path().join("tap.sock"), &dir.path().join("reload.fstrm"));
+    let e = Anyedge::start(&without(), dns);
+    assert_eq!(tap_status(admin)["enabled"], false);
+    ask(1, "off.w.example.com");
+
+    let reload = |cfg: String, n: usize| {
+        e.rewrite_config(&cfg);
+        e.signal(nix::sys::signal::Signal::SIGHUP);
+        e.wait_log("reload applied", n, Duration::from_secs(10));
+    };
+    reload(with(""), 1);
+    wait_until("connected after the reload", Duration::from_secs(10), || {
+        tap_status(admin)["connected"] == true
+    });
+    ask(2, "on.w.example.com");
+    wait_eq("sent", Duration::from_secs(10), 2, || count(admin, "sent"));
+    // a change (queries only) replaces the writer
+    reload(with("log_responses = false"), 2);
+    e.wait_log("dnstap: connected to the collector", 2, Duration::from_secs(10));
+    ask(3, "queries-only.w.example.com");
+    wait_eq("sent", Duration::from_secs(10), 3, || count(admin, "sent"));
+    reload(without(), 3);
+    wait_until("off after the reload", Duration::from_secs(10), || {
+        tap_status(admin)["enabled"] == false && tap_status(admin)["connected"] == false
+    });
+    ask(4, "off-again.w.example.com");
+    let got = cap.stop();
+    let seen: Vec<(&str, &str)> = got.iter().map(|t| (t.kind.as_str(), t.question.as_str())).collect();
+    assert_eq!(
+        seen,
+        [
+            ("AUTH_QUERY", "on.w.example.com. IN A"),
+            ("AUTH_RESPONSE", "on.w.example.com. IN A"),
+            ("AUTH_QUERY", "queries-only.w.example.com. IN A"),
+        ]
+    );
+}
