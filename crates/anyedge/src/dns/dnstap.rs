@@ -218,10 +218,9 @@ impl Tap {
             self.counters.dropped.fetch_add(messages, Ordering::Relaxed);
             return;
         }
-        let mut r = match self.pool.try_recv() {
-            Ok(r) => r,
-            Err(_) => Box::default(), // warming up: the pool grows to the queue's size
-        };
+        // a pooled record; a new one while warming up (the pool grows to
+        // the queue's size, then the writer's returns keep it full)
+        let mut r = self.pool.try_recv().unwrap_or_default();
         r.tcp = tcp;
         r.client = Some(client);
         r.server = server;
@@ -331,7 +330,11 @@ fn read_control(s: &mut UnixStream) -> io::Result<(u32, bool)> {
 
 /// Connects and runs the bidirectional handshake: READY -> ACCEPT -> START.
 fn connect(path: &Path) -> io::Result<UnixStream> {
-    let mut s = UnixStream::connect(path)?;
+    // bounded: a collector whose backlog is full must not hold the writer
+    // (and so a shutdown) in connect(2)
+    let sock = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+    sock.connect_timeout(&socket2::SockAddr::unix(path)?, IO_TIMEOUT)?;
+    let mut s = UnixStream::from(sock);
     s.set_read_timeout(Some(IO_TIMEOUT))?;
     s.set_write_timeout(Some(IO_TIMEOUT))?;
     s.write_all(&control_frame(FSTRM_READY, true))?;
