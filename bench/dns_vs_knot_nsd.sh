@@ -244,8 +244,9 @@ stop_server() {
   for _ in $(seq 50); do [ -z "$(ss -Hlntu "sport = :$SPORT" 2>/dev/null)" ] && break; sleep 0.1; done
   SPID=""
   if [ -n "$TAPPID" ]; then  # the collector: what it wrote, then its file goes
+    p=$(ticks "$TAPPID")
     stop_pid "$TAPPID"; TAPPID=""
-    echo "dnstap collector: $(grep -o 'wrote [0-9]* frames, [0-9]* bytes' "$SDIR/tap.log" | tail -1)" >&2
+    echo "dnstap collector: $(grep -o 'wrote [0-9]* frames, [0-9]* bytes' "$SDIR/tap.log" | tail -1), $(awk -v t="$p" -v hz="$HZ" 'BEGIN { printf "%.1f", t / hz }') CPU-s since its start" >&2
     rm -f "$SDIR/tap.fstrm"
   fi
 }
