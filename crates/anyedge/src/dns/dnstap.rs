@@ -277,6 +277,8 @@ const CONTROL_MAX: usize = 512;
 const IO_TIMEOUT: Duration = Duration::from_secs(1);
 /// Bytes of frames gathered before a write.
 const FLUSH_AT: usize = 64 * 1024;
+/// A pooled record's buffers larger than this are not kept.
+const KEEP: usize = 4096;
 /// Reconnect backoff: first and longest wait.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -444,6 +446,13 @@ impl Writer {
                             let n = u64::from(self.log_queries && !r.query.is_empty())
                                 + u64::from(self.log_responses && !r.response.is_empty());
                             self.counters.dropped.fetch_add(n, Ordering::Relaxed);
+                        }
+                    }
+                    // back to the pool, without the room of a large answer
+                    // (a TCP response may be 64 KiB)
+                    for b in [&mut r.query, &mut r.response] {
+                        if b.capacity() > KEEP {
+                            *b = Vec::new();
                         }
                     }
                     let _ = self.pool.try_send(r);
