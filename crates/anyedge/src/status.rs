@@ -143,6 +143,7 @@ pub struct Xdp {
 pub struct Dns {
     pub zones: Vec<crate::dns::ZoneStatus>,
     pub stats: crate::dns::StatsSnapshot,
+    pub dnstap: crate::dns::DnstapStats,
 }
 
 fn load(v: &AtomicU64) -> u64 {
@@ -262,6 +263,7 @@ impl Status {
             dns: pop.dns.as_ref().map(|d| Dns {
                 zones: d.zone_status(),
                 stats: d.stats(),
+                dnstap: d.dnstap_stats(),
             }),
             admin_open: crate::admin::open_connections(),
             admin: crate::admin::counters().values(),
@@ -396,7 +398,10 @@ impl Status {
             );
         }
         if let Some(d) = &self.dns {
-            obj.insert("dns".into(), json!({ "zones": d.zones, "stats": d.stats }));
+            obj.insert(
+                "dns".into(),
+                json!({ "zones": d.zones, "stats": d.stats, "dnstap": d.dnstap }),
+            );
         }
         v
     }
@@ -477,6 +482,14 @@ impl Status {
         if let Some(d) = &self.dns {
             for z in &d.zones {
                 let _ = writeln!(s, "dns zone {} serial={} records={}", z.name, z.serial, z.records);
+            }
+            if d.dnstap.enabled {
+                let t = &d.dnstap;
+                let _ = writeln!(
+                    s,
+                    "dns dnstap connected={} sent={} dropped={}",
+                    t.connected, t.sent, t.dropped
+                );
             }
         }
         s
@@ -949,6 +962,26 @@ fn dns_metrics(enc: &mut DescriptorEncoder, d: &Dns) -> std::fmt::Result {
             (vec![("kind", "refused")], s.transfers_refused),
         ],
     )?;
+    if d.dnstap.enabled {
+        counter(
+            enc,
+            "anyedge_dns_dnstap_sent",
+            "dnstap messages written to the collector (dns.dnstap).",
+            &[(vec![], d.dnstap.sent)],
+        )?;
+        counter(
+            enc,
+            "anyedge_dns_dnstap_dropped",
+            "dnstap messages not logged: the queue (dns.dnstap.queue) was full, or no collector was connected.",
+            &[(vec![], d.dnstap.dropped)],
+        )?;
+        gauge(
+            enc,
+            "anyedge_dns_dnstap_connected",
+            "1 while the dnstap collector is connected.",
+            &[(vec![], i64::from(d.dnstap.connected))],
+        )?;
+    }
     let zones = &d.zones;
     gauge(
         enc,

@@ -93,7 +93,10 @@ impl Dns {
             handover_tcp: Mutex::new(Vec::new()),
             held: Mutex::new(None),
             xfr: xfr::Xfr::new(),
+            dnstap: ArcSwap::from_pointee(None),
+            dnstap_counters: Default::default(),
         });
+        dns.apply_dnstap(cfg, pop);
         for (z, by) in &fresh {
             dns.note_loaded(z, *by);
         }

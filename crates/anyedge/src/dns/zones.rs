@@ -243,6 +243,7 @@ impl Dns {
         if old_cfg.rrl != cfg.rrl {
             self.rrl.store(Arc::new(rrl_of(cfg)));
         }
+        self.apply_dnstap(cfg, pop);
         self.cfg.store(Arc::new(cfg.clone()));
         if let Ok(mut e) = self.errors.lock() {
             // file zones were all just (re)loaded; a secondary's refresh

@@ -51,6 +51,7 @@ fn cfg(listen: SocketAddr, zone: ZoneConfig) -> DnsConfig {
         tsig_keys: vec![tsig(SECRET)],
         zones: vec![zone],
         state_dir: None,
+        dnstap: None,
     }
 }
 
