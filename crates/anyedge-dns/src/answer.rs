@@ -12,8 +12,8 @@ use std::net::IpAddr;
 use crate::cookie::{self, CookieState, Secrets};
 use crate::name::{self, Labels, MAX_NAME};
 use crate::zone::{
-    Node, RRset, Zone, ZoneSet, F_CNAME, F_DNAME, T_A, T_AAAA, T_CNAME, T_DNAME, T_DS, T_HTTPS, T_MX, T_NS, T_RRSIG,
-    T_SRV, T_SVCB,
+    Node, RRset, Zone, ZoneSet, F_CNAME, F_DNAME, T_A, T_AAAA, T_CNAME, T_DNAME, T_DS, T_HTTPS, T_MX, T_NS, T_NSEC,
+    T_RRSIG, T_SRV, T_SVCB,
 };
 
 pub const OPCODE_QUERY: u8 = 0;
@@ -435,6 +435,20 @@ pub fn answer_query<'z>(
         }
     };
     let mut w = Writer::new(out, q, limit);
+    // the OPT record as it will be written (RFC 6891 7: its size counts),
+    // so that an answer that fits is not truncated for options not sent
+    if let Some(e) = &q.edns {
+        let nsid = match (&st.nsid, e.nsid) {
+            (Some(n), true) => 4 + n.len().min(32),
+            _ => 0,
+        };
+        let cookie = if e.cookie.is_some() && st.cookies.is_some() {
+            28
+        } else {
+            0
+        };
+        w.reserve = 11 + nsid + cookie;
+    }
     // EDNS version we do not speak: BADVERS, nothing else (RFC 6891 6.1.3)
     if let Some(e) = &q.edns {
         if e.version != 0 {
@@ -660,7 +674,8 @@ fn resolve_answer<'z>(
                 let ce = Labels::of(key).len().saturating_sub(1);
                 // a CNAME answers every type but CNAME and ANY by restarting
                 // at its target (RFC 1034 4.3.2 3a); ANY matches the CNAME
-                if node.flags & F_CNAME != 0 && qtype != T_CNAME && qtype != T_ANY {
+                // (the CNAME's own NSEC and RRSIG are asked for too: RFC 4035 2.5)
+                if node.flags & F_CNAME != 0 && !matches!(qtype, T_CNAME | T_ANY | T_NSEC | T_RRSIG) {
                     let Some(set) = node.get(T_CNAME) else { break };
                     if wild {
                         post.proof(denial::ProofKind::Wildcard, name, ce);
@@ -695,7 +710,9 @@ fn resolve_answer<'z>(
                 match set {
                     Some(set) => {
                         w.signed(Section::Answer, owner, set, node);
-                        if wild {
+                        // (the wildcard's NSEC answered: Knot adds no proof
+                        // then, since the answer holds that NSEC already)
+                        if wild && qtype != T_NSEC {
                             post.proof(denial::ProofKind::Wildcard, name, ce);
                         }
                         post.additional = Some(set);
@@ -1118,6 +1135,15 @@ impl<'o> Writer<'o> {
         if !matches!(set.rtype, T_NS | T_MX | T_SRV | T_SVCB | T_HTTPS) || self.truncated {
             return;
         }
+        // the addresses first, then (DNSSEC) their signatures, as Knot:
+        // when space runs out, the signatures are what is left out
+        // (RFC 4035 3.1.1 allows it in the additional section)
+        for pass in 0..1 + usize::from(self.dnssec) {
+            self.additional_pass(zone, set, owner_lc, pass == 1);
+        }
+    }
+
+    fn additional_pass(&mut self, zone: &Zone, set: &RRset, owner_lc: &[u8], sigs: bool) {
         for rd in &set.rdata {
             let Some(mut t) = rd.target_name() else { continue };
             if t == b"\0" && matches!(set.rtype, T_SVCB | T_HTTPS) {
@@ -1134,8 +1160,23 @@ impl<'o> Writer<'o> {
             }
             if let Some((key, node)) = zone.nodes.get_key_value(&lc[..]) {
                 for ty in [T_A, T_AAAA] {
-                    if let Some(s) = node.get(ty) {
-                        self.signed(Section::Additional, Owner::Name(node.owner(key)), s, node);
+                    let s = if sigs {
+                        node.get(ty).and_then(|_| node.sigs_for(ty))
+                    } else {
+                        node.get(ty)
+                    };
+                    if let Some(s) = s {
+                        self.rrset(Section::Additional, Owner::Name(node.owner(key)), s);
+                    }
+                }
+                // SVCB/HTTPS targets: also their own NSEC or NSEC3 (what
+                // proves which address types they lack), as Knot 3.2 adds
+                if self.dnssec && matches!(set.rtype, T_SVCB | T_HTTPS) {
+                    if let Some((k, n, s)) = denial::own_denial(zone, lc) {
+                        let s = if sigs { n.sigs_for(s.rtype) } else { Some(s) };
+                        if let Some(s) = s {
+                            self.rrset(Section::Additional, Owner::Name(n.owner(k)), s);
+                        }
                     }
                 }
             }

@@ -76,7 +76,9 @@ impl Rdata {
         if self.target == u16::MAX {
             None
         } else {
-            self.wire.get(self.target as usize..)
+            // the name alone (SVCB/HTTPS parameters follow it)
+            let w = self.wire.get(self.target as usize..)?;
+            w.get(..name::wire_len(w)?)
         }
     }
 }

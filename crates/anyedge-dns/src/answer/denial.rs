@@ -7,7 +7,7 @@
 use super::{Owner, Section, Writer};
 use crate::dnssec::{nsec_predecessor, Denial, Nsec3Index};
 use crate::name::{Labels, MAX_NAME};
-use crate::zone::{Zone, T_NSEC};
+use crate::zone::{Node, RRset, Zone, T_NSEC};
 
 use crate::dnssec::T_NSEC3;
 
@@ -176,6 +176,22 @@ fn closest_provable(w: &mut Writer<'_>, zone: &Zone, n3: &Nsec3Index, name: &[u8
             put_nsec3(w, zone, n3.covering(suffix(name, keep + 1)));
             return;
         }
+    }
+}
+
+/// The NSEC of `name_lc`, or the NSEC3 matching it: (owner key, node,
+/// RRset).
+pub(super) fn own_denial<'z>(zone: &'z Zone, name_lc: &[u8]) -> Option<(&'z [u8], &'z Node, &'z RRset)> {
+    match &zone.dnssec.as_ref()?.denial {
+        Denial::Nsec(_) => {
+            let (k, n) = zone.nodes.get_key_value(name_lc)?;
+            Some((k, n, n.get(T_NSEC)?))
+        }
+        Denial::Nsec3(n3) => {
+            let (k, n) = zone.nsec3_nodes.get_key_value(n3.matching(name_lc)?)?;
+            Some((k, n, n.get(T_NSEC3)?))
+        }
+        Denial::None => None,
     }
 }
 
