@@ -443,11 +443,9 @@ const PROBES: &[(&str, Rtype)] = &[
     ("x.wild", Rtype::A),
     ("x.wild", Rtype::MX),
     ("alias", Rtype::A),
-    ("a.dn", Rtype::CNAME),
     ("x.dnin", Rtype::A),
     ("secure", Rtype::DS),
     ("insecure", Rtype::DS),
-    ("ns.insecure", Rtype::A),
     ("svc", Rtype::SVCB),
     ("", Rtype::DNSKEY),
     ("", Rtype::MX),
@@ -489,8 +487,8 @@ fn unbound_validates_anyedge_answers_like_knots_and_notices_tampering() {
     for apex in ["nsec.test.", "nsec3.test."] {
         for (label, t) in PROBES {
             let n = fqdn(label, apex);
-            let k = validate(via_knot.addr, &n, *t).unwrap();
-            let o = validate(via_ours.addr, &n, *t).unwrap();
+            let k = validate(via_knot.addr, &n, *t).unwrap_or_else(|| panic!("{n} {t}: no answer via Knot"));
+            let o = validate(via_ours.addr, &n, *t).unwrap_or_else(|| panic!("{n} {t}: no answer via anyedge"));
             assert_eq!(o, k, "{n} {t}: Unbound's (rcode, AD) through anyedge vs through Knot");
             assert_ne!(k.0, 2, "{n} {t}: SERVFAIL through Knot too: the setup is wrong");
             if apex == "nsec.test." {
