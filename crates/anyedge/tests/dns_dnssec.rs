@@ -533,3 +533,85 @@ fn unbound_validates_anyedge_answers_like_knots_and_notices_tampering() {
     );
     drop(ours);
 }
+
+/// A signed zone with a missing signature or a gap in its NSEC3 chain is
+/// refused at load: the log names the zone, the owner and what is wrong,
+/// and the previous version keeps serving (signatures included).
+#[test]
+fn a_bad_signed_zone_is_refused_and_the_previous_version_keeps_serving() {
+    let signer = start_signer(None);
+    let knot = signer.knot.addr;
+    let work = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut cfg = format!("[pop]\nname = \"pop1\"\n\n[dns]\nlisten = [\"127.0.0.1:{port}\"]\n");
+    let mut texts = Vec::new();
+    for apex in ["nsec.test.", "nsec3.test."] {
+        let f = work.path().join(format!("{apex}signed"));
+        let t = axfr_text(knot, apex);
+        std::fs::write(&f, &t).unwrap();
+        texts.push((f.clone(), t));
+        cfg.push_str(&format!(
+            "\n[[dns.zone]]\nname = \"{apex}\"\nfile = \"{}\"\n",
+            f.display()
+        ));
+    }
+    let ours = common::Anyedge::start(&cfg, addr);
+    let signed_aaaa = || {
+        let q = Question::new(Name::<Bytes>::from_str("www.nsec.test.").unwrap(), Rtype::AAAA);
+        let opts = QueryOptions {
+            edns: Some(EdnsQuery {
+                udp_size: 1232,
+                dnssec_ok: true,
+                ..EdnsQuery::default()
+            }),
+            ..QueryOptions::default()
+        };
+        let a = exchange(addr, &build_query(5, &q, &opts).unwrap(), false).unwrap();
+        let m = Message::from_octets(a).unwrap();
+        m.answer().unwrap().flatten().map(|r| r.rtype()).collect::<Vec<_>>()
+    };
+    assert_eq!(signed_aaaa(), vec![Rtype::AAAA, Rtype::RRSIG]);
+    // www's AAAA signature removed
+    let (f, t) = &texts[0];
+    let bad: String = t
+        .lines()
+        .filter(|l| !(l.starts_with("www.nsec.test.") && l.contains("RRSIG\tAAAA")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(bad.len() < t.len());
+    std::fs::write(f, bad).unwrap();
+    // one NSEC3 record (and its signature) removed: a gap in the chain
+    let (f3, t3) = &texts[1];
+    let victim = t3
+        .lines()
+        .find(|l| l.contains("\tNSEC3\t") && !l.starts_with("nsec3.test."))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let bad3: String = t3
+        .lines()
+        .filter(|l| !l.starts_with(&victim))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(f3, bad3).unwrap();
+    ours.signal(nix::sys::signal::Signal::SIGHUP);
+    ours.wait_log("keeping the previous version of the zone", 2, Duration::from_secs(10));
+    let log = ours.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("nsec.test.") && l.contains("www.nsec.test.: AAAA has no RRSIG")),
+        "zone, owner and problem:\n{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("nsec3.test.") && l.contains("gap in the NSEC3 chain")),
+        "zone and problem:\n{log}"
+    );
+    assert_eq!(
+        signed_aaaa(),
+        vec![Rtype::AAAA, Rtype::RRSIG],
+        "the previous version serves"
+    );
+    drop(ours);
+}
