@@ -13,7 +13,12 @@
 //!    answers: what Knot's own answers make secure is secure from anyedge
 //!    too (every positive and negative answer of the NSEC zone; the NSEC3
 //!    opt-out zone's NXDOMAIN and wildcard answers are insecure from both,
-//!    see the notes), and a record changed without re-signing is bogus.
+//!    see the notes); the same answers judged a month later (signatures
+//!    expired, Unbound's `val-override-date`) are bogus, and so is a record
+//!    changed without re-signing.
+//! 3. A signed zone with a missing signature or a gap in its NSEC3 chain is
+//!    refused on reload (zone, owner and problem logged) and the previous
+//!    version keeps serving.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -357,7 +362,13 @@ fn unbound_bin() -> PathBuf {
     panic!("unbound not found: apt-get install unbound (.ci/run does)");
 }
 
+/// `date`: Unbound's `val-override-date` (validate as at that time), e.g.
+/// after the signatures expired.
 fn start_unbound(authority: SocketAddr, anchors: &[String]) -> Unbound {
+    start_unbound_at(authority, anchors, None)
+}
+
+fn start_unbound_at(authority: SocketAddr, anchors: &[String], date: Option<&str>) -> Unbound {
     let dir = tempfile::tempdir().unwrap();
     let port = common::free_port();
     let mut conf = format!(
@@ -369,6 +380,9 @@ fn start_unbound(authority: SocketAddr, anchors: &[String]) -> Unbound {
          cache-max-ttl: 0\n  cache-max-negative-ttl: 0\n",
         d = dir.path().display()
     );
+    if let Some(d) = date {
+        conf.push_str(&format!("  val-override-date: \"{d}\"\n"));
+    }
     for a in anchors {
         conf.push_str(&format!("  trust-anchor: \"{a}\"\n"));
     }
@@ -397,7 +411,10 @@ fn start_unbound(authority: SocketAddr, anchors: &[String]) -> Unbound {
         if let Ok(Some(st)) = u.child.try_wait() {
             panic!("unbound exited: {st}");
         }
-        validate(addr, "nsec.test.", Rtype::SOA).ok_or(())
+        match validate(addr, "nsec.test.", Rtype::SOA) {
+            Some((0 | 2, _)) => Ok(()),
+            other => Err(other),
+        }
     });
     u
 }
@@ -499,6 +516,25 @@ fn unbound_validates_anyedge_answers_like_knots_and_notices_tampering() {
     }
     eprintln!("{secure} of {} answers validated as secure", 2 * PROBES.len());
     drop(via_ours);
+    // The validator notices expired signatures: the same answers judged a
+    // month later (Knot signs for 14 days) are bogus.
+    let later = std::time::SystemTime::now() + Duration::from_secs(30 * 86_400);
+    let secs = later.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let date = String::from_utf8(
+        Command::new("date")
+            .args(["-u", "-d", &format!("@{secs}"), "+%Y%m%d%H%M%S"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let expired = start_unbound_at(addr, &keys, Some(date.trim()));
+    assert_eq!(
+        validate(expired.addr, "www.nsec.test.", Rtype::A),
+        Some((2, false)),
+        "expired signatures are bogus"
+    );
+    drop(expired);
 
     // Tampered: an address changed without re-signing makes that answer
     // bogus (SERVFAIL), the rest of the zone stays secure.
