@@ -273,13 +273,14 @@ pub fn index(
         Ok(())
     };
     let below_cut = |key: &[u8]| -> bool {
-        // an owner strictly below a delegation (glue, occluded data)
+        // an owner strictly below a delegation (glue, occluded data) or
+        // below a DNAME (occluded, RFC 6672 2.4): not signed
         let l = name::Labels::of(key);
         let apex_n = name::Labels::of(apex).len();
-        (apex_n + 1..l.len()).any(|keep| {
+        (apex_n..l.len()).any(|keep| {
             nodes
                 .get(&key[l.suffix_at(keep, key.len())..])
-                .is_some_and(|n| n.is_delegation())
+                .is_some_and(|n| n.is_delegation() || n.flags & crate::zone::F_DNAME != 0)
         })
     };
     let mut nsec_owners: Vec<Box<[u8]>> = Vec::new();
