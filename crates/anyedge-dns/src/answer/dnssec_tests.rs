@@ -437,3 +437,27 @@ fn differences_of_signed_zones_round_trip() {
     let www = applied.node(b"\x03www\x04nsec\x04test\x00").unwrap();
     assert_eq!(www.sigs.len(), 4, "A, TXT, AAAA, NSEC");
 }
+
+/// SVCB in ServiceMode: the target's addresses as additional data (its
+/// name is followed by the SvcParams in the rdata), with and without DO;
+/// with DO also their signatures and the target's NSEC, as Knot adds them.
+#[test]
+fn svcb_service_mode_gets_the_targets_addresses() {
+    let r = ask(&query("svc.nsec.test", crate::zone::T_SVCB).edns(1232));
+    assert_eq!(
+        brief(&r.additional),
+        sorted(&["svc-target.nsec.test. 3600 a", "svc-target.nsec.test. 3600 aaaa"])
+    );
+    let r = ask(&do_query("svc.nsec.test", crate::zone::T_SVCB));
+    assert_eq!(
+        brief(&r.additional),
+        sorted(&[
+            "svc-target.nsec.test. 3600 a",
+            "svc-target.nsec.test. 3600 aaaa",
+            "svc-target.nsec.test. 300 nsec",
+            "svc-target.nsec.test. 3600 rrsig a",
+            "svc-target.nsec.test. 3600 rrsig aaaa",
+            "svc-target.nsec.test. 300 rrsig nsec",
+        ])
+    );
+}
