@@ -70,6 +70,11 @@ pub struct Pop {
     fast_path: OnceLock<Arc<crate::xdp::FastPath>>,
     config_path: Option<PathBuf>,
     steps: Mutex<Vec<(Instant, Step)>>,
+    /// When this process started its PoP (wall clock, and monotonic for
+    /// the uptime).
+    pub started: (std::time::SystemTime, Instant),
+    /// The last five minutes, sampled each second (`/api/v1/history`).
+    pub history: crate::history::History,
 }
 
 impl Pop {
@@ -127,7 +132,10 @@ impl Pop {
             fast_path: OnceLock::new(),
             config_path,
             steps: Mutex::new(Vec::new()),
+            started: (std::time::SystemTime::now(), Instant::now()),
+            history: crate::history::History::new(crate::history::SAMPLES),
         });
+        crate::history::spawn_sampler(Arc::downgrade(&pop));
         // The guard's heavy-hitter detection and block expiry, once a
         // second, in userspace and (once attached) in the fast path.
         let weak = Arc::downgrade(&pop);
