@@ -11,7 +11,8 @@
 //    page shows the result;
 //  - "readonly" (a server without an admin token): every action button is
 //    disabled and says why, the token field is gone.
-// Environment: MIN_POINTS (data points each chart must have, default 3);
+// Environment: EXPECT_RELOAD=ok|failed (the last reload's result, checked
+// where the status JSON has "reload"); MIN_POINTS (data points each chart must have, default 3);
 // DOWN_BACKEND=SERVICE/NAME (a backend that must show as down, with failed
 // checks and downtime); CHANGED_BACKEND=SERVICE/NAME (one whose timeline
 // must show it up, then down).
@@ -36,6 +37,20 @@ async function common(page) {
   await page.waitForFunction(() => /^anyedge \d+\.\d+\.\d+/.test(document.getElementById("version").textContent), null, { timeout: 10000 });
   await page.waitForFunction(() => /^up \d+[smhd]/.test(document.getElementById("uptime").textContent), null, { timeout: 10000 });
   check((await page.textContent("#version")) === "anyedge " + status.version, "version shown is not the server's");
+  // the last reload and its result, where the server reports them
+  if (status.reload) {
+    await page.waitForSelector("#reload:visible", { timeout: 10000 });
+    const text = (await page.textContent("#reload")).replace(/\s+/g, " ").trim();
+    const last = status.reload.last;
+    if (!last) {
+      check(text === "no reload yet", "reload shown as " + text);
+    } else {
+      check(text.startsWith("reload " + last.result + " "), "reload shown as " + text);
+      if (last.error) check(text.includes(last.error.replace(/\s+/g, " ").trim()), "reload error not shown: " + text);
+    }
+    const want = process.env.EXPECT_RELOAD;
+    check(!want || (last && last.result === want), `last reload ${JSON.stringify(last)}, expected ${want}`);
+  }
   // the history: every chart with data points (the sampler takes one a
   // second), a timeline per prefix and backend
   const min = Number(process.env.MIN_POINTS || 3);

@@ -2,8 +2,8 @@
 //! Chromium: the history (charts and timelines from the in-process ring
 //! buffer, `/api/v1/history`), version and uptime, HAProxy's backend
 //! columns (failed checks, downs, downtime, last change) true for a
-//! backend that never came up and for one that went down, and every action
-//! button disabled, saying why. (With a token: `lab.rs`.)
+//! backend that never came up and for one that went down, a failed reload,
+//! and every action button disabled, saying why. (With a token: `lab.rs`.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -296,6 +296,12 @@ address = "{dead}"
     assert!(flaky_tl.iter().any(|s| s == "up"), "{flaky_tl:?}");
     assert_eq!(h["prefixes"][0]["prefix"], "192.0.2.10/32");
 
+    // a reload that fails (the page shows it with its error)
+    let good = std::fs::read_to_string(&e.config).unwrap();
+    e.rewrite_config(&good.replace("[pop]\n", "[pop]\nbogus = 1\n"));
+    e.signal(nix::sys::signal::Signal::SIGHUP);
+    e.wait_log("reload rejected", 1, Duration::from_secs(5));
+
     // the page shows all that; no button works without a token
     let shot = common::browser::root().join("target/status-page-read-only.png");
     common::browser::status_page(
@@ -308,6 +314,7 @@ address = "{dead}"
             ("MIN_POINTS", "5"),
             ("DOWN_BACKEND", "web/dead"),
             ("CHANGED_BACKEND", "web/flaky"),
+            ("EXPECT_RELOAD", "failed"),
         ],
     );
     assert!(shot.exists());
