@@ -240,7 +240,7 @@ address = "{dead}"
         "flaky: down for {down_for} s, stopped {since_stop} s ago"
     );
     assert!(
-        downtime >= down_for && downtime < down_for + 1.0,
+        downtime >= down_for && downtime < down_for + 2.0,
         "flaky: downtime {downtime}, down for {down_for} s"
     );
     let up = backend(&v, "a");
@@ -261,24 +261,30 @@ address = "{dead}"
     // never up: down since the start (read once the PoP has run a while)
     let v = json(admin, "/api/v1/status");
     let uptime = v["uptime_seconds"].as_f64().unwrap();
-    assert!(uptime > 3.0, "{uptime}");
+    assert!(uptime > 3.5, "{uptime}");
     let d = backend(&v, "dead");
     assert_eq!(d["health"], "down", "{d}");
     assert_eq!(d["down_transitions"], 0, "never up, never went down: {d}");
     assert!(d["checks_failed"].as_u64().unwrap() >= 3, "{d}");
     let downtime = d["downtime_seconds"].as_f64().unwrap();
     assert!(
-        (downtime - uptime).abs() < 1.0,
+        (downtime - uptime).abs() < 2.0,
         "dead: downtime {downtime}, uptime {uptime}"
     );
     let h = json(admin, "/api/v1/history");
-    let last = |s: &Value| s.as_array().unwrap().iter().rev().find_map(Value::as_f64);
+    let max = |s: &Value| {
+        s.as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_f64)
+            .fold(0.0, f64::max)
+    };
     let web = &h["services"][0];
     assert_eq!(web["name"], "web");
-    assert!(last(&web["conn_rate"]).unwrap() > 1.0, "{web}");
-    assert!(last(&web["bytes_rate"]).unwrap() > 10.0, "{web}");
-    assert!(last(&h["dns"]["queries"]).unwrap() > 1.0, "{}", h["dns"]);
-    assert!(last(&h["dns"]["rcode"]["NXDOMAIN"]).unwrap() > 0.0, "{}", h["dns"]);
+    assert!(max(&web["conn_rate"]) > 1.0, "{web}");
+    assert!(max(&web["bytes_rate"]) > 10.0, "{web}");
+    assert!(max(&h["dns"]["queries"]) > 1.0, "{}", h["dns"]);
+    assert!(max(&h["dns"]["rcode"]["NXDOMAIN"]) > 0.0, "{}", h["dns"]);
     let tl = |name: &str| -> Vec<String> {
         h["backends"]
             .as_array()
