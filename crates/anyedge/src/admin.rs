@@ -468,10 +468,20 @@ async fn reload(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Respo
     }
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+/// OpenMetrics for a client that asks for it (Prometheus does), else the
+/// Prometheus text format (curl, `promtool check metrics`).
+async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let mut body = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut body, &state.registry) {
         return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    }
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    if !crate::promtext::wants_openmetrics(accept) {
+        return (
+            [(header::CONTENT_TYPE, crate::promtext::CONTENT_TYPE)],
+            crate::promtext::to_text(&body),
+        )
+            .into_response();
     }
     (
         [(

@@ -22,6 +22,8 @@ pub mod logutil;
 pub mod net;
 pub mod notify;
 pub mod pop;
+pub mod process;
+pub mod promtext;
 pub mod status;
 pub mod sysctl;
 pub mod upgrade;

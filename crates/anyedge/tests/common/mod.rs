@@ -139,7 +139,14 @@ impl Anyedge {
     pub fn start(config: &str, wait_for: SocketAddr) -> Anyedge {
         let a = Anyedge::spawn(Command::new(env!("CARGO_BIN_EXE_anyedge")), config);
         wait_port(wait_for, Duration::from_secs(10));
+        a.wait_ready();
         a
+    }
+
+    /// Waits for the "ready" line, logged once everything is serving: a
+    /// service port accepts before the admin API (started last) listens.
+    pub fn wait_ready(&self) {
+        self.wait_log("ready listen=", 1, Duration::from_secs(20));
     }
 
     /// Runs anyedge inside network namespace `ns` and waits, from inside it,
@@ -149,6 +156,7 @@ impl Anyedge {
         cmd.env("RUST_LOG", "info");
         let a = Anyedge::spawn(cmd, config);
         ns.enter(move || wait_port(wait_for, Duration::from_secs(10)));
+        a.wait_ready();
         a
     }
 
