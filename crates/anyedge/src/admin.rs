@@ -1,6 +1,7 @@
 //! Admin HTTP API (axum): status, actions, Prometheus metrics.
 //!
 //! - `GET  /api/v1/status`                                   everything, JSON
+//! - `GET  /api/v1/history`                                  the last 5 minutes, JSON (`history.rs`)
 //! - `POST /api/v1/services/{service}/backends/{backend}/drain`   (token)
 //! - `POST /api/v1/services/{service}/backends/{backend}/undrain` (token)
 //! - `POST /api/v1/reload`                                   (token)
@@ -68,6 +69,7 @@ pub async fn serve(listen: SocketAddr, ctl: Arc<Pop>) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/", get(status_page))
         .route("/api/v1/status", get(status))
+        .route("/api/v1/history", get(history))
         .route("/api/v1/services/{service}/backends/{backend}/drain", post(drain))
         .route("/api/v1/services/{service}/backends/{backend}/undrain", post(undrain))
         .route("/api/v1/reload", post(reload))
@@ -328,6 +330,10 @@ async fn status_page() -> Response {
 
 async fn status(State(state): State<Arc<AppState>>) -> Json<Value> {
     Json(Status::read(&state.ctl).to_json())
+}
+
+async fn history(State(state): State<Arc<AppState>>) -> Json<Value> {
+    Json(state.ctl.history.to_json())
 }
 
 /// Reloads one zone from its file; the previous version keeps serving if

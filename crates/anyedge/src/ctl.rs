@@ -148,6 +148,17 @@ fn s(v: &Value) -> String {
     }
 }
 
+/// A duration as "42s", "3m12s", "2h05m" or "3d04h".
+fn duration(secs: f64) -> String {
+    let t = secs.max(0.0) as u64;
+    match t {
+        0..60 => format!("{t}s"),
+        60..3600 => format!("{}m{:02}s", t / 60, t % 60),
+        3600..86400 => format!("{}h{:02}m", t / 3600, t % 3600 / 60),
+        _ => format!("{}d{:02}h", t / 86400, t % 86400 / 3600),
+    }
+}
+
 /// The status JSON as an operator reads it.
 pub fn render_status(v: &Value) -> String {
     let mut o = String::new();
@@ -233,8 +244,8 @@ pub fn render_status(v: &Value) -> String {
         );
         let _ = writeln!(
             o,
-            "  {:<16} {:<24} {:<6} {:<6} {:<7} {:<9} {:<10} WHY",
-            "BACKEND", "ADDRESS", "HEALTH", "DRAIN", "ACTIVE", "CONNS", "CHECK"
+            "  {:<16} {:<24} {:<6} {:<6} {:<7} {:<9} {:<8} {:<9} {:<8} {:<10} WHY",
+            "BACKEND", "ADDRESS", "HEALTH", "DRAIN", "ACTIVE", "CONNS", "CHKFAIL", "DOWNTIME", "LASTCHG", "CHECK"
         );
         for b in svc["backends"].as_array().into_iter().flatten() {
             let check = match b["last_check"].get("ok").and_then(Value::as_bool) {
@@ -244,7 +255,7 @@ pub fn render_status(v: &Value) -> String {
             };
             let _ = writeln!(
                 o,
-                "  {:<16} {:<24} {:<6} {:<6} {:<7} {:<9} {:<10} {}",
+                "  {:<16} {:<24} {:<6} {:<6} {:<7} {:<9} {:<8} {:<9} {:<8} {:<10} {}",
                 s(&b["name"]),
                 s(&b["address"]),
                 s(&b["health"]),
@@ -255,6 +266,9 @@ pub fn render_status(v: &Value) -> String {
                 },
                 s(&b["active_connections"]),
                 s(&b["connections"]),
+                s(&b["checks_failed"]),
+                b["downtime_seconds"].as_f64().map_or("-".into(), duration),
+                b["health_since_seconds"].as_f64().map_or("-".into(), duration),
                 check,
                 match b["failing_for_seconds"].as_f64() {
                     Some(t) => format!("{} (failing for {t:.0}s)", s(&b["health_reason"])),
@@ -323,7 +337,8 @@ mod tests {
                     {"name": "b", "address": "198.18.31.3:8080", "health": "down", "draining": false,
                     "active_connections": 0, "connections": 0, "last_check": {"ok": false, "error": "connection refused"},
                     "health_reason": "never up: 40 consecutive failed checks: connection refused",
-                    "failing_for_seconds": 120.2}]}],
+                    "failing_for_seconds": 120.2, "checks_failed": 40, "downtime_seconds": 3725.2,
+                    "health_since_seconds": 3725.2}]}],
             "guard": {"drops": {"deny_list": 2}, "dynamic_blocks": 1},
             "dns": {"zones": [{"name": "example.com", "serial": 7, "records": 12, "source": "/z/example.com.zone",
                 "loaded_by": "file", "error": null}], "stats": {"udp_queries": 5, "tcp_queries": 1}}
@@ -345,6 +360,15 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("ok 0.4ms"), "{out}");
+        // HAProxy's columns: failed checks, downtime, last state change
+        assert!(
+            out.contains("  b                198.18.31.3:8080         down   no     0       0         40       1h02m     1h02m    failed: connection refused"),
+            "{out}"
+        );
+        assert_eq!(
+            [0.4, 59.9, 60.0, 3599.0, 3600.0, 90000.0].map(super::duration),
+            ["0s", "59s", "1m00s", "59m59s", "1h00m", "1d01h"]
+        );
         assert!(out.contains("deny_list 2"), "{out}");
         assert!(
             out.contains("example.com                  7            12         file"),

@@ -15,6 +15,7 @@ pub mod dnscompare;
 pub mod fdlimit;
 pub mod forward;
 pub mod health;
+pub mod history;
 pub mod lab;
 pub mod lb;
 pub mod logutil;

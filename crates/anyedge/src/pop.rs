@@ -71,6 +71,8 @@ pub struct Pop {
     config_path: Option<PathBuf>,
     steps: Mutex<Vec<(Instant, Step)>>,
     reloads: Mutex<Reloads>,
+    /// The last five minutes, sampled each second (`/api/v1/history`).
+    pub history: crate::history::History,
 }
 
 /// The reloads asked of this process ([`Pop::reload`]: SIGHUP, the admin
@@ -147,7 +149,9 @@ impl Pop {
             config_path,
             steps: Mutex::new(Vec::new()),
             reloads: Mutex::new(Reloads::default()),
+            history: crate::history::History::new(crate::history::SAMPLES),
         });
+        crate::history::spawn_sampler(Arc::downgrade(&pop));
         // The guard's heavy-hitter detection and block expiry, once a
         // second, in userspace and (once attached) in the fast path.
         let weak = Arc::downgrade(&pop);

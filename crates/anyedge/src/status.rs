@@ -57,6 +57,8 @@ pub struct Status {
     pub xdp: Option<Xdp>,
     pub dns: Option<Dns>,
     pub admin_open: u64,
+    /// No admin token configured: the API refuses every change.
+    pub admin_read_only: bool,
     /// `AdminCounters::COUNTERS` order.
     pub admin: Vec<u64>,
     pub fd_limit: Option<u64>,
@@ -93,6 +95,11 @@ pub struct Backend {
     pub draining: bool,
     pub health_reason: String,
     pub health_since_seconds: f64,
+    /// Total time down, from the transitions (since the backend was
+    /// created, in this process).
+    pub downtime_seconds: f64,
+    /// Transitions from up to down.
+    pub down_transitions: u64,
     /// How long checks have been failing in a row (`None`: the last passed).
     pub failing_for_seconds: Option<f64>,
     /// The last check: `Ok(latency)` or `Err(what failed)`.
@@ -146,6 +153,11 @@ pub struct Dns {
     pub dnstap: crate::dns::DnstapStats,
 }
 
+/// Seconds since the Unix epoch (0 before it).
+pub fn unix(t: std::time::SystemTime) -> f64 {
+    t.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
 fn load(v: &AtomicU64) -> u64 {
     v.load(Ordering::Relaxed)
 }
@@ -171,18 +183,20 @@ impl Status {
                         .iter()
                         .map(|b| {
                             let bc = b.config();
-                            let (health_reason, health_since_seconds, failing_for_seconds, last_check) =
+                            let now = std::time::Instant::now();
+                            let (health_reason, health_since_seconds, failing_for_seconds, last_check, downs) =
                                 match b.health.lock() {
                                     Ok(h) => (
                                         h.last_reason().to_string(),
-                                        h.since().elapsed().as_secs_f64(),
+                                        now.saturating_duration_since(h.since()).as_secs_f64(),
                                         h.failing_since().map(|t| t.elapsed().as_secs_f64()),
                                         h.last_result().map(|r| match r {
                                             CheckResult::Ok { latency } => Ok(*latency),
                                             CheckResult::Failed { reason } => Err(reason.to_string()),
                                         }),
+                                        (h.downtime(now).as_secs_f64(), h.down_transitions()),
                                     ),
-                                    Err(_) => (String::new(), 0.0, None, None),
+                                    Err(_) => (String::new(), 0.0, None, None, (0.0, 0)),
                                 };
                             Backend {
                                 name: b.name.clone(),
@@ -193,6 +207,8 @@ impl Status {
                                 draining: b.is_draining(),
                                 health_reason,
                                 health_since_seconds,
+                                downtime_seconds: downs.0,
+                                down_transitions: downs.1,
                                 failing_for_seconds,
                                 last_check,
                                 active: load(&b.active),
@@ -266,6 +282,7 @@ impl Status {
                 dnstap: d.dnstap_stats(),
             }),
             admin_open: crate::admin::open_connections(),
+            admin_read_only: cfg.admin.as_ref().is_none_or(|a| a.token.is_none()),
             admin: crate::admin::counters().values(),
             fd_limit: crate::fdlimit::limit(),
             version: crate::process::VERSION,
@@ -294,6 +311,8 @@ impl Status {
                             "health": if b.up { "up" } else { "down" },
                             "health_reason": b.health_reason,
                             "health_since_seconds": b.health_since_seconds,
+                            "downtime_seconds": b.downtime_seconds,
+                            "down_transitions": b.down_transitions,
                             "failing_for_seconds": b.failing_for_seconds,
                             "last_check": match &b.last_check {
                                 None => Value::Null,
@@ -324,7 +343,8 @@ impl Status {
             .iter()
             .map(|(r, v)| ((*r).to_string(), json!(v)))
             .collect();
-        let mut admin = json!({ "open_connections": self.admin_open, "fd_limit": self.fd_limit });
+        let mut admin = json!({ "open_connections": self.admin_open, "fd_limit": self.fd_limit,
+                                "read_only": self.admin_read_only });
         put_counters(&mut admin, AdminCounters::COUNTERS, &self.admin);
         let r = &self.reloads;
         let reload = json!({
