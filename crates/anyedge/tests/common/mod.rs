@@ -10,9 +10,21 @@ use std::time::{Duration, Instant};
 
 pub mod browser;
 
+/// A port nothing listens on now, never handed out before in this test
+/// process: the kernel may give the same ephemeral port to two binds in a
+/// row once the first listener is closed, and one config taking it twice
+/// (say `dns.listen` and `admin.listen`) is refused.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap();
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 pub fn wait_port(addr: SocketAddr, max: Duration) {
