@@ -565,6 +565,25 @@ impl Status {
             "Open connections per backend.",
             &per_backend(&|b| gi(b.active)),
         )?;
+        // HAProxy's stats page columns "Dwntme" and "Chk down", as counters.
+        counter_f64(
+            enc,
+            "anyedge_backend_downtime_seconds",
+            "Time the backend has spent down since it was added (a backend never up: since it was added).",
+            &backends
+                .iter()
+                .map(|(l, b)| (l.clone(), b.downtime_seconds))
+                .collect::<Vec<_>>(),
+        )?;
+        counter(
+            enc,
+            "anyedge_backend_down_transitions",
+            "Times the backend went from up to down.",
+            &backends
+                .iter()
+                .map(|(l, b)| (l.clone(), b.down_transitions))
+                .collect::<Vec<_>>(),
+        )?;
         let be_samples: Vec<Owner<'_>> = backends
             .iter()
             .map(|(l, b)| (l.clone(), b.counters.as_slice()))
@@ -639,7 +658,7 @@ impl Status {
                 enc,
                 "process_cpu_seconds",
                 "Total user and system CPU time spent in seconds.",
-                c,
+                &[(vec![], c)],
             )?;
         }
         let gauges: [(&str, &str, Option<f64>); 5] = [
@@ -839,10 +858,18 @@ fn counter(
     Ok(())
 }
 
-fn counter_f64(enc: &mut DescriptorEncoder, name: &str, help: &str, v: f64) -> std::fmt::Result {
-    let c = ConstCounter::new(v);
+fn counter_f64(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: &[(Vec<(&str, &str)>, f64)],
+) -> std::fmt::Result {
+    let c = ConstCounter::new(0f64);
     let mut m = enc.encode_descriptor(name, help, None, c.metric_type())?;
-    c.encode(m.encode_family(&Vec::<(&str, &str)>::new())?)
+    for (labels, v) in samples {
+        ConstCounter::new(*v).encode(m.encode_family(labels)?)?;
+    }
+    Ok(())
 }
 
 fn gauge_f64(

@@ -410,6 +410,15 @@ fn prometheus_scrapes_the_pop_alerts_fire_and_clear_and_every_dashboard_query_ha
         prom.alerts("AnyedgeBackendDown", &[], "firing") + prom.alerts("AnyedgeBackendDown", &[], "pending") == 0
     });
     eprintln!("backend-down alert fired {fired:?} after the kill, cleared {cleared:?} after the restart");
+    // HAProxy's "Chk down" and "Dwntme" columns, as Prometheus sees them
+    let sel = r#"{service="web",backend="b"}"#;
+    let transitions = prom.query(&format!("anyedge_backend_down_transitions_total{sel}"));
+    assert_eq!(transitions.len(), 1, "{transitions:?}");
+    assert_eq!(transitions[0]["value"][1], "1", "b went down once: {transitions:?}");
+    let downtime = prom.query(&format!("anyedge_backend_downtime_seconds_total{sel} > 0"));
+    assert_eq!(downtime.len(), 1, "b's downtime is counted: {downtime:?}");
+    let a = prom.query(r#"anyedge_backend_down_transitions_total{service="web",backend="a"} == 0"#);
+    assert_eq!(a.len(), 1, "a never went down: {a:?}");
 
     // a failed reload: counted, in the status JSON, alerted; a good one clears it
     let s = status(admin);
