@@ -256,8 +256,9 @@ pub(super) fn reconcile(svc: &Arc<Service>) {
             Ok(mut r) => match *r {
                 Some(t) => t,
                 None => {
+                    // (its checks go on: it may serve as the fallback
+                    // until a replacement is up)
                     *r = Some(now);
-                    b.stop_checker();
                     info!(service = %sc.name, backend = %b.name, active = b.active.load(Ordering::Relaxed),
                           "backend removed: draining (no new connections)");
                     now
@@ -266,7 +267,15 @@ pub(super) fn reconcile(svc: &Arc<Service>) {
             Err(_) => now,
         };
         let active = b.active.load(Ordering::Relaxed);
-        if pool::removal_done(active, now.duration_since(since), sc.drain_timeout) {
+        // the last resort stays while nothing else can serve (until its
+        // drain_timeout)
+        let others = next.iter().any(|n| n.eligible());
+        let removed_for = now.duration_since(since);
+        if pool::removal_done(
+            if others { active } else { active.max(1) },
+            removed_for,
+            sc.drain_timeout,
+        ) {
             b.stop_checker();
             info!(service = %sc.name, backend = %b.name, cut = active, "backend removed");
         } else {

@@ -114,6 +114,11 @@ impl Backend {
     pub(super) fn eligible(&self) -> bool {
         self.is_up() && !self.is_draining() && self.cfg.load().weight > 0
     }
+    /// Removed but still up, undrained and weighted (see `rebuild_selector`).
+    pub(super) fn fallback(&self) -> bool {
+        let c = self.cfg.load();
+        self.is_removed() && self.is_up() && !c.drain && !self.admin_drain.load(Ordering::Relaxed) && c.weight > 0
+    }
     pub(super) fn at_capacity(&self) -> bool {
         self.cfg
             .load()
@@ -185,7 +190,15 @@ impl Service {
         // reload) must not let a rebuild from older state be stored last.
         let _guard = self.rebuild_lock.lock().unwrap_or_else(|p| p.into_inner());
         let cfg = self.cfg.load();
-        let eligible: Vec<Arc<Backend>> = self.backends.load().iter().filter(|b| b.eligible()).cloned().collect();
+        let backends = self.backends.load();
+        let mut eligible: Vec<Arc<Backend>> = backends.iter().filter(|b| b.eligible()).cloned().collect();
+        if eligible.is_empty() {
+            // Make before break: removed backends still up take new
+            // connections only while nothing else can (their replacements
+            // are still passing their first checks), never an empty pool
+            // because the set was swapped at once.
+            eligible = backends.iter().filter(|b| b.fallback()).cloned().collect();
+        }
         let weights: Vec<u32> = eligible
             .iter()
             .map(|b| {
