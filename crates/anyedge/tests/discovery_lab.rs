@@ -98,7 +98,10 @@ fn api(lab: &Lab, pop: u8, method: &str, path: &str, body: &str) -> (u16, Value)
         let mut resp = String::new();
         s.read_to_string(&mut resp).unwrap();
         let status = resp.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        let body = resp
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
         (status, serde_json::from_str(&body).unwrap_or(Value::String(body)))
     })
 }
@@ -122,7 +125,8 @@ fn pool(lab: &Lab, pop: u8, service: &str) -> (BTreeSet<String>, usize) {
 }
 
 fn zone(serial: u32, nodes: &[u8]) -> String {
-    let mut z = format!("$ORIGIN {ZONE}\n$TTL 1\n@ SOA ns1 hostmaster {serial} 60 60 600 1\n@ NS ns1\nns1 A 198.18.40.53\n");
+    let mut z =
+        format!("$ORIGIN {ZONE}\n$TTL 1\n@ SOA ns1 hostmaster {serial} 60 60 600 1\n@ NS ns1\nns1 A 198.18.40.53\n");
     for i in nodes {
         z.push_str(&format!("web 1 A 198.18.40.{i}\n"));
     }
@@ -131,8 +135,12 @@ fn zone(serial: u32, nodes: &[u8]) -> String {
 
 /// One GET from `src` to the anycast address on `port`: (node, PoP).
 fn get(src: Ipv4Addr, port: u16) -> std::io::Result<(String, String)> {
-    common::get_from(src, SocketAddr::from((ANYCAST, port)), "/")
-        .map(|(_, b)| (common::field(&b, "node").to_string(), common::field(&b, "pop").to_string()))
+    common::get_from(src, SocketAddr::from((ANYCAST, port)), "/").map(|(_, b)| {
+        (
+            common::field(&b, "node").to_string(),
+            common::field(&b, "pop").to_string(),
+        )
+    })
 }
 
 #[derive(Default)]
@@ -155,14 +163,21 @@ fn maglev_consistent(l: &Loop, from: Instant, to: Instant, want: &[&str]) -> usi
     let mut by: BTreeMap<u8, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
     for (c, p, n, t) in seen.iter() {
         if *t >= from && *t <= to {
-            by.entry(*c).or_default().entry(p.clone()).or_default().insert(n.clone());
+            by.entry(*c)
+                .or_default()
+                .entry(p.clone())
+                .or_default()
+                .insert(n.clone());
         }
     }
     let mut both = 0;
     for (c, per_pop) in &by {
         let all: BTreeSet<&String> = per_pop.values().flatten().collect();
         assert_eq!(all.len(), 1, "client {c}: PoPs chose {per_pop:?}");
-        assert!(want.contains(&all.iter().next().unwrap().as_str()), "client {c}: {per_pop:?}");
+        assert!(
+            want.contains(&all.iter().next().unwrap().as_str()),
+            "client {c}: {per_pop:?}"
+        );
         if per_pop.len() == 2 {
             both += 1;
         }
@@ -260,7 +275,10 @@ http {{
         .collect();
     let bfile = nd.path().join("backends.json");
     let write_file = |ns: &[u8]| {
-        let list: Vec<String> = ns.iter().map(|i| format!(r#"{{"address": "{}"}}"#, node_addr(*i))).collect();
+        let list: Vec<String> = ns
+            .iter()
+            .map(|i| format!(r#"{{"address": "{}"}}"#, node_addr(*i)))
+            .collect();
         let tmp = nd.path().join(".backends.tmp");
         std::fs::write(&tmp, format!("[{}]", list.join(","))).unwrap();
         std::fs::rename(&tmp, &bfile).unwrap();
@@ -310,12 +328,19 @@ address = "{a2}"
             a2 = node_addr(2),
         );
         std::fs::write(&path, cfg).unwrap();
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(lab.pid(&format!("pop{p}"))), nix::sys::signal::Signal::SIGHUP)
-            .unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(lab.pid(&format!("pop{p}"))),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .unwrap();
     }
     let a_api = BTreeSet::from(["a1".to_string(), "a2".to_string()]);
     for p in 1..=2 {
-        for (svc, want) in [("web", names(&[1, 2])), ("web-file", names(&[1, 2])), ("web-api", a_api.clone())] {
+        for (svc, want) in [
+            ("web", names(&[1, 2])),
+            ("web-file", names(&[1, 2])),
+            ("web-api", a_api.clone()),
+        ] {
             wait_until(&format!("pop{p} {svc}: provider A up"), Duration::from_secs(20), || {
                 let (up, n) = pool(&lab, p, svc);
                 (up == want && n == 2).then_some(()).ok_or((up, n))
@@ -329,7 +354,11 @@ address = "{a2}"
     });
 
     let mut report = Vec::new();
-    for (svc, port, how) in [("web", 80u16, "DNS records"), ("web-file", 81, "watched file"), ("web-api", 82, "runtime API")] {
+    for (svc, port, how) in [
+        ("web", 80u16, "DNS records"),
+        ("web-file", 81, "watched file"),
+        ("web-api", 82, "runtime API"),
+    ] {
         let l = Arc::new(Loop::default());
         let stop = Arc::new(AtomicBool::new(false));
         let started = Instant::now();
@@ -404,10 +433,14 @@ address = "{a2}"
                 .map(|(_, _, _, t)| t.duration_since(t0))
         });
         for p in 1..=2 {
-            wait_until(&format!("pop{p} {svc}: provider B alone"), Duration::from_secs(10), || {
-                let (up, n) = pool(&lab, p, svc);
-                (up == names(&[3, 4])).then_some(()).ok_or((up, n))
-            });
+            wait_until(
+                &format!("pop{p} {svc}: provider B alone"),
+                Duration::from_secs(10),
+                || {
+                    let (up, n) = pool(&lab, p, svc);
+                    (up == names(&[3, 4])).then_some(()).ok_or((up, n))
+                },
+            );
         }
         let answered: Vec<String> = held
             .into_iter()
@@ -421,10 +454,14 @@ address = "{a2}"
             .collect();
         assert!(answered.iter().all(|n| n == "n1" || n == "n2"), "{answered:?}");
         for p in 1..=2 {
-            wait_until(&format!("pop{p} {svc}: provider A gone"), Duration::from_secs(10), || {
-                let (up, n) = pool(&lab, p, svc);
-                (n == 2).then_some(()).ok_or((up, n))
-            });
+            wait_until(
+                &format!("pop{p} {svc}: provider A gone"),
+                Duration::from_secs(10),
+                || {
+                    let (up, n) = pool(&lab, p, svc);
+                    (n == 2).then_some(()).ok_or((up, n))
+                },
+            );
         }
         let after_start = Instant::now();
         std::thread::sleep(Duration::from_secs(2));
@@ -442,7 +479,10 @@ address = "{a2}"
         report.push(line);
         assert_eq!(failed, 0, "{:?}", l.errors.lock().unwrap());
         assert!(ok > 200, "{ok}");
-        assert!(before >= 8 && after >= 8, "clients at both PoPs: {before} before, {after} after");
+        assert!(
+            before >= 8 && after >= 8,
+            "clients at both PoPs: {before} before, {after} after"
+        );
     }
     drop(knots);
     drop(nodes);
