@@ -111,6 +111,13 @@ fn api(ns: &Netns, admin: SocketAddr, method: &str, path: &str, body: &str) -> (
     })
 }
 
+/// Starts anyedge in `ns` and waits for its service and admin API.
+fn start(ns: &Netns, cfg: &str, lb: SocketAddr, admin: SocketAddr) -> Anyedge {
+    let a = Anyedge::start_in(ns, cfg, lb);
+    ns.enter(move || common::wait_port(admin, Duration::from_secs(10)));
+    a
+}
+
 fn status(ns: &Netns, admin: SocketAddr) -> Value {
     api(ns, admin, "GET", "/api/v1/status", "").1
 }
@@ -255,7 +262,7 @@ discover = {{ name = "_web._tcp.{ZONE}", type = "SRV", resolvers = ["{knot}"], m
         state = state.path().display(),
         knot = k.addr,
     );
-    let a = Anyedge::start_in(&ns, &cfg, lb);
+    let a = start(&ns, &cfg, lb, admin);
     wait_until("the A records' nodes serve", Duration::from_secs(10), || {
         let st = status(&ns, admin);
         (serving(&st, "web") == names(&[1, 2])).then_some(()).ok_or(st)
@@ -404,7 +411,7 @@ backends_file = "{file}"
 "#,
         file = file.display()
     );
-    let a = Anyedge::start_in(&ns, &cfg, lb);
+    let a = start(&ns, &cfg, lb, admin);
     wait_until("the file's nodes serve", Duration::from_secs(10), || {
         let st = status(&ns, admin);
         (serving(&st, "web") == names(&[1, 2])).then_some(()).ok_or(st)
@@ -481,7 +488,7 @@ address = "{n1}"
         state = state.path().display(),
         n1 = node_addr(1),
     );
-    let mut a = Anyedge::start_in(&ns, &cfg, lb);
+    let mut a = start(&ns, &cfg, lb, admin);
     let addr2 = node_addr(2).to_string();
     let (code, v) = api(
         &ns,
@@ -581,7 +588,7 @@ address = "{n1}"
 
     // a restart too (from the state directory)
     drop(a);
-    a = Anyedge::start_in(&ns, &cfg, lb);
+    a = start(&ns, &cfg, lb, admin);
     wait_until("runtime backends back after a restart", Duration::from_secs(10), || {
         let st = status(&ns, admin);
         want(&st).then_some(()).ok_or(st)
@@ -596,7 +603,7 @@ address = "{n1}"
         (!b.contains_key("n1")).then_some(()).ok_or(b)
     });
     drop(a);
-    let _a = Anyedge::start_in(&ns, &cfg, lb);
+    let _a = start(&ns, &cfg, lb, admin);
     holds_for("n1 stays removed after a restart", Duration::from_secs(1), || {
         let b = backends(&status(&ns, admin), "web");
         (!b.contains_key("n1") && b.len() == 2).then_some(()).ok_or(b)
