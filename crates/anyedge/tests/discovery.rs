@@ -609,3 +609,81 @@ address = "{n1}"
         (!b.contains_key("n1") && b.len() == 2).then_some(()).ok_or(b)
     });
 }
+
+#[test]
+fn slow_start_ramps_a_new_backends_share_up() {
+    let ns = lab("slowd");
+    for i in 1..=3 {
+        node(&ns, i);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("backends.json");
+    let write = |nodes: &[u8]| {
+        let list: Vec<String> = nodes
+            .iter()
+            .map(|i| format!(r#"{{"address": "{}"}}"#, node_addr(*i)))
+            .collect();
+        let tmp = dir.path().join(".tmp.json");
+        std::fs::write(&tmp, format!("[{}]", list.join(","))).unwrap();
+        std::fs::rename(&tmp, &file).unwrap();
+    };
+    write(&[1, 2]);
+    let lb = SocketAddr::from(([198, 18, 7, 101], 80));
+    let admin = SocketAddr::from(([198, 18, 7, 101], 9000));
+    let cfg = format!(
+        r#"[pop]
+name = "p1"
+[admin]
+listen = "{admin}"
+token = "{TOKEN}"
+[[service]]
+name = "web"
+listen = ["{lb}"]
+balance = "round_robin"
+slow_start = "4s"
+backends_file = "{file}"
+{HEALTH}
+"#,
+        file = file.display()
+    );
+    let _a = start(&ns, &cfg, lb, admin);
+    let up_for = |name: String| {
+        move |st: &Value| -> f64 {
+            st["services"][0]["backends"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|b| b["name"] == name.as_str() && b["health"] == "up")
+                .and_then(|b| b["health_since_seconds"].as_f64())
+                .unwrap_or(0.0)
+        }
+    };
+    let (n1, n3) = (up_for(node_addr(1).to_string()), up_for(node_addr(3).to_string()));
+    wait_until("n1 and n2 past their ramp", Duration::from_secs(15), || {
+        let st = status(&ns, admin);
+        (n1(&st) > 4.5).then_some(()).ok_or(st)
+    });
+    // 90 requests: the share of n3
+    let share = |ns: &Netns| -> f64 {
+        let got: Vec<String> = ns.enter(move || {
+            (0..90)
+                .map(|k| get(Ipv4Addr::new(198, 18, 9, 1 + k % 16), lb).unwrap())
+                .collect()
+        });
+        got.iter().filter(|n| *n == "n3").count() as f64 / got.len() as f64
+    };
+    write(&[1, 2, 3]);
+    wait_until("n3 up", Duration::from_secs(5), || {
+        let st = status(&ns, admin);
+        (n3(&st) > 0.0).then_some(()).ok_or(st)
+    });
+    let early = share(&ns);
+    wait_until("n3 past its ramp", Duration::from_secs(15), || {
+        let st = status(&ns, admin);
+        (n3(&st) > 4.5).then_some(()).ok_or(st)
+    });
+    let full = share(&ns);
+    println!("slow start: n3's share right after it came up {early:.2}, after slow_start {full:.2}");
+    assert!(early < 0.2, "a cold node took {early:.2} of the traffic at once");
+    assert!((0.25..=0.42).contains(&full), "{full:.2}");
+}
