@@ -29,15 +29,14 @@ fn apply(state: &AppState, service: &str, change: Change, what: &str) -> Respons
     }
 }
 
-fn weight_of(v: &Value, default: Option<u32>) -> Result<u32, Response> {
+/// The body's weight (`default` if absent), or why not.
+fn weight_of(v: &Value, default: Option<u32>) -> Result<u32, &'static str> {
     match v.get("weight") {
-        None => default.ok_or_else(|| error(StatusCode::UNPROCESSABLE_ENTITY, "\"weight\" is missing")),
-        Some(w) => w.as_u64().and_then(|w| u32::try_from(w).ok()).ok_or_else(|| {
-            error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "\"weight\" must be an integer 0..=10000",
-            )
-        }),
+        None => default.ok_or("\"weight\" is missing"),
+        Some(w) => w
+            .as_u64()
+            .and_then(|w| u32::try_from(w).ok())
+            .ok_or("\"weight\" must be an integer 0..=10000"),
     }
 }
 
@@ -72,7 +71,7 @@ pub(crate) async fn add(
     };
     let weight = match weight_of(&v, Some(1)) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err(why) => return error(StatusCode::UNPROCESSABLE_ENTITY, why),
     };
     apply(&state, &service, Change::Add { name, address, weight }, "add")
 }
@@ -105,7 +104,7 @@ pub(crate) async fn weight(
     };
     let weight = match weight_of(&v, None) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err(why) => return error(StatusCode::UNPROCESSABLE_ENTITY, why),
     };
     apply(&state, &service, Change::Weight { backend, weight }, "weight")
 }
