@@ -267,12 +267,12 @@ pub(super) fn reconcile(svc: &Arc<Service>) {
             Err(_) => now,
         };
         let active = b.active.load(Ordering::Relaxed);
-        // the last resort stays while nothing else can serve (until its
-        // drain_timeout)
-        let others = next.iter().any(|n| n.eligible());
+        // a removed backend still up is the last resort while nothing else
+        // can serve (until its drain_timeout); one that is down just goes
+        let last_resort = b.fallback() && !next.iter().any(|n| n.eligible());
         let removed_for = now.duration_since(since);
         if pool::removal_done(
-            if others { active } else { active.max(1) },
+            if last_resort { active.max(1) } else { active },
             removed_for,
             sc.drain_timeout,
         ) {
