@@ -342,6 +342,7 @@ fn d_weight() -> Spanned<u32> {
 
 pub(super) fn parse_service(cx: &Ctx<'_>, sp: &str, rs: RawService) -> Result<ServiceConfig, ConfigError> {
     check_name(cx, &rs.name, format!("{sp}.name"))?;
+    let name_span = rs.name.span();
     let sp = format!("service {:?}", rs.name.get_ref());
     let listen_span = rs.listen.span();
     let mut listen = Vec::new();
@@ -517,7 +518,12 @@ pub(super) fn parse_service(cx: &Ctx<'_>, sp: &str, rs: RawService) -> Result<Se
     };
     if backends.is_empty() && discover.is_none() && backends_file.is_none() {
         return Err(cx.err(
-            backends_span,
+            // (no `backend` key at all: point at the service)
+            if backends_span.is_empty() {
+                name_span
+            } else {
+                backends_span
+            },
             format!("{sp}.backend"),
             "needs at least one backend (or discover, or backends_file)",
         ));
@@ -662,6 +668,8 @@ fn parse_discover(cx: &Ctx<'_>, sp: &str, d: Spanned<RawDiscover>) -> Result<Dis
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use crate::config::tests::MIN;
     use crate::config::Config;
 
@@ -710,6 +718,45 @@ mod tests {
         assert_eq!(c.services[0].accept_proxy_from.len(), 2);
         let bad = MIN.replace("listen = [", "accept_proxy_from = [\"everyone\"]\nlisten = [");
         assert!(Config::parse(&bad, "t.toml").is_err());
+    }
+
+    #[test]
+    fn discovery_settings() {
+        let svc = "[pop]\nname = \"x\"\nstate_dir = \"/var/lib/anyedge\"\n[[service]]\nname = \"a\"\nlisten = [\"127.0.0.1:1\"]\n";
+        let ok = format!(
+            "{svc}slow_start = \"10s\"\ndrain_timeout = \"1m\"\ndiscover = {{ name = \"Nodes.Example\", type = \"A\", port = 30443, resolvers = [\"192.0.2.53\", \"[2001:db8::53]:5353\"] }}\nbackends_file = \"/etc/anyedge/b.json\"\n"
+        );
+        let c = Config::parse(&ok, "t.toml").unwrap();
+        let s = &c.services[0];
+        let d = s.discover.as_ref().unwrap();
+        assert_eq!(d.name, "nodes.example.");
+        assert_eq!(d.resolvers[0], "192.0.2.53:53".parse().unwrap());
+        assert_eq!(d.resolvers[1], "[2001:db8::53]:5353".parse().unwrap());
+        assert_eq!(
+            (d.min_refresh, d.max_refresh),
+            (Duration::from_secs(1), Duration::from_secs(300))
+        );
+        assert_eq!(s.slow_start, Duration::from_secs(10));
+        assert!(s.backends.is_empty() && s.backends_file.is_some());
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert_eq!(c.state_dir.as_deref(), Some(std::path::Path::new("/var/lib/anyedge")));
+        for (bad, field, what) in [
+            ("discover = { name = \"n.\", type = \"SRV\", port = 1, resolvers = [\"192.0.2.53\"] }", "discover.port", "SRV records carry"),
+            ("discover = { name = \"n.\", type = \"A\", resolvers = [\"192.0.2.53\"] }", "discover.port", "needs the backends' port"),
+            ("discover = { name = \"n.\", type = \"A\", port = 1, resolvers = [\"ns1\"] }", "discover.resolvers", "is not IP"),
+            ("discover = { name = \"n.\", type = \"A\", port = 1, resolvers = [] }", "discover.resolvers", "1 to 8"),
+            ("discover = { name = \"a..b\", type = \"A\", port = 1, resolvers = [\"192.0.2.53\"] }", "discover.name", "not a DNS name"),
+            ("discover = { name = \"n.\", type = \"A\", port = 1, resolvers = [\"192.0.2.53\"], min_refresh = \"1m\", max_refresh = \"1s\" }", "discover.max_refresh", ">= min_refresh"),
+            ("discover = { name = \"n.\", type = \"MX\", port = 1, resolvers = [\"192.0.2.53\"] }", "discover", "unknown variant"),
+            ("backends_file = \"b.json\"", "backends_file", "absolute"),
+            ("backends_file = \"/b.json\"\nslow_start = \"2h\"", "slow_start", ""),
+            ("", "backend", "or discover, or backends_file"),
+        ] {
+            let e = Config::parse(&format!("{svc}{bad}\n"), "t.toml").unwrap_err();
+            assert!(e.field.contains(field) && e.message.contains(what), "{bad}: {e}");
+        }
+        let e = Config::parse(&ok.replace("/var/lib/anyedge", "var/lib"), "t.toml").unwrap_err();
+        assert_eq!(e.field, "pop.state_dir", "{e}");
     }
 
     #[test]

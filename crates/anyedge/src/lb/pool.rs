@@ -29,6 +29,8 @@ const MAINTAIN_EVERY: Duration = Duration::from_millis(250);
 pub const RUNTIME_FILE: &str = "lb-runtime.json";
 
 static LOG_CONFLICT: LogLimiter = LogLimiter::new(5);
+/// Pool changes (a resolver or file may churn through many backends).
+static LOG_POOL: LogLimiter = LogLimiter::new(50);
 
 /// A service's background tasks and the settings they run for.
 #[derive(Default)]
@@ -134,9 +136,11 @@ pub(super) fn install(svc: &Arc<Service>, origin: Origin, mut members: Vec<Membe
                 false
             } else {
                 let before = d.get(&origin).map_or(0, Vec::len);
-                info!(service = %svc.name, origin = origin.as_str(), before, now = members.len(),
-                      backends = ?members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
-                      "discovered backends changed");
+                if let Some(s) = LOG_POOL.allow() {
+                    info!(suppressed = s, service = %svc.name, origin = origin.as_str(), before, now = members.len(),
+                          backends = ?members.iter().take(32).map(|m| m.name.as_str()).collect::<Vec<_>>(),
+                          "discovered backends changed");
+                }
                 d.insert(origin, members);
                 true
             }
@@ -200,7 +204,9 @@ pub(super) fn reconcile(svc: &Arc<Service>) {
                     info!(service = %sc.name, backend = %bc.name, drain = bc.drain, "backend drain changed");
                 }
                 if prev.weight != bc.weight {
-                    info!(service = %sc.name, backend = %bc.name, from = prev.weight, to = bc.weight, "backend weight changed");
+                    if let Some(s) = LOG_POOL.allow() {
+                        info!(suppressed = s, service = %sc.name, backend = %bc.name, from = prev.weight, to = bc.weight, "backend weight changed");
+                    }
                 }
                 if let Ok(mut h) = b.health.lock() {
                     h.set_thresholds(thresholds(&sc));
@@ -216,7 +222,9 @@ pub(super) fn reconcile(svc: &Arc<Service>) {
                         *h = Health::new(thresholds(&sc), State::Down, now);
                     }
                     start_checker(svc, b);
-                    info!(service = %sc.name, backend = %b.name, origin = m.origin.as_str(), "backend added back");
+                    if let Some(s) = LOG_POOL.allow() {
+                        info!(suppressed = s, service = %sc.name, backend = %b.name, origin = m.origin.as_str(), "backend added back");
+                    }
                 }
                 b.clone()
             }
@@ -238,8 +246,10 @@ pub(super) fn reconcile(svc: &Arc<Service>) {
                 });
                 start_checker(svc, &b);
                 if !old.is_empty() || m.origin != Origin::Config {
-                    info!(service = %sc.name, backend = %b.name, address = %m.address, origin = m.origin.as_str(),
-                          "backend added");
+                    if let Some(s) = LOG_POOL.allow() {
+                        info!(suppressed = s, service = %sc.name, backend = %b.name, address = %m.address, origin = m.origin.as_str(),
+                              "backend added");
+                    }
                 }
                 b
             }
@@ -259,8 +269,10 @@ pub(super) fn reconcile(svc: &Arc<Service>) {
                     // (its checks go on: it may serve as the fallback
                     // until a replacement is up)
                     *r = Some(now);
-                    info!(service = %sc.name, backend = %b.name, active = b.active.load(Ordering::Relaxed),
-                          "backend removed: draining (no new connections)");
+                    if let Some(s) = LOG_POOL.allow() {
+                        info!(suppressed = s, service = %sc.name, backend = %b.name, active = b.active.load(Ordering::Relaxed),
+                              "backend removed: draining (no new connections)");
+                    }
                     now
                 }
             },
@@ -277,7 +289,9 @@ pub(super) fn reconcile(svc: &Arc<Service>) {
             sc.drain_timeout,
         ) {
             b.stop_checker();
-            info!(service = %sc.name, backend = %b.name, cut = active, "backend removed");
+            if let Some(s) = LOG_POOL.allow() {
+                info!(suppressed = s, service = %sc.name, backend = %b.name, cut = active, "backend removed");
+            }
         } else {
             next.push(b.clone());
         }
