@@ -335,10 +335,24 @@ discover = {{ name = "_web._tcp.{ZONE}", type = "SRV", resolvers = ["{knot}"], m
         let st = status(&ns, admin);
         assert_eq!(serving(&st, "web"), names(&[2, 3]), "{bad}: {st}");
     }
-    // 10,000 SRV records: over the bound (or over what DNS can carry): the
-    // last good SRV pool keeps serving.
+    // 2,000 A records (they fit in one TCP answer): over our bound of 1024
+    // backends, refused, the last good pool keeps serving.
+    let before = discovery_errors(&status(&ns, admin), "web");
+    let many: Vec<String> = (0..2000u32)
+        .map(|i| format!("198.18.{}.{}", 100 + i / 250, 1 + i % 250))
+        .collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    set_zone(&k, zdir.path(), &zone(6, &many, &[1, 2], 0));
+    wait_until("2,000 A records refused", Duration::from_secs(15), || {
+        let st = status(&ns, admin);
+        (discovery_errors(&st, "web") > before).then_some(()).ok_or(st)
+    });
+    assert_eq!(serving(&status(&ns, admin), "web"), names(&[2, 3]));
+    assert!(a.log().contains("2000 records exceed the bound of 1024"), "{}", a.log());
+    // 10,000 SRV records: more than DNS can carry (Knot answers SERVFAIL):
+    // the last good SRV pool keeps serving.
     let before = discovery_errors(&status(&ns, admin), "srv");
-    set_zone(&k, zdir.path(), &zone(6, &["198.18.7.2", "198.18.7.3"], &[], 10_000));
+    set_zone(&k, zdir.path(), &zone(7, &["198.18.7.2", "198.18.7.3"], &[], 10_000));
     wait_until("the SRV flood counted as an error", Duration::from_secs(15), || {
         let st = status(&ns, admin);
         (discovery_errors(&st, "srv") > before).then_some(()).ok_or(st)
