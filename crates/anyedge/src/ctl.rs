@@ -308,8 +308,8 @@ pub fn render_status(v: &Value) -> String {
         );
         let _ = writeln!(
             o,
-            "  {:<16} {:<24} {:<6} {:<6} {:<7} {:<9} {:<10} WHY",
-            "BACKEND", "ADDRESS", "HEALTH", "DRAIN", "ACTIVE", "CONNS", "CHECK"
+            "  {:<16} {:<24} {:<7} {:<6} {:<7} {:<7} {:<9} {:<10} WHY",
+            "BACKEND", "ADDRESS", "ORIGIN", "HEALTH", "DRAIN", "ACTIVE", "CONNS", "CHECK"
         );
         for b in svc["backends"].as_array().into_iter().flatten() {
             let check = match b["last_check"].get("ok").and_then(Value::as_bool) {
@@ -319,11 +319,14 @@ pub fn render_status(v: &Value) -> String {
             };
             let _ = writeln!(
                 o,
-                "  {:<16} {:<24} {:<6} {:<6} {:<7} {:<9} {:<10} {}",
+                "  {:<16} {:<24} {:<7} {:<6} {:<7} {:<7} {:<9} {:<10} {}",
                 s(&b["name"]),
                 s(&b["address"]),
+                s(&b["origin"]),
                 s(&b["health"]),
-                if b["draining"].as_bool() == Some(true) {
+                if b["removed"].as_bool() == Some(true) {
+                    "removed"
+                } else if b["draining"].as_bool() == Some(true) {
                     "yes"
                 } else {
                     "no"

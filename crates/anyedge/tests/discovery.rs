@@ -588,6 +588,22 @@ address = "{n1}"
             .map_or(0, |b| b["weight"].as_u64().unwrap_or(0))
     };
     assert_eq!(weight_of(&status(&ns, admin), "n1"), 3);
+    // ctl status shows where each backend comes from
+    let out = ns
+        .command(env!("CARGO_BIN_EXE_anyedge"))
+        .args(["ctl", "--admin", &admin.to_string(), "status"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.trim_start().starts_with("n3 ") && l.contains(" runtime "))
+            && table
+                .lines()
+                .any(|l| l.trim_start().starts_with("n1 ") && l.contains(" config ")),
+        "{table}"
+    );
 
     // a reload keeps them (HAProxy's would not)
     a.signal(nix::sys::signal::Signal::SIGHUP);
