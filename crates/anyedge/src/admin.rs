@@ -4,6 +4,9 @@
 //! - `GET  /api/v1/history`                                  the last 5 minutes, JSON (`history.rs`)
 //! - `POST /api/v1/services/{service}/backends/{backend}/drain`   (token)
 //! - `POST /api/v1/services/{service}/backends/{backend}/undrain` (token)
+//! - `POST   /api/v1/services/{service}/backends`            (token) add: `{"address", "name"?, "weight"?}`
+//! - `DELETE /api/v1/services/{service}/backends/{backend}`  (token) remove (drains out)
+//! - `POST   /api/v1/services/{service}/backends/{backend}/weight` (token) `{"weight"}`
 //! - `POST /api/v1/reload`                                   (token)
 //! - `GET  /metrics`                                         Prometheus / OpenMetrics text
 //!
@@ -35,8 +38,8 @@ use crate::logutil::LogLimiter;
 use crate::pop::Pop;
 use crate::status::Status;
 
-struct AppState {
-    ctl: Arc<Pop>,
+pub(crate) struct AppState {
+    pub(crate) ctl: Arc<Pop>,
     registry: Registry,
 }
 
@@ -72,6 +75,15 @@ pub async fn serve(listen: SocketAddr, ctl: Arc<Pop>) -> anyhow::Result<()> {
         .route("/api/v1/history", get(history))
         .route("/api/v1/services/{service}/backends/{backend}/drain", post(drain))
         .route("/api/v1/services/{service}/backends/{backend}/undrain", post(undrain))
+        .route("/api/v1/services/{service}/backends", post(crate::lb::api::add))
+        .route(
+            "/api/v1/services/{service}/backends/{backend}",
+            axum::routing::delete(crate::lb::api::remove),
+        )
+        .route(
+            "/api/v1/services/{service}/backends/{backend}/weight",
+            post(crate::lb::api::weight),
+        )
         .route("/api/v1/reload", post(reload))
         .route("/api/v1/dns/zones/{zone}/reload", post(dns_zone_reload))
         .route("/api/v1/pop/drain", post(pop_drain))
@@ -277,13 +289,13 @@ async fn serve_connection(stream: tokio::net::TcpStream, app: Router, header_tim
     drop(slot);
 }
 
-fn error(code: StatusCode, msg: impl Into<String>) -> Response {
+pub(crate) fn error(code: StatusCode, msg: impl Into<String>) -> Response {
     (code, Json(json!({ "error": msg.into() }))).into_response()
 }
 
 /// Checks the bearer token of a state-changing call: `Some(refusal)` if the
 /// call must not proceed.
-fn refuse(state: &AppState, headers: &HeaderMap) -> Option<Response> {
+pub(crate) fn refuse(state: &AppState, headers: &HeaderMap) -> Option<Response> {
     authorize(state, headers).err().map(|b| *b)
 }
 
@@ -369,7 +381,12 @@ async fn set_drain(state: &AppState, headers: &HeaderMap, service: &str, backend
             format!("no backend {backend:?} in service {service:?}"),
         );
     }
-    Json(json!({ "service": service, "backend": backend, "draining": drain })).into_response()
+    // kept in the state directory with the other runtime changes
+    let persisted = match state.ctl.edge.save_runtime() {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    Json(json!({ "service": service, "backend": backend, "draining": drain, "persisted": persisted })).into_response()
 }
 
 async fn drain(

@@ -36,7 +36,10 @@ pub use checks::listen_overlap;
 pub use dns::{canonical_name, DnsConfig, TcpLimits, TsigAlgorithm, TsigKey, ZoneConfig, ZoneSource};
 pub use dnstap::DnstapConfig;
 pub use guard::Tarpit;
-pub use service::{BackendConfig, Balance, CheckKind, HealthCheck, ProxyMode, ProxyOptions, ServiceConfig, Timeouts};
+pub use service::{
+    BackendConfig, Balance, CheckKind, Discover, HealthCheck, ProxyMode, ProxyOptions, RecordType, ServiceConfig,
+    Timeouts,
+};
 pub use xdp::XdpConfig;
 #[cfg_attr(not(feature = "xdp"), allow(unused_imports))]
 pub use xdp::XdpMode;
@@ -81,6 +84,9 @@ pub struct Config {
     pub max_connections: NonZeroU32,
     pub shutdown_grace: Duration,
     pub workers: Option<NonZeroU32>,
+    /// Where runtime changes (backends added, removed, reweighted, drained
+    /// through the admin API) are kept across reloads and restarts.
+    pub state_dir: Option<PathBuf>,
     pub admin: Option<AdminConfig>,
     /// Per-source admission rules for every L4 listener.
     pub guard: anyedge_guard::GuardConfig,
@@ -432,6 +438,7 @@ impl Config {
             max_connections: pop.max_connections,
             shutdown_grace: pop.shutdown_grace,
             workers: pop.workers,
+            state_dir: pop.state_dir,
             admin,
             guard,
             tarpit,
