@@ -72,7 +72,9 @@ async function common(page) {
       const row = page.locator(`#backends tr[data-backend="${s.name}/${b.name}"]`);
       await row.waitFor({ timeout: 10000 });
       const cells = await row.locator("td").allTextContents();
-      check(cells[3] === String(b.weight), `weight of ${b.name}: ${cells[3]}`);
+      check(cells[4] === String(b.weight), `weight of ${b.name}: ${cells[4]}`);
+      const origin = b.origin + (b.removed ? " (removed)" : "");
+      check((await row.locator("td.origin").textContent()) === origin, `origin of ${b.name}`);
       check((await row.locator("td.downs").textContent()) === String(b.down_transitions), `downs of ${b.name}`);
       seconds((await row.locator("td.last-change").textContent()).replace(/ ago$/, ""));
     }
