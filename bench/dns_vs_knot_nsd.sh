@@ -10,6 +10,11 @@
 #   tcp_hit  the udp_hit queries over TCP, persistent pipelined connections
 # (All threads of each server are re-pinned after start: knotd sets the CPU
 # affinity of its UDP workers itself, which would put it beside dnsperf.)
+# SERVERS may also name anyedge_tap: anyedge with dnstap on ([dns.dnstap],
+# sample DNSTAP_SAMPLE, default 1 = every query and response) and Debian's
+# fstrm_capture as the collector, writing to a file (deleted after each run)
+# on the server's CPU (its cost counts against the server); the summary then
+# adds the ratio tap/ae.
 # Servers run one at a time, in interleaved rounds (knot, nsd, anyedge, knot,
 # ...), each started fresh per round and sanity-checked with dig first.
 # Then a load test: wall time from process start until a 1-million-record zone
@@ -88,6 +93,7 @@ GEN=$PWD/bench/dns_zone_gen.py
 W=$(mktemp -d /tmp/anyedge-dnsbench.XXXXXX)
 PIDS=()      # every process started here (servers, perf)
 SPID=""      # the running server's PID
+TAPPID=""    # anyedge_tap's collector (fstrm_capture)
 SPORT=""
 SDIR=""
 stop_pid() {  # SIGTERM, then SIGKILL after 5 s (a server busy loading a zone may not act on TERM)
@@ -202,7 +208,15 @@ NS
       nsd-checkconf "$d/nsd.conf" >&2 || die "nsd-checkconf rejected $d/nsd.conf"
       "${PIN_S[@]}" "$NSD" -d -c "$d/nsd.conf" >>"$d/log" 2>&1 &
       ;;
-    anyedge)
+    anyedge|anyedge_tap)
+      local tap=""
+      if [ "$who" = anyedge_tap ]; then
+        command -v fstrm_capture >/dev/null || die "anyedge_tap needs fstrm_capture (apt-get install fstrm-bin)"
+        "${PIN_S[@]}" fstrm_capture -t protobuf:dnstap.Dnstap -u "$d/tap.sock" -w "$d/tap.fstrm" >"$d/tap.log" 2>&1 &
+        TAPPID=$!; PIDS+=("$TAPPID")
+        for _ in $(seq 50); do [ -S "$d/tap.sock" ] && break; sleep 0.1; done
+        tap=$(printf '[dns.dnstap]\nsocket = "%s"\nsample = %s' "$d/tap.sock" "${DNSTAP_SAMPLE:-1}")
+      fi
       cat >"$d/anyedge.toml" <<AE
 [pop]
 name = "bench"
@@ -210,6 +224,7 @@ workers = 1
 [dns]
 listen = ["127.0.0.1:$SPORT"]
 workers = 1
+$tap
 [[dns.zone]]
 name = "$ORIGIN"
 file = "$zone"
@@ -228,6 +243,12 @@ stop_server() {
   stop_pid "$SPID"
   for _ in $(seq 50); do [ -z "$(ss -Hlntu "sport = :$SPORT" 2>/dev/null)" ] && break; sleep 0.1; done
   SPID=""
+  if [ -n "$TAPPID" ]; then  # the collector: what it wrote, then its file goes
+    p=$(ticks "$TAPPID")
+    stop_pid "$TAPPID"; TAPPID=""
+    echo "dnstap collector: $(grep -o 'wrote [0-9]* frames, [0-9]* bytes' "$SDIR/tap.log" | tail -1), $(awk -v t="$p" -v hz="$HZ" 'BEGIN { printf "%.1f", t / hz }') CPU-s since its start" >&2
+    rm -f "$SDIR/tap.fstrm"
+  fi
 }
 server_log() { echo "--- $1 log ($SDIR/log):" >&2; tail -20 "$SDIR/log" >&2 || true; }
 
@@ -392,6 +413,7 @@ if [ "$ROUNDS" -gt 0 ]; then
   echo "== DNS: medians of $ROUNDS round(s), ${DURATION}s each; one worker per server on CPU $SERVER_CPU${CG:+ (at most $SERVER_QUOTA% of it)}; dnsperf -c $CLIENTS -q $OUTSTANDING on CPU $CLIENT_CPU"
   printf '%-9s' mix; for who in $SERVERS; do printf ' %11s' "$who"; done
   has anyedge && has knot && printf ' %9s' ae/knot; has anyedge && has nsd && printf ' %9s' ae/nsd
+  has anyedge && has anyedge_tap && printf ' %9s' tap/ae
   printf '  %s\n' "lost (sum over rounds) / server CPU % / queries per server CPU-second"
   for mix in $MIXES; do
     declare -A M=()
@@ -411,6 +433,10 @@ if [ "$ROUNDS" -gt 0 ]; then
     if has anyedge && has nsd; then
       printf ' %9s' "$(ratio "${M[anyedge]}" "${M[nsd]}")"
       line+=" anyedge/nsd=$(ratio "${M[anyedge]}" "${M[nsd]}")"; eline+=" anyedge/nsd=$(ratio "${M[anyedge,eff]}" "${M[nsd,eff]}")"
+    fi
+    if has anyedge && has anyedge_tap; then
+      printf ' %9s' "$(ratio "${M[anyedge_tap]}" "${M[anyedge]}")"
+      line+=" anyedge_tap/anyedge=$(ratio "${M[anyedge_tap]}" "${M[anyedge]}")"; eline+=" anyedge_tap/anyedge=$(ratio "${M[anyedge_tap,eff]}" "${M[anyedge,eff]}")"
     fi
     printf ' '; for who in $SERVERS; do printf ' %s:%s/%s%%/%s' "$who" "${M[$who,lost]}" "${M[$who,cpu]}" "${M[$who,eff]}"; done; echo
     RESULTS+=("$line" "$lline" "$eline")

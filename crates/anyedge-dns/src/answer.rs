@@ -12,8 +12,8 @@ use std::net::IpAddr;
 use crate::cookie::{self, CookieState, Secrets};
 use crate::name::{self, Labels, MAX_NAME};
 use crate::zone::{
-    Node, RRset, Zone, ZoneSet, F_CNAME, F_DNAME, T_A, T_AAAA, T_CNAME, T_DNAME, T_DS, T_HTTPS, T_MX, T_NS, T_SRV,
-    T_SVCB,
+    Node, RRset, Zone, ZoneSet, F_CNAME, F_DNAME, T_A, T_AAAA, T_CNAME, T_DNAME, T_DS, T_HTTPS, T_MX, T_NS, T_NSEC,
+    T_RRSIG, T_SRV, T_SVCB,
 };
 
 pub const OPCODE_QUERY: u8 = 0;
@@ -435,6 +435,20 @@ pub fn answer_query<'z>(
         }
     };
     let mut w = Writer::new(out, q, limit);
+    // the OPT record as it will be written (RFC 6891 7: its size counts),
+    // so that an answer that fits is not truncated for options not sent
+    if let Some(e) = &q.edns {
+        let nsid = match (&st.nsid, e.nsid) {
+            (Some(n), true) => 4 + n.len().min(32),
+            _ => 0,
+        };
+        let cookie = if e.cookie.is_some() && st.cookies.is_some() {
+            28
+        } else {
+            0
+        };
+        w.reserve = 11 + nsid + cookie;
+    }
     // EDNS version we do not speak: BADVERS, nothing else (RFC 6891 6.1.3)
     if let Some(e) = &q.edns {
         if e.version != 0 {
@@ -457,6 +471,15 @@ pub fn answer_query<'z>(
         zones.find(qlc, &labels)
     } else {
         None
+    };
+    // RFC 4035 3.1.4.1: the DS of a child apex is the parent's data, when
+    // the parent is served here too
+    let zone = match zone {
+        Some(z) if q.qtype == T_DS && z.apex[..] == qlc[..] && !labels.is_empty() => {
+            let parent = &qlc[labels.suffix_at(labels.len() - 1, qlc.len())..];
+            zones.find(parent, &Labels::of(parent)).or(Some(z))
+        }
+        z => z,
     };
     let Some(zone) = zone else {
         // a name outside our zones (not another class: Knot sends no EDE there)
@@ -493,6 +516,8 @@ pub fn answer_query<'z>(
         _ => {}
     }
     let dnssec_ok = q.edns.as_ref().is_some_and(|e| e.dnssec_ok);
+    // RFC 4035 3.1: signatures and proofs for DO clients of signed zones
+    w.dnssec = dnssec_ok && zone.dnssec.is_some();
     let r = resolve(zone, &mut w, qlc, q.qtype, dnssec_ok);
     let truncated = w.truncated;
     w.finish(u16::from(r.rcode), r.aa, st, q, cx, cookie);
@@ -517,7 +542,8 @@ enum Found<'z> {
     Node(&'z Node, &'z [u8], bool),
     Delegation(&'z Node, &'z [u8]),
     Dname(&'z Node, &'z [u8]),
-    NxDomain,
+    /// No such name; the closest encloser's label count.
+    NxDomain(usize),
 }
 
 /// RFC 1034 4.3.2 step 3 inside one zone, for a lowercase wire name.
@@ -527,7 +553,7 @@ fn lookup<'z>(zone: &'z Zone, qlc: &[u8], qtype: u16, first: bool) -> Found<'z> 
     let apex_n = Labels::of(&zone.apex).len();
     let mut ce = apex_n;
     let Some((apex_key, apex)) = zone.nodes.get_key_value(&zone.apex[..]) else {
-        return Found::NxDomain;
+        return Found::NxDomain(apex_n);
     };
     if n > apex_n && apex.flags & F_DNAME != 0 {
         return Found::Dname(apex, apex_key);
@@ -557,18 +583,71 @@ fn lookup<'z>(zone: &'z Zone, qlc: &[u8], qtype: u16, first: bool) -> Found<'z> 
     let cel = &qlc[labels.suffix_at(ce, qlc.len())..];
     let mut wc = [0u8; MAX_NAME + 2];
     if cel.len() + 2 > MAX_NAME {
-        return Found::NxDomain;
+        return Found::NxDomain(ce);
     }
     wc[0] = 1;
     wc[1] = b'*';
     wc[2..2 + cel.len()].copy_from_slice(cel);
     match zone.nodes.get_key_value(&wc[..2 + cel.len()]) {
         Some((k, node)) => Found::Node(node, k, true),
-        None => Found::NxDomain,
+        None => Found::NxDomain(ce),
     }
 }
 
+/// Answers inside one zone: the answer section and the authority data of
+/// the last step, then the DNSSEC proofs (authority), then the additional
+/// data (sections are written in order).
 fn resolve<'z>(zone: &'z Zone, w: &mut Writer<'_>, qlc: &[u8], qtype: u16, dnssec_ok: bool) -> Resolved<'z> {
+    let mut post = Post::default();
+    let r = resolve_answer(zone, w, qlc, qtype, dnssec_ok, &mut post);
+    if w.dnssec {
+        denial::write_proofs(w, zone, &post.proofs[..post.n_proofs]);
+    }
+    if let Some(set) = post.additional {
+        w.additional_for(zone, set, &post.owner[..post.owner_len]);
+    }
+    r
+}
+
+/// What is written after the answer section.
+struct Post<'z> {
+    proofs: [denial::Pending; denial::MAX_PENDING],
+    n_proofs: usize,
+    additional: Option<&'z RRset>,
+    /// Owner of `additional` (lowercase wire), for SVCB "." targets.
+    owner: [u8; MAX_NAME],
+    owner_len: usize,
+}
+
+impl Default for Post<'_> {
+    fn default() -> Self {
+        Post {
+            proofs: [denial::Pending::EMPTY; denial::MAX_PENDING],
+            n_proofs: 0,
+            additional: None,
+            owner: [0; MAX_NAME],
+            owner_len: 0,
+        }
+    }
+}
+
+impl Post<'_> {
+    fn proof(&mut self, kind: denial::ProofKind, name: &[u8], ce: usize) {
+        if self.n_proofs < self.proofs.len() {
+            self.proofs[self.n_proofs] = denial::Pending::new(kind, name, ce);
+            self.n_proofs += 1;
+        }
+    }
+}
+
+fn resolve_answer<'z>(
+    zone: &'z Zone,
+    w: &mut Writer<'_>,
+    qlc: &[u8],
+    qtype: u16,
+    dnssec_ok: bool,
+    post: &mut Post<'z>,
+) -> Resolved<'z> {
     // names already visited in a CNAME/DNAME chain (loop detection)
     let mut seen = [0u64; MAX_CHAIN];
     let mut n_seen = 0usize;
@@ -591,11 +670,17 @@ fn resolve<'z>(zone: &'z Zone, w: &mut Writer<'_>, qlc: &[u8], qtype: u16, dnsse
                         kind = Kind::Wildcard;
                     }
                 }
+                // labels of the closest encloser of a wildcard match
+                let ce = Labels::of(key).len().saturating_sub(1);
                 // a CNAME answers every type but CNAME and ANY by restarting
                 // at its target (RFC 1034 4.3.2 3a); ANY matches the CNAME
-                if node.flags & F_CNAME != 0 && qtype != T_CNAME && qtype != T_ANY {
+                // (the CNAME's own NSEC and RRSIG are asked for too: RFC 4035 2.5)
+                if node.flags & F_CNAME != 0 && !matches!(qtype, T_CNAME | T_ANY | T_NSEC | T_RRSIG) {
                     let Some(set) = node.get(T_CNAME) else { break };
-                    let Some(tpos) = w.rrset(Section::Answer, owner, set) else {
+                    if wild {
+                        post.proof(denial::ProofKind::Wildcard, name, ce);
+                    }
+                    let Some(tpos) = w.signed(Section::Answer, owner, set, node) else {
                         return resolved(kind, RCODE_NOERROR, true, rrl);
                     };
                     let Some(target) = set.rdata[0].target_name() else {
@@ -616,19 +701,33 @@ fn resolve<'z>(zone: &'z Zone, w: &mut Writer<'_>, qlc: &[u8], qtype: u16, dnsse
                     continue;
                 }
                 // RFC 8482: for ANY, one RRset is a sufficient answer
-                let set = if qtype == T_ANY {
-                    node.rrsets.first()
-                } else {
-                    node.get(qtype)
+                let set = match qtype {
+                    T_ANY => node.rrsets.first(),
+                    // the signatures of one type, as Knot answers
+                    T_RRSIG => node.sigs.first(),
+                    _ => node.get(qtype),
                 };
                 match set {
                     Some(set) => {
-                        w.rrset(Section::Answer, owner, set);
-                        w.additional_for(zone, set, name);
+                        w.signed(Section::Answer, owner, set, node);
+                        // (the wildcard's NSEC answered: Knot adds no proof
+                        // then, since the answer holds that NSEC already)
+                        if wild && qtype != T_NSEC {
+                            post.proof(denial::ProofKind::Wildcard, name, ce);
+                        }
+                        post.additional = Some(set);
+                        post.owner[..name.len()].copy_from_slice(name);
+                        post.owner_len = name.len();
                         return resolved(kind, RCODE_NOERROR, true, rrl);
                     }
                     None => {
                         w.negative(zone);
+                        let k = if wild {
+                            denial::ProofKind::WildcardNoData
+                        } else {
+                            denial::ProofKind::NoData
+                        };
+                        post.proof(k, name, ce);
                         return resolved(if first { Kind::NoData } else { kind }, RCODE_NOERROR, true, rrl);
                     }
                 }
@@ -643,11 +742,15 @@ fn resolve<'z>(zone: &'z Zone, w: &mut Writer<'_>, qlc: &[u8], qtype: u16, dnsse
                     // the DS proves a secure delegation: only for DNSSEC-aware
                     // clients of a signed zone (as Knot does)
                     if dnssec_ok && zone.signed {
-                        if let Some(ds) = node.get(T_DS) {
-                            w.rrset(Section::Authority, o, ds);
+                        match node.get(T_DS) {
+                            Some(ds) => {
+                                w.signed(Section::Authority, o, ds, node);
+                            }
+                            // RFC 4035 3.1.4: else the proof there is none
+                            None => post.proof(denial::ProofKind::NoDs, key, 0),
                         }
                     }
-                    w.additional_for(zone, ns, &[]);
+                    post.additional = Some(ns);
                 }
                 return resolved(if first { Kind::Referral } else { kind }, RCODE_NOERROR, !first, rrl);
             }
@@ -656,7 +759,8 @@ fn resolve<'z>(zone: &'z Zone, w: &mut Writer<'_>, qlc: &[u8], qtype: u16, dnsse
                     rrl = key;
                 }
                 let Some(set) = node.get(T_DNAME) else { break };
-                w.rrset(Section::Answer, Owner::Name(node.owner(key)), set);
+                // signed; the synthesized CNAME is not (RFC 6672 5.3.1)
+                w.signed(Section::Answer, Owner::Name(node.owner(key)), set, node);
                 let Some(target) = set.rdata[0].target_name() else {
                     break;
                 };
@@ -691,8 +795,9 @@ fn resolve<'z>(zone: &'z Zone, w: &mut Writer<'_>, qlc: &[u8], qtype: u16, dnsse
                 owner = tpos;
                 first = false;
             }
-            Found::NxDomain => {
+            Found::NxDomain(ce) => {
                 w.negative(zone);
+                post.proof(denial::ProofKind::NxDomain, name, ce);
                 return resolved(if first { Kind::NxDomain } else { kind }, RCODE_NXDOMAIN, true, rrl);
             }
         }
@@ -758,6 +863,12 @@ struct Writer<'o> {
     reserve: usize,
     /// An RFC 8914 INFO-CODE to add to the OPT record (EDNS queries only).
     ede: Option<u16>,
+    /// RRSIGs go with each RRset (a DO query of a signed zone).
+    dnssec: bool,
+    /// NSEC/NSEC3 owners already written as proofs (their addresses in
+    /// the zone), so that one proving two things is written once.
+    proved: [usize; 8],
+    n_proved: usize,
 }
 
 impl<'o> Writer<'o> {
@@ -775,6 +886,9 @@ impl<'o> Writer<'o> {
             n_names: 0,
             reserve,
             ede: None,
+            dnssec: false,
+            proved: [0; 8],
+            n_proved: 0,
         };
         w.names[0] = 12;
         w.n_names = 1;
@@ -887,6 +1001,34 @@ impl<'o> Writer<'o> {
         self.rrset_ttl(sec, owner, set, set.ttl)
     }
 
+    /// An RRset and, for DNSSEC, its RRSIGs from `node` (RFC 4035 3.1.1:
+    /// in answer and authority they must fit or the answer is truncated;
+    /// in additional the RRset may stay without them).
+    fn signed(&mut self, sec: Section, owner: Owner<'_>, set: &RRset, node: &Node) -> Option<Option<u16>> {
+        self.signed_ttl(sec, owner, set, node, None)
+    }
+
+    /// [`signed`](Self::signed) with both TTLs replaced (negative answers).
+    fn signed_ttl(
+        &mut self,
+        sec: Section,
+        owner: Owner<'_>,
+        set: &RRset,
+        node: &Node,
+        ttl: Option<u32>,
+    ) -> Option<Option<u16>> {
+        let r = self.rrset_ttl(sec, owner, set, ttl.unwrap_or(set.ttl))?;
+        if self.dnssec {
+            if let Some(sigs) = node.sigs_for(set.rtype) {
+                let t = ttl.unwrap_or(sigs.ttl);
+                if self.rrset_ttl(sec, owner, sigs, t).is_none() && sec != Section::Additional {
+                    return None;
+                }
+            }
+        }
+        Some(r)
+    }
+
     fn rrset_ttl(&mut self, sec: Section, owner: Owner<'_>, set: &RRset, ttl: u32) -> Option<Option<u16>> {
         if self.truncated {
             return None;
@@ -976,11 +1118,12 @@ impl<'o> Writer<'o> {
     /// SOA in authority for NXDOMAIN/NODATA, TTL per RFC 2308.
     fn negative(&mut self, zone: &Zone) {
         if let (Some(apex), Some(soa)) = (zone.apex_node(), zone.soa()) {
-            self.rrset_ttl(
+            self.signed_ttl(
                 Section::Authority,
                 Owner::Name(apex.owner(&zone.apex)),
                 soa,
-                zone.negative_ttl,
+                apex,
+                Some(zone.negative_ttl),
             );
         }
     }
@@ -992,6 +1135,15 @@ impl<'o> Writer<'o> {
         if !matches!(set.rtype, T_NS | T_MX | T_SRV | T_SVCB | T_HTTPS) || self.truncated {
             return;
         }
+        // the addresses first, then (DNSSEC) their signatures, as Knot:
+        // when space runs out, the signatures are what is left out
+        // (RFC 4035 3.1.1 allows it in the additional section)
+        for pass in 0..1 + usize::from(self.dnssec) {
+            self.additional_pass(zone, set, owner_lc, pass == 1);
+        }
+    }
+
+    fn additional_pass(&mut self, zone: &Zone, set: &RRset, owner_lc: &[u8], sigs: bool) {
         for rd in &set.rdata {
             let Some(mut t) = rd.target_name() else { continue };
             if t == b"\0" && matches!(set.rtype, T_SVCB | T_HTTPS) {
@@ -1008,8 +1160,23 @@ impl<'o> Writer<'o> {
             }
             if let Some((key, node)) = zone.nodes.get_key_value(&lc[..]) {
                 for ty in [T_A, T_AAAA] {
-                    if let Some(s) = node.get(ty) {
+                    let s = if sigs {
+                        node.get(ty).and_then(|_| node.sigs_for(ty))
+                    } else {
+                        node.get(ty)
+                    };
+                    if let Some(s) = s {
                         self.rrset(Section::Additional, Owner::Name(node.owner(key)), s);
+                    }
+                }
+                // SVCB/HTTPS targets: also their own NSEC or NSEC3 (what
+                // proves which address types they lack), as Knot 3.2 adds
+                if self.dnssec && matches!(set.rtype, T_SVCB | T_HTTPS) {
+                    if let Some((k, n, s)) = denial::own_denial(zone, lc) {
+                        let s = if sigs { n.sigs_for(s.rtype) } else { Some(s) };
+                        if let Some(s) = s {
+                            self.rrset(Section::Additional, Owner::Name(n.owner(k)), s);
+                        }
                     }
                 }
             }
@@ -1065,6 +1232,9 @@ impl<'o> Writer<'o> {
     }
 }
 
+mod denial;
+#[cfg(test)]
+mod dnssec_tests;
 #[cfg(test)]
 mod tests;
 

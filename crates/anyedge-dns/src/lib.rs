@@ -10,6 +10,7 @@
 
 pub mod answer;
 pub mod cookie;
+pub mod dnssec;
 pub mod fuzz_check;
 pub mod name;
 pub mod xfr;

@@ -76,7 +76,9 @@ impl Rdata {
         if self.target == u16::MAX {
             None
         } else {
-            self.wire.get(self.target as usize..)
+            // the name alone (SVCB/HTTPS parameters follow it)
+            let w = self.wire.get(self.target as usize..)?;
+            w.get(..name::wire_len(w)?)
         }
     }
 }
@@ -100,6 +102,9 @@ pub struct Node {
     /// one allocation less per name).
     owner_case: Option<Box<[u8]>>,
     pub rrsets: Vec<RRset>,
+    /// RRSIGs grouped by the type they cover (each group an RRset of type
+    /// RRSIG with its own TTL, as the signer gave it), by covered type.
+    pub sigs: Vec<RRset>,
     pub flags: u8,
 }
 
@@ -118,7 +123,26 @@ impl Node {
         self.rrsets.iter().find(|r| r.rtype == rtype)
     }
     pub fn is_empty_non_terminal(&self) -> bool {
-        self.rrsets.is_empty()
+        self.rrsets.is_empty() && self.sigs.is_empty()
+    }
+    /// The RRSIGs covering `rtype`.
+    pub fn sigs_for(&self, rtype: u16) -> Option<&RRset> {
+        self.sigs
+            .iter()
+            .find(|s| s.rdata.first().and_then(|r| crate::dnssec::covered(&r.wire)) == Some(rtype))
+    }
+    /// The RRset a record of this type and rdata belongs to (RRSIGs by the
+    /// type they cover).
+    pub fn set_of(&self, rtype: u16, rdata: &[u8]) -> Option<&RRset> {
+        if rtype == T_RRSIG {
+            self.sigs_for(crate::dnssec::covered(rdata)?)
+        } else {
+            self.get(rtype)
+        }
+    }
+    /// Every RRset, RRSIG groups last.
+    pub fn all_sets(&self) -> impl Iterator<Item = &RRset> {
+        self.rrsets.iter().chain(self.sigs.iter())
     }
     pub fn is_delegation(&self) -> bool {
         self.flags & F_DELEGATION != 0
@@ -141,11 +165,24 @@ pub struct Zone {
     /// DNSKEY at the apex: DNSSEC data is served to DO clients (DS in
     /// referrals).
     pub signed: bool,
+    /// Owners made only of an NSEC3 record (hashed names), apart from the
+    /// name tree (RFC 5155 7.1); in `iter_records`, not in lookups.
+    pub nsec3_nodes: FxHashMap<Box<[u8]>, Node>,
+    /// Indexes for DNSSEC answers of a signed zone.
+    pub dnssec: Option<crate::dnssec::Index>,
 }
 
 impl Zone {
     pub fn node(&self, lc: &[u8]) -> Option<&Node> {
         self.nodes.get(lc)
+    }
+    /// A node of the name tree or an NSEC3 owner.
+    pub fn any_node(&self, lc: &[u8]) -> Option<&Node> {
+        self.nodes.get(lc).or_else(|| self.nsec3_nodes.get(lc))
+    }
+    /// Every node, NSEC3 owners included.
+    pub fn all_nodes(&self) -> impl Iterator<Item = (&Box<[u8]>, &Node)> {
+        self.nodes.iter().chain(self.nsec3_nodes.iter())
     }
     pub fn apex_node(&self) -> Option<&Node> {
         self.nodes.get(&self.apex[..])
@@ -160,13 +197,11 @@ impl Zone {
     /// Every record in canonical-ish order (SOA first), for AXFR and tests.
     pub fn iter_records(&self) -> Vec<(&[u8], &RRset)> {
         let mut v: Vec<(&[u8], &RRset)> = Vec::with_capacity(self.records);
-        let mut keys: Vec<&Box<[u8]>> = self.nodes.keys().collect();
-        keys.sort_by(|a, b| canonical_cmp(a, b));
-        for k in keys {
-            if let Some(n) = self.nodes.get(k) {
-                for r in &n.rrsets {
-                    v.push((n.owner(k), r));
-                }
+        let mut keys: Vec<(&Box<[u8]>, &Node)> = self.all_nodes().collect();
+        keys.sort_by(|a, b| canonical_cmp(a.0, b.0));
+        for (k, n) in keys {
+            for r in n.all_sets() {
+                v.push((n.owner(k), r));
             }
         }
         v
@@ -306,7 +341,17 @@ impl ZoneBuilder {
                 self.nodes.entry(lc).or_insert(n)
             }
         };
-        match node.rrsets.iter_mut().find(|r| r.rtype == rtype) {
+        let (sets, covered) = if rtype == T_RRSIG {
+            let c = crate::dnssec::covered(&rd.wire).ok_or("malformed RRSIG")?;
+            (&mut node.sigs, Some(c))
+        } else {
+            (&mut node.rrsets, None)
+        };
+        let same = |r: &RRset| match covered {
+            Some(c) => r.rdata.first().and_then(|x| crate::dnssec::covered(&x.wire)) == Some(c),
+            None => r.rtype == rtype,
+        };
+        match sets.iter_mut().find(|r| same(r)) {
             Some(set) => {
                 // duplicates are collapsed (RFC 2181 5)
                 if set.rdata.iter().any(|r| r.wire == rd.wire) {
@@ -327,7 +372,7 @@ impl ZoneBuilder {
                 }
                 set.rdata.push(rd);
             }
-            None => node.rrsets.push(RRset {
+            None => sets.push(RRset {
                 rtype,
                 ttl,
                 rdata: vec![rd],
@@ -337,8 +382,17 @@ impl ZoneBuilder {
         Ok(())
     }
 
-    /// Semantic checks, flags, and the finished snapshot.
-    pub fn finish(mut self) -> Result<Zone, String> {
+    /// Semantic checks, flags, and the finished snapshot (signatures
+    /// checked against the clock now).
+    pub fn finish(self) -> Result<Zone, String> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.finish_at(now)
+    }
+
+    /// [`finish`](Self::finish) at UNIX time `now` (seconds).
+    pub fn finish_at(mut self, now: u64) -> Result<Zone, String> {
         let apex = self.apex.clone();
         let zname = name::display(&apex);
         let (serial, negative_ttl) = {
@@ -366,7 +420,7 @@ impl ZoneBuilder {
             }
             if n.get(T_CNAME).is_some() {
                 // CNAME and other data (RRSIG/NSEC excepted): RFC 1034 3.6.2
-                if let Some(o) = n.rrsets.iter().find(|r| !matches!(r.rtype, T_CNAME | T_RRSIG | T_NSEC)) {
+                if let Some(o) = n.rrsets.iter().find(|r| !matches!(r.rtype, T_CNAME | T_NSEC)) {
                     return Err(format!(
                         "{}: CNAME and other data ({}) at the same name",
                         name::display(n.owner(k)),
@@ -381,6 +435,32 @@ impl ZoneBuilder {
             n.flags = f;
             // by type, as Knot keeps them: ANY (RFC 8482) answers the first
             n.rrsets.sort_by_key(|r| r.rtype);
+            n.sigs
+                .sort_by_key(|r| r.rdata.first().and_then(|x| crate::dnssec::covered(&x.wire)));
+        }
+        let mut nsec3_nodes = FxHashMap::default();
+        let mut dnssec = None;
+        if signed {
+            // hashed NSEC3 owners leave the name tree (they have no
+            // children, so no empty non-terminal depends on them)
+            let hashed: Vec<Box<[u8]>> = self
+                .nodes
+                .iter()
+                .filter(|(k, n)| k[..] != apex[..] && crate::dnssec::is_nsec3_only(n))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in hashed {
+                if let Some(n) = self.nodes.remove(&k) {
+                    nsec3_nodes.insert(k, n);
+                }
+            }
+            dnssec = Some(crate::dnssec::index(
+                &apex,
+                &self.nodes,
+                &nsec3_nodes,
+                now,
+                &mut self.warnings,
+            )?);
         }
         Ok(Zone {
             apex,
@@ -390,6 +470,8 @@ impl ZoneBuilder {
             records: self.records,
             warnings: self.warnings,
             signed,
+            nsec3_nodes,
+            dnssec,
         })
     }
 }
@@ -485,6 +567,21 @@ pub fn load_str(text: &str, origin: &str) -> Result<Zone, ZoneError> {
     let mut b = ZoneBuilder::new(apex.as_slice());
     scan_into(&mut b, text.as_bytes().to_vec(), "<text>", apex, None, 0, None, None)?;
     b.finish().map_err(|msg| ZoneError::Zone {
+        zone: origin.to_string(),
+        msg,
+    })
+}
+
+/// [`load_str`] with signatures checked at UNIX time `now` (tests of
+/// signed zones with fixed validity periods).
+pub fn load_str_at(text: &str, origin: &str, now: u64) -> Result<Zone, ZoneError> {
+    let apex: domain::base::Name<bytes::Bytes> = origin.parse().map_err(|e| ZoneError::Zone {
+        zone: origin.to_string(),
+        msg: format!("bad zone name: {e}"),
+    })?;
+    let mut b = ZoneBuilder::new(apex.as_slice());
+    scan_into(&mut b, text.as_bytes().to_vec(), "<text>", apex, None, 0, None, None)?;
+    b.finish_at(now).map_err(|msg| ZoneError::Zone {
         zone: origin.to_string(),
         msg,
     })

@@ -73,6 +73,11 @@ pub struct Health {
     failing_since: Option<Instant>,
     /// Has never been up (started down and no rise yet).
     never_up: bool,
+    /// Transitions to down so far (HAProxy's "Dwn").
+    downs: u64,
+    /// Time spent down in periods that ended (the current one, if down,
+    /// is `now - since`).
+    down_before: Duration,
 }
 
 impl Health {
@@ -91,6 +96,8 @@ impl Health {
             },
             failing_since: None,
             never_up: initial == State::Down,
+            downs: 0,
+            down_before: Duration::ZERO,
         }
     }
 
@@ -118,6 +125,22 @@ impl Health {
     /// check passed or there was none).
     pub fn failing_since(&self) -> Option<Instant> {
         self.failing_since
+    }
+
+    /// Total time spent down up to `now`, from the transitions: a backend
+    /// that started down (and maybe never came up) counts from its start
+    /// (HAProxy's "Dwntme").
+    pub fn downtime(&self, now: Instant) -> Duration {
+        match self.state {
+            State::Down => self.down_before + now.saturating_duration_since(self.since),
+            State::Up => self.down_before,
+        }
+    }
+
+    /// How often the backend went from up to down (HAProxy's "Dwn"); a
+    /// start in the down state is not counted.
+    pub fn down_transitions(&self) -> u64 {
+        self.downs
     }
 
     pub fn thresholds(&self) -> Thresholds {
@@ -205,6 +228,12 @@ impl Health {
 
     fn transition(&mut self, to: State, reason: String, now: Instant) -> Transition {
         let from = self.state;
+        if from == State::Down {
+            self.down_before += now.saturating_duration_since(self.since);
+        }
+        if to == State::Down {
+            self.downs += 1;
+        }
         self.state = to;
         self.since = now;
         self.passive_streak = 0;
@@ -413,6 +442,45 @@ mod tests {
         assert_eq!(h.since(), t0);
         assert_eq!(h.thresholds().rise, 1);
         assert!(h.on_check(ok(), t0).is_some());
+    }
+
+    #[test]
+    fn downtime_is_counted_from_the_transitions() {
+        let t0 = Instant::now();
+        let at = |s| t0 + Duration::from_secs(s);
+        // never up: down since its start, however many checks fail
+        let mut h = Health::new(TH, State::Down, t0);
+        for i in 1..=5 {
+            h.on_check(fail(), at(i));
+        }
+        assert_eq!(h.downtime(at(7)), Duration::from_secs(7));
+        assert_eq!(h.down_transitions(), 0);
+        // up at 9: 9 s down, no more while up
+        h.on_check(ok(), at(8));
+        assert!(h.on_check(ok(), at(9)).is_some());
+        assert_eq!(h.downtime(at(9)), Duration::from_secs(9));
+        assert_eq!(h.downtime(at(30)), Duration::from_secs(9));
+        // down at 32 (3 failures), up at 41: 9 s more
+        for i in 30..=32 {
+            h.on_check(fail(), at(i));
+        }
+        assert_eq!(h.state(), State::Down);
+        assert_eq!(h.down_transitions(), 1);
+        assert_eq!(h.downtime(at(35)), Duration::from_secs(9 + 3));
+        h.on_check(ok(), at(40));
+        h.on_check(ok(), at(41));
+        assert_eq!(h.downtime(at(100)), Duration::from_secs(18));
+        // passive ejection counts the same way
+        h.on_connect_failure(at(100));
+        assert!(h.on_connect_failure(at(100)).is_some());
+        assert_eq!(h.down_transitions(), 2);
+        assert_eq!(h.downtime(at(110)), Duration::from_secs(28));
+        // a threshold change (reload) keeps the account
+        h.set_thresholds(Thresholds { rise: 1, ..TH });
+        assert_eq!(h.downtime(at(110)), Duration::from_secs(28));
+        // a backend that starts up has no downtime
+        let h = Health::new(TH, State::Up, t0);
+        assert_eq!(h.downtime(at(50)), Duration::ZERO);
     }
 
     #[test]

@@ -6,8 +6,11 @@
 //! - [`select`]: weighted round robin and weighted least-connections.
 //! - [`health`]: the rise/fall state machine fed by active checks and by
 //!   passive signals from real traffic.
+//! - [`pool`]: a service's backend set from its sources (file, DNS, watched
+//!   file, runtime changes), discovered-set checks, slow start.
 #![forbid(unsafe_code)]
 
 pub mod health;
 pub mod maglev;
+pub mod pool;
 pub mod select;

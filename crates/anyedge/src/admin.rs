@@ -1,8 +1,12 @@
 //! Admin HTTP API (axum): status, actions, Prometheus metrics.
 //!
 //! - `GET  /api/v1/status`                                   everything, JSON
+//! - `GET  /api/v1/history`                                  the last 5 minutes, JSON (`history.rs`)
 //! - `POST /api/v1/services/{service}/backends/{backend}/drain`   (token)
 //! - `POST /api/v1/services/{service}/backends/{backend}/undrain` (token)
+//! - `POST   /api/v1/services/{service}/backends`            (token) add: `{"address", "name"?, "weight"?}`
+//! - `DELETE /api/v1/services/{service}/backends/{backend}`  (token) remove (drains out)
+//! - `POST   /api/v1/services/{service}/backends/{backend}/weight` (token) `{"weight"}`
 //! - `POST /api/v1/reload`                                   (token)
 //! - `GET  /metrics`                                         Prometheus / OpenMetrics text
 //!
@@ -34,8 +38,8 @@ use crate::logutil::LogLimiter;
 use crate::pop::Pop;
 use crate::status::Status;
 
-struct AppState {
-    ctl: Arc<Pop>,
+pub(crate) struct AppState {
+    pub(crate) ctl: Arc<Pop>,
     registry: Registry,
 }
 
@@ -68,8 +72,18 @@ pub async fn serve(listen: SocketAddr, ctl: Arc<Pop>) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/", get(status_page))
         .route("/api/v1/status", get(status))
+        .route("/api/v1/history", get(history))
         .route("/api/v1/services/{service}/backends/{backend}/drain", post(drain))
         .route("/api/v1/services/{service}/backends/{backend}/undrain", post(undrain))
+        .route("/api/v1/services/{service}/backends", post(crate::lb::api::add))
+        .route(
+            "/api/v1/services/{service}/backends/{backend}",
+            axum::routing::delete(crate::lb::api::remove),
+        )
+        .route(
+            "/api/v1/services/{service}/backends/{backend}/weight",
+            post(crate::lb::api::weight),
+        )
         .route("/api/v1/reload", post(reload))
         .route("/api/v1/dns/zones/{zone}/reload", post(dns_zone_reload))
         .route("/api/v1/pop/drain", post(pop_drain))
@@ -275,13 +289,13 @@ async fn serve_connection(stream: tokio::net::TcpStream, app: Router, header_tim
     drop(slot);
 }
 
-fn error(code: StatusCode, msg: impl Into<String>) -> Response {
+pub(crate) fn error(code: StatusCode, msg: impl Into<String>) -> Response {
     (code, Json(json!({ "error": msg.into() }))).into_response()
 }
 
 /// Checks the bearer token of a state-changing call: `Some(refusal)` if the
 /// call must not proceed.
-fn refuse(state: &AppState, headers: &HeaderMap) -> Option<Response> {
+pub(crate) fn refuse(state: &AppState, headers: &HeaderMap) -> Option<Response> {
     authorize(state, headers).err().map(|b| *b)
 }
 
@@ -330,6 +344,10 @@ async fn status(State(state): State<Arc<AppState>>) -> Json<Value> {
     Json(Status::read(&state.ctl).to_json())
 }
 
+async fn history(State(state): State<Arc<AppState>>) -> Json<Value> {
+    Json(state.ctl.history.to_json())
+}
+
 /// Reloads one zone from its file; the previous version keeps serving if
 /// the new one does not load.
 async fn dns_zone_reload(
@@ -363,7 +381,12 @@ async fn set_drain(state: &AppState, headers: &HeaderMap, service: &str, backend
             format!("no backend {backend:?} in service {service:?}"),
         );
     }
-    Json(json!({ "service": service, "backend": backend, "draining": drain })).into_response()
+    // kept in the state directory with the other runtime changes
+    let persisted = match state.ctl.edge.save_runtime() {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    Json(json!({ "service": service, "backend": backend, "draining": drain, "persisted": persisted })).into_response()
 }
 
 async fn drain(
@@ -462,10 +485,20 @@ async fn reload(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Respo
     }
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+/// OpenMetrics for a client that asks for it (Prometheus does), else the
+/// Prometheus text format (curl, `promtool check metrics`).
+async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let mut body = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut body, &state.registry) {
         return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    }
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    if !crate::promtext::wants_openmetrics(accept) {
+        return (
+            [(header::CONTENT_TYPE, crate::promtext::CONTENT_TYPE)],
+            crate::promtext::to_text(&body),
+        )
+            .into_response();
     }
     (
         [(

@@ -27,10 +27,34 @@ pub enum Action {
     ReloadZone {
         zone: String,
     },
+    /// A backend added at run time (kept in the state directory).
+    BackendAdd {
+        service: String,
+        address: String,
+        name: Option<String>,
+        weight: Option<u32>,
+    },
+    /// A backend of any origin removed at run time (it drains out).
+    BackendRemove {
+        service: String,
+        backend: String,
+    },
+    /// A backend's weight set at run time.
+    BackendWeight {
+        service: String,
+        backend: String,
+        weight: u32,
+    },
 }
 
 /// One HTTP/1.1 request to the admin API; returns (status, body).
-fn request(admin: &str, method: &str, path: &str, token: Option<&str>) -> anyhow::Result<(u16, String)> {
+fn request(
+    admin: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> anyhow::Result<(u16, String)> {
     let addr: SocketAddr = admin
         .to_socket_addrs()
         .with_context(|| format!("admin address {admin:?}"))?
@@ -43,9 +67,16 @@ fn request(admin: &str, method: &str, path: &str, token: Option<&str>) -> anyhow
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
+    let body = body.unwrap_or_default();
+    let ctype = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/json\r\n"
+    };
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}{ctype}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     )?;
     let mut resp = Vec::new();
     s.read_to_end(&mut resp)?;
@@ -59,8 +90,36 @@ fn request(admin: &str, method: &str, path: &str, token: Option<&str>) -> anyhow
 }
 
 pub fn run(admin: &str, token: Option<&str>, json: bool, action: Action) -> anyhow::Result<()> {
+    let mut body = None;
     let (method, path) = match &action {
         Action::Status => ("GET", "/api/v1/status".to_string()),
+        Action::BackendAdd {
+            service,
+            address,
+            name,
+            weight,
+        } => {
+            let mut o = serde_json::json!({ "address": address });
+            if let Some(n) = name {
+                o["name"] = n.clone().into();
+            }
+            if let Some(w) = weight {
+                o["weight"] = (*w).into();
+            }
+            body = Some(o.to_string());
+            ("POST", format!("/api/v1/services/{service}/backends"))
+        }
+        Action::BackendRemove { service, backend } => {
+            ("DELETE", format!("/api/v1/services/{service}/backends/{backend}"))
+        }
+        Action::BackendWeight {
+            service,
+            backend,
+            weight,
+        } => {
+            body = Some(serde_json::json!({ "weight": weight }).to_string());
+            ("POST", format!("/api/v1/services/{service}/backends/{backend}/weight"))
+        }
         Action::DrainBackend {
             service,
             backend,
@@ -87,7 +146,7 @@ pub fn run(admin: &str, token: Option<&str>, json: bool, action: Action) -> anyh
         Action::Reload => ("POST", "/api/v1/reload".to_string()),
         Action::ReloadZone { zone } => ("POST", format!("/api/v1/dns/zones/{zone}/reload")),
     };
-    let (status, body) = request(admin, method, &path, token)?;
+    let (status, body) = request(admin, method, &path, token, body.as_deref())?;
     let v: Value = serde_json::from_str(&body).unwrap_or(Value::String(body.clone()));
     if !(200..300).contains(&status) {
         let msg = v.get("error").and_then(Value::as_str).unwrap_or(body.trim());
@@ -116,6 +175,22 @@ pub fn run(admin: &str, token: Option<&str>, json: bool, action: Action) -> anyh
             if drain { "draining" } else { "undrained" }
         ),
         Action::Reload => println!("configuration reloaded"),
+        Action::BackendAdd { service, .. }
+        | Action::BackendRemove { service, .. }
+        | Action::BackendWeight { service, .. } => println!(
+            "{service}/{}: {}{}",
+            v.get("backend").map(s).unwrap_or_default(),
+            match v.get("change").and_then(Value::as_str) {
+                Some("add") => "added (traffic once it passes its checks)",
+                Some("remove") => "removed (draining: open connections finish)",
+                _ => "weight set",
+            },
+            if v.get("persisted").and_then(Value::as_bool) == Some(true) {
+                ""
+            } else {
+                " (not kept across a restart: no pop.state_dir)"
+            }
+        ),
         Action::ReloadZone { zone } => println!(
             "zone {zone} reloaded, serial {}",
             v.get("serial").map(s).unwrap_or_default()
@@ -145,6 +220,17 @@ fn s(v: &Value) -> String {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
         other => other.to_string(),
+    }
+}
+
+/// A duration as "42s", "3m12s", "2h05m" or "3d04h".
+fn duration(secs: f64) -> String {
+    let t = secs.max(0.0) as u64;
+    match t {
+        0..60 => format!("{t}s"),
+        60..3600 => format!("{}m{:02}s", t / 60, t % 60),
+        3600..86400 => format!("{}h{:02}m", t / 3600, t % 3600 / 60),
+        _ => format!("{}d{:02}h", t / 86400, t % 86400 / 3600),
     }
 }
 
@@ -233,8 +319,18 @@ pub fn render_status(v: &Value) -> String {
         );
         let _ = writeln!(
             o,
-            "  {:<16} {:<24} {:<6} {:<6} {:<7} {:<9} {:<10} WHY",
-            "BACKEND", "ADDRESS", "HEALTH", "DRAIN", "ACTIVE", "CONNS", "CHECK"
+            "  {:<16} {:<24} {:<7} {:<6} {:<7} {:<7} {:<9} {:<8} {:<9} {:<8} {:<10} WHY",
+            "BACKEND",
+            "ADDRESS",
+            "ORIGIN",
+            "HEALTH",
+            "DRAIN",
+            "ACTIVE",
+            "CONNS",
+            "CHKFAIL",
+            "DOWNTIME",
+            "LASTCHG",
+            "CHECK"
         );
         for b in svc["backends"].as_array().into_iter().flatten() {
             let check = match b["last_check"].get("ok").and_then(Value::as_bool) {
@@ -244,17 +340,23 @@ pub fn render_status(v: &Value) -> String {
             };
             let _ = writeln!(
                 o,
-                "  {:<16} {:<24} {:<6} {:<6} {:<7} {:<9} {:<10} {}",
+                "  {:<16} {:<24} {:<7} {:<6} {:<7} {:<7} {:<9} {:<8} {:<9} {:<8} {:<10} {}",
                 s(&b["name"]),
                 s(&b["address"]),
+                s(&b["origin"]),
                 s(&b["health"]),
-                if b["draining"].as_bool() == Some(true) {
+                if b["removed"].as_bool() == Some(true) {
+                    "removed"
+                } else if b["draining"].as_bool() == Some(true) {
                     "yes"
                 } else {
                     "no"
                 },
                 s(&b["active_connections"]),
                 s(&b["connections"]),
+                s(&b["checks_failed"]),
+                b["downtime_seconds"].as_f64().map_or("-".into(), duration),
+                b["health_since_seconds"].as_f64().map_or("-".into(), duration),
                 check,
                 match b["failing_for_seconds"].as_f64() {
                     Some(t) => format!("{} (failing for {t:.0}s)", s(&b["health_reason"])),
@@ -323,7 +425,8 @@ mod tests {
                     {"name": "b", "address": "198.18.31.3:8080", "health": "down", "draining": false,
                     "active_connections": 0, "connections": 0, "last_check": {"ok": false, "error": "connection refused"},
                     "health_reason": "never up: 40 consecutive failed checks: connection refused",
-                    "failing_for_seconds": 120.2}]}],
+                    "failing_for_seconds": 120.2, "checks_failed": 40, "downtime_seconds": 3725.2,
+                    "health_since_seconds": 3725.2}]}],
             "guard": {"drops": {"deny_list": 2}, "dynamic_blocks": 1},
             "dns": {"zones": [{"name": "example.com", "serial": 7, "records": 12, "source": "/z/example.com.zone",
                 "loaded_by": "file", "error": null}], "stats": {"udp_queries": 5, "tcp_queries": 1}}
@@ -345,6 +448,15 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("ok 0.4ms"), "{out}");
+        // HAProxy's columns: failed checks, downtime, last state change
+        assert!(
+            out.contains("  b                198.18.31.3:8080         -       down   no      0       0         40       1h02m     1h02m    failed: connection refused"),
+            "{out}"
+        );
+        assert_eq!(
+            [0.4, 59.9, 60.0, 3599.0, 3600.0, 90000.0].map(super::duration),
+            ["0s", "59s", "1m00s", "59m59s", "1h00m", "1d01h"]
+        );
         assert!(out.contains("deny_list 2"), "{out}");
         assert!(
             out.contains("example.com                  7            12         file"),

@@ -120,6 +120,47 @@ enum Cmd {
 }
 
 #[derive(Subcommand, Clone)]
+enum BackendAction {
+    /// Add a backend: it gets traffic once it passes `rise` checks.
+    Add {
+        /// The service to add it to.
+        #[arg(long)]
+        service: String,
+        /// The backend's IP:PORT.
+        #[arg(long)]
+        address: String,
+        /// Its name (default: the address, as discovered backends).
+        #[arg(long)]
+        name: Option<String>,
+        /// Its weight (default 1).
+        #[arg(long)]
+        weight: Option<u32>,
+    },
+    /// Remove a backend of any origin: no new connections, open ones
+    /// finish (or the service's drain_timeout), then it is gone.
+    Remove {
+        /// The service of the backend.
+        #[arg(long)]
+        service: String,
+        /// The backend's name.
+        #[arg(long)]
+        backend: String,
+    },
+    /// Set a backend's weight (0: no new connections).
+    Weight {
+        /// The service of the backend.
+        #[arg(long)]
+        service: String,
+        /// The backend's name.
+        #[arg(long)]
+        backend: String,
+        /// The new weight, 0-10000.
+        #[arg(long)]
+        weight: u32,
+    },
+}
+
+#[derive(Subcommand, Clone)]
 enum CtlAction {
     /// Prefixes, BGP peers, services, backends, guard counters.
     Status,
@@ -151,6 +192,12 @@ enum CtlAction {
         /// its address.
         #[arg(long)]
         prefix: Option<String>,
+    },
+    /// Add, remove or reweight a backend at run time (kept in
+    /// pop.state_dir across reloads and restarts).
+    Backend {
+        #[command(subcommand)]
+        action: BackendAction,
     },
     /// Reload the configuration file (like SIGHUP, but reports errors).
     Reload,
@@ -238,6 +285,29 @@ fn main() -> ExitCode {
                 CtlAction::Status => ctl::Action::Status,
                 CtlAction::Reload => ctl::Action::Reload,
                 CtlAction::ReloadZone { zone } => ctl::Action::ReloadZone { zone },
+                CtlAction::Backend { action } => match action {
+                    BackendAction::Add {
+                        service,
+                        address,
+                        name,
+                        weight,
+                    } => ctl::Action::BackendAdd {
+                        service,
+                        address,
+                        name,
+                        weight,
+                    },
+                    BackendAction::Remove { service, backend } => ctl::Action::BackendRemove { service, backend },
+                    BackendAction::Weight {
+                        service,
+                        backend,
+                        weight,
+                    } => ctl::Action::BackendWeight {
+                        service,
+                        backend,
+                        weight,
+                    },
+                },
                 CtlAction::Drain {
                     service,
                     backend,

@@ -37,8 +37,8 @@ pub fn attach(a: &AttachArgs) -> anyhow::Result<()> {
     use std::time::Duration;
 
     use anyedge_xdp::decap::Decap;
-    use anyhow::Context as _;
     use anyedge_xdp::{Mode, Prefix};
+    use anyhow::Context as _;
 
     let mode = match a.mode.as_str() {
         "auto" => Mode::Auto,

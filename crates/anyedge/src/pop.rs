@@ -70,6 +70,27 @@ pub struct Pop {
     fast_path: OnceLock<Arc<crate::xdp::FastPath>>,
     config_path: Option<PathBuf>,
     steps: Mutex<Vec<(Instant, Step)>>,
+    reloads: Mutex<Reloads>,
+    /// The last five minutes, sampled each second (`/api/v1/history`).
+    pub history: crate::history::History,
+}
+
+/// The reloads asked of this process ([`Pop::reload`]: SIGHUP, the admin
+/// API) and how the last one went.
+#[derive(Debug, Clone, Default)]
+pub struct Reloads {
+    pub ok: u64,
+    pub failed: u64,
+    pub last: Option<LastReload>,
+    /// When a reload last succeeded (Unix seconds).
+    pub last_success_unix: Option<f64>,
+}
+
+/// The last reload: when (Unix seconds), and its error if it failed.
+#[derive(Debug, Clone)]
+pub struct LastReload {
+    pub at_unix: f64,
+    pub error: Option<String>,
 }
 
 impl Pop {
@@ -127,7 +148,10 @@ impl Pop {
             fast_path: OnceLock::new(),
             config_path,
             steps: Mutex::new(Vec::new()),
+            reloads: Mutex::new(Reloads::default()),
+            history: crate::history::History::new(crate::history::SAMPLES),
         });
+        crate::history::spawn_sampler(Arc::downgrade(&pop));
         // The guard's heavy-hitter detection and block expiry, once a
         // second, in userspace and (once attached) in the fast path.
         let weak = Arc::downgrade(&pop);
@@ -262,13 +286,36 @@ impl Pop {
     }
 
     /// Reload: parses the whole file, then applies it all-or-nothing.
+    /// Each call is counted, with its result (see [`Pop::reloads`]).
     pub fn reload(&self) -> Result<(), String> {
-        let cfg = match &self.config_path {
+        let r = match &self.config_path {
             Some(p) => Config::load(p),
             None => Config::embedded(),
         }
-        .map_err(|e| e.to_string())?;
-        self.apply(cfg)
+        .map_err(|e| e.to_string())
+        .and_then(|cfg| self.apply(cfg));
+        let at_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        if let Ok(mut h) = self.reloads.lock() {
+            match &r {
+                Ok(()) => {
+                    h.ok += 1;
+                    h.last_success_unix = Some(at_unix);
+                }
+                Err(_) => h.failed += 1,
+            }
+            h.last = Some(LastReload {
+                at_unix,
+                error: r.as_ref().err().cloned(),
+            });
+        }
+        r
+    }
+
+    /// The reloads so far.
+    pub fn reloads(&self) -> Reloads {
+        self.reloads.lock().map(|h| h.clone()).unwrap_or_default()
     }
 
     /// Applies a parsed configuration: the load balancer first (it binds

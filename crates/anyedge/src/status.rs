@@ -26,6 +26,7 @@ const FAMILY_HELP: &[(&str, &str)] = &[
     ("anyedge_connections_completed", "Client connections forwarded and closed per service."),
     ("anyedge_connections_failed", "Client connections closed by anyedge, by reason."),
     ("anyedge_backend_retries", "Connects retried on another backend."),
+    ("anyedge_discovery_errors", "Backend discovery failures (resolver, records, file): the last good set kept serving."),
     ("anyedge_backend_connections", "Connections forwarded per backend."),
     ("anyedge_backend_bytes", "Bytes forwarded per backend and direction."),
     ("anyedge_backend_connect_failures", "Failed connects to a backend, by cause."),
@@ -57,9 +58,16 @@ pub struct Status {
     pub xdp: Option<Xdp>,
     pub dns: Option<Dns>,
     pub admin_open: u64,
+    /// No admin token configured: the API refuses every change.
+    pub admin_read_only: bool,
     /// `AdminCounters::COUNTERS` order.
     pub admin: Vec<u64>,
     pub fd_limit: Option<u64>,
+    pub version: &'static str,
+    pub started_unix: f64,
+    pub uptime_seconds: f64,
+    pub reloads: crate::pop::Reloads,
+    pub process: crate::process::Process,
 }
 
 pub struct Guard {
@@ -84,10 +92,19 @@ pub struct Backend {
     pub address: String,
     pub weight: u32,
     pub proxy_protocol: String,
+    /// Where it comes from: config, dns, file, runtime.
+    pub origin: &'static str,
+    /// Removed from its source; gone once its connections end.
+    pub removed: bool,
     pub up: bool,
     pub draining: bool,
     pub health_reason: String,
     pub health_since_seconds: f64,
+    /// Total time down, from the transitions (since the backend was
+    /// created, in this process).
+    pub downtime_seconds: f64,
+    /// Transitions from up to down.
+    pub down_transitions: u64,
     /// How long checks have been failing in a row (`None`: the last passed).
     pub failing_for_seconds: Option<f64>,
     /// The last check: `Ok(latency)` or `Err(what failed)`.
@@ -139,6 +156,12 @@ pub struct Xdp {
 pub struct Dns {
     pub zones: Vec<crate::dns::ZoneStatus>,
     pub stats: crate::dns::StatsSnapshot,
+    pub dnstap: crate::dns::DnstapStats,
+}
+
+/// Seconds since the Unix epoch (0 before it).
+pub fn unix(t: std::time::SystemTime) -> f64 {
+    t.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn load(v: &AtomicU64) -> u64 {
@@ -166,28 +189,34 @@ impl Status {
                         .iter()
                         .map(|b| {
                             let bc = b.config();
-                            let (health_reason, health_since_seconds, failing_for_seconds, last_check) =
+                            let now = std::time::Instant::now();
+                            let (health_reason, health_since_seconds, failing_for_seconds, last_check, downs) =
                                 match b.health.lock() {
                                     Ok(h) => (
                                         h.last_reason().to_string(),
-                                        h.since().elapsed().as_secs_f64(),
+                                        now.saturating_duration_since(h.since()).as_secs_f64(),
                                         h.failing_since().map(|t| t.elapsed().as_secs_f64()),
                                         h.last_result().map(|r| match r {
                                             CheckResult::Ok { latency } => Ok(*latency),
                                             CheckResult::Failed { reason } => Err(reason.to_string()),
                                         }),
+                                        (h.downtime(now).as_secs_f64(), h.down_transitions()),
                                     ),
-                                    Err(_) => (String::new(), 0.0, None, None),
+                                    Err(_) => (String::new(), 0.0, None, None, (0.0, 0)),
                                 };
                             Backend {
                                 name: b.name.clone(),
                                 address: bc.address.to_string(),
                                 weight: bc.weight,
                                 proxy_protocol: format!("{:?}", bc.proxy).to_lowercase(),
+                                origin: b.origin().as_str(),
+                                removed: b.is_removed(),
                                 up: b.is_up(),
                                 draining: b.is_draining(),
                                 health_reason,
                                 health_since_seconds,
+                                downtime_seconds: downs.0,
+                                down_transitions: downs.1,
                                 failing_for_seconds,
                                 last_check,
                                 active: load(&b.active),
@@ -259,10 +288,17 @@ impl Status {
             dns: pop.dns.as_ref().map(|d| Dns {
                 zones: d.zone_status(),
                 stats: d.stats(),
+                dnstap: d.dnstap_stats(),
             }),
             admin_open: crate::admin::open_connections(),
+            admin_read_only: cfg.admin.as_ref().is_none_or(|a| a.token.is_none()),
             admin: crate::admin::counters().values(),
             fd_limit: crate::fdlimit::limit(),
+            version: crate::process::VERSION,
+            started_unix: crate::process::started_unix(),
+            uptime_seconds: crate::process::uptime_seconds(),
+            reloads: pop.reloads(),
+            process: crate::process::Process::read(),
         }
     }
 
@@ -281,9 +317,13 @@ impl Status {
                             "address": b.address,
                             "weight": b.weight,
                             "proxy_protocol": b.proxy_protocol,
+                            "origin": b.origin,
+                            "removed": b.removed,
                             "health": if b.up { "up" } else { "down" },
                             "health_reason": b.health_reason,
                             "health_since_seconds": b.health_since_seconds,
+                            "downtime_seconds": b.downtime_seconds,
+                            "down_transitions": b.down_transitions,
                             "failing_for_seconds": b.failing_for_seconds,
                             "last_check": match &b.last_check {
                                 None => Value::Null,
@@ -314,10 +354,26 @@ impl Status {
             .iter()
             .map(|(r, v)| ((*r).to_string(), json!(v)))
             .collect();
-        let mut admin = json!({ "open_connections": self.admin_open, "fd_limit": self.fd_limit });
+        let mut admin = json!({ "open_connections": self.admin_open, "fd_limit": self.fd_limit,
+                                "read_only": self.admin_read_only });
         put_counters(&mut admin, AdminCounters::COUNTERS, &self.admin);
+        let r = &self.reloads;
+        let reload = json!({
+            "ok": r.ok,
+            "failed": r.failed,
+            "last": r.last.as_ref().map(|l| json!({
+                "at_unix": l.at_unix,
+                "result": if l.error.is_none() { "ok" } else { "failed" },
+                "error": l.error,
+            })),
+            "last_success_unix": r.last_success_unix,
+        });
         let mut v = json!({
             "pop": self.pop,
+            "version": self.version,
+            "started_unix": self.started_unix,
+            "uptime_seconds": self.uptime_seconds,
+            "reload": reload,
             "guard": {
                 "drops": drops,
                 "dynamic_blocks": self.guard.dynamic_blocks,
@@ -373,7 +429,10 @@ impl Status {
             );
         }
         if let Some(d) = &self.dns {
-            obj.insert("dns".into(), json!({ "zones": d.zones, "stats": d.stats }));
+            obj.insert(
+                "dns".into(),
+                json!({ "zones": d.zones, "stats": d.stats, "dnstap": d.dnstap }),
+            );
         }
         v
     }
@@ -383,9 +442,20 @@ impl Status {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "pop={} active_connections={} max_connections={}",
-            self.pop, self.active_connections, self.max_connections
+            "pop={} version={} uptime={:.0}s active_connections={} max_connections={}",
+            self.pop, self.version, self.uptime_seconds, self.active_connections, self.max_connections
         );
+        if let Some(l) = &self.reloads.last {
+            let _ = writeln!(
+                s,
+                "reloads ok={} failed={} last: {}",
+                self.reloads.ok,
+                self.reloads.failed,
+                l.error
+                    .as_deref()
+                    .map_or_else(|| "ok".to_string(), |e| format!("failed: {e}"))
+            );
+        }
         if let Some(a) = &self.anycast {
             if let Some(d) = &a.pop_drain {
                 let _ = writeln!(s, "pop draining: {d}");
@@ -444,6 +514,14 @@ impl Status {
             for z in &d.zones {
                 let _ = writeln!(s, "dns zone {} serial={} records={}", z.name, z.serial, z.records);
             }
+            if d.dnstap.enabled {
+                let t = &d.dnstap;
+                let _ = writeln!(
+                    s,
+                    "dns dnstap connected={} sent={} dropped={}",
+                    t.connected, t.sent, t.dropped
+                );
+            }
         }
         s
     }
@@ -451,6 +529,7 @@ impl Status {
     /// Every metric of the PoP, for `/metrics`.
     pub fn encode_metrics(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
         let gi = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.process_metrics(enc)?;
         gauge(
             enc,
             "anyedge_connections_active",
@@ -496,6 +575,25 @@ impl Status {
             "anyedge_backend_connections_active",
             "Open connections per backend.",
             &per_backend(&|b| gi(b.active)),
+        )?;
+        // HAProxy's stats page columns "Dwntme" and "Chk down", as counters.
+        counter_f64(
+            enc,
+            "anyedge_backend_downtime_seconds",
+            "Time the backend has spent down since it was added (a backend never up: since it was added).",
+            &backends
+                .iter()
+                .map(|(l, b)| (l.clone(), b.downtime_seconds))
+                .collect::<Vec<_>>(),
+        )?;
+        counter(
+            enc,
+            "anyedge_backend_down_transitions",
+            "Times the backend went from up to down.",
+            &backends
+                .iter()
+                .map(|(l, b)| (l.clone(), b.down_transitions))
+                .collect::<Vec<_>>(),
         )?;
         let be_samples: Vec<Owner<'_>> = backends
             .iter()
@@ -592,6 +690,79 @@ impl Status {
             )?;
         }
         Ok(())
+    }
+
+    /// The build, the standard process metrics, and configuration reloads.
+    fn process_metrics(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
+        gauge(
+            enc,
+            "anyedge_build_info",
+            "Always 1; the version of the running binary is the label.",
+            &[(vec![("version", self.version)], 1)],
+        )?;
+        let p = &self.process;
+        if let Some(c) = p.cpu_seconds {
+            counter_f64(
+                enc,
+                "process_cpu_seconds",
+                "Total user and system CPU time spent in seconds.",
+                &[(vec![], c)],
+            )?;
+        }
+        let gauges: [(&str, &str, Option<f64>); 5] = [
+            (
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes.",
+                p.resident_bytes.map(|v| v as f64),
+            ),
+            (
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes.",
+                p.virtual_bytes.map(|v| v as f64),
+            ),
+            (
+                "process_open_fds",
+                "Number of open file descriptors.",
+                p.open_fds.map(|v| v as f64),
+            ),
+            (
+                "process_max_fds",
+                "Maximum number of open file descriptors.",
+                p.max_fds.map(|v| v as f64),
+            ),
+            (
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds.",
+                Some(self.started_unix),
+            ),
+        ];
+        for (name, help, v) in gauges {
+            if let Some(v) = v {
+                gauge_f64(enc, name, help, &[(vec![], v)])?;
+            }
+        }
+        let r = &self.reloads;
+        counter(
+            enc,
+            "anyedge_config_reloads",
+            "Configuration reloads asked (SIGHUP, admin API), by result.",
+            &[
+                (vec![("result", "success")], r.ok),
+                (vec![("result", "failure")], r.failed),
+            ],
+        )?;
+        gauge(
+            enc,
+            "anyedge_config_last_reload_successful",
+            "0 if the last configuration reload failed (the previous configuration, or part of it, is running), else 1.",
+            &[(vec![], i64::from(r.last.as_ref().is_none_or(|l| l.error.is_none())))],
+        )?;
+        gauge_f64(
+            enc,
+            "anyedge_config_last_reload_success_timestamp_seconds",
+            "When the configuration was last loaded successfully (Unix seconds): the last successful reload, else the start.",
+            &[(vec![], r.last_success_unix.unwrap_or(self.started_unix))],
+        )
     }
 
     fn anycast_metrics(&self, enc: &mut DescriptorEncoder, a: &Anycast) -> std::fmt::Result {
@@ -735,6 +906,34 @@ fn counter(
     Ok(())
 }
 
+fn counter_f64(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: &[(Vec<(&str, &str)>, f64)],
+) -> std::fmt::Result {
+    let c = ConstCounter::new(0f64);
+    let mut m = enc.encode_descriptor(name, help, None, c.metric_type())?;
+    for (labels, v) in samples {
+        ConstCounter::new(*v).encode(m.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn gauge_f64(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: &[(Vec<(&str, &str)>, f64)],
+) -> std::fmt::Result {
+    let g = ConstGauge::new(0f64);
+    let mut m = enc.encode_descriptor(name, help, None, g.metric_type())?;
+    for (labels, v) in samples {
+        ConstGauge::new(*v).encode(m.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
 fn gauge(
     enc: &mut DescriptorEncoder,
     name: &str,
@@ -858,6 +1057,26 @@ fn dns_metrics(enc: &mut DescriptorEncoder, d: &Dns) -> std::fmt::Result {
             (vec![("kind", "refused")], s.transfers_refused),
         ],
     )?;
+    if d.dnstap.enabled {
+        counter(
+            enc,
+            "anyedge_dns_dnstap_sent",
+            "dnstap messages written to the collector (dns.dnstap).",
+            &[(vec![], d.dnstap.sent)],
+        )?;
+        counter(
+            enc,
+            "anyedge_dns_dnstap_dropped",
+            "dnstap messages not logged: the queue (dns.dnstap.queue) was full, or no collector was connected.",
+            &[(vec![], d.dnstap.dropped)],
+        )?;
+        gauge(
+            enc,
+            "anyedge_dns_dnstap_connected",
+            "1 while the dnstap collector is connected.",
+            &[(vec![], i64::from(d.dnstap.connected))],
+        )?;
+    }
     let zones = &d.zones;
     gauge(
         enc,
@@ -880,6 +1099,54 @@ fn dns_metrics(enc: &mut DescriptorEncoder, d: &Dns) -> std::fmt::Result {
                     i64::try_from(z.records).unwrap_or(i64::MAX),
                 )
             })
+            .collect::<Vec<_>>(),
+    )?;
+    fn zone(z: &crate::dns::ZoneStatus) -> Vec<(&str, &str)> {
+        vec![("zone", z.name.as_str())]
+    }
+    counter(
+        enc,
+        "anyedge_dns_zone_load_failures",
+        "Zone loads that failed, per zone: the file (reload, reload-zone; the previous version keeps serving), or a secondary's refresh or transfer.",
+        &zones.iter().map(|z| (zone(z), z.load_failures)).collect::<Vec<_>>(),
+    )?;
+    gauge(
+        enc,
+        "anyedge_dns_zone_loaded",
+        "1 if the zone is served (0: not loaded yet, or expired).",
+        &zones
+            .iter()
+            .map(|z| (zone(z), i64::from(z.records > 0)))
+            .collect::<Vec<_>>(),
+    )?;
+    gauge(
+        enc,
+        "anyedge_dns_zone_failing",
+        "1 while the zone's last load, refresh or transfer failed or it is not loaded (a previous version may still serve; the status says why).",
+        &zones
+            .iter()
+            .map(|z| (zone(z), i64::from(z.error.is_some())))
+            .collect::<Vec<_>>(),
+    )?;
+    gauge_f64(
+        enc,
+        "anyedge_dns_zone_last_load_success_timestamp_seconds",
+        "When the zone's version served was loaded, or (secondaries) last confirmed by a primary, in Unix seconds.",
+        &zones
+            .iter()
+            .filter_map(|z| {
+                let t = z.loaded_unix.max(z.refreshed_unix)?;
+                Some((zone(z), t as f64))
+            })
+            .collect::<Vec<_>>(),
+    )?;
+    gauge_f64(
+        enc,
+        "anyedge_dns_zone_expires_in_seconds",
+        "Secondary zones: seconds until the version served expires (SOA expire) unless a primary confirms it; 0: expired.",
+        &zones
+            .iter()
+            .filter_map(|z| Some((zone(z), z.expires_in_seconds?)))
             .collect::<Vec<_>>(),
     )?;
     Ok(())

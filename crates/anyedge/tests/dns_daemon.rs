@@ -340,6 +340,8 @@ file = "{}"
         )
     };
     let e = Anyedge::start(&cfg(true), dns);
+    // (the admin API starts listening after DNS does)
+    wait_port(admin, Duration::from_secs(10));
     let state = || {
         let (_, body) = http(admin, "GET", "/api/v1/status", None);
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();

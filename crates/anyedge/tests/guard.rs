@@ -52,7 +52,10 @@ listen = ["{lb}"]
     // the start-up probe comes from 127.0.0.1: keep it allowlisted
     let e = Anyedge::start(&cfg, lb);
     e.wait_log("backend up", 1, Duration::from_secs(5));
-    (e, lb, seen, SocketAddr::from(([127, 0, 0, 1], admin_port)))
+    // (the admin API starts listening after the service does)
+    let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
+    wait_port(admin, Duration::from_secs(10));
+    (e, lb, seen, admin)
 }
 
 /// Attack: `n` new connections from `src`, each sending a request.

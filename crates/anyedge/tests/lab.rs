@@ -477,37 +477,26 @@ fn restart_backend(lab: &Lab, be: &str) {
 }
 
 /// The live status page in headless Chromium: it shows the lab's real
-/// state; clicking a prefix's "Drain" on it takes PoP1 out for that prefix
-/// at the BIRD router, and so does "Drain PoP". Screenshots land in
-/// target/status-page*.png.
+/// state, version and uptime, the history (charts, prefix and backend
+/// timelines) and the backend columns; with the lab's admin token every
+/// action button is enabled, and clicking a prefix's "Drain" takes PoP1
+/// out for that prefix at the BIRD router (its timeline shows the change),
+/// and so does "Drain PoP". Clients send requests meanwhile (the charts
+/// have something to show). Screenshots land in target/status-page*.png.
 #[test]
 fn status_page_in_chromium_drains_the_pop() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let modules = root.join(".ci/browser/node_modules");
-    assert!(
-        modules.join("playwright-core").exists() && std::path::Path::new("/usr/bin/chromium").exists(),
-        "needs Debian's chromium and playwright-core in .ci/browser (.ci/run installs both)"
-    );
     let lab = Lab::up("b");
     lab.wait_nexthops(&["198.18.1.2", "198.18.2.2"], Duration::from_secs(10));
-    let shot = root.join("target/status-page.png");
+    let clients = ClientLoop::start(&lab.ns("client"));
+    let shot = common::browser::root().join("target/status-page.png");
     let browser = |action: &str| {
-        let out = lab
-            .ns("pop1")
-            .command("node")
-            .arg(root.join(".ci/status_page.js"))
-            .arg("http://127.0.0.1:9180/")
-            .arg(&shot)
-            .arg(LAB_TOKEN)
-            .arg(action)
-            .env("NODE_PATH", &modules)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "browser ({action}): {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        common::browser::status_page(
+            lab.ns("pop1").command("node"),
+            "http://127.0.0.1:9180/",
+            &shot,
+            LAB_TOKEN,
+            action,
+            &[("MIN_POINTS", "3")],
         );
     };
     // one prefix's Drain button: the router stops using PoP1 for it
@@ -522,4 +511,6 @@ fn status_page_in_chromium_drains_the_pop() {
     browser("pop");
     let t = lab.wait_nexthops(&["198.18.2.2"], Duration::from_secs(5));
     eprintln!("measured: drain clicked on the status page -> PoP1 out of ECMP after {t:?}");
+    let (ok, failed) = clients.finish();
+    eprintln!("measured: {ok} client requests during the page test, {failed} failed");
 }

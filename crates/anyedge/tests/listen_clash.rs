@@ -41,9 +41,7 @@ fn config(lb: u16, backend: u16, extra: &str) -> String {
 
 /// Starts anyedge and expects it to exit with failure; returns its log.
 fn refused(config: &str) -> String {
-    // (`Anyedge::start` waits for a port: one that is open already)
-    let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut a = Anyedge::start(config, open.local_addr().unwrap());
+    let mut a = Anyedge::spawn(std::process::Command::new(env!("CARGO_BIN_EXE_anyedge")), config);
     let st = a.wait_exit(Duration::from_secs(20));
     let log = a.log();
     assert!(

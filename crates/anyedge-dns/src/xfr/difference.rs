@@ -55,13 +55,15 @@ pub fn diff(old: &Zone, new: &Zone) -> Result<Diff, XfrError> {
     let mut added = Vec::new();
     // records of `a` that `b` does not have (same TTL), as (owner, set, rdata)
     let one_way = |a: &Zone, b: &Zone, out: &mut Vec<Rr>| {
-        for (key, n) in &a.nodes {
-            let other = b.nodes.get(key);
-            for set in &n.rrsets {
+        for (key, n) in a.all_nodes() {
+            let other = b.any_node(key);
+            for set in n.all_sets() {
                 if set.rtype == T_SOA {
                     continue;
                 }
-                let os = other.and_then(|o| o.get(set.rtype)).filter(|os| os.ttl == set.ttl);
+                let os = other
+                    .and_then(|o| o.set_of(set.rtype, &set.rdata[0].wire))
+                    .filter(|os| os.ttl == set.ttl);
                 for rd in &set.rdata {
                     if os.is_some_and(|os| os.rdata.iter().any(|x| x.wire == rd.wire)) {
                         continue;
@@ -94,8 +96,8 @@ pub fn diff(old: &Zone, new: &Zone) -> Result<Diff, XfrError> {
 pub fn apply(base: &Zone, diffs: &[Diff]) -> Result<Zone, XfrError> {
     let last = diffs.last().ok_or_else(|| XfrError::Ixfr("no differences".into()))?;
     let has_base = |k: &RrKey| -> bool {
-        base.node(&k.0)
-            .and_then(|n| n.get(k.1))
+        base.any_node(&k.0)
+            .and_then(|n| n.set_of(k.1, &k.2))
             .is_some_and(|s| s.rdata.iter().any(|r| r.wire == k.2))
     };
     let mut expect = base.serial;

@@ -128,6 +128,10 @@ impl Refresh {
     pub fn is_expired(&self) -> bool {
         self.expired
     }
+    /// When the zone expires unless refreshed (none before the first load).
+    pub fn expires_at(&self) -> Option<Instant> {
+        self.expires_at
+    }
     pub fn failures(&self) -> u32 {
         self.failures
     }

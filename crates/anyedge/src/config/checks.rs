@@ -73,7 +73,7 @@ pub(super) fn check_loops(
 /// The warning for a service (its name written at `name_span`) whose
 /// backends all have weight 0.
 pub(super) fn weight_warning(cx: &Ctx<'_>, svc: &ServiceConfig, name_span: std::ops::Range<usize>) -> Option<String> {
-    if !svc.backends.iter().all(|b| b.weight == 0) {
+    if svc.backends.is_empty() || !svc.backends.iter().all(|b| b.weight == 0) {
         return None;
     }
     let (line, _) = line_col(cx.src, name_span.start);

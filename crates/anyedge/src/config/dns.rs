@@ -39,6 +39,8 @@ pub struct DnsConfig {
     /// Where secondary zones are saved after each transfer (and loaded from
     /// at start, unless older than their SOA expire). None: not saved.
     pub state_dir: Option<PathBuf>,
+    /// Query and response logging as dnstap (None: off).
+    pub dnstap: Option<super::DnstapConfig>,
 }
 
 /// DNS over TCP against hostile clients (RFC 7766 section 6.2).
@@ -132,6 +134,8 @@ pub(super) struct RawDns {
     zones: Vec<RawZone>,
     #[serde(default)]
     state_dir: Option<String>,
+    #[serde(default)]
+    dnstap: Option<super::dnstap::RawDnstap>,
 }
 
 fn d_udp_payload() -> Spanned<u16> {
@@ -453,7 +457,12 @@ pub(super) fn parse_dns(cx: &Ctx<'_>, d: RawDns, base_dir: &Path) -> Result<DnsC
             allow_transfer,
         });
     }
+    let dnstap = d
+        .dnstap
+        .map(|t| super::dnstap::parse_dnstap(cx, t, base_dir))
+        .transpose()?;
     Ok(DnsConfig {
+        dnstap,
         listen,
         workers,
         nsid,

@@ -23,6 +23,7 @@ mod admin;
 mod bgp;
 mod checks;
 mod dns;
+mod dnstap;
 mod duration;
 mod guard;
 mod pop;
@@ -34,8 +35,12 @@ pub use admin::AdminConfig;
 pub use bgp::{AnycastConfig, BgpConfig, PeerConfig};
 pub use checks::listen_overlap;
 pub use dns::{canonical_name, DnsConfig, TcpLimits, TsigAlgorithm, TsigKey, ZoneConfig, ZoneSource};
+pub use dnstap::DnstapConfig;
 pub use guard::Tarpit;
-pub use service::{BackendConfig, Balance, CheckKind, HealthCheck, ProxyMode, ProxyOptions, ServiceConfig, Timeouts};
+pub use service::{
+    BackendConfig, Balance, CheckKind, Discover, HealthCheck, ProxyMode, ProxyOptions, RecordType, ServiceConfig,
+    Timeouts,
+};
 pub use tunnel::{Forwarding, TunnelEncap, TunnelOptions};
 pub use xdp::XdpConfig;
 #[cfg_attr(not(feature = "xdp"), allow(unused_imports))]
@@ -81,6 +86,9 @@ pub struct Config {
     pub max_connections: NonZeroU32,
     pub shutdown_grace: Duration,
     pub workers: Option<NonZeroU32>,
+    /// Where runtime changes (backends added, removed, reweighted, drained
+    /// through the admin API) are kept across reloads and restarts.
+    pub state_dir: Option<PathBuf>,
     pub admin: Option<AdminConfig>,
     /// Per-source admission rules for every L4 listener.
     pub guard: anyedge_guard::GuardConfig,
@@ -432,6 +440,7 @@ impl Config {
             max_connections: pop.max_connections,
             shutdown_grace: pop.shutdown_grace,
             workers: pop.workers,
+            state_dir: pop.state_dir,
             admin,
             guard,
             tarpit,

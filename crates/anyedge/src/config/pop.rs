@@ -17,6 +17,7 @@ pub(super) struct Pop {
     pub(super) workers: Option<NonZeroU32>,
     pub(super) max_connections: NonZeroU32,
     pub(super) shutdown_grace: Duration,
+    pub(super) state_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -25,6 +26,8 @@ pub(super) struct RawPop {
     name: Spanned<String>,
     #[serde(default)]
     workers: Option<Spanned<u32>>,
+    #[serde(default)]
+    state_dir: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -63,7 +66,18 @@ pub(super) fn parse_pop(cx: &Ctx<'_>, pop: RawPop, limits: RawLimits) -> Result<
         Duration::ZERO,
         range::DAY,
     )?;
+    let state_dir = match pop.state_dir {
+        None => None,
+        Some(d) => {
+            let p = std::path::PathBuf::from(d.get_ref());
+            if !p.is_absolute() {
+                return Err(cx.err(d.span(), "pop.state_dir", "must be an absolute path"));
+            }
+            Some(p)
+        }
+    };
     Ok(Pop {
+        state_dir,
         name: pop.name.into_inner(),
         workers,
         max_connections,

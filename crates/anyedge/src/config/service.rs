@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -49,6 +50,42 @@ pub struct ServiceConfig {
     pub backends: Vec<BackendConfig>,
     /// Proxied here, or forwarded by XDP to the backend nodes (`tunnel.rs`).
     pub forwarding: super::tunnel::Forwarding,
+    /// The PROXY mode of discovered and runtime backends (the service's
+    /// `proxy_protocol`).
+    pub default_proxy: ProxyMode,
+    /// Backends from DNS records, beside `backends`.
+    pub discover: Option<Discover>,
+    /// A watched file of backends (JSON or TOML), beside `backends`.
+    pub backends_file: Option<PathBuf>,
+    /// A backend's weight ramps up over this once it is up (zero: at once).
+    pub slow_start: Duration,
+    /// A removed backend keeps its open connections at most this long.
+    pub drain_timeout: Duration,
+}
+
+/// Which records `discover` follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum RecordType {
+    A,
+    #[serde(rename = "AAAA")]
+    Aaaa,
+    #[serde(rename = "SRV")]
+    Srv,
+}
+
+/// `discover = { ... }`: backends from the DNS records of `name`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discover {
+    /// Absolute name, with the trailing dot.
+    pub name: String,
+    pub rtype: RecordType,
+    /// The backends' port (A/AAAA; SRV records carry their own).
+    pub port: u16,
+    pub resolvers: Vec<SocketAddr>,
+    pub min_refresh: Duration,
+    pub max_refresh: Duration,
+    /// The weight of each A/AAAA backend (SRV records carry their own).
+    pub weight: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,7 +163,7 @@ pub(super) struct RawService {
     timeouts: RawTimeouts,
     #[serde(default)]
     health: RawHealth,
-    #[serde(rename = "backend")]
+    #[serde(rename = "backend", default = "d_no_backends")]
     pub(super) backends: Spanned<Vec<RawBackend>>,
     #[serde(default)]
     forwarding: super::tunnel::RawForwarding,
@@ -136,6 +173,47 @@ pub(super) struct RawService {
     gue_port: Option<Spanned<u32>>,
     #[serde(default)]
     underlay_mtu: Option<Spanned<u32>>,
+    #[serde(default)]
+    discover: Option<Spanned<RawDiscover>>,
+    #[serde(default)]
+    backends_file: Option<Spanned<String>>,
+    #[serde(default = "d_zero", with = "humantime_spanned")]
+    slow_start: Spanned<Duration>,
+    #[serde(default = "d_drain_timeout", with = "humantime_spanned")]
+    drain_timeout: Spanned<Duration>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDiscover {
+    name: Spanned<String>,
+    #[serde(rename = "type")]
+    rtype: RecordType,
+    #[serde(default)]
+    port: Option<Spanned<u16>>,
+    resolvers: Spanned<Vec<Spanned<String>>>,
+    #[serde(default = "d_min_refresh", with = "humantime_spanned")]
+    min_refresh: Spanned<Duration>,
+    #[serde(default = "d_max_refresh", with = "humantime_spanned")]
+    max_refresh: Spanned<Duration>,
+    #[serde(default = "d_weight")]
+    weight: Spanned<u32>,
+}
+
+fn d_no_backends() -> Spanned<Vec<RawBackend>> {
+    Spanned::new(0..0, Vec::new())
+}
+fn d_zero() -> Spanned<Duration> {
+    Spanned::new(0..0, Duration::ZERO)
+}
+fn d_drain_timeout() -> Spanned<Duration> {
+    Spanned::new(0..0, Duration::from_secs(300))
+}
+fn d_min_refresh() -> Spanned<Duration> {
+    Spanned::new(0..0, Duration::from_secs(1))
+}
+fn d_max_refresh() -> Spanned<Duration> {
+    Spanned::new(0..0, Duration::from_secs(300))
 }
 
 fn d_backlog() -> Spanned<u32> {
@@ -274,6 +352,7 @@ fn d_weight() -> Spanned<u32> {
 
 pub(super) fn parse_service(cx: &Ctx<'_>, sp: &str, rs: RawService) -> Result<ServiceConfig, ConfigError> {
     check_name(cx, &rs.name, format!("{sp}.name"))?;
+    let name_span = rs.name.span();
     let sp = format!("service {:?}", rs.name.get_ref());
     let listen_span = rs.listen.span();
     let mut listen = Vec::new();
@@ -436,9 +515,43 @@ pub(super) fn parse_service(cx: &Ctx<'_>, sp: &str, rs: RawService) -> Result<Se
             max_connections,
         });
     }
-    if backends.is_empty() {
-        return Err(cx.err(backends_span, format!("{sp}.backend"), "needs at least one backend"));
+    let discover = rs.discover.map(|d| parse_discover(cx, &sp, d)).transpose()?;
+    let backends_file = match rs.backends_file {
+        None => None,
+        Some(f) => {
+            let p = PathBuf::from(f.get_ref());
+            if !p.is_absolute() {
+                return Err(cx.err(f.span(), format!("{sp}.backends_file"), "must be an absolute path"));
+            }
+            Some(p)
+        }
+    };
+    if backends.is_empty() && discover.is_none() && backends_file.is_none() {
+        return Err(cx.err(
+            // (no `backend` key at all: point at the service)
+            if backends_span.is_empty() {
+                name_span
+            } else {
+                backends_span
+            },
+            format!("{sp}.backend"),
+            "needs at least one backend (or discover, or backends_file)",
+        ));
     }
+    let slow_start = duration_in(
+        cx,
+        &rs.slow_start,
+        format!("{sp}.slow_start"),
+        Duration::ZERO,
+        range::HOUR,
+    )?;
+    let drain_timeout = duration_in(
+        cx,
+        &rs.drain_timeout,
+        format!("{sp}.drain_timeout"),
+        Duration::ZERO,
+        range::DAY,
+    )?;
     let any_proxy = backends.iter().any(|b| b.proxy != ProxyMode::None);
     let forwarding = super::tunnel::parse_forwarding(cx, &sp, rs.forwarding, rs.encap, rs.gue_port, rs.underlay_mtu)?;
     Ok(ServiceConfig {
@@ -463,15 +576,112 @@ pub(super) fn parse_service(cx: &Ctx<'_>, sp: &str, rs: RawService) -> Result<Se
             rise: h.rise.into_inner(),
             fall: h.fall.into_inner(),
             passive_fall: h.passive_fall,
-            send_proxy: h.send_proxy.unwrap_or(any_proxy),
+            // (only discovered backends: they get the service's PROXY mode)
+            send_proxy: h.send_proxy.unwrap_or(if backends.is_empty() {
+                rs.proxy_protocol != ProxyMode::None
+            } else {
+                any_proxy
+            }),
         },
         backends,
         forwarding,
+        default_proxy: rs.proxy_protocol,
+        discover,
+        backends_file,
+        slow_start,
+        drain_timeout,
+    })
+}
+
+fn parse_discover(cx: &Ctx<'_>, sp: &str, d: Spanned<RawDiscover>) -> Result<Discover, ConfigError> {
+    let span = d.span();
+    let d = d.into_inner();
+    let f = format!("{sp}.discover");
+    let name = d.name.get_ref().trim().to_ascii_lowercase();
+    let name = if name.ends_with('.') { name } else { format!("{name}.") };
+    if name.len() > 254
+        || name == "."
+        || name.trim_end_matches('.').split('.').any(|l| {
+            l.is_empty() || l.len() > 63 || !l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+    {
+        return Err(cx.err(
+            d.name.span(),
+            format!("{f}.name"),
+            format!("{:?} is not a DNS name", d.name.get_ref()),
+        ));
+    }
+    let port = match (d.rtype, &d.port) {
+        (RecordType::Srv, Some(p)) => {
+            return Err(cx.err(p.span(), format!("{f}.port"), "SRV records carry the port: omit it"));
+        }
+        (RecordType::Srv, None) => 0,
+        (_, None) => return Err(cx.err(span, format!("{f}.port"), "A/AAAA discovery needs the backends' port")),
+        (_, Some(p)) if *p.get_ref() == 0 => return Err(cx.err(p.span(), format!("{f}.port"), "port must not be 0")),
+        (_, Some(p)) => *p.get_ref(),
+    };
+    let mut resolvers = Vec::new();
+    for r in d.resolvers.get_ref() {
+        let a: SocketAddr = r
+            .get_ref()
+            .parse()
+            .or_else(|_| {
+                r.get_ref()
+                    .parse::<std::net::IpAddr>()
+                    .map(|ip| SocketAddr::new(ip, 53))
+            })
+            .map_err(|_| {
+                cx.err(
+                    r.span(),
+                    format!("{f}.resolvers"),
+                    format!("{:?} is not IP or IP:PORT (IPv6 as [2001:db8::53]:53)", r.get_ref()),
+                )
+            })?;
+        if a.port() == 0 {
+            return Err(cx.err(r.span(), format!("{f}.resolvers"), "port must not be 0"));
+        }
+        resolvers.push(a);
+    }
+    if resolvers.is_empty() || resolvers.len() > 8 {
+        return Err(cx.err(d.resolvers.span(), format!("{f}.resolvers"), "needs 1 to 8 resolvers"));
+    }
+    let min_refresh = duration_in(
+        cx,
+        &d.min_refresh,
+        format!("{f}.min_refresh"),
+        Duration::from_millis(100),
+        range::HOUR,
+    )?;
+    let max_refresh = duration_in(
+        cx,
+        &d.max_refresh,
+        format!("{f}.max_refresh"),
+        Duration::from_millis(100),
+        range::DAY,
+    )?;
+    if max_refresh < min_refresh {
+        return Err(cx.err(
+            d.max_refresh.span(),
+            format!("{f}.max_refresh"),
+            "must be >= min_refresh",
+        ));
+    }
+    let weight = int_in(cx, &d.weight, format!("{f}.weight"), 0, 10_000)?;
+    Ok(Discover {
+        name,
+        rtype: d.rtype,
+        port,
+        resolvers,
+        min_refresh,
+        max_refresh,
+        weight,
     })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use crate::config::tests::MIN;
     use crate::config::Config;
 
@@ -520,6 +730,45 @@ mod tests {
         assert_eq!(c.services[0].accept_proxy_from.len(), 2);
         let bad = MIN.replace("listen = [", "accept_proxy_from = [\"everyone\"]\nlisten = [");
         assert!(Config::parse(&bad, "t.toml").is_err());
+    }
+
+    #[test]
+    fn discovery_settings() {
+        let svc = "[pop]\nname = \"x\"\nstate_dir = \"/var/lib/anyedge\"\n[[service]]\nname = \"a\"\nlisten = [\"127.0.0.1:1\"]\n";
+        let ok = format!(
+            "{svc}slow_start = \"10s\"\ndrain_timeout = \"1m\"\ndiscover = {{ name = \"Nodes.Example\", type = \"A\", port = 30443, resolvers = [\"192.0.2.53\", \"[2001:db8::53]:5353\"] }}\nbackends_file = \"/etc/anyedge/b.json\"\n"
+        );
+        let c = Config::parse(&ok, "t.toml").unwrap();
+        let s = &c.services[0];
+        let d = s.discover.as_ref().unwrap();
+        assert_eq!(d.name, "nodes.example.");
+        assert_eq!(d.resolvers[0], "192.0.2.53:53".parse().unwrap());
+        assert_eq!(d.resolvers[1], "[2001:db8::53]:5353".parse().unwrap());
+        assert_eq!(
+            (d.min_refresh, d.max_refresh),
+            (Duration::from_secs(1), Duration::from_secs(300))
+        );
+        assert_eq!(s.slow_start, Duration::from_secs(10));
+        assert!(s.backends.is_empty() && s.backends_file.is_some());
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert_eq!(c.state_dir.as_deref(), Some(std::path::Path::new("/var/lib/anyedge")));
+        for (bad, field, what) in [
+            ("discover = { name = \"n.\", type = \"SRV\", port = 1, resolvers = [\"192.0.2.53\"] }", "discover.port", "SRV records carry"),
+            ("discover = { name = \"n.\", type = \"A\", resolvers = [\"192.0.2.53\"] }", "discover.port", "needs the backends' port"),
+            ("discover = { name = \"n.\", type = \"A\", port = 1, resolvers = [\"ns1\"] }", "discover.resolvers", "is not IP"),
+            ("discover = { name = \"n.\", type = \"A\", port = 1, resolvers = [] }", "discover.resolvers", "1 to 8"),
+            ("discover = { name = \"a..b\", type = \"A\", port = 1, resolvers = [\"192.0.2.53\"] }", "discover.name", "not a DNS name"),
+            ("discover = { name = \"n.\", type = \"A\", port = 1, resolvers = [\"192.0.2.53\"], min_refresh = \"1m\", max_refresh = \"1s\" }", "discover.max_refresh", ">= min_refresh"),
+            ("discover = { name = \"n.\", type = \"MX\", port = 1, resolvers = [\"192.0.2.53\"] }", "discover", "unknown variant"),
+            ("backends_file = \"b.json\"", "backends_file", "absolute"),
+            ("backends_file = \"/b.json\"\nslow_start = \"2h\"", "slow_start", ""),
+            ("", "backend", "or discover, or backends_file"),
+        ] {
+            let e = Config::parse(&format!("{svc}{bad}\n"), "t.toml").unwrap_err();
+            assert!(e.field.contains(field) && e.message.contains(what), "{bad}: {e}");
+        }
+        let e = Config::parse(&ok.replace("/var/lib/anyedge", "var/lib"), "t.toml").unwrap_err();
+        assert_eq!(e.field, "pop.state_dir", "{e}");
     }
 
     #[test]

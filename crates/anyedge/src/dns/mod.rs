@@ -18,6 +18,7 @@
 //! `xfr/` (transfers and NOTIFY).
 
 mod counters;
+mod dnstap;
 mod sockets;
 mod tcp;
 mod udp;
@@ -26,6 +27,7 @@ mod xfr;
 mod zones;
 
 pub use counters::{Counters, StatsSnapshot, KINDS, QTYPES};
+pub use dnstap::DnstapStats;
 pub use sockets::{Inherited, SocketFds};
 pub use zones::{check_zones, load_zones, Fresh, LoadedBy, ZoneStatus};
 pub(crate) use zones::{save_zone, touch_saved};
@@ -61,6 +63,11 @@ pub struct Dns {
     origins: Mutex<std::collections::HashMap<usize, Origin>>,
     /// Secondaries: last successful refresh check (Unix seconds), by name.
     refreshed: Mutex<std::collections::HashMap<String, u64>>,
+    /// Failed loads per zone name: file (reload, reload-zone) or secondary
+    /// refresh/transfer.
+    load_failures: Mutex<std::collections::HashMap<String, u64>>,
+    /// Secondaries: when the version served expires unless refreshed.
+    expires: Mutex<std::collections::HashMap<String, std::time::Instant>>,
     stop: AtomicBool,
     tcp_open: AtomicU32,
     /// Open TCP connections by source, for the caps and eviction.
@@ -77,6 +84,10 @@ pub struct Dns {
     held: Mutex<Option<Held>>,
     /// Zone transfers in and out, NOTIFY.
     xfr: xfr::Xfr,
+    /// Query and response logging (`[dns.dnstap]`), replaced on reload;
+    /// its counters survive reloads.
+    dnstap: ArcSwap<Option<Arc<dnstap::Tap>>>,
+    dnstap_counters: Arc<dnstap::TapCounters>,
 }
 
 fn settings_of(cfg: &DnsConfig, pop: &str) -> Settings {
@@ -120,6 +131,41 @@ pub fn domain_wire(name: &str) -> Vec<u8> {
 }
 
 impl Dns {
+    /// Starts, replaces or stops the dnstap output when `[dns.dnstap]`
+    /// changed (start and reload). A failure to start the writer thread is
+    /// logged; answering goes on without it.
+    fn apply_dnstap(&self, cfg: &DnsConfig, pop: &str) {
+        let cur = self.dnstap.load_full();
+        if cur.as_ref().as_ref().map(|t| t.config()) == cfg.dnstap.as_ref() {
+            return;
+        }
+        let next = cfg
+            .dnstap
+            .as_ref()
+            .and_then(|c| match dnstap::Tap::start(c, pop, self.dnstap_counters.clone()) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    tracing::error!(error = %e, "dnstap: cannot start the writer thread: not logging");
+                    None
+                }
+            });
+        self.dnstap.store(Arc::new(next));
+        if let Some(old) = cur.as_ref() {
+            old.stop(false); // writes what it holds, STOP/FINISH, on its own thread
+        }
+    }
+
+    /// dnstap's state for the status and metrics.
+    pub fn dnstap_stats(&self) -> DnstapStats {
+        let c = &self.dnstap_counters;
+        DnstapStats {
+            enabled: self.dnstap.load().is_some(),
+            connected: c.connected.load(Ordering::Relaxed),
+            sent: c.sent.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed),
+        }
+    }
+
     /// Stops serving: UDP threads answer what they have read and exit
     /// within their receive timeout (`sockets::UDP_WAKEUP`), TCP accept
     /// loops end; then this process's copies of the sockets are closed (after an
@@ -143,6 +189,10 @@ impl Dns {
             .unwrap_or_default();
         for h in threads {
             let _ = h.join();
+        }
+        // after the UDP threads: what they logged is written, then STOP
+        if let Some(t) = self.dnstap.swap(Arc::new(None)).as_ref() {
+            t.stop(true);
         }
         for v in [&self.handover_udp, &self.handover_tcp] {
             if let Ok(mut v) = v.lock() {

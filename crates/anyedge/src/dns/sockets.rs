@@ -81,6 +81,8 @@ impl Dns {
             errors: Mutex::new(Default::default()),
             origins: Mutex::new(Default::default()),
             refreshed: Mutex::new(Default::default()),
+            load_failures: Mutex::new(Default::default()),
+            expires: Mutex::new(Default::default()),
             stop: AtomicBool::new(false),
             tcp_open: AtomicU32::new(0),
             tcp: tcp::Table::new(),
@@ -91,7 +93,10 @@ impl Dns {
             handover_tcp: Mutex::new(Vec::new()),
             held: Mutex::new(None),
             xfr: xfr::Xfr::new(),
+            dnstap: ArcSwap::from_pointee(None),
+            dnstap_counters: Default::default(),
         });
+        dns.apply_dnstap(cfg, pop);
         for (z, by) in &fresh {
             dns.note_loaded(z, *by);
         }

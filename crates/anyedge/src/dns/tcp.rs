@@ -36,7 +36,7 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 use tracing::{error, warn};
 
-use super::{count_qtype, unix_now, xfr, Counters, Dns};
+use super::{count_qtype, dnstap, unix_now, xfr, Counters, Dns};
 use crate::config::TcpLimits;
 use crate::logutil::LogLimiter;
 
@@ -381,6 +381,8 @@ impl Dns {
     /// module once the answers before it are written.
     async fn tcp_conn(&self, s: tokio::net::TcpStream, peer: SocketAddr, c: &Counters, conn: &Conn) -> End {
         let _ = s.set_nodelay(true);
+        // the server's end, for dnstap
+        let local = s.local_addr().ok();
         let (mut rd, mut wr) = s.into_split();
         let mut inbuf: Vec<u8> = Vec::with_capacity(4096);
         let mut out = Out {
@@ -402,6 +404,12 @@ impl Dns {
             if transfer.is_none() && whole_query(&inbuf).is_some() && out.has_room() {
                 let zones = self.zones.load();
                 let st = self.settings.load();
+                let tap = self.dnstap.load();
+                let query_time = if tap.is_some() {
+                    dnstap::wall_now()
+                } else {
+                    Duration::ZERO
+                };
                 let now = unix_now();
                 let was_empty = out.pending() == 0;
                 out.compact();
@@ -414,7 +422,11 @@ impl Dns {
                     at += 2 + len;
                     c.tcp_queries.fetch_add(1, Ordering::Relaxed);
                     count_qtype(c, q);
+                    let tap = tap.as_ref().as_ref().filter(|t| t.sampled());
                     if anyedge_dns::xfr::is_transfer_request(q) {
+                        if let Some(t) = tap {
+                            t.log(true, peer, local, query_time, q, &[]); // the query alone
+                        }
                         // streamed by the transfer module after what is queued
                         transfer = Some(q.to_vec());
                         break;
@@ -434,11 +446,14 @@ impl Dns {
                         None => {}
                     }
                     self.count(c, &a, !resp.is_empty());
+                    if let Some(t) = tap {
+                        t.log(true, peer, local, query_time, q, &resp);
+                    }
                     if !resp.is_empty() {
                         out.push(&resp);
                     }
                 }
-                drop((zones, st));
+                drop((zones, st, tap));
                 inbuf.drain(..at);
                 if at > 0 {
                     query_start = None; // the next query starts now at the earliest

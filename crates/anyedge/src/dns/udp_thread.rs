@@ -10,7 +10,7 @@ use anyedge_dns::answer::{self, Context, Kind};
 use anyedge_guard::rrl::{ResponseClass, RrlVerdict};
 use tracing::{debug, warn};
 
-use super::{count_qtype, udp, unix_now, xfr, Counters, Dns};
+use super::{count_qtype, dnstap, udp, unix_now, xfr, Counters, Dns};
 
 fn rrl_class(k: Kind, len: usize) -> ResponseClass {
     if len >= anyedge_guard::rrl::LARGE_RESPONSE {
@@ -49,6 +49,12 @@ impl Dns {
             let zones = self.zones.load();
             let st = self.settings.load();
             let rrl = self.rrl.load();
+            let tap = self.dnstap.load();
+            let query_time = if tap.is_some() {
+                dnstap::wall_now()
+            } else {
+                Duration::ZERO
+            };
             let now = unix_now();
             let mono = self.epoch.elapsed();
             let n = batch.len();
@@ -99,6 +105,11 @@ impl Dns {
                     }
                 }
                 self.count(c, &a, !out.is_empty());
+                if let Some(t) = &**tap {
+                    if t.sampled() {
+                        t.log(false, src, Some(addr), query_time, q, out);
+                    }
+                }
             }
             batch.send(&sock);
         }

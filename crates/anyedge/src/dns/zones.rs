@@ -27,6 +27,12 @@ pub struct ZoneStatus {
     /// Secondaries: when a primary last confirmed (or sent) the version
     /// served (Unix seconds).
     pub refreshed_unix: Option<u64>,
+    /// Loads that failed since start: file (reload, reload-zone) or
+    /// secondary refresh/transfer.
+    pub load_failures: u64,
+    /// Secondaries: seconds until the version served expires unless a
+    /// primary confirms it (0: expired).
+    pub expires_in_seconds: Option<f64>,
 }
 
 /// How a zone version came to be served.
@@ -194,6 +200,20 @@ impl Dns {
         }
     }
 
+    /// Counts a failed load of zone `name` (file or transfer).
+    pub(crate) fn note_load_failure(&self, name: &str) {
+        if let Ok(mut m) = self.load_failures.lock() {
+            *m.entry(name.to_string()).or_default() += 1;
+        }
+    }
+
+    /// Records when a secondary zone expires unless refreshed.
+    pub(crate) fn note_expires(&self, name: &str, at: Option<std::time::Instant>) {
+        if let (Ok(mut m), Some(at)) = (self.expires.lock(), at) {
+            m.insert(name.to_string(), at);
+        }
+    }
+
     /// Records a successful refresh check of a secondary zone.
     pub(crate) fn note_refreshed(&self, name: &str) {
         let unix = unix_secs();
@@ -215,11 +235,15 @@ impl Dns {
         for (z, by) in &fresh {
             self.note_loaded(z, *by);
         }
+        for (z, _) in &errors {
+            self.note_load_failure(z);
+        }
         self.zones.store(Arc::new(set));
         self.settings.store(Arc::new(settings_of(cfg, pop)));
         if old_cfg.rrl != cfg.rrl {
             self.rrl.store(Arc::new(rrl_of(cfg)));
         }
+        self.apply_dnstap(cfg, pop);
         self.cfg.store(Arc::new(cfg.clone()));
         if let Ok(mut e) = self.errors.lock() {
             // file zones were all just (re)loaded; a secondary's refresh
@@ -265,6 +289,7 @@ impl Dns {
             }
             Err(e) => {
                 error!(zone = %canon, error = %e, "zone reload failed; the previous version keeps serving");
+                self.note_load_failure(&canon);
                 self.set_error(&canon, Some(e.to_string()));
                 Err(e.to_string())
             }
@@ -323,6 +348,9 @@ impl Dns {
         let zones = self.zones.load_full();
         let errors = self.errors.lock().map(|e| e.clone()).unwrap_or_default();
         let refreshed = self.refreshed.lock().map(|r| r.clone()).unwrap_or_default();
+        let failures = self.load_failures.lock().map(|r| r.clone()).unwrap_or_default();
+        let expires = self.expires.lock().map(|r| r.clone()).unwrap_or_default();
+        let now = std::time::Instant::now();
         let origins = self.origins.lock();
         cfg.zones
             .iter()
@@ -354,6 +382,14 @@ impl Dns {
                     loaded_by: origin.map(|o| o.1.as_str()),
                     refreshed_unix: if secondary {
                         refreshed.get(&z.name).copied()
+                    } else {
+                        None
+                    },
+                    load_failures: failures.get(&z.name).copied().unwrap_or(0),
+                    expires_in_seconds: if secondary {
+                        expires
+                            .get(&z.name)
+                            .map(|at| at.saturating_duration_since(now).as_secs_f64())
                     } else {
                         None
                     },

@@ -11,12 +11,12 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyedge_guard::Guard;
-use anyedge_lb::health::{Health, State};
+use anyedge_lb::pool::Overlay;
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -27,12 +27,16 @@ use crate::config::Config;
 use crate::forward;
 use crate::net;
 
+pub(crate) mod api;
 mod conn;
+mod discovery;
+mod pool;
 mod service;
 
 use conn::accept_loop;
-use service::{run_checker, thresholds, ListenerSet, Selector};
+pub use pool::{Change, RuntimeDone, RuntimeError};
 pub use service::{Backend, BackendLabels, BackendStats, Service, ServiceStats, CHECK_LATENCY};
+use service::{ListenerSet, Selector};
 
 /// The whole L4 runtime of one PoP.
 pub struct Edge {
@@ -62,6 +66,11 @@ pub struct Edge {
     /// Accept loops wait until this is true (held closed during an upgrade
     /// until the backends' health is known).
     gate: tokio::sync::watch::Sender<bool>,
+    /// Runtime changes (from the state directory) of services not running
+    /// now: taken by a service when it is created.
+    pending_overlays: Mutex<BTreeMap<String, Overlay>>,
+    /// Serializes runtime changes and their saving.
+    runtime_lock: Mutex<()>,
 }
 
 impl Edge {
@@ -75,7 +84,21 @@ impl Edge {
         hold_accept: bool,
     ) -> anyhow::Result<Arc<Edge>> {
         let boot = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        // The operator's runtime changes survive restarts: a state file that
+        // cannot be read stops the start rather than undoing them silently.
+        let overlays = match &config.state_dir {
+            Some(d) => pool::load_overlays(d)?,
+            None => BTreeMap::new(),
+        };
+        if !overlays.is_empty() {
+            info!(
+                services = overlays.len(),
+                "runtime backend changes loaded from the state directory"
+            );
+        }
         let edge = Arc::new(Edge {
+            pending_overlays: Mutex::new(overlays),
+            runtime_lock: Mutex::new(()),
             guard: ArcSwap::from_pointee(Guard::new(&config.guard)),
             guard_drops: Default::default(),
             dynamic_blocks: AtomicU64::new(0),
@@ -212,8 +235,16 @@ impl Edge {
         for name in gone {
             if let Some(s) = services.remove(&name) {
                 s.close_listeners();
+                if let Ok(mut t) = s.tasks.lock() {
+                    t.abort_all();
+                }
                 for b in s.backends.load().iter() {
                     b.stop_checker();
+                }
+                if let (Ok(o), Ok(mut p)) = (s.overlay.lock(), self.pending_overlays.lock()) {
+                    if !o.is_empty() {
+                        p.insert(name.clone(), o.clone());
+                    }
                 }
                 info!(service = %name, "service removed");
             }
@@ -238,6 +269,16 @@ impl Edge {
                         stats: ServiceStats::default(),
                         listeners: Mutex::new(Vec::new()),
                         rebuild_lock: Mutex::new(()),
+                        discovered: Mutex::new(BTreeMap::new()),
+                        overlay: Mutex::new(
+                            self.pending_overlays
+                                .lock()
+                                .ok()
+                                .and_then(|mut p| p.remove(&sc.name))
+                                .unwrap_or_default(),
+                        ),
+                        reconcile_lock: Mutex::new(()),
+                        tasks: Mutex::new(pool::Tasks::default()),
                     });
                     services.insert(sc.name.clone(), s.clone());
                     info!(service = %sc.name, listen = ?sc.listen, backends = sc.backends.len(), "service added");
@@ -246,54 +287,10 @@ impl Edge {
             };
             svc.cfg.store(Arc::new(sc.clone()));
 
-            // Backends, matched by name.
-            let old = svc.backends.load_full();
-            let mut next = Vec::with_capacity(sc.backends.len());
-            for bc in &sc.backends {
-                let reuse = old
-                    .iter()
-                    .find(|b| b.name == bc.name && b.cfg.load().address == bc.address);
-                let b = match reuse {
-                    Some(b) => {
-                        let prev = b.cfg.swap(Arc::new(bc.clone()));
-                        if prev.drain != bc.drain {
-                            info!(service = %sc.name, backend = %bc.name, drain = bc.drain, "backend drain changed");
-                        }
-                        if let Ok(mut h) = b.health.lock() {
-                            h.set_thresholds(thresholds(&sc));
-                        }
-                        b.clone()
-                    }
-                    None => {
-                        // A new backend starts down: traffic only after it
-                        // passed `rise` checks (the first check runs at once).
-                        let b = Arc::new(Backend {
-                            name: bc.name.clone(),
-                            cfg: ArcSwap::from_pointee(bc.clone()),
-                            up: AtomicBool::new(false),
-                            admin_drain: AtomicBool::new(false),
-                            health: Mutex::new(Health::new(thresholds(&sc), State::Down, std::time::Instant::now())),
-                            active: AtomicU64::new(0),
-                            stats: BackendStats::default(),
-                            checker: Mutex::new(None),
-                        });
-                        let h = tokio::spawn(run_checker(Arc::downgrade(&svc), Arc::downgrade(&b)));
-                        if let Ok(mut g) = b.checker.lock() {
-                            *g = Some(h);
-                        }
-                        b
-                    }
-                };
-                next.push(b);
-            }
-            for b in old.iter() {
-                if !next.iter().any(|n| Arc::ptr_eq(n, b)) {
-                    b.stop_checker();
-                    info!(service = %sc.name, backend = %b.name, "backend removed");
-                }
-            }
-            svc.backends.store(Arc::new(next));
-            svc.rebuild_selector();
+            // Backends, matched by name: the file's, the discovered ones and
+            // the runtime changes (a reload keeps the last two).
+            pool::reconcile(&svc);
+            pool::ensure_tasks(&svc);
 
             // Listeners: open new, then close the ones no longer configured.
             {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyedge_lb::health::{FailReason, Health, State, Thresholds};
 use anyedge_lb::maglev::{self, Maglev};
+use anyedge_lb::pool::{self, Member, Origin, Overlay};
 use anyedge_lb::select;
 use arc_swap::ArcSwap;
 use tokio::task::JoinHandle;
@@ -47,6 +48,8 @@ crate::counter_set! {
         untrusted_proxy_header: "rejected.untrusted_proxy_header" => "anyedge_connections_failed" ["reason" = "untrusted_proxy_header"],
         idle_timeouts: "idle_timeouts" => "anyedge_connections_failed" ["reason" = "idle_timeout"],
         retries: "retries" => "anyedge_backend_retries",
+        /// Discovery answers or files refused (the last good set kept).
+        discovery_errors: "discovery_errors" => "anyedge_discovery_errors",
     }
 }
 
@@ -69,6 +72,13 @@ crate::counter_set! {
 pub struct Backend {
     pub name: String,
     pub(super) cfg: ArcSwap<BackendConfig>,
+    /// Where the backend comes from (file, DNS, watched file, runtime).
+    pub(super) origin: Mutex<Origin>,
+    /// Since when it is up (slow start ramps from there).
+    pub(super) up_since: Mutex<Option<std::time::Instant>>,
+    /// Removed from every source at this time: no new connections; it
+    /// disappears once its connections end or `drain_timeout` passes.
+    pub(super) removed_at: Mutex<Option<std::time::Instant>>,
     pub(super) up: AtomicBool,
     /// Drained through the admin API (kept across reloads, unlike `drain`
     /// in the config file, which the file controls).
@@ -86,12 +96,28 @@ impl Backend {
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
     }
-    /// Draining: by config or by the admin API.
+    /// Draining: by config or by the admin API, or removed.
     pub fn is_draining(&self) -> bool {
-        self.cfg.load().drain || self.admin_drain.load(Ordering::Relaxed)
+        self.cfg.load().drain || self.admin_drain.load(Ordering::Relaxed) || self.is_removed()
+    }
+    /// Removed from its source, waiting for its connections to end.
+    pub fn is_removed(&self) -> bool {
+        self.removed_at.lock().map(|r| r.is_some()).unwrap_or(false)
+    }
+    pub fn origin(&self) -> Origin {
+        self.origin.lock().map(|o| *o).unwrap_or(Origin::Config)
+    }
+    /// How long it has been up (`None`: down).
+    pub fn up_for(&self) -> Option<Duration> {
+        self.up_since.lock().ok().and_then(|u| u.map(|t| t.elapsed()))
     }
     pub(super) fn eligible(&self) -> bool {
         self.is_up() && !self.is_draining() && self.cfg.load().weight > 0
+    }
+    /// Removed but still up, undrained and weighted (see `rebuild_selector`).
+    pub(super) fn fallback(&self) -> bool {
+        let c = self.cfg.load();
+        self.is_removed() && self.is_up() && !c.drain && !self.admin_drain.load(Ordering::Relaxed) && c.weight > 0
     }
     pub(super) fn at_capacity(&self) -> bool {
         self.cfg
@@ -125,6 +151,14 @@ pub struct Service {
     pub stats: ServiceStats,
     pub(super) listeners: Mutex<Vec<ListenerSet>>,
     pub(super) rebuild_lock: Mutex<()>,
+    /// The last good discovered sets (DNS, watched file), by origin.
+    pub(super) discovered: Mutex<std::collections::BTreeMap<Origin, Vec<Member>>>,
+    /// The operator's runtime changes.
+    pub(super) overlay: Mutex<Overlay>,
+    /// Serializes reconciling the backends to the desired set.
+    pub(super) reconcile_lock: Mutex<()>,
+    /// Discovery and maintenance tasks, with the settings they run for.
+    pub(super) tasks: Mutex<super::pool::Tasks>,
 }
 
 pub(super) struct ListenerSet {
@@ -156,8 +190,26 @@ impl Service {
         // reload) must not let a rebuild from older state be stored last.
         let _guard = self.rebuild_lock.lock().unwrap_or_else(|p| p.into_inner());
         let cfg = self.cfg.load();
-        let eligible: Vec<Arc<Backend>> = self.backends.load().iter().filter(|b| b.eligible()).cloned().collect();
-        let weights: Vec<u32> = eligible.iter().map(|b| b.cfg.load().weight).collect();
+        let backends = self.backends.load();
+        let mut eligible: Vec<Arc<Backend>> = backends.iter().filter(|b| b.eligible()).cloned().collect();
+        if eligible.is_empty() {
+            // Make before break: removed backends still up take new
+            // connections only while nothing else can (their replacements
+            // are still passing their first checks), never an empty pool
+            // because the set was swapped at once.
+            eligible = backends.iter().filter(|b| b.fallback()).cloned().collect();
+        }
+        let weights: Vec<u32> = eligible
+            .iter()
+            .map(|b| {
+                let w = b.cfg.load().weight;
+                if cfg.slow_start.is_zero() {
+                    w
+                } else {
+                    pool::effective_weight(w, b.up_for(), cfg.slow_start)
+                }
+            })
+            .collect();
         let maglev = if cfg.balance == Balance::Maglev {
             let named: Vec<(&str, u32)> = eligible
                 .iter()
@@ -241,9 +293,22 @@ impl Service {
     /// Drains (or undrains) a backend at run time. Returns false if there is
     /// no such backend.
     pub fn set_admin_drain(&self, backend: &str, drain: bool) -> bool {
-        let Some(b) = self.backends.load().iter().find(|b| b.name == backend).cloned() else {
+        let Some(b) = self
+            .backends
+            .load()
+            .iter()
+            .find(|b| b.name == backend && !b.is_removed())
+            .cloned()
+        else {
             return false;
         };
+        if let Ok(mut o) = self.overlay.lock() {
+            if drain {
+                o.drained.insert(backend.to_string());
+            } else {
+                o.drained.remove(backend);
+            }
+        }
         if b.admin_drain.swap(drain, Ordering::Relaxed) != drain {
             info!(service = %self.name, backend = %b.name, drain, "backend drain changed by admin API");
             self.rebuild_selector();
@@ -254,6 +319,9 @@ impl Service {
     pub(super) fn set_backend_state(&self, b: &Backend, state: State) {
         let was = b.up.swap(state == State::Up, Ordering::Relaxed);
         if was != (state == State::Up) {
+            if let Ok(mut u) = b.up_since.lock() {
+                *u = (state == State::Up).then(std::time::Instant::now);
+            }
             self.rebuild_selector();
         }
     }

@@ -8,9 +8,23 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod browser;
+
+/// A port nothing listens on now, never handed out before in this test
+/// process: the kernel may give the same ephemeral port to two binds in a
+/// row once the first listener is closed, and one config taking it twice
+/// (say `dns.listen` and `admin.listen`) is refused.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap();
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 pub fn wait_port(addr: SocketAddr, max: Duration) {
@@ -137,7 +151,14 @@ impl Anyedge {
     pub fn start(config: &str, wait_for: SocketAddr) -> Anyedge {
         let a = Anyedge::spawn(Command::new(env!("CARGO_BIN_EXE_anyedge")), config);
         wait_port(wait_for, Duration::from_secs(10));
+        a.wait_ready();
         a
+    }
+
+    /// Waits for the "ready" line, logged once everything is serving: a
+    /// service port accepts before the admin API (started last) listens.
+    pub fn wait_ready(&self) {
+        self.wait_log("ready listen=", 1, Duration::from_secs(20));
     }
 
     /// Runs anyedge inside network namespace `ns` and waits, from inside it,
@@ -147,6 +168,7 @@ impl Anyedge {
         cmd.env("RUST_LOG", "info");
         let a = Anyedge::spawn(cmd, config);
         ns.enter(move || wait_port(wait_for, Duration::from_secs(10)));
+        a.wait_ready();
         a
     }
 

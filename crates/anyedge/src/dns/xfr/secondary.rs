@@ -98,6 +98,7 @@ async fn run_secondary(
         if let Some(t) = d.zones.load().get(&apex).and_then(|z| soa_timers(z)) {
             refresh.on_success(Instant::now(), t);
             refresh.on_notify(Instant::now());
+            d.note_expires(&zc.name, refresh.expires_at());
         }
     }
     let mut last_error: Option<String> = None;
@@ -169,9 +170,11 @@ async fn run_secondary(
                     Some(t) => refresh.on_success(Instant::now(), t),
                     None => refresh.on_failure(Instant::now()),
                 }
+                dns.note_expires(&zc.name, refresh.expires_at());
             }
             Err(e) => {
                 refresh.on_failure(Instant::now());
+                dns.note_load_failure(&zc.name);
                 let retry = refresh.next_check(Instant::now());
                 if last_error.as_deref() != Some(e.as_str()) {
                     warn!(zone = %zc.name, error = %e, retry_in = ?retry, "zone refresh failed");

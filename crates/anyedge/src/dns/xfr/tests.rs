@@ -51,6 +51,7 @@ fn cfg(listen: SocketAddr, zone: ZoneConfig) -> DnsConfig {
         tsig_keys: vec![tsig(SECRET)],
         zones: vec![zone],
         state_dir: None,
+        dnstap: None,
     }
 }
 
@@ -264,6 +265,10 @@ async fn a_zone_expires_when_its_primary_is_gone() {
     let primary = Dns::start(&cfg(pa, primary_zone(&file, vec![])), "p", 1, &[]).unwrap();
     let secondary = Dns::start(&cfg(sa, secondary_zone(pa)), "s", 1, &[]).unwrap();
     wait_serial(&secondary, 1).await;
+    let st = secondary.zone_status();
+    let left = st[0].expires_in_seconds.expect("a transferred zone has an expiry");
+    assert!(left > 0.0 && left <= 3.0, "expires in {left} s (SOA expire 3 s)");
+    assert_eq!(st[0].load_failures, 0);
     let t = Instant::now();
     stop(primary).await;
     while secondary.zones.load().get(APEX).is_some() {
@@ -281,6 +286,8 @@ async fn a_zone_expires_when_its_primary_is_gone() {
         "{:?}",
         status[0].error
     );
+    assert_eq!(status[0].expires_in_seconds, Some(0.0));
+    assert!(status[0].load_failures >= 1, "failed refreshes are counted");
     stop(secondary).await;
 }
 
