@@ -326,6 +326,9 @@ impl Pop {
         };
         let (lb, dns) = tokio::join!(self.edge.drain(grace), dns_drain);
         let left = lb + dns;
+        // the access log's last lines (those of the drained connections)
+        let edge = self.edge.clone();
+        let _ = tokio::task::spawn_blocking(move || edge.close_access_log(Duration::from_secs(2))).await;
         self.step(Step::Drained { left });
         left
     }

@@ -15,6 +15,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use serde_json::{json, Map, Value};
 
+use crate::accesslog::AccessLogStats;
 use crate::admin::AdminCounters;
 use crate::counters::CounterDef;
 use crate::lb::{BackendStats, ServiceStats};
@@ -34,6 +35,11 @@ const FAMILY_HELP: &[(&str, &str)] = &[
     (
         "anyedge_admin_connections_refused",
         "Admin API connections closed at once: admin.max_connections (cap), admin.max_connections_per_source (source_cap), or descriptors near the process limit (fd_reserve).",
+    ),
+    ("anyedge_access_log_lines", "Access-log lines written, or lost to a write error (result)."),
+    (
+        "anyedge_access_log_dropped",
+        "Access-log lines dropped because the queue to the writer was full (access_log.queue).",
     ),
     (
         "anyedge_admin_header_timeouts",
@@ -60,6 +66,8 @@ pub struct Status {
     /// `AdminCounters::COUNTERS` order.
     pub admin: Vec<u64>,
     pub fd_limit: Option<u64>,
+    /// `AccessLogStats::COUNTERS` order.
+    pub access_log: Vec<u64>,
 }
 
 pub struct Guard {
@@ -77,6 +85,7 @@ pub struct Service {
     /// `ServiceStats::COUNTERS` order.
     pub counters: Vec<u64>,
     pub backends: Vec<Backend>,
+    pub duration: crate::hist::Snapshot,
 }
 
 pub struct Backend {
@@ -95,6 +104,7 @@ pub struct Backend {
     pub active: u64,
     /// `BackendStats::COUNTERS` order.
     pub counters: Vec<u64>,
+    pub connect_time: crate::hist::Snapshot,
 }
 
 pub struct Anycast {
@@ -160,6 +170,7 @@ impl Status {
                     balance: format!("{:?}", sc.balance),
                     active: load(&svc.active),
                     counters: svc.stats.values(),
+                    duration: svc.duration.snapshot(),
                     backends: svc
                         .backends()
                         .iter()
@@ -191,6 +202,7 @@ impl Status {
                                 last_check,
                                 active: load(&b.active),
                                 counters: b.stats.values(),
+                                connect_time: b.connect_time.snapshot(),
                             }
                         })
                         .collect(),
@@ -261,6 +273,7 @@ impl Status {
             admin_open: crate::admin::open_connections(),
             admin: crate::admin::counters().values(),
             fd_limit: crate::fdlimit::limit(),
+            access_log: edge.access_log_stats.values(),
         }
     }
 
@@ -314,6 +327,8 @@ impl Status {
             .collect();
         let mut admin = json!({ "open_connections": self.admin_open, "fd_limit": self.fd_limit });
         put_counters(&mut admin, AdminCounters::COUNTERS, &self.admin);
+        let mut access_log = json!({});
+        put_counters(&mut access_log, AccessLogStats::COUNTERS, &self.access_log);
         let mut v = json!({
             "pop": self.pop,
             "guard": {
@@ -327,6 +342,7 @@ impl Status {
             "max_connections": self.max_connections,
             "services": services,
             "admin": admin,
+            "access_log": access_log,
         });
         let Some(obj) = v.as_object_mut() else { return v };
         if let Some(a) = &self.anycast {
@@ -500,6 +516,25 @@ impl Status {
             .map(|(l, b)| (l.clone(), b.counters.as_slice()))
             .collect();
         encode_table(enc, BackendStats::COUNTERS, &be_samples)?;
+        crate::hist::encode(
+            enc,
+            "anyedge_backend_connect_duration_seconds",
+            "Time of successful connects to the backend (real traffic, not health checks).",
+            &backends
+                .iter()
+                .map(|(l, b)| (l.clone(), &b.connect_time))
+                .collect::<Vec<_>>(),
+        )?;
+        crate::hist::encode(
+            enc,
+            "anyedge_connection_duration_seconds",
+            "Client connections served (past the guard and the caps), from accept to close.",
+            &self
+                .services
+                .iter()
+                .map(|s| (vec![("service", s.name.as_str())], &s.duration))
+                .collect::<Vec<_>>(),
+        )?;
         counter(
             enc,
             "anyedge_guard_drops",
@@ -536,6 +571,7 @@ impl Status {
             &[(vec![], gi(self.admin_open))],
         )?;
         encode_table(enc, AdminCounters::COUNTERS, &[(vec![], self.admin.as_slice())])?;
+        encode_table(enc, AccessLogStats::COUNTERS, &[(vec![], self.access_log.as_slice())])?;
         if let Some(x) = &self.xdp {
             counter(
                 enc,

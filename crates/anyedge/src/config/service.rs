@@ -47,6 +47,9 @@ pub struct ServiceConfig {
     pub timeouts: Timeouts,
     pub health: HealthCheck,
     pub backends: Vec<BackendConfig>,
+    /// One access-log line per connection (`[access_log] enabled`, or the
+    /// service's own `access_log`).
+    pub access_log: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +129,8 @@ pub(super) struct RawService {
     health: RawHealth,
     #[serde(rename = "backend")]
     pub(super) backends: Spanned<Vec<RawBackend>>,
+    #[serde(default)]
+    access_log: Option<bool>,
 }
 
 fn d_backlog() -> Spanned<u32> {
@@ -262,7 +267,13 @@ fn d_weight() -> Spanned<u32> {
     Spanned::new(0..0, 1)
 }
 
-pub(super) fn parse_service(cx: &Ctx<'_>, sp: &str, rs: RawService) -> Result<ServiceConfig, ConfigError> {
+/// `access_log`: whether the service logs unless it says (`[access_log] enabled`).
+pub(super) fn parse_service(
+    cx: &Ctx<'_>,
+    sp: &str,
+    rs: RawService,
+    access_log: bool,
+) -> Result<ServiceConfig, ConfigError> {
     check_name(cx, &rs.name, format!("{sp}.name"))?;
     let sp = format!("service {:?}", rs.name.get_ref());
     let listen_span = rs.listen.span();
@@ -455,6 +466,7 @@ pub(super) fn parse_service(cx: &Ctx<'_>, sp: &str, rs: RawService) -> Result<Se
             send_proxy: h.send_proxy.unwrap_or(any_proxy),
         },
         backends,
+        access_log: rs.access_log.unwrap_or(access_log),
     })
 }
 

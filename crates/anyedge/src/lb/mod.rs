@@ -17,12 +17,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyedge_guard::Guard;
 use anyedge_lb::health::{Health, State};
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::accesslog::{self, AccessLog, AccessLogStats, Record};
 use crate::config::Config;
 use crate::forward;
 use crate::net;
@@ -62,6 +63,9 @@ pub struct Edge {
     /// Accept loops wait until this is true (held closed during an upgrade
     /// until the backends' health is known).
     gate: tokio::sync::watch::Sender<bool>,
+    /// The access log's writer, while a service logs.
+    access_log: ArcSwapOption<AccessLog>,
+    pub access_log_stats: Arc<AccessLogStats>,
 }
 
 impl Edge {
@@ -74,7 +78,11 @@ impl Edge {
         worker_rts: Vec<tokio::runtime::Handle>,
         hold_accept: bool,
     ) -> anyhow::Result<Arc<Edge>> {
-        let boot = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        // (microseconds: two processes of one PoP, e.g. during an upgrade,
+        // never share it, so neither do their connections' unique ids)
+        let boot = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
         let edge = Arc::new(Edge {
             guard: ArcSwap::from_pointee(Guard::new(&config.guard)),
             guard_drops: Default::default(),
@@ -92,6 +100,8 @@ impl Edge {
             inherited: Mutex::new(inherited),
             worker_rts,
             gate: tokio::sync::watch::Sender::new(!hold_accept),
+            access_log: ArcSwapOption::empty(),
+            access_log_stats: Arc::default(),
         });
         edge.apply(config)?;
         Ok(edge)
@@ -145,6 +155,22 @@ impl Edge {
             .services
             .lock()
             .map_err(|_| anyhow::anyhow!("service table lock poisoned"))?;
+
+        // 0. The access log: a new writer if its settings changed (opening
+        //    its file can fail, which refuses the reload).
+        let log_wanted = new.services.iter().any(|s| s.access_log).then(|| accesslog::Settings {
+            config: new.access_log.clone(),
+            pop: new.pop_name.clone(),
+        });
+        let log_now = self.access_log.load().as_ref().map(|l| l.settings.clone());
+        let new_log = if log_wanted != log_now {
+            Some(match log_wanted {
+                Some(s) => Some(Arc::new(AccessLog::start(s, self.access_log_stats.clone())?)),
+                None => None,
+            })
+        } else {
+            None
+        };
 
         // 1. Bind every listener that does not exist yet, before changing
         //    anything: a bind failure aborts the reload with nothing changed.
@@ -234,6 +260,7 @@ impl Edge {
                             maglev: None,
                         }),
                         active: AtomicU64::new(0),
+                        duration: crate::hist::AtomicHistogram::new(crate::hist::DURATION_BUCKETS),
                         rr: AtomicU64::new(0),
                         stats: ServiceStats::default(),
                         listeners: Mutex::new(Vec::new()),
@@ -275,6 +302,7 @@ impl Edge {
                             health: Mutex::new(Health::new(thresholds(&sc), State::Down, std::time::Instant::now())),
                             active: AtomicU64::new(0),
                             stats: BackendStats::default(),
+                            connect_time: crate::hist::AtomicHistogram::new(crate::hist::CONNECT_BUCKETS),
                             checker: Mutex::new(None),
                         });
                         let h = tokio::spawn(run_checker(Arc::downgrade(&svc), Arc::downgrade(&b)));
@@ -342,6 +370,10 @@ impl Edge {
                 drop(ls);
             }
         }
+        if let Some(l) = new_log {
+            // (the one replaced writes what it has queued, then ends)
+            self.access_log.store(l);
+        }
         if self.config.load().guard != new.guard {
             // New rules, fresh state: open connections release into the
             // guard that admitted them.
@@ -407,6 +439,37 @@ impl Edge {
             if tokio::time::timeout_at(deadline, idle).await.is_err() {
                 return self.active.load(Ordering::Acquire);
             }
+        }
+    }
+
+    /// Queues an access-log line (if a writer runs).
+    fn log(&self, r: Record) {
+        if let Some(l) = &*self.access_log.load() {
+            l.log(r);
+        }
+    }
+
+    /// Reopens the access log's file before its next lines (SIGHUP, for
+    /// logrotate; a reload that fails reopens it too).
+    pub fn reopen_access_log(&self) {
+        if let Some(l) = &*self.access_log.load() {
+            l.reopen();
+        }
+    }
+
+    /// Stops the access log once connections are drained, waiting up to
+    /// `max` until what was queued is written.
+    pub fn close_access_log(&self, max: Duration) {
+        let Some(mut l) = self.access_log.swap(None) else {
+            return;
+        };
+        // (a connection closing right now may hold it for a moment)
+        for _ in 0..100 {
+            match Arc::try_unwrap(l) {
+                Ok(l) => return l.close(max),
+                Err(again) => l = again,
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
