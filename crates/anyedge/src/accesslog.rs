@@ -11,6 +11,7 @@
 //! next batch after [`AccessLog::reopen`] (SIGHUP, for logrotate), or
 //! within a second when idle.
 
+use std::fmt::{self, Write as _};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -365,32 +366,84 @@ impl Writer {
     }
 }
 
-fn ms(d: Option<Duration>) -> Option<f64> {
-    d.map(|d| (d.as_secs_f64() * 1e6).round() / 1e3)
+/// Formatting helpers: lines are written straight into the batch buffer,
+/// without a `String` or a JSON tree per line (the writer thread shares the
+/// cores with the data path).
+///
+/// A duration in milliseconds (microsecond precision), or `none`.
+struct Ms(Option<Duration>, &'static str);
+
+impl fmt::Display for Ms {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(d) => write!(f, "{}.{:03}", d.as_micros() / 1000, d.as_micros() % 1000),
+            None => f.write_str(self.1),
+        }
+    }
+}
+
+/// A displayable value, or `none`.
+struct Or<T>(Option<T>, &'static str);
+
+impl<T: fmt::Display> fmt::Display for Or<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(v) => v.fmt(f),
+            None => f.write_str(self.1),
+        }
+    }
+}
+
+/// A JSON string (quoted, escaped), or `null`.
+struct Js<'a>(Option<&'a str>);
+
+impl fmt::Display for Js<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(s) = self.0 else { return f.write_str("null") };
+        f.write_char('"')?;
+        for c in s.chars() {
+            match c {
+                '"' => f.write_str("\\\"")?,
+                '\\' => f.write_str("\\\\")?,
+                c if (c as u32) < 0x20 => write!(f, "\\u{:04x}", c as u32)?,
+                c => f.write_char(c)?,
+            }
+        }
+        f.write_char('"')
+    }
+}
+
+/// A displayable value as a JSON string, or `null`.
+struct JsDisplay<T>(Option<T>);
+
+impl<T: fmt::Display> fmt::Display for JsDisplay<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // (addresses and times: no character that needs escaping)
+        match &self.0 {
+            Some(v) => write!(f, "\"{v}\""),
+            None => f.write_str("null"),
+        }
+    }
 }
 
 /// `time=... pop=... service=... key=value ...` (logfmt), `-` for none.
 pub fn text(buf: &mut Vec<u8>, pop: &str, r: &Record) {
-    let dash = |s: Option<String>| s.unwrap_or_else(|| "-".into());
-    let ms_or_dash = |d: Option<Duration>| dash(ms(d).map(|v| format!("{v:.3}")));
-    let (backend, backend_addr) = match &r.backend {
-        Some((b, a)) => (b.name.as_str(), a.to_string()),
-        None => ("-", "-".to_string()),
-    };
     let _ = writeln!(
         buf,
-        "time={} pop={pop} service={} client={} listener={} backend={backend} backend_addr={backend_addr} unique_id={} \
-         bytes_to_backend={} bytes_to_client={} first_byte_ms={} connect_ms={} total_ms={:.3} retries={} cause={} detail={}",
+        "time={} pop={pop} service={} client={} listener={} backend={} backend_addr={} unique_id={} \
+         bytes_to_backend={} bytes_to_client={} first_byte_ms={} connect_ms={} total_ms={} retries={} cause={} detail={}",
         humantime::format_rfc3339_micros(r.time),
         r.service.name,
         r.client,
-        dash(r.listener.map(|l| l.to_string())),
+        Or(r.listener, "-"),
+        Or(r.backend.as_ref().map(|(b, _)| &b.name), "-"),
+        Or(r.backend.as_ref().map(|(_, a)| a), "-"),
         r.unique_id.as_deref().unwrap_or("-"),
         r.bytes_to_backend,
         r.bytes_to_client,
-        ms_or_dash(r.first_byte),
-        ms_or_dash(r.connect),
-        ms(Some(r.total)).unwrap_or(0.0),
+        Ms(r.first_byte, "-"),
+        Ms(r.connect, "-"),
+        Ms(Some(r.total), "-"),
         r.retries,
         r.cause.as_str(),
         if r.detail.is_empty() { "-" } else { r.detail },
@@ -399,26 +452,48 @@ pub fn text(buf: &mut Vec<u8>, pop: &str, r: &Record) {
 
 /// One JSON object; absent values are `null`.
 pub fn json(buf: &mut Vec<u8>, pop: &str, r: &Record) {
-    let v = serde_json::json!({
-        "time": humantime::format_rfc3339_micros(r.time).to_string(),
-        "pop": pop,
-        "service": r.service.name,
-        "client_ip": r.client.ip().to_string(),
-        "client_port": r.client.port(),
-        "listener": r.listener.map(|l| l.to_string()),
-        "backend": r.backend.as_ref().map(|(b, _)| b.name.as_str()),
-        "backend_addr": r.backend.as_ref().map(|(_, a)| a.to_string()),
-        "unique_id": r.unique_id,
-        "bytes_to_backend": r.bytes_to_backend,
-        "bytes_to_client": r.bytes_to_client,
-        "first_byte_ms": ms(r.first_byte),
-        "connect_ms": ms(r.connect),
-        "total_ms": ms(Some(r.total)),
-        "retries": r.retries,
-        "cause": r.cause.as_str(),
-        "detail": if r.detail.is_empty() { None } else { Some(r.detail) },
-    });
-    if serde_json::to_writer(&mut *buf, &v).is_ok() {
-        buf.push(b'\n');
+    let _ = writeln!(
+        buf,
+        "{{\"time\":{},\"pop\":{},\"service\":{},\"client_ip\":\"{}\",\"client_port\":{},\"listener\":{},\
+         \"backend\":{},\"backend_addr\":{},\"unique_id\":{},\"bytes_to_backend\":{},\"bytes_to_client\":{},\
+         \"first_byte_ms\":{},\"connect_ms\":{},\"total_ms\":{},\"retries\":{},\"cause\":\"{}\",\"detail\":{}}}",
+        JsDisplay(Some(humantime::format_rfc3339_micros(r.time))),
+        Js(Some(pop)),
+        Js(Some(&r.service.name)),
+        r.client.ip(),
+        r.client.port(),
+        JsDisplay(r.listener),
+        Js(r.backend.as_ref().map(|(b, _)| b.name.as_str())),
+        JsDisplay(r.backend.as_ref().map(|(_, a)| a)),
+        Js(r.unique_id.as_deref()),
+        r.bytes_to_backend,
+        r.bytes_to_client,
+        Ms(r.first_byte, "null"),
+        Ms(r.connect, "null"),
+        Ms(Some(r.total), "null"),
+        r.retries,
+        r.cause.as_str(),
+        Js((!r.detail.is_empty()).then_some(r.detail)),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_strings_are_escaped_and_numbers_exact() {
+        let mut b = Vec::new();
+        let _ = write!(
+            b,
+            "{} {} {}",
+            Js(Some("a\"b\\c\n")),
+            Js(None),
+            Ms(Some(Duration::from_micros(1_234_567)), "-")
+        );
+        assert_eq!(String::from_utf8(b).unwrap(), r#""a\"b\\c\u000a" null 1234.567"#);
+        let mut b = Vec::new();
+        let _ = write!(b, "{} {}", Ms(Some(Duration::from_nanos(999)), "-"), Ms(None, "-"));
+        assert_eq!(String::from_utf8(b).unwrap(), "0.000 -");
     }
 }
