@@ -186,13 +186,14 @@ for r in $(seq "$ROUNDS"); do
   done
   # new connections/s with the access log off and on, back to back (in
   # turn first, so a drift of the machine's load favours neither)
-  if [ $((r % 2)) = 1 ]; then
-    R[log,off]+="$(rps -H 'Connection: close' "http://127.0.0.1:$P_AE/") "
-    R[log,on]+="$(rps -H 'Connection: close' "http://127.0.0.1:$P_AE_LOG/") "
-  else
-    R[log,on]+="$(rps -H 'Connection: close' "http://127.0.0.1:$P_AE_LOG/") "
-    R[log,off]+="$(rps -H 'Connection: close' "http://127.0.0.1:$P_AE/") "
-  fi
+  # (and per CPU-second of the anyedge process, its log writer included)
+  logrun() { # off|on port
+    local t0 t1 n
+    t0=$(ticks $AE_PID); n=$(rps -H 'Connection: close' "http://127.0.0.1:$2/"); t1=$(ticks $AE_PID)
+    R[log,$1]+="$n "
+    R[log,${1}_eff]+="$(awk -v r="$n" -v s="$SECS" -v t=$((t1 - t0)) -v hz="$HZ" 'BEGIN { if (t > 0) printf "%.0f", r*s/(t/hz); else print 0 }') "
+  }
+  if [ $((r % 2)) = 1 ]; then logrun off $P_AE; logrun on $P_AE_LOG; else logrun on $P_AE_LOG; logrun off $P_AE; fi
   echo "round $r: haproxy ka=${R[haproxy,ka]} close=${R[haproxy,close]} dl=${R[haproxy,dl]} | anyedge ka=${R[anyedge,ka]} close=${R[anyedge,close]} dl=${R[anyedge,dl]} | access log off=${R[log,off]} on=${R[log,on]}" >&2
 done
 
@@ -209,6 +210,9 @@ off=$(echo "${R[log,off]}" | median); on=$(echo "${R[log,on]}" | median)
 printf '%-28s %14s %14s %8s %8s\n' "" "log off" "log on" "" ""
 printf '%-28s %14s %14s %8s %8s\n' "new conn/s, access log" "$off" "$on" \
   "$(awk -v a="$on" -v h="$off" 'BEGIN { if (h > 0) printf "%.2f", a/h; else print "n/a" }')" ">=0.95"
+off=$(echo "${R[log,off_eff]}" | median); on=$(echo "${R[log,on_eff]}" | median)
+printf '%-28s %14s %14s %8s %8s\n' "new conn/CPU-second, log" "$off" "$on" \
+  "$(awk -v a="$on" -v h="$off" 'BEGIN { if (h > 0) printf "%.2f", a/h; else print "n/a" }')" ""
 lines=$(wc -l < "$W/access.log" 2>/dev/null || echo 0)
 echo "(access log: JSON to a file, $lines lines written; both services in the same anyedge process)"
 echo "(idle: $IDLE connections held open once, on fresh processes; anyedge with inspect=false forwards at once as HAProxy mode tcp does; lower is better; with the default inspect=true: ${R[anyedge,idle_inspect]} bytes, the connection waits for its first bytes before a backend is chosen)"

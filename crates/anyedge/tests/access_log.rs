@@ -192,7 +192,8 @@ path = "{log}"
         idle = service(
             "idle",
             idle,
-            &format!("[service.timeouts]\nidle = \"300ms\"\n{FAST_TCP_HEALTH}"),
+            // (not inspected: the request goes through the forwarding loop)
+            &format!("inspect = false\n[service.timeouts]\nidle = \"300ms\"\n{FAST_TCP_HEALTH}"),
             &[("mute", mute)]
         ),
         dead = service(
@@ -275,6 +276,10 @@ path = "{log}"
     assert_eq!(l["bytes_to_backend"], REQUEST.len());
     assert_eq!(l["bytes_to_client"], 0);
     assert!(l["total_ms"].as_f64().unwrap() >= 300.0, "{l}");
+    assert!(
+        l["first_byte_ms"].as_f64().is_some(),
+        "the first byte seen by the forwarding loop: {l}"
+    );
 
     // Both backends refuse: tried one, retried the other.
     let (port, _) = client(local, dead, REQUEST, false);
