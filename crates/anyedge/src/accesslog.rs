@@ -77,7 +77,9 @@ pub enum Cause {
     ClientClosedEarly,
     BadProxyHeader,
     UntrustedProxyHeader,
-    /// The connection's task ended without a cause (the process stopping).
+    /// Still forwarding when `limits.shutdown_grace` ended (stop, upgrade).
+    Shutdown,
+    /// The connection's task ended without a cause.
     Aborted,
 }
 
@@ -99,6 +101,7 @@ impl Cause {
             Cause::ClientClosedEarly => "client_closed_early",
             Cause::BadProxyHeader => "bad_proxy_header",
             Cause::UntrustedProxyHeader => "untrusted_proxy_header",
+            Cause::Shutdown => "shutdown",
             Cause::Aborted => "aborted",
         }
     }

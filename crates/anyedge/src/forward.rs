@@ -40,6 +40,8 @@ pub enum End {
     Idle,
     /// A socket error (reset by peer, ...).
     Error,
+    /// `stop` completed (the process stops: `limits.shutdown_grace` is over).
+    Cut,
 }
 
 /// A side of a forwarded connection.
@@ -62,8 +64,8 @@ pub struct Totals {
     pub first_from_client: Option<Instant>,
 }
 
-/// Forwards until both directions end, an error happens, or `idle` passes
-/// without any byte moving. `counters` are (client->backend, backend->client)
+/// Forwards until both directions end, an error happens, `idle` passes
+/// without any byte moving, or `stop` completes. `counters` are (client->backend, backend->client)
 /// byte counters updated as data moves.
 pub async fn forward(
     client: &Sock,
@@ -71,8 +73,10 @@ pub async fn forward(
     idle: Duration,
     counters: [&AtomicU64; 2],
     use_splice: bool,
+    stop: impl std::future::Future<Output = ()>,
 ) -> (End, Totals) {
     let activity = Activity::new();
+    tokio::pin!(stop);
     let up = pump(client, backend, &activity, counters[0], Side::Client, use_splice);
     let down = pump(backend, client, &activity, counters[1], Side::Backend, use_splice);
     tokio::pin!(up, down);
@@ -96,6 +100,7 @@ pub async fn forward(
                     Err(side) => { closed_by = Some(side); break End::Error; }
                 }
             }
+            () = &mut stop => break End::Cut,
             _ = tokio::time::sleep_until(deadline) => {
                 if self::deadline(activity.last(), idle) <= Instant::now() {
                     closed_by = None;
@@ -354,7 +359,15 @@ mod tests {
             backend_peer.shutdown().await.unwrap();
             got
         });
-        let (end, totals) = forward(&client, &backend, Duration::from_secs(5), [&up, &down], use_splice).await;
+        let (end, totals) = forward(
+            &client,
+            &backend,
+            Duration::from_secs(5),
+            [&up, &down],
+            use_splice,
+            std::future::pending(),
+        )
+        .await;
         assert_eq!(end, End::Closed);
         assert_eq!(totals.to_backend, payload.len() as u64);
         assert_eq!(totals.to_client, 1000);
@@ -381,7 +394,15 @@ mod tests {
         let (_backend_peer, backend) = pair().await;
         let c = AtomicU64::new(0);
         let start = Instant::now();
-        let (end, _) = forward(&client, &backend, Duration::from_millis(200), [&c, &c], true).await;
+        let (end, _) = forward(
+            &client,
+            &backend,
+            Duration::from_millis(200),
+            [&c, &c],
+            true,
+            std::future::pending(),
+        )
+        .await;
         assert_eq!(end, End::Idle);
         assert!(start.elapsed() < Duration::from_secs(2));
     }

@@ -525,3 +525,33 @@ fn a_full_queue_drops_lines_and_counts_them() {
         assert!(v["cause"] == "guard" || v["cause"] == "client_closed_early", "{v}");
     }
 }
+
+#[test]
+fn a_connection_cut_when_the_grace_period_ends_is_logged_before_exit() {
+    let ids: UniqueIds = Arc::default();
+    let mute = backend(Mode::Mute, ids.clone());
+    let web = lb();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let cfg = format!(
+        "[pop]\nname = \"t4\"\n[limits]\nshutdown_grace = \"300ms\"\n[access_log]\nformat = \"json\"\npath = \"{}\"\n{}",
+        log.display(),
+        service("web", web, FAST_TCP_HEALTH, &[("mute", mute)])
+    );
+    let mut e = Anyedge::start(&cfg, web);
+    e.wait_log("backend up", 1, Duration::from_secs(10));
+    let mut s = TcpStream::connect(web).unwrap();
+    s.write_all(REQUEST).unwrap();
+    let port = s.local_addr().unwrap().port();
+    wait_until("request forwarded", Duration::from_secs(5), || {
+        ids.lock().unwrap().contains_key(&port)
+    });
+    e.signal(nix::sys::signal::Signal::SIGTERM);
+    let st = e.wait_exit(Duration::from_secs(15)).expect("anyedge exits");
+    assert!(st.success(), "{st:?}");
+    // written before the process exited
+    let l = json_line(&log, port);
+    assert_eq!(l["cause"], "shutdown", "{l}");
+    assert_eq!(l["bytes_to_backend"], REQUEST.len());
+    assert!(l["total_ms"].as_f64().unwrap() >= 300.0, "{l}");
+}

@@ -440,12 +440,19 @@ async fn handle(edge: Arc<Edge>, svc: Arc<Service>, client: Sock, peer: SocketAd
     }
     drop(head);
 
+    let mut cut = edge.cut.subscribe();
+    let stop = async move {
+        if cut.wait_for(|c| *c).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
     let (end, totals) = forward::forward(
         &client,
         &upstream,
         cfg.timeouts.idle,
         [&b.stats.bytes_to_backend, &b.stats.bytes_to_client],
         true,
+        stop,
     )
     .await;
     svc.stats.completed.fetch_add(1, Ordering::Relaxed);
@@ -455,6 +462,7 @@ async fn handle(edge: Arc<Edge>, svc: Arc<Service>, client: Sock, peer: SocketAd
         (End::Closed, _) => (Cause::BackendClosed, ""),
         (End::Error, Some(Side::Client)) => (Cause::ClientError, ""),
         (End::Error, _) => (Cause::BackendError, ""),
+        (End::Cut, _) => (Cause::Shutdown, ""),
     };
     guard.note(|r| {
         r.bytes_to_backend = early + totals.to_backend;

@@ -63,6 +63,8 @@ pub struct Edge {
     /// Accept loops wait until this is true (held closed during an upgrade
     /// until the backends' health is known).
     gate: tokio::sync::watch::Sender<bool>,
+    /// Set when the drain's grace period is over: forwarding connections end.
+    cut: tokio::sync::watch::Sender<bool>,
     /// The access log's writer, while a service logs.
     access_log: ArcSwapOption<AccessLog>,
     pub access_log_stats: Arc<AccessLogStats>,
@@ -100,6 +102,7 @@ impl Edge {
             inherited: Mutex::new(inherited),
             worker_rts,
             gate: tokio::sync::watch::Sender::new(!hold_accept),
+            cut: tokio::sync::watch::Sender::new(false),
             access_log: ArcSwapOption::empty(),
             access_log_stats: Arc::default(),
         });
@@ -440,6 +443,12 @@ impl Edge {
                 return self.active.load(Ordering::Acquire);
             }
         }
+    }
+
+    /// Ends the connections still forwarding (the grace period is over),
+    /// so that each says so in the access log before the process exits.
+    pub fn cut_connections(&self) {
+        self.cut.send_replace(true);
     }
 
     /// Queues an access-log line (if a writer runs).
