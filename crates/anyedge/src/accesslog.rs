@@ -1,8 +1,8 @@
 //! The L4 access log: one line per connection at close (`[access_log]`).
 //!
 //! Off the data path: the connection fills a [`Record`] (a fixed struct:
-//! references to its service and backend, addresses, counts, durations)
-//! and `try_send`s it into a bounded queue (`std::sync::mpsc::sync_channel`,
+//! references to its service and backend, addresses, counts, durations;
+//! one allocation, only when its service logs) and `try_send`s it into a bounded queue (`std::sync::mpsc::sync_channel`,
 //! a lock-free array channel); a full queue drops the line and counts it.
 //! One writer thread formats the lines and writes them in batches. While
 //! lines keep coming it polls the queue every [`POLL`] (senders then never
@@ -166,7 +166,7 @@ pub struct Settings {
 /// A running access log: the queue's sending side and its writer thread.
 pub struct AccessLog {
     pub settings: Settings,
-    tx: SyncSender<Record>,
+    tx: SyncSender<Box<Record>>,
     reopen: Arc<AtomicBool>,
     stats: Arc<AccessLogStats>,
     /// Closed by the writer thread when it ends (a `Mutex` only to be
@@ -209,7 +209,7 @@ impl AccessLog {
     }
 
     /// Queues `r`; a full queue drops it (counted).
-    pub fn log(&self, r: Record) {
+    pub fn log(&self, r: Box<Record>) {
         match self.tx.try_send(r) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
@@ -281,7 +281,7 @@ fn open_file(p: &std::path::Path) -> anyhow::Result<File> {
 }
 
 struct Writer {
-    rx: Receiver<Record>,
+    rx: Receiver<Box<Record>>,
     out: Output,
     format: AccessLogFormat,
     pop: String,

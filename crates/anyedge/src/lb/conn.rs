@@ -49,7 +49,8 @@ struct ConnGuard {
     /// Served (past the caps): its duration counts in the histogram.
     served: bool,
     /// Its access-log line, filled in as it goes (`None`: not logged).
-    rec: Option<Record>,
+    /// (boxed: a connection that is not logged carries 8 bytes for it)
+    rec: Option<Box<Record>>,
 }
 
 impl ConnGuard {
@@ -91,16 +92,16 @@ impl Drop for ConnGuard {
 
 /// The access-log line of a connection refused before it was served
 /// (`None` if its service does not log).
-fn refused(svc: &Arc<Service>, peer: SocketAddr, listener: Option<SocketAddr>, cause: Cause) -> Option<Record> {
+fn refused(svc: &Arc<Service>, peer: SocketAddr, listener: Option<SocketAddr>, cause: Cause) -> Option<Box<Record>> {
     svc.cfg.load().access_log.then(|| {
-        let mut r = Record::new(svc.clone(), peer, cause);
+        let mut r = Box::new(Record::new(svc.clone(), peer, cause));
         r.listener = listener;
         r
     })
 }
 
 /// Queues a refused connection's line, closed now.
-fn log_refused(edge: &Edge, rec: Option<Record>, accepted: Instant) {
+fn log_refused(edge: &Edge, rec: Option<Box<Record>>, accepted: Instant) {
     if let Some(mut r) = rec {
         r.total = accepted.elapsed();
         r.time = std::time::SystemTime::now();
@@ -222,7 +223,7 @@ pub(super) async fn accept_loop(edge: Weak<Edge>, svc: Weak<Service>, listener: 
 /// open unread for the hold time (the attacker's slot stays busy, ours costs
 /// one idle socket), up to the tarpit's cap. Its access-log line (`rec`,
 /// cause `guard`) is queued when it closes (cause `tarpit` if held).
-fn tarpit(edge: &Arc<Edge>, stream: Sock, mut rec: Option<Record>, accepted: Instant) {
+fn tarpit(edge: &Arc<Edge>, stream: Sock, mut rec: Option<Box<Record>>, accepted: Instant) {
     let Some(t) = edge.config.load().tarpit else {
         drop(stream);
         return log_refused(edge, rec, accepted);

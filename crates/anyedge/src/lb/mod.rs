@@ -452,7 +452,7 @@ impl Edge {
     }
 
     /// Queues an access-log line (if a writer runs).
-    fn log(&self, r: Record) {
+    fn log(&self, r: Box<Record>) {
         if let Some(l) = &*self.access_log.load() {
             l.log(r);
         }
