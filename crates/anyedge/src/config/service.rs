@@ -48,6 +48,9 @@ pub struct ServiceConfig {
     pub timeouts: Timeouts,
     pub health: HealthCheck,
     pub backends: Vec<BackendConfig>,
+    /// One access-log line per connection (`[access_log] enabled`, or the
+    /// service's own `access_log`).
+    pub access_log: bool,
     /// The PROXY mode of discovered and runtime backends (the service's
     /// `proxy_protocol`).
     pub default_proxy: ProxyMode,
@@ -163,6 +166,8 @@ pub(super) struct RawService {
     health: RawHealth,
     #[serde(rename = "backend", default = "d_no_backends")]
     pub(super) backends: Spanned<Vec<RawBackend>>,
+    #[serde(default)]
+    access_log: Option<bool>,
     #[serde(default)]
     discover: Option<Spanned<RawDiscover>>,
     #[serde(default)]
@@ -340,7 +345,13 @@ fn d_weight() -> Spanned<u32> {
     Spanned::new(0..0, 1)
 }
 
-pub(super) fn parse_service(cx: &Ctx<'_>, sp: &str, rs: RawService) -> Result<ServiceConfig, ConfigError> {
+/// `access_log`: whether the service logs unless it says (`[access_log] enabled`).
+pub(super) fn parse_service(
+    cx: &Ctx<'_>,
+    sp: &str,
+    rs: RawService,
+    access_log: bool,
+) -> Result<ServiceConfig, ConfigError> {
     check_name(cx, &rs.name, format!("{sp}.name"))?;
     let name_span = rs.name.span();
     let sp = format!("service {:?}", rs.name.get_ref());
@@ -573,6 +584,7 @@ pub(super) fn parse_service(cx: &Ctx<'_>, sp: &str, rs: RawService) -> Result<Se
             }),
         },
         backends,
+        access_log: rs.access_log.unwrap_or(access_log),
         default_proxy: rs.proxy_protocol,
         discover,
         backends_file,
