@@ -5,6 +5,9 @@
 #
 #   bench/l4_vs_haproxy.sh [ROUNDS] [SECONDS]
 #
+# Also, in the same anyedge process: new connections/s with the access log
+# on (JSON to a file) against the same service without it, and their ratio.
+#
 # Both balancers get the same number of threads (THREADS, default 1). Loads
 # are bounded: each wrk run lasts SECONDS, each download is 1 GiB once per
 # round. Only loopback is used. Everything started here is stopped by PID.
@@ -31,7 +34,7 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
 trap cleanup EXIT
 
-P_NGINX=18080; P_HAP=18081; P_AE=18082; P_AE_RAW=18083; P_AE_INSP=18084
+P_NGINX=18080; P_HAP=18081; P_AE=18082; P_AE_RAW=18083; P_AE_INSP=18084; P_AE_LOG=18085
 mkdir -p "$W/nginx/tmp" "$W/www"
 truncate -s "$DL_SIZE" "$W/www/big"
 echo ok > "$W/www/small"
@@ -96,7 +99,12 @@ proxy_pop_tlv = false
 proxy_sni = false'
 {
   printf '[pop]\nname = "bench"\nworkers = %s\n' "$THREADS"
+  # only the service bench-log writes an access log
+  printf '[access_log]\nenabled = false\nformat = "json"\npath = "%s"\n' "$W/access.log"
   service bench $P_AE "$LEAN"
+  # the same with its access log on
+  service bench-log $P_AE_LOG "$LEAN
+access_log = true"
   # the same, forwarding at once without reading the client's first bytes
   # (as HAProxy's mode tcp does): the idle-memory row compares these two
   service bench-raw $P_AE_RAW "$LEAN
@@ -111,7 +119,7 @@ RUST_LOG=warn "$BIN" run -c "$W/anyedge.toml" & PIDS+=($!); AE_PID=$!
 } > "$W/anyedge-insp.toml"
 RUST_LOG=warn "$BIN" run -c "$W/anyedge-insp.toml" & PIDS+=($!); AE2_PID=$!
 
-for p in $P_NGINX $P_HAP $P_AE $P_AE_RAW $P_AE_INSP; do
+for p in $P_NGINX $P_HAP $P_AE $P_AE_RAW $P_AE_INSP $P_AE_LOG; do
   up=0
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && { up=1; break; }; sleep 0.05; done
   [ $up = 1 ] || { echo "nothing listening on port $p; see the errors above" >&2; exit 1; }
@@ -176,7 +184,17 @@ for r in $(seq "$ROUNDS"); do
     R[$who,close]+="$(rps -H 'Connection: close' "http://127.0.0.1:$port/") "
     R[$who,dl]+="$(dl $port) "
   done
-  echo "round $r: haproxy ka=${R[haproxy,ka]} close=${R[haproxy,close]} dl=${R[haproxy,dl]} | anyedge ka=${R[anyedge,ka]} close=${R[anyedge,close]} dl=${R[anyedge,dl]}" >&2
+  # new connections/s with the access log off and on, back to back (in
+  # turn first, so a drift of the machine's load favours neither)
+  # (and per CPU-second of the anyedge process, its log writer included)
+  logrun() { # off|on port
+    local t0 t1 n
+    t0=$(ticks $AE_PID); n=$(rps -H 'Connection: close' "http://127.0.0.1:$2/"); t1=$(ticks $AE_PID)
+    R[log,$1]+="$n "
+    R[log,${1}_eff]+="$(awk -v r="$n" -v s="$SECS" -v t=$((t1 - t0)) -v hz="$HZ" 'BEGIN { if (t > 0) printf "%.0f", r*s/(t/hz); else print 0 }') "
+  }
+  if [ $((r % 2)) = 1 ]; then logrun off $P_AE; logrun on $P_AE_LOG; else logrun on $P_AE_LOG; logrun off $P_AE; fi
+  echo "round $r: haproxy ka=${R[haproxy,ka]} close=${R[haproxy,close]} dl=${R[haproxy,dl]} | anyedge ka=${R[anyedge,ka]} close=${R[anyedge,close]} dl=${R[anyedge,dl]} | access log off=${R[log,off]} on=${R[log,on]}" >&2
 done
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR==0) print 0; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
@@ -188,5 +206,14 @@ for m in ka eff close dl idle; do
   [ "$t" = - ] && t="" || t=">=$t"
   printf '%-28s %14s %14s %8s %8s\n' "$name" "$h" "$a" "$ratio" "$t"
 done
+off=$(echo "${R[log,off]}" | median); on=$(echo "${R[log,on]}" | median)
+printf '%-28s %14s %14s %8s %8s\n' "" "log off" "log on" "" ""
+printf '%-28s %14s %14s %8s %8s\n' "new conn/s, access log" "$off" "$on" \
+  "$(awk -v a="$on" -v h="$off" 'BEGIN { if (h > 0) printf "%.2f", a/h; else print "n/a" }')" ">=0.95"
+off=$(echo "${R[log,off_eff]}" | median); on=$(echo "${R[log,on_eff]}" | median)
+printf '%-28s %14s %14s %8s %8s\n' "new conn/CPU-second, log" "$off" "$on" \
+  "$(awk -v a="$on" -v h="$off" 'BEGIN { if (h > 0) printf "%.2f", a/h; else print "n/a" }')" ""
+lines=$(wc -l < "$W/access.log" 2>/dev/null || echo 0)
+echo "(access log: JSON to a file, $lines lines written; both services in the same anyedge process)"
 echo "(idle: $IDLE connections held open once, on fresh processes; anyedge with inspect=false forwards at once as HAProxy mode tcp does; lower is better; with the default inspect=true: ${R[anyedge,idle_inspect]} bytes, the connection waits for its first bytes before a backend is chosen)"
 echo "(threads per balancer: $THREADS, wrk: 1 thread $CONNS connections ${SECS}s, rounds: $ROUNDS, medians)"

@@ -40,16 +40,32 @@ pub enum End {
     Idle,
     /// A socket error (reset by peer, ...).
     Error,
+    /// `stop` completed (the process stops: `limits.shutdown_grace` is over).
+    Cut,
+}
+
+/// A side of a forwarded connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Backend,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Totals {
+    /// Bytes moved each way (also those of a direction an error or the
+    /// idle timeout cut short).
     pub to_backend: u64,
     pub to_client: u64,
+    /// `End::Closed`: the side whose end (EOF) came first; `End::Error`:
+    /// the side whose socket failed; `End::Idle`: none.
+    pub closed_by: Option<Side>,
+    /// When the first byte from the client was read here.
+    pub first_from_client: Option<Instant>,
 }
 
-/// Forwards until both directions end, an error happens, or `idle` passes
-/// without any byte moving. `counters` are (client->backend, backend->client)
+/// Forwards until both directions end, an error happens, `idle` passes
+/// without any byte moving, or `stop` completes. `counters` are (client->backend, backend->client)
 /// byte counters updated as data moves.
 pub async fn forward(
     client: &Sock,
@@ -57,59 +73,68 @@ pub async fn forward(
     idle: Duration,
     counters: [&AtomicU64; 2],
     use_splice: bool,
+    stop: impl std::future::Future<Output = ()>,
 ) -> (End, Totals) {
     let activity = Activity::new();
-    let up = pump(client, backend, &activity, counters[0], use_splice);
-    let down = pump(backend, client, &activity, counters[1], use_splice);
+    tokio::pin!(stop);
+    let up = pump(client, backend, &activity, counters[0], Side::Client, use_splice);
+    let down = pump(backend, client, &activity, counters[1], Side::Backend, use_splice);
     tokio::pin!(up, down);
-    let mut up_done: Option<io::Result<u64>> = None;
-    let mut down_done: Option<io::Result<u64>> = None;
-    loop {
+    let mut up_done = false;
+    let mut down_done = false;
+    let mut closed_by = None;
+    let end = loop {
         let deadline = self::deadline(activity.last(), idle);
         tokio::select! {
-            r = &mut up, if up_done.is_none() => {
-                let failed = r.is_err();
-                up_done = Some(r);
-                if failed { break; }
+            r = &mut up, if !up_done => {
+                up_done = true;
+                match r {
+                    Ok(()) => { closed_by.get_or_insert(Side::Client); }
+                    Err(side) => { closed_by = Some(side); break End::Error; }
+                }
             }
-            r = &mut down, if down_done.is_none() => {
-                let failed = r.is_err();
-                down_done = Some(r);
-                if failed { break; }
+            r = &mut down, if !down_done => {
+                down_done = true;
+                match r {
+                    Ok(()) => { closed_by.get_or_insert(Side::Backend); }
+                    Err(side) => { closed_by = Some(side); break End::Error; }
+                }
             }
+            () = &mut stop => break End::Cut,
             _ = tokio::time::sleep_until(deadline) => {
                 if self::deadline(activity.last(), idle) <= Instant::now() {
-                    let t = Totals {
-                        to_backend: counters_total(&up_done),
-                        to_client: counters_total(&down_done),
-                    };
-                    return (End::Idle, t);
+                    closed_by = None;
+                    break End::Idle;
                 }
             }
         }
-        if up_done.is_some() && down_done.is_some() {
-            break;
+        if up_done && down_done {
+            break End::Closed;
         }
-    }
-    let end = if matches!(up_done, Some(Err(_))) || matches!(down_done, Some(Err(_))) {
-        End::Error
-    } else {
-        End::Closed
     };
     (
         end,
         Totals {
-            to_backend: counters_total(&up_done),
-            to_client: counters_total(&down_done),
+            to_backend: activity.up.load(Ordering::Relaxed),
+            to_client: activity.down.load(Ordering::Relaxed),
+            closed_by,
+            first_from_client: activity.first_up(),
         },
     )
 }
 
-/// Last time a byte moved, shared by both directions of one connection.
-/// (An atomic rather than a `Cell` so the connection future stays `Send`.)
+/// Last time a byte moved, shared by both directions of one connection,
+/// and what this connection moved each way.
+/// (Atomics rather than `Cell`s so the connection future stays `Send`;
+/// they are this connection's own, never contended.)
 struct Activity {
     base: Instant,
     nanos: AtomicU64,
+    up: AtomicU64,
+    down: AtomicU64,
+    /// Nanoseconds from `base` to the first byte from the client, plus 1
+    /// (0: none yet).
+    first_up: AtomicU64,
 }
 
 impl Activity {
@@ -117,30 +142,55 @@ impl Activity {
         Self {
             base: Instant::now(),
             nanos: AtomicU64::new(0),
+            up: AtomicU64::new(0),
+            down: AtomicU64::new(0),
+            first_up: AtomicU64::new(0),
         }
     }
-    fn touch(&self) {
-        let n = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    fn touch(&self) -> u64 {
+        let n = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
         self.nanos.store(n, Ordering::Relaxed);
+        n
     }
     fn last(&self) -> Instant {
         self.base + Duration::from_nanos(self.nanos.load(Ordering::Relaxed))
     }
-}
-
-fn counters_total(r: &Option<io::Result<u64>>) -> u64 {
-    match r {
-        Some(Ok(n)) => *n,
-        _ => 0,
+    fn first_up(&self) -> Option<Instant> {
+        match self.first_up.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(self.base + Duration::from_nanos(n - 1)),
+        }
+    }
+    /// `n` bytes from `from` moved to the other side (and into `shared`).
+    fn moved(&self, from: Side, shared: &AtomicU64, n: u64) {
+        shared.fetch_add(n, Ordering::Relaxed);
+        let mine = if from == Side::Client { &self.up } else { &self.down };
+        let before = mine.fetch_add(n, Ordering::Relaxed);
+        let at = self.touch();
+        if before == 0 && from == Side::Client {
+            self.first_up.store(at + 1, Ordering::Relaxed);
+        }
     }
 }
 
-/// One direction: `src` -> `dst`. Returns bytes moved at EOF.
-async fn pump(src: &Sock, dst: &Sock, activity: &Activity, counter: &AtomicU64, use_splice: bool) -> io::Result<u64> {
-    let mut total = 0u64;
+/// One direction: `src` (the `src_side`) -> `dst`, counting into `counter`
+/// and `activity`. Ends at EOF from `src`; an error names the side whose
+/// socket failed.
+async fn pump(
+    src: &Sock,
+    dst: &Sock,
+    activity: &Activity,
+    counter: &AtomicU64,
+    src_side: Side,
+    use_splice: bool,
+) -> Result<(), Side> {
+    let dst_side = match src_side {
+        Side::Client => Side::Backend,
+        Side::Backend => Side::Client,
+    };
     let mut pipe: Option<(OwnedFd, OwnedFd)> = None;
     loop {
-        let mut rg = src.readable().await?;
+        let mut rg = src.readable().await.map_err(|_| src_side)?;
         if let Some((pr, pw)) = &pipe {
             // splice mode: socket -> pipe -> socket, in the kernel
             let n = match splice(src.get_ref(), pw, SPLICE_LEN) {
@@ -150,22 +200,20 @@ async fn pump(src: &Sock, dst: &Sock, activity: &Activity, counter: &AtomicU64, 
                     rg.clear_ready();
                     continue;
                 }
-                Err(e) => return Err(e),
+                Err(_) => return Err(src_side),
             };
             drop(rg);
             let mut left = n;
             while left > 0 {
-                let mut wg = dst.writable().await?;
+                let mut wg = dst.writable().await.map_err(|_| dst_side)?;
                 match splice(pr, dst.get_ref(), left) {
-                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(0) => return Err(dst_side),
                     Ok(m) => left -= m,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => wg.clear_ready(),
-                    Err(e) => return Err(e),
+                    Err(_) => return Err(dst_side),
                 }
             }
-            total += n as u64;
-            counter.fetch_add(n as u64, Ordering::Relaxed);
-            activity.touch();
+            activity.moved(src_side, counter, n as u64);
         } else {
             // A buffer only while data is in flight: idle connections hold none.
             let mut buf = pool::Buf::take();
@@ -177,17 +225,15 @@ async fn pump(src: &Sock, dst: &Sock, activity: &Activity, counter: &AtomicU64, 
                     continue;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+                Err(_) => return Err(src_side),
             };
             if n < buf.len() {
                 // short read: the socket is drained (see `Sock`)
                 rg.clear_ready();
             }
             drop(rg);
-            crate::net::write_all(dst, &buf[..n]).await?;
-            total += n as u64;
-            counter.fetch_add(n as u64, Ordering::Relaxed);
-            activity.touch();
+            crate::net::write_all(dst, &buf[..n]).await.map_err(|_| dst_side)?;
+            activity.moved(src_side, counter, n as u64);
             if n == BUF && use_splice {
                 // Bulk transfer: move to the kernel path. If no pipe can be
                 // had (fd limit), keep copying.
@@ -199,7 +245,7 @@ async fn pump(src: &Sock, dst: &Sock, activity: &Activity, counter: &AtomicU64, 
     }
     // EOF from src: pass the half-close on, keep the other direction open.
     let _ = dst.get_ref().shutdown(Shutdown::Write);
-    Ok(total)
+    Ok(())
 }
 
 /// Copy buffers, per worker thread. A direction takes one when its socket
@@ -313,7 +359,15 @@ mod tests {
             backend_peer.shutdown().await.unwrap();
             got
         });
-        let (end, totals) = forward(&client, &backend, Duration::from_secs(5), [&up, &down], use_splice).await;
+        let (end, totals) = forward(
+            &client,
+            &backend,
+            Duration::from_secs(5),
+            [&up, &down],
+            use_splice,
+            std::future::pending(),
+        )
+        .await;
         assert_eq!(end, End::Closed);
         assert_eq!(totals.to_backend, payload.len() as u64);
         assert_eq!(totals.to_client, 1000);
@@ -340,7 +394,15 @@ mod tests {
         let (_backend_peer, backend) = pair().await;
         let c = AtomicU64::new(0);
         let start = Instant::now();
-        let (end, _) = forward(&client, &backend, Duration::from_millis(200), [&c, &c], true).await;
+        let (end, _) = forward(
+            &client,
+            &backend,
+            Duration::from_millis(200),
+            [&c, &c],
+            true,
+            std::future::pending(),
+        )
+        .await;
         assert_eq!(end, End::Idle);
         assert!(start.elapsed() < Duration::from_secs(2));
     }

@@ -4,6 +4,7 @@
 //! and the signals around it; tests drive a [`pop::Pop`] in-process.
 //! See README.md and ARCHITECTURE.md.
 
+pub mod accesslog;
 pub mod admin;
 pub mod announce;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod dnscompare;
 pub mod fdlimit;
 pub mod forward;
 pub mod health;
+pub mod hist;
 pub mod history;
 pub mod lab;
 pub mod lb;

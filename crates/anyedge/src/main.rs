@@ -570,6 +570,8 @@ async fn daemon(
             _ = int.recv() => { info!("SIGINT received"); break; }
             _ = hup.recv() => {
                 notify::reloading();
+                // (logrotate: a new file, whether or not the reload succeeds)
+                pop.edge.reopen_access_log();
                 reload(&pop);
                 notify::notify("READY=1");
             }

@@ -411,6 +411,15 @@ impl Pop {
         };
         let (lb, dns) = tokio::join!(self.edge.drain(grace), dns_drain);
         let left = lb + dns;
+        if lb > 0 {
+            // cut what is still forwarding, so that each says so (cause
+            // "shutdown") in the access log
+            self.edge.cut_connections();
+            self.edge.drain(Duration::from_secs(1)).await;
+        }
+        // the access log's last lines (those of the drained connections)
+        let edge = self.edge.clone();
+        let _ = tokio::task::spawn_blocking(move || edge.close_access_log(Duration::from_secs(2))).await;
         self.step(Step::Drained { left });
         left
     }

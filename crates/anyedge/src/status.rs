@@ -15,6 +15,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use serde_json::{json, Map, Value};
 
+use crate::accesslog::AccessLogStats;
 use crate::admin::AdminCounters;
 use crate::counters::CounterDef;
 use crate::lb::{BackendStats, ServiceStats};
@@ -35,6 +36,11 @@ const FAMILY_HELP: &[(&str, &str)] = &[
     (
         "anyedge_admin_connections_refused",
         "Admin API connections closed at once: admin.max_connections (cap), admin.max_connections_per_source (source_cap), or descriptors near the process limit (fd_reserve).",
+    ),
+    ("anyedge_access_log_lines", "Access-log lines written, or lost to a write error (result)."),
+    (
+        "anyedge_access_log_dropped",
+        "Access-log lines dropped because the queue to the writer was full (access_log.queue).",
     ),
     (
         "anyedge_admin_header_timeouts",
@@ -68,6 +74,8 @@ pub struct Status {
     pub uptime_seconds: f64,
     pub reloads: crate::pop::Reloads,
     pub process: crate::process::Process,
+    /// `AccessLogStats::COUNTERS` order.
+    pub access_log: Vec<u64>,
 }
 
 pub struct Guard {
@@ -85,6 +93,7 @@ pub struct Service {
     /// `ServiceStats::COUNTERS` order.
     pub counters: Vec<u64>,
     pub backends: Vec<Backend>,
+    pub duration: crate::hist::Snapshot,
 }
 
 pub struct Backend {
@@ -112,6 +121,7 @@ pub struct Backend {
     pub active: u64,
     /// `BackendStats::COUNTERS` order.
     pub counters: Vec<u64>,
+    pub connect_time: crate::hist::Snapshot,
 }
 
 pub struct Anycast {
@@ -184,6 +194,7 @@ impl Status {
                     balance: format!("{:?}", sc.balance),
                     active: load(&svc.active),
                     counters: svc.stats.values(),
+                    duration: svc.duration.snapshot(),
                     backends: svc
                         .backends()
                         .iter()
@@ -221,6 +232,7 @@ impl Status {
                                 last_check,
                                 active: load(&b.active),
                                 counters: b.stats.values(),
+                                connect_time: b.connect_time.snapshot(),
                             }
                         })
                         .collect(),
@@ -299,6 +311,7 @@ impl Status {
             uptime_seconds: crate::process::uptime_seconds(),
             reloads: pop.reloads(),
             process: crate::process::Process::read(),
+            access_log: edge.access_log_stats.values(),
         }
     }
 
@@ -368,6 +381,8 @@ impl Status {
             })),
             "last_success_unix": r.last_success_unix,
         });
+        let mut access_log = json!({});
+        put_counters(&mut access_log, AccessLogStats::COUNTERS, &self.access_log);
         let mut v = json!({
             "pop": self.pop,
             "version": self.version,
@@ -385,6 +400,7 @@ impl Status {
             "max_connections": self.max_connections,
             "services": services,
             "admin": admin,
+            "access_log": access_log,
         });
         let Some(obj) = v.as_object_mut() else { return v };
         if let Some(a) = &self.anycast {
@@ -600,6 +616,25 @@ impl Status {
             .map(|(l, b)| (l.clone(), b.counters.as_slice()))
             .collect();
         encode_table(enc, BackendStats::COUNTERS, &be_samples)?;
+        crate::hist::encode(
+            enc,
+            "anyedge_backend_connect_duration_seconds",
+            "Time of successful connects to the backend (real traffic, not health checks).",
+            &backends
+                .iter()
+                .map(|(l, b)| (l.clone(), &b.connect_time))
+                .collect::<Vec<_>>(),
+        )?;
+        crate::hist::encode(
+            enc,
+            "anyedge_connection_duration_seconds",
+            "Client connections served (past the guard and the caps), from accept to close.",
+            &self
+                .services
+                .iter()
+                .map(|s| (vec![("service", s.name.as_str())], &s.duration))
+                .collect::<Vec<_>>(),
+        )?;
         counter(
             enc,
             "anyedge_guard_drops",
@@ -636,6 +671,7 @@ impl Status {
             &[(vec![], gi(self.admin_open))],
         )?;
         encode_table(enc, AdminCounters::COUNTERS, &[(vec![], self.admin.as_slice())])?;
+        encode_table(enc, AccessLogStats::COUNTERS, &[(vec![], self.access_log.as_slice())])?;
         if let Some(x) = &self.xdp {
             counter(
                 enc,

@@ -19,6 +19,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+mod access_log;
 mod admin;
 mod bgp;
 mod checks;
@@ -31,6 +32,7 @@ mod service;
 mod tunnel;
 mod value;
 mod xdp;
+pub use access_log::{AccessLogConfig, AccessLogFormat, AccessLogTarget};
 pub use admin::AdminConfig;
 pub use bgp::{AnycastConfig, BgpConfig, PeerConfig};
 pub use checks::listen_overlap;
@@ -102,6 +104,8 @@ pub struct Config {
     pub dns: Option<DnsConfig>,
     /// The XDP fast path (absent: userspace layer only).
     pub xdp: Option<XdpConfig>,
+    /// The access log's writer (which services log: `ServiceConfig::access_log`).
+    pub access_log: AccessLogConfig,
     /// Legal but probably not meant (e.g. a service whose backends all have
     /// weight 0): printed by `anyedge check`, logged at start and reload.
     pub warnings: Vec<String>,
@@ -129,6 +133,8 @@ struct RawConfig {
     dns: Option<dns::RawDns>,
     #[serde(default)]
     xdp: Option<xdp::RawXdp>,
+    #[serde(default)]
+    access_log: Option<access_log::RawAccessLog>,
 }
 
 // ---------------------------------------------------------------- parsing
@@ -347,6 +353,7 @@ impl Config {
             Some(b) => Some(parse_bgp(&cx, b)?),
         };
 
+        let (access_log, log_services) = access_log::parse_access_log(&cx, raw.access_log)?;
         let mut services = Vec::with_capacity(raw.services.len());
         let mut warnings = Vec::new();
         // every listening address with where it is written, for the clash
@@ -358,7 +365,7 @@ impl Config {
             let name_span = rs.name.span();
             let listen_spans: Vec<_> = rs.listen.get_ref().iter().map(Spanned::span).collect();
             backend_spans.push(rs.backends.get_ref().iter().map(|b| b.address.span()).collect());
-            let svc = parse_service(&cx, &sp, rs)?;
+            let svc = parse_service(&cx, &sp, rs, log_services)?;
             if services.iter().any(|s: &ServiceConfig| s.name == svc.name) {
                 return Err(cx.err(
                     name_span,
@@ -449,6 +456,7 @@ impl Config {
             services,
             dns,
             xdp,
+            access_log,
             warnings,
         })
     }

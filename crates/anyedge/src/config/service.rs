@@ -50,6 +50,9 @@ pub struct ServiceConfig {
     pub backends: Vec<BackendConfig>,
     /// Proxied here, or forwarded by XDP to the backend nodes (`tunnel.rs`).
     pub forwarding: super::tunnel::Forwarding,
+    /// One access-log line per connection (`[access_log] enabled`, or the
+    /// service's own `access_log`).
+    pub access_log: bool,
     /// The PROXY mode of discovered and runtime backends (the service's
     /// `proxy_protocol`).
     pub default_proxy: ProxyMode,
@@ -173,6 +176,8 @@ pub(super) struct RawService {
     gue_port: Option<Spanned<u32>>,
     #[serde(default)]
     underlay_mtu: Option<Spanned<u32>>,
+    #[serde(default)]
+    access_log: Option<bool>,
     #[serde(default)]
     discover: Option<Spanned<RawDiscover>>,
     #[serde(default)]
@@ -350,7 +355,13 @@ fn d_weight() -> Spanned<u32> {
     Spanned::new(0..0, 1)
 }
 
-pub(super) fn parse_service(cx: &Ctx<'_>, sp: &str, rs: RawService) -> Result<ServiceConfig, ConfigError> {
+/// `access_log`: whether the service logs unless it says (`[access_log] enabled`).
+pub(super) fn parse_service(
+    cx: &Ctx<'_>,
+    sp: &str,
+    rs: RawService,
+    access_log: bool,
+) -> Result<ServiceConfig, ConfigError> {
     check_name(cx, &rs.name, format!("{sp}.name"))?;
     let name_span = rs.name.span();
     let sp = format!("service {:?}", rs.name.get_ref());
@@ -585,6 +596,7 @@ pub(super) fn parse_service(cx: &Ctx<'_>, sp: &str, rs: RawService) -> Result<Se
         },
         backends,
         forwarding,
+        access_log: rs.access_log.unwrap_or(access_log),
         default_proxy: rs.proxy_protocol,
         discover,
         backends_file,

@@ -14,8 +14,9 @@ use anyedge_proxy::{sni, tlv, Addresses, Decoded, Tlv};
 use tokio::time::{timeout, Instant};
 use tracing::{debug, warn};
 
+use crate::accesslog::{Cause, Record};
 use crate::config::{ProxyMode, ServiceConfig};
-use crate::forward::{self, End};
+use crate::forward::{self, End, Side};
 use crate::logutil::LogLimiter;
 use crate::net::{self, Sock};
 
@@ -36,13 +37,36 @@ static LOG_SILENT_BACKEND: LogLimiter = LogLimiter::new(10);
 static LOG_GUARD: LogLimiter = LogLimiter::new(5);
 static LOG_ACCEPT: LogLimiter = LogLimiter::new(2);
 
-/// Decrements the connection gauges when a connection ends, however it ends.
+/// Decrements the connection gauges when a connection ends, however it
+/// ends; records its duration and queues its access-log line.
 struct ConnGuard {
     edge: Arc<Edge>,
     svc: Arc<Service>,
     /// The guard that admitted this connection and the source, to release
     /// its concurrency slot.
     admitted: Option<(Arc<Guard>, IpAddr)>,
+    accepted: Instant,
+    /// Served (past the caps): its duration counts in the histogram.
+    served: bool,
+    /// Its access-log line, filled in as it goes (`None`: not logged).
+    /// (boxed: a connection that is not logged carries 8 bytes for it)
+    rec: Option<Box<Record>>,
+}
+
+impl ConnGuard {
+    /// Fills in the access-log line, if there is one.
+    fn note(&mut self, f: impl FnOnce(&mut Record)) {
+        if let Some(r) = &mut self.rec {
+            f(r);
+        }
+    }
+
+    fn end(&mut self, cause: Cause, detail: &'static str) {
+        self.note(|r| {
+            r.cause = cause;
+            r.detail = detail;
+        });
+    }
 }
 
 impl Drop for ConnGuard {
@@ -54,6 +78,34 @@ impl Drop for ConnGuard {
         if self.edge.active.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.edge.idle.notify_waiters();
         }
+        let total = self.accepted.elapsed();
+        if self.served {
+            self.svc.duration.observe(total);
+        }
+        if let Some(mut r) = self.rec.take() {
+            r.total = total;
+            r.time = std::time::SystemTime::now();
+            self.edge.log(r);
+        }
+    }
+}
+
+/// The access-log line of a connection refused before it was served
+/// (`None` if its service does not log).
+fn refused(svc: &Arc<Service>, peer: SocketAddr, listener: Option<SocketAddr>, cause: Cause) -> Option<Box<Record>> {
+    svc.cfg.load().access_log.then(|| {
+        let mut r = Box::new(Record::new(svc.clone(), peer, cause));
+        r.listener = listener;
+        r
+    })
+}
+
+/// Queues a refused connection's line, closed now.
+fn log_refused(edge: &Edge, rec: Option<Box<Record>>, accepted: Instant) {
+    if let Some(mut r) = rec {
+        r.total = accepted.elapsed();
+        r.time = std::time::SystemTime::now();
+        edge.log(r);
     }
 }
 
@@ -99,6 +151,7 @@ pub(super) async fn accept_loop(edge: Weak<Edge>, svc: Weak<Service>, listener: 
                 continue;
             }
         };
+        let accepted = Instant::now();
         let (Some(edge), Some(svc)) = (edge.upgrade(), svc.upgrade()) else {
             return;
         };
@@ -118,7 +171,11 @@ pub(super) async fn accept_loop(edge: Weak<Edge>, svc: Weak<Service>, listener: 
                 if let Some(s) = LOG_GUARD.allow() {
                     warn!(service = %svc.name, %peer, reason = reason.as_str(), suppressed = s, "connection dropped by guard");
                 }
-                tarpit(&edge, stream);
+                let mut rec = refused(&svc, peer, addr, Cause::Guard);
+                if let Some(r) = &mut rec {
+                    r.detail = reason.as_str();
+                }
+                tarpit(&edge, stream, rec, accepted);
                 continue;
             }
         };
@@ -132,13 +189,18 @@ pub(super) async fn accept_loop(edge: Weak<Edge>, svc: Weak<Service>, listener: 
             if let Some(s) = LOG_CAP.allow() {
                 warn!(service = %svc.name, %peer, limit = global_max, suppressed = s, "global connection cap reached; connection refused");
             }
+            drop(stream);
+            log_refused(&edge, refused(&svc, peer, addr, Cause::GlobalCap), accepted);
             continue;
         }
         svc.active.fetch_add(1, Ordering::Relaxed);
-        let guard = ConnGuard {
+        let mut guard = ConnGuard {
             edge: edge.clone(),
             svc: svc.clone(),
             admitted,
+            accepted,
+            served: false,
+            rec: refused(&svc, peer, addr, Cause::Aborted),
         };
         if let Some(m) = svc.cfg.load().max_connections {
             if svc.active.load(Ordering::Relaxed) > u64::from(m.get()) {
@@ -146,29 +208,41 @@ pub(super) async fn accept_loop(edge: Weak<Edge>, svc: Weak<Service>, listener: 
                 if let Some(s) = LOG_CAP.allow() {
                     warn!(service = %svc.name, %peer, limit = m.get(), suppressed = s, "service connection cap reached; connection refused");
                 }
+                drop(stream);
+                guard.end(Cause::ServiceCap, "");
                 drop(guard);
                 continue;
             }
         }
+        guard.served = true;
         tokio::spawn(handle(edge, svc, stream, peer, guard));
     }
 }
 
 /// A refused connection: closed at once, or, with `[guard.tarpit]`, held
 /// open unread for the hold time (the attacker's slot stays busy, ours costs
-/// one idle socket), up to the tarpit's cap.
-fn tarpit(edge: &Arc<Edge>, stream: Sock) {
-    let Some(t) = edge.config.load().tarpit else { return };
+/// one idle socket), up to the tarpit's cap. Its access-log line (`rec`,
+/// cause `guard`) is queued when it closes (cause `tarpit` if held).
+fn tarpit(edge: &Arc<Edge>, stream: Sock, mut rec: Option<Box<Record>>, accepted: Instant) {
+    let Some(t) = edge.config.load().tarpit else {
+        drop(stream);
+        return log_refused(edge, rec, accepted);
+    };
     if edge.tarpit_open.fetch_add(1, Ordering::AcqRel) >= u64::from(t.max_connections) {
         edge.tarpit_open.fetch_sub(1, Ordering::AcqRel);
-        return;
+        drop(stream);
+        return log_refused(edge, rec, accepted);
     }
     edge.tarpitted.fetch_add(1, Ordering::Relaxed);
+    if let Some(r) = &mut rec {
+        r.cause = Cause::Tarpit;
+    }
     let edge = edge.clone();
     tokio::spawn(async move {
         tokio::time::sleep(t.hold).await;
         drop(stream);
         edge.tarpit_open.fetch_sub(1, Ordering::AcqRel);
+        log_refused(&edge, rec, accepted);
     });
 }
 
@@ -179,6 +253,8 @@ struct Inspected {
     /// Client payload already read (forwarded after our PROXY header).
     payload: Vec<u8>,
     sni: Option<String>,
+    /// When the client's first byte was read.
+    first_byte: Option<Instant>,
 }
 
 enum InspectError {
@@ -189,23 +265,24 @@ enum InspectError {
     Io(io::Error),
 }
 
-async fn handle(edge: Arc<Edge>, svc: Arc<Service>, client: Sock, peer: SocketAddr, _guard: ConnGuard) {
+async fn handle(edge: Arc<Edge>, svc: Arc<Service>, client: Sock, peer: SocketAddr, mut guard: ConnGuard) {
     let cfg = svc.cfg.load_full();
     let _ = client.get_ref().set_nodelay(true);
     let local = match client.get_ref().local_addr() {
         Ok(a) => a,
-        Err(_) => return,
+        Err(_) => return guard.end(Cause::ClientError, "getsockname"),
     };
+    let accepted = guard.accepted;
     let mut insp = if cfg.inspect {
-        match timeout(cfg.timeouts.client_first_byte, inspect(&client, peer, local, &cfg)).await {
-            Ok(Ok(i)) => i,
-            Ok(Err(e)) => {
-                report_inspect_error(&svc, peer, e);
-                return;
-            }
-            Err(_) => {
-                report_inspect_error(&svc, peer, InspectError::Silent);
-                return;
+        let r = match timeout(cfg.timeouts.client_first_byte, inspect(&client, peer, local, &cfg)).await {
+            Ok(r) => r,
+            Err(_) => Err(InspectError::Silent),
+        };
+        match r {
+            Ok(i) => i,
+            Err(e) => {
+                let cause = report_inspect_error(&svc, peer, e);
+                return guard.end(cause, "");
             }
         }
     } else {
@@ -214,19 +291,34 @@ async fn handle(edge: Arc<Edge>, svc: Arc<Service>, client: Sock, peer: SocketAd
             local,
             payload: Vec::new(),
             sni: None,
+            first_byte: None,
         }
     };
+    // (a trusted inbound PROXY header names the real client)
+    let real_client = insp.client;
+    guard.note(|r| {
+        r.client = real_client;
+        r.first_byte = insp.first_byte.map(|t| t.duration_since(accepted));
+    });
 
     // Select and connect, retrying on the next backend within the budget.
-    let deadline = forward::deadline(Instant::now(), cfg.timeouts.connect);
+    let connect_start = Instant::now();
+    let deadline = forward::deadline(connect_start, cfg.timeouts.connect);
     let mut tried: Vec<usize> = Vec::new();
+    let mut last_failure = "";
     let (backend, upstream) = loop {
         let Some(b) = svc.pick(insp.client.ip(), &tried) else {
             svc.stats.no_backend.fetch_add(1, Ordering::Relaxed);
             if let Some(s) = LOG_NO_BACKEND.allow() {
                 warn!(service = %svc.name, client = %insp.client, tried = tried.len(), suppressed = s, "no backend available; connection closed");
             }
-            return;
+            let retries = u32::try_from(tried.len().saturating_sub(1)).unwrap_or(u32::MAX);
+            guard.note(|r| r.retries = retries);
+            return if tried.is_empty() {
+                guard.end(Cause::NoBackend, "")
+            } else {
+                guard.end(Cause::ConnectFailed, last_failure)
+            };
         };
         tried.push(Arc::as_ptr(&b) as usize);
         if tried.len() > 1 {
@@ -235,17 +327,27 @@ async fn handle(edge: Arc<Edge>, svc: Arc<Service>, client: Sock, peer: SocketAd
         let addr = b.cfg.load().address;
         b.active.fetch_add(1, Ordering::Relaxed);
         let bguard = BackendGuard(b.clone());
+        let attempt = Instant::now();
         match tokio::time::timeout_at(deadline, net::connect(addr)).await {
             Ok(Ok(s)) => {
+                b.connect_time.observe(attempt.elapsed());
                 svc.passive_success(&b);
+                let retries = u32::try_from(tried.len() - 1).unwrap_or(u32::MAX);
+                guard.note(|r| {
+                    r.connect = Some(connect_start.elapsed());
+                    r.retries = retries;
+                    r.backend = Some((b.clone(), addr));
+                });
                 break (bguard, s);
             }
             Ok(Err(e)) => {
                 let reason = if e.kind() == io::ErrorKind::ConnectionRefused {
                     b.stats.connect_refused.fetch_add(1, Ordering::Relaxed);
+                    last_failure = "refused";
                     FailReason::ConnectRefused
                 } else {
                     b.stats.connect_error.fetch_add(1, Ordering::Relaxed);
+                    last_failure = "error";
                     FailReason::Io(e.to_string())
                 };
                 if let Some(s) = LOG_CONNECT_FAIL.allow() {
@@ -259,7 +361,9 @@ async fn handle(edge: Arc<Edge>, svc: Arc<Service>, client: Sock, peer: SocketAd
                     warn!(service = %svc.name, backend = %b.name, %addr, timeout = ?cfg.timeouts.connect, suppressed = s, "backend connect timed out");
                 }
                 svc.passive_failure(&b, &FailReason::ConnectTimeout);
-                return;
+                let retries = u32::try_from(tried.len() - 1).unwrap_or(u32::MAX);
+                guard.note(|r| r.retries = retries);
+                return guard.end(Cause::ConnectFailed, "timeout");
             }
         }
     };
@@ -316,7 +420,10 @@ async fn handle(edge: Arc<Edge>, svc: Arc<Service>, client: Sock, peer: SocketAd
             }
             if let Err(e) = anyedge_proxy::encode_v2(&mut head, &addrs, &tlvs[..n], cfg.proxy.crc32c) {
                 warn!(service = %svc.name, error = %e, "cannot encode PROXY header");
-                return;
+                return guard.end(Cause::BackendError, "proxy_header");
+            }
+            if cfg.proxy.unique_id {
+                guard.note(|r| r.unique_id = Some(uid));
             }
         }
     }
@@ -328,21 +435,44 @@ async fn handle(edge: Arc<Edge>, svc: Arc<Service>, client: Sock, peer: SocketAd
             .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
         {
             debug!(service = %svc.name, backend = %b.name, error = %e, "write to backend failed");
-            return;
+            return guard.end(Cause::BackendError, "write");
         }
         b.stats.bytes_to_backend.fetch_add(early, Ordering::Relaxed);
     }
     drop(head);
 
+    let mut cut = edge.cut.subscribe();
+    let stop = async move {
+        if cut.wait_for(|c| *c).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
     let (end, totals) = forward::forward(
         &client,
         &upstream,
         cfg.timeouts.idle,
         [&b.stats.bytes_to_backend, &b.stats.bytes_to_client],
         true,
+        stop,
     )
     .await;
     svc.stats.completed.fetch_add(1, Ordering::Relaxed);
+    let (cause, detail) = match (end, totals.closed_by) {
+        (End::Idle, _) => (Cause::IdleTimeout, ""),
+        (End::Closed, Some(Side::Client)) => (Cause::ClientClosed, ""),
+        (End::Closed, _) => (Cause::BackendClosed, ""),
+        (End::Error, Some(Side::Client)) => (Cause::ClientError, ""),
+        (End::Error, _) => (Cause::BackendError, ""),
+        (End::Cut, _) => (Cause::Shutdown, ""),
+    };
+    guard.note(|r| {
+        r.bytes_to_backend = early + totals.to_backend;
+        r.bytes_to_client = totals.to_client;
+        if r.first_byte.is_none() {
+            r.first_byte = totals.first_from_client.map(|t| t.duration_since(accepted));
+        }
+    });
+    guard.end(cause, detail);
     if end == End::Idle {
         svc.stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
         if totals.to_client == 0 {
@@ -359,7 +489,9 @@ async fn handle(edge: Arc<Edge>, svc: Arc<Service>, client: Sock, peer: SocketAd
            up = totals.to_backend + early, down = totals.to_client, "connection closed");
 }
 
-fn report_inspect_error(svc: &Service, peer: SocketAddr, e: InspectError) {
+/// Counts and logs (rate limited) a connection closed while inspecting
+/// the client's first bytes; returns its access-log cause.
+fn report_inspect_error(svc: &Service, peer: SocketAddr, e: InspectError) -> Cause {
     match e {
         InspectError::Silent => {
             svc.stats.client_silent.fetch_add(1, Ordering::Relaxed);
@@ -367,26 +499,31 @@ fn report_inspect_error(svc: &Service, peer: SocketAddr, e: InspectError) {
                 let t = svc.cfg.load().timeouts.client_first_byte;
                 warn!(service = %svc.name, %peer, timeout = ?t, suppressed = s, "client sent nothing before client_first_byte timeout; closed");
             }
+            Cause::ClientSilent
         }
         InspectError::ClosedEarly => {
             svc.stats.client_closed_early.fetch_add(1, Ordering::Relaxed);
             debug!(service = %svc.name, %peer, "client closed before sending data");
+            Cause::ClientClosedEarly
         }
         InspectError::Io(e) => {
             svc.stats.client_closed_early.fetch_add(1, Ordering::Relaxed);
             debug!(service = %svc.name, %peer, error = %e, "client connection failed before sending data");
+            Cause::ClientClosedEarly
         }
         InspectError::Untrusted => {
             svc.stats.untrusted_proxy_header.fetch_add(1, Ordering::Relaxed);
             if let Some(s) = LOG_UNTRUSTED_PROXY.allow() {
                 warn!(service = %svc.name, %peer, suppressed = s, "PROXY header from a source not in accept_proxy_from; refused");
             }
+            Cause::UntrustedProxyHeader
         }
         InspectError::BadProxy(err) => {
             svc.stats.bad_proxy_header.fetch_add(1, Ordering::Relaxed);
             if let Some(s) = LOG_BAD_PROXY.allow() {
                 warn!(service = %svc.name, %peer, error = %err, suppressed = s, "malformed PROXY header from trusted source; refused");
             }
+            Cause::BadProxyHeader
         }
     }
 }
@@ -407,6 +544,7 @@ async fn inspect(
         local,
         payload: Vec::new(),
         sni: None,
+        first_byte: None,
     };
     let mut proxy_done = false;
     loop {
@@ -414,6 +552,7 @@ async fn inspect(
         if got == 0 {
             return Err(InspectError::ClosedEarly);
         }
+        out.first_byte.get_or_insert_with(Instant::now);
         if !proxy_done {
             match anyedge_proxy::decode(&buf, MAX_INBOUND_PROXY) {
                 Err(anyedge_proxy::DecodeError::NotProxy) => proxy_done = true,

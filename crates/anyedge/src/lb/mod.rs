@@ -17,12 +17,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyedge_guard::Guard;
 use anyedge_lb::pool::Overlay;
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::accesslog::{self, AccessLog, AccessLogStats, Record};
 use crate::config::Config;
 use crate::forward;
 use crate::net;
@@ -71,6 +72,11 @@ pub struct Edge {
     pending_overlays: Mutex<BTreeMap<String, Overlay>>,
     /// Serializes runtime changes and their saving.
     runtime_lock: Mutex<()>,
+    /// Set when the drain's grace period is over: forwarding connections end.
+    cut: tokio::sync::watch::Sender<bool>,
+    /// The access log's writer, while a service logs.
+    access_log: ArcSwapOption<AccessLog>,
+    pub access_log_stats: Arc<AccessLogStats>,
 }
 
 impl Edge {
@@ -83,7 +89,11 @@ impl Edge {
         worker_rts: Vec<tokio::runtime::Handle>,
         hold_accept: bool,
     ) -> anyhow::Result<Arc<Edge>> {
-        let boot = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        // (microseconds: two processes of one PoP, e.g. during an upgrade,
+        // never share it, so neither do their connections' unique ids)
+        let boot = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
         // The operator's runtime changes survive restarts: a state file that
         // cannot be read stops the start rather than undoing them silently.
         let overlays = match &config.state_dir {
@@ -115,6 +125,9 @@ impl Edge {
             inherited: Mutex::new(inherited),
             worker_rts,
             gate: tokio::sync::watch::Sender::new(!hold_accept),
+            cut: tokio::sync::watch::Sender::new(false),
+            access_log: ArcSwapOption::empty(),
+            access_log_stats: Arc::default(),
         });
         edge.apply(config)?;
         Ok(edge)
@@ -168,6 +181,22 @@ impl Edge {
             .services
             .lock()
             .map_err(|_| anyhow::anyhow!("service table lock poisoned"))?;
+
+        // 0. The access log: a new writer if its settings changed (opening
+        //    its file can fail, which refuses the reload).
+        let log_wanted = new.services.iter().any(|s| s.access_log).then(|| accesslog::Settings {
+            config: new.access_log.clone(),
+            pop: new.pop_name.clone(),
+        });
+        let log_now = self.access_log.load().as_ref().map(|l| l.settings.clone());
+        let new_log = if log_wanted != log_now {
+            Some(match log_wanted {
+                Some(s) => Some(Arc::new(AccessLog::start(s, self.access_log_stats.clone())?)),
+                None => None,
+            })
+        } else {
+            None
+        };
 
         // 1. Bind every listener that does not exist yet, before changing
         //    anything: a bind failure aborts the reload with nothing changed.
@@ -265,6 +294,7 @@ impl Edge {
                             maglev: None,
                         }),
                         active: AtomicU64::new(0),
+                        duration: crate::hist::AtomicHistogram::new(crate::hist::DURATION_BUCKETS),
                         rr: AtomicU64::new(0),
                         stats: ServiceStats::default(),
                         listeners: Mutex::new(Vec::new()),
@@ -339,6 +369,10 @@ impl Edge {
                 drop(ls);
             }
         }
+        if let Some(l) = new_log {
+            // (the one replaced writes what it has queued, then ends)
+            self.access_log.store(l);
+        }
         if self.config.load().guard != new.guard {
             // New rules, fresh state: open connections release into the
             // guard that admitted them.
@@ -404,6 +438,43 @@ impl Edge {
             if tokio::time::timeout_at(deadline, idle).await.is_err() {
                 return self.active.load(Ordering::Acquire);
             }
+        }
+    }
+
+    /// Ends the connections still forwarding (the grace period is over),
+    /// so that each says so in the access log before the process exits.
+    pub fn cut_connections(&self) {
+        self.cut.send_replace(true);
+    }
+
+    /// Queues an access-log line (if a writer runs).
+    fn log(&self, r: Box<Record>) {
+        if let Some(l) = &*self.access_log.load() {
+            l.log(r);
+        }
+    }
+
+    /// Reopens the access log's file before its next lines (SIGHUP, for
+    /// logrotate; a reload that fails reopens it too).
+    pub fn reopen_access_log(&self) {
+        if let Some(l) = &*self.access_log.load() {
+            l.reopen();
+        }
+    }
+
+    /// Stops the access log once connections are drained, waiting up to
+    /// `max` until what was queued is written.
+    pub fn close_access_log(&self, max: Duration) {
+        let Some(mut l) = self.access_log.swap(None) else {
+            return;
+        };
+        // (a connection closing right now may hold it for a moment)
+        for _ in 0..100 {
+            match Arc::try_unwrap(l) {
+                Ok(l) => return l.close(max),
+                Err(again) => l = again,
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 

@@ -242,6 +242,7 @@ pub(super) fn reconcile(svc: &Arc<Service>) {
                     health: Mutex::new(Health::new(thresholds(&sc), State::Down, now)),
                     active: AtomicU64::new(0),
                     stats: BackendStats::default(),
+                    connect_time: crate::hist::AtomicHistogram::new(crate::hist::CONNECT_BUCKETS),
                     checker: Mutex::new(None),
                 });
                 start_checker(svc, &b);

@@ -86,6 +86,8 @@ pub struct Backend {
     pub health: Mutex<Health>,
     pub active: AtomicU64,
     pub stats: BackendStats,
+    /// Successful connects to this backend from real traffic.
+    pub connect_time: crate::hist::AtomicHistogram,
     pub(super) checker: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -147,6 +149,9 @@ pub struct Service {
     pub(super) backends: ArcSwap<Vec<Arc<Backend>>>,
     pub(super) selector: ArcSwap<Selector>,
     pub active: AtomicU64,
+    /// Connections this service served (past the guard and the caps),
+    /// from accept to close.
+    pub duration: crate::hist::AtomicHistogram,
     pub(super) rr: AtomicU64,
     pub stats: ServiceStats,
     pub(super) listeners: Mutex<Vec<ListenerSet>>,
