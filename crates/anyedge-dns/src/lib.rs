@@ -13,6 +13,7 @@ pub mod cookie;
 pub mod dnssec;
 pub mod fuzz_check;
 pub mod name;
+pub mod sign;
 pub mod xfr;
 pub mod zone;
 pub mod zonetext;
