@@ -33,7 +33,7 @@ mod xdp;
 pub use admin::AdminConfig;
 pub use bgp::{AnycastConfig, BgpConfig, PeerConfig};
 pub use checks::listen_overlap;
-pub use dns::{canonical_name, DnsConfig, TcpLimits, TsigAlgorithm, TsigKey, ZoneConfig, ZoneSource};
+pub use dns::{canonical_name, DnsConfig, SigningConfig, TcpLimits, TsigAlgorithm, TsigKey, ZoneConfig, ZoneSource};
 pub use dnstap::DnstapConfig;
 pub use guard::Tarpit;
 pub use service::{BackendConfig, Balance, CheckKind, HealthCheck, ProxyMode, ProxyOptions, ServiceConfig, Timeouts};
