@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod answer;
+pub mod compact;
 pub mod cookie;
 pub mod dnssec;
 pub mod fuzz_check;

@@ -487,9 +487,14 @@ impl Policy {
             z
         }
     }
-    /// Zone keys by (tag, algorithm), for compact denial at answer time.
-    pub fn online_key(&self) -> Option<&SigningKey> {
-        self.zone_keys().first().copied()
+    /// The zone-signing keys (shared), for compact denial at answer time.
+    fn zone_keys_arc(&self) -> Vec<Arc<SigningKey>> {
+        let z: Vec<Arc<SigningKey>> = self.keys.iter().filter(|k| !k.is_sep()).cloned().collect();
+        if z.is_empty() {
+            self.keys.iter().filter(|k| k.is_sep()).cloned().collect()
+        } else {
+            z
+        }
     }
 }
 
@@ -732,6 +737,17 @@ pub fn sign_zone(b: ZoneBuilder, policy: &Policy, prev: Option<&Zone>, now: u64)
     z.warnings = w;
     if policy.denial == DenialMode::Compact {
         z.warnings.retain(|w| !w.contains("neither NSEC nor NSEC3"));
+        let key = policy
+            .zone_keys_arc()
+            .into_iter()
+            .next()
+            .ok_or_else(|| format!("{zn}: no key to sign with"))?;
+        z.online = Some(Arc::new(crate::compact::Online::new(
+            key,
+            &apex,
+            policy.validity,
+            crate::compact::CACHE_ENTRIES,
+        )));
     }
     Ok(z)
 }

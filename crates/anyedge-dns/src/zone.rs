@@ -170,6 +170,8 @@ pub struct Zone {
     pub nsec3_nodes: FxHashMap<Box<[u8]>, Node>,
     /// Indexes for DNSSEC answers of a signed zone.
     pub dnssec: Option<crate::dnssec::Index>,
+    /// RFC 9824 compact denial: negative answers signed when asked.
+    pub online: Option<Arc<crate::compact::Online>>,
 }
 
 impl Zone {
@@ -477,6 +479,7 @@ impl ZoneBuilder {
             signed,
             nsec3_nodes,
             dnssec,
+            online: None,
         })
     }
 }

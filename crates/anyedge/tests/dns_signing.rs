@@ -35,6 +35,7 @@ const ZONES: &[(&str, &str, &[&[&str]])] = &[
         &[&["--ksk", "--algorithm", "ecdsap256"], &["--algorithm", "ed25519"]],
     ),
     ("nsec3.test.", "nsec3", &[&["--csk", "--algorithm", "ecdsap256"]]),
+    ("compact.test.", "compact", &[&["--csk", "--algorithm", "ed25519"]]),
 ];
 
 fn keygen(dir: &Path, zone: &str, args: &[&str]) -> PathBuf {
@@ -314,16 +315,19 @@ fn unbound_validates_online_signed_zones_and_ldns_verifies_their_axfr() {
         for (label, t, rcode) in PROBES {
             let n = fqdn(label, apex);
             let r = validate(u.addr, &n, *t).unwrap_or_else(|| panic!("{n} {t}: no answer"));
+            // RFC 9824: a name that does not exist "exists" without data
+            let rcode = if apex.starts_with("compact") { 0 } else { *rcode };
             assert_eq!(
                 r,
-                (*rcode, true),
+                (rcode, true),
                 "{n} type {t}: (rcode, AD) through Unbound\n{}",
                 ours.log()
             );
         }
     }
-    // ldns-verify-zone on an AXFR from anyedge
-    for apex in &apexes {
+    // ldns-verify-zone on an AXFR from anyedge (a compact zone has no
+    // chain to verify)
+    for apex in apexes.iter().filter(|a| !a.starts_with("compact")) {
         let f = s.work.path().join(format!("{apex}axfr"));
         let text = axfr(s.addr, apex);
         assert!(text.contains("RRSIG"), "{text}");
