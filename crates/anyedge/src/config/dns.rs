@@ -635,4 +635,35 @@ mod tests {
             }
         );
     }
+
+    #[test]
+    fn dnssec_section_parses_and_errors_name_the_field() {
+        let base = "[pop]\nname = \"p\"\n[dns]\nlisten = [\"127.0.0.1:5353\"]\n[[dns.zone]]\nname = \"example.com\"\n";
+        let ok = Config::parse(
+            &format!("{base}file = \"z\"\ndnssec = {{ keys = [\"/k/Kexample.com.+013+00001.key\", \"k2\"], denial = \"compact\", signature_validity = \"7d\" }}\n"),
+            "/etc/anyedge/t.toml",
+        )
+        .unwrap();
+        let d = ok.dns.unwrap().zones[0].dnssec.clone().unwrap();
+        assert_eq!(
+            d.keys,
+            vec![
+                PathBuf::from("/k/Kexample.com.+013+00001"),
+                PathBuf::from("/etc/anyedge/k2")
+            ]
+        );
+        assert_eq!(d.denial, anyedge_dns::sign::DenialMode::Compact);
+        assert_eq!(d.signature_validity, Duration::from_secs(7 * 86400));
+        let err = |extra: &str| Config::parse(&format!("{base}{extra}"), "t.toml").unwrap_err();
+        let e = err("file = \"z\"\ndnssec = { keys = [\"k\"], denial = \"nsec5\" }\n");
+        assert_eq!((e.line, e.field.as_str()), (8, "dns.zone[0].dnssec.denial"), "{e}");
+        let e = err("file = \"z\"\ndnssec = { keys = [] }\n");
+        assert_eq!(e.field, "dns.zone[0].dnssec.keys", "{e}");
+        let e = err("file = \"z\"\ndnssec = { keys = [\"k\"], signature_validity = \"1m\" }\n");
+        assert_eq!(e.field, "dns.zone[0].dnssec.signature_validity", "{e}");
+        let e = err("primary = [\"192.0.2.1\"]\ndnssec = { keys = [\"k\"] }\n");
+        assert_eq!(e.field, "dns.zone[0].dnssec", "{e}");
+        let e = err("file = \"z\"\ndnssec = { keys = [\"k\"], nsec3_salt = \"ab\" }\n");
+        assert!(e.message.contains("nsec3_salt"), "{e}");
+    }
 }
