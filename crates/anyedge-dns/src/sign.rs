@@ -668,7 +668,7 @@ pub fn sign_zone(b: ZoneBuilder, policy: &Policy, prev: Option<&Zone>, now: u64)
                     (crate::dnssec::nsec3_hash(k, &[], 0), types)
                 })
                 .collect();
-            chain.sort_by(|a, b| a.0.cmp(&b.0));
+            chain.sort_by_key(|a| a.0);
             for i in 0..chain.len() {
                 let next = chain[(i + 1) % chain.len()].0;
                 let (h, types) = &chain[i];

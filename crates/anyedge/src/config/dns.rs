@@ -533,7 +533,7 @@ pub(super) fn parse_dns(cx: &Ctx<'_>, d: RawDns, base_dir: &Path) -> Result<DnsC
                 let signature_validity = duration_in(
                     cx,
                     &d.signature_validity,
-                    &format!("{f}.dnssec.signature_validity"),
+                    format!("{f}.dnssec.signature_validity"),
                     Duration::from_secs(3 * 3600),
                     Duration::from_secs(90 * 86400),
                 )?;
