@@ -579,6 +579,7 @@ pub fn sign_zone(b: ZoneBuilder, policy: &Policy, prev: Option<&Zone>, now: u64)
     let soa = names
         .get(&apex[..])
         .and_then(|n| n.sets.iter().find(|s| s.rtype == T_SOA))
+        .cloned()
         .ok_or_else(|| format!("zone {zn} has no SOA record"))?;
     let negative_ttl = crate::zone::soa_fields(&soa.rdata[0].wire).map_or(soa.ttl, |f| soa.ttl.min(f[4]));
     // apex: keys, CDS/CDNSKEY of the SEP keys (RFC 8078), NSEC3PARAM
@@ -687,6 +688,8 @@ pub fn sign_zone(b: ZoneBuilder, policy: &Policy, prev: Option<&Zone>, now: u64)
     // sign
     let mut out = ZoneBuilder::new(&apex);
     let inception = (now as u32).wrapping_sub(INCEPTION_BACKDATE);
+    // signatures made anew (not reused from `prev`)
+    let made = std::cell::Cell::new(0usize);
     let add_signed = |out: &mut ZoneBuilder, owner: &[u8], set: &RRset, sign: bool| -> Result<(), String> {
         for rd in &set.rdata {
             out.add(owner, set.rtype, set.ttl, &rd.wire)?;
@@ -714,6 +717,7 @@ pub fn sign_zone(b: ZoneBuilder, policy: &Policy, prev: Option<&Zone>, now: u64)
         for k in keys {
             let sig = sign_rrset(k, &apex, owner, set.rtype, set.ttl, &rds, inception, expiration)?;
             out.add(owner, T_RRSIG, set.ttl, &sig)?;
+            made.set(made.get() + 1);
         }
         Ok(())
     };
@@ -724,6 +728,9 @@ pub fn sign_zone(b: ZoneBuilder, policy: &Policy, prev: Option<&Zone>, now: u64)
         let auth = !below_cut(k);
         let cut = is_cut(k);
         for s in &n.sets {
+            if s.rtype == T_SOA && k[..] == apex[..] {
+                continue;
+            }
             let sign = auth && (!cut || s.rtype == T_DS);
             add_signed(&mut out, &n.owner, s, sign)?;
         }
@@ -731,6 +738,27 @@ pub fn sign_zone(b: ZoneBuilder, policy: &Policy, prev: Option<&Zone>, now: u64)
     for (o, s) in &extra {
         add_signed(&mut out, o, s, true)?;
     }
+    // the SOA last: its serial follows the file's, or moves on from the
+    // previous version's when re-signing changed anything (so that
+    // secondaries transferring from this PoP see the new signatures)
+    let apex_owner = names
+        .get(&apex[..])
+        .map(|n| n.owner.clone())
+        .unwrap_or_else(|| apex.clone().into());
+    let mut soa = soa;
+    if let Some(p) = prev {
+        let file_serial = crate::zone::soa_fields(&soa.rdata[0].wire).map_or(0, |f| f[0]);
+        let newer = file_serial.wrapping_sub(p.serial) as i32 > 0;
+        if !newer {
+            let serial = if made.get() > 0 {
+                p.serial.wrapping_add(1)
+            } else {
+                p.serial
+            };
+            set_serial(&mut soa.rdata[0].wire, serial);
+        }
+    }
+    add_signed(&mut out, &apex_owner, &soa, true)?;
     let mut z = out.finish_at(now)?;
     let mut w = warnings;
     w.append(&mut z.warnings);
@@ -750,6 +778,17 @@ pub fn sign_zone(b: ZoneBuilder, policy: &Policy, prev: Option<&Zone>, now: u64)
         )));
     }
     Ok(z)
+}
+
+/// Replaces the SERIAL of uncompressed SOA rdata.
+fn set_serial(rd: &mut [u8], serial: u32) {
+    let Some(l1) = name::wire_len(rd) else { return };
+    let Some(l2) = rd.get(l1..).and_then(name::wire_len) else {
+        return;
+    };
+    if let Some(f) = rd.get_mut(l1 + l2..l1 + l2 + 4) {
+        f.copy_from_slice(&serial.to_be_bytes());
+    }
 }
 
 fn mk_set(rtype: u16, ttl: u32, rdatas: impl IntoIterator<Item = Vec<u8>>) -> RRset {

@@ -284,6 +284,8 @@ fn resigning_reuses_fresh_signatures_and_renews_old_ones() {
     )
     .unwrap();
     assert_ne!(www(&z1), www(&z2));
+    // new signatures: the serial moves on from the previous version's
+    assert_eq!((z1.serial, z2.serial), (1, 2));
     let mx = |z: &Zone| {
         z.node(&wire("mx.example.")).unwrap().sigs_for(T_MX).unwrap().rdata[0]
             .wire
@@ -302,6 +304,29 @@ fn resigning_reuses_fresh_signatures_and_renews_old_ones() {
     .unwrap();
     assert_ne!(mx(&z2), mx(&z3));
     assert!(!needs_resign(&z3, p.validity, later + 3600));
+    assert_eq!(z3.serial, 3);
+    verify_all(&z3, &p);
+    // nothing new to sign: the same serial, every signature reused
+    let z4 = sign_zone(
+        crate::zone::load_str_records(&changed, "example.").unwrap(),
+        &p,
+        Some(&z3),
+        later + 60,
+    )
+    .unwrap();
+    assert_eq!(z4.serial, 3);
+    assert_eq!(mx(&z3), mx(&z4));
+    // the operator's newer serial wins
+    let bumped = changed.replace("host 1 3600", "host 100 3600");
+    let z5 = sign_zone(
+        crate::zone::load_str_records(&bumped, "example.").unwrap(),
+        &p,
+        Some(&z4),
+        later + 120,
+    )
+    .unwrap();
+    assert_eq!(z5.serial, 100);
+    verify_all(&z5, &p);
 }
 
 #[test]
