@@ -518,6 +518,7 @@ pub fn answer_query<'z>(
     let dnssec_ok = q.edns.as_ref().is_some_and(|e| e.dnssec_ok);
     // RFC 4035 3.1: signatures and proofs for DO clients of signed zones
     w.dnssec = dnssec_ok && zone.dnssec.is_some();
+    w.now = cx.now;
     let r = resolve(zone, &mut w, qlc, q.qtype, dnssec_ok);
     let truncated = w.truncated;
     w.finish(u16::from(r.rcode), r.aa, st, q, cx, cookie);
@@ -677,10 +678,15 @@ fn resolve_answer<'z>(
                 // (the CNAME's own NSEC and RRSIG are asked for too: RFC 4035 2.5)
                 if node.flags & F_CNAME != 0 && !matches!(qtype, T_CNAME | T_ANY | T_NSEC | T_RRSIG) {
                     let Some(set) = node.get(T_CNAME) else { break };
-                    if wild {
+                    let online = zone.online.as_deref().filter(|_| wild && w.dnssec);
+                    if wild && online.is_none() {
                         post.proof(denial::ProofKind::Wildcard, name, ce);
                     }
-                    let Some(tpos) = w.signed(Section::Answer, owner, set, node) else {
+                    let written = match online {
+                        Some(on) => w.signed_online(Section::Answer, owner, name, set, on),
+                        None => w.signed(Section::Answer, owner, set, node),
+                    };
+                    let Some(tpos) = written else {
                         return resolved(kind, RCODE_NOERROR, true, rrl);
                     };
                     let Some(target) = set.rdata[0].target_name() else {
@@ -708,6 +714,17 @@ fn resolve_answer<'z>(
                     _ => node.get(qtype),
                 };
                 match set {
+                    Some(set) if wild && w.dnssec && zone.online.is_some() => {
+                        // compact denial: the synthesized RRset signed at
+                        // the query name (no wildcard proof needed)
+                        if let Some(on) = zone.online.as_deref() {
+                            w.signed_online(Section::Answer, owner, name, set, on);
+                        }
+                        post.additional = Some(set);
+                        post.owner[..name.len()].copy_from_slice(name);
+                        post.owner_len = name.len();
+                        return resolved(kind, RCODE_NOERROR, true, rrl);
+                    }
                     Some(set) => {
                         w.signed(Section::Answer, owner, set, node);
                         // (the wildcard's NSEC answered: Knot adds no proof
@@ -798,7 +815,14 @@ fn resolve_answer<'z>(
             Found::NxDomain(ce) => {
                 w.negative(zone);
                 post.proof(denial::ProofKind::NxDomain, name, ce);
-                return resolved(if first { Kind::NxDomain } else { kind }, RCODE_NXDOMAIN, true, rrl);
+                // RFC 9824: compact denial answers DO queries NOERROR, the
+                // name "existing" without data (NXNAME in its NSEC)
+                let rc = if w.dnssec && zone.online.is_some() {
+                    RCODE_NOERROR
+                } else {
+                    RCODE_NXDOMAIN
+                };
+                return resolved(if first { Kind::NxDomain } else { kind }, rc, true, rrl);
             }
         }
     }
@@ -865,6 +889,8 @@ struct Writer<'o> {
     ede: Option<u16>,
     /// RRSIGs go with each RRset (a DO query of a signed zone).
     dnssec: bool,
+    /// UNIX seconds (online signatures of compact-denial zones).
+    now: u32,
     /// NSEC/NSEC3 owners already written as proofs (their addresses in
     /// the zone), so that one proving two things is written once.
     proved: [usize; 8],
@@ -887,6 +913,7 @@ impl<'o> Writer<'o> {
             reserve,
             ede: None,
             dnssec: false,
+            now: 0,
             proved: [0; 8],
             n_proved: 0,
         };

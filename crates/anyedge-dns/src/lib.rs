@@ -9,10 +9,12 @@
 #![forbid(unsafe_code)]
 
 pub mod answer;
+pub mod compact;
 pub mod cookie;
 pub mod dnssec;
 pub mod fuzz_check;
 pub mod name;
+pub mod sign;
 pub mod xfr;
 pub mod zone;
 pub mod zonetext;

@@ -170,6 +170,8 @@ pub struct Zone {
     pub nsec3_nodes: FxHashMap<Box<[u8]>, Node>,
     /// Indexes for DNSSEC answers of a signed zone.
     pub dnssec: Option<crate::dnssec::Index>,
+    /// RFC 9824 compact denial: negative answers signed when asked.
+    pub online: Option<Arc<crate::compact::Online>>,
 }
 
 impl Zone {
@@ -306,6 +308,11 @@ impl ZoneBuilder {
 
     pub fn apex(&self) -> &[u8] {
         &self.apex
+    }
+
+    /// The nodes and warnings so far (the signer rebuilds the zone).
+    pub fn into_parts(self) -> (FxHashMap<Box<[u8]>, Node>, Vec<String>) {
+        (self.nodes, self.warnings)
     }
 
     /// Adds one record (owner wire name, any case). Out-of-zone owners are
@@ -472,6 +479,7 @@ impl ZoneBuilder {
             signed,
             nsec3_nodes,
             dnssec,
+            online: None,
         })
     }
 }
@@ -556,6 +564,34 @@ pub fn load_file(path: &Path, origin: &str) -> Result<Zone, ZoneError> {
         zone: origin.to_string(),
         msg,
     })
+}
+
+/// The records of a zone file, not yet checked as a zone (the signer
+/// adds to them before [`ZoneBuilder::finish`]).
+pub fn load_file_records(path: &Path, origin: &str) -> Result<ZoneBuilder, ZoneError> {
+    let apex: domain::base::Name<bytes::Bytes> = origin.parse().map_err(|e| ZoneError::Zone {
+        zone: origin.to_string(),
+        msg: format!("bad zone name: {e}"),
+    })?;
+    let dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let dir = dir.canonicalize().unwrap_or(dir);
+    let mut b = ZoneBuilder::new(apex.as_slice());
+    read_into(&mut b, path, apex, &dir, 0, None)?;
+    Ok(b)
+}
+
+/// The records of zone text, not yet checked as a zone (tests of the signer).
+pub fn load_str_records(text: &str, origin: &str) -> Result<ZoneBuilder, ZoneError> {
+    let apex: domain::base::Name<bytes::Bytes> = origin.parse().map_err(|e| ZoneError::Zone {
+        zone: origin.to_string(),
+        msg: format!("bad zone name: {e}"),
+    })?;
+    let mut b = ZoneBuilder::new(apex.as_slice());
+    scan_into(&mut b, text.as_bytes().to_vec(), "<text>", apex, None, 0, None, None)?;
+    Ok(b)
 }
 
 /// Loads a zone from text (tests, fuzzing, transfers' presentation form).

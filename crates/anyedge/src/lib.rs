@@ -13,6 +13,7 @@ pub mod ctl;
 pub mod demo;
 pub mod dns;
 pub mod dnscompare;
+pub mod dnskeys;
 pub mod fdlimit;
 pub mod forward;
 pub mod health;

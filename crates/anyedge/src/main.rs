@@ -10,7 +10,7 @@ use tracing::{error, info, warn};
 
 use anyedge::config::{self, Config};
 use anyedge::pop::{self, Pop};
-use anyedge::{admin, ctl, demo, dns, dnscompare, fdlimit, lab, notify, status, sysctl, upgrade};
+use anyedge::{admin, ctl, demo, dns, dnscompare, dnskeys, fdlimit, lab, notify, status, sysctl, upgrade};
 
 #[derive(Parser)]
 #[command(
@@ -216,6 +216,13 @@ enum DnsAction {
     /// answers: the check before switching the registry's NS records.
     /// Exit 0: same; 1: different; 2: error.
     Compare(dnscompare::CompareArgs),
+    /// Generate a DNSSEC signing key pair (K<zone>+<alg>+<tag>.key and
+    /// .private) for a zone's `dnssec.keys`; copy both files to every PoP.
+    /// Prints the file stem.
+    Keygen(dnskeys::KeygenArgs),
+    /// Print the DS record (SHA-256) of a zone's key-signing keys, to give
+    /// the parent zone's registry.
+    Ds(dnskeys::DsArgs),
 }
 
 #[derive(Subcommand)]
@@ -350,6 +357,32 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("node attach: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::Dns {
+            action: DnsAction::Keygen(args),
+        } => match dnskeys::keygen(&args) {
+            Ok(stem) => {
+                println!("{}", stem.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("anyedge dns keygen: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::Dns {
+            action: DnsAction::Ds(args),
+        } => match dnskeys::ds(&args) {
+            Ok(lines) => {
+                for l in lines {
+                    println!("{l}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("anyedge dns ds: {e:#}");
                 ExitCode::FAILURE
             }
         },

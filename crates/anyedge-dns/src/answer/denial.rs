@@ -5,9 +5,11 @@
 //! [`crate::dnssec`]); nothing allocates.
 
 use super::{Owner, Section, Writer};
+use crate::compact::Online;
 use crate::dnssec::{nsec_predecessor, Denial, Nsec3Index};
 use crate::name::{Labels, MAX_NAME};
-use crate::zone::{Node, RRset, Zone, T_NSEC};
+use crate::sign::{type_bitmap, T_NXNAME};
+use crate::zone::{Node, RRset, Rdata, Zone, T_DS, T_NS, T_NSEC, T_RRSIG};
 
 use crate::dnssec::T_NSEC3;
 
@@ -66,7 +68,11 @@ pub(super) fn write_proofs(w: &mut Writer<'_>, zone: &Zone, proofs: &[Pending]) 
         match &ix.denial {
             Denial::Nsec(chain) => nsec_proof(w, zone, chain, p.kind, name, ce),
             Denial::Nsec3(n3) => nsec3_proof(w, zone, n3, p.kind, name, ce),
-            Denial::None => {}
+            Denial::None => {
+                if let Some(on) = zone.online.as_deref() {
+                    compact_proof(w, zone, on, p.kind, name, ce);
+                }
+            }
         }
     }
 }
@@ -192,6 +198,87 @@ pub(super) fn own_denial<'z>(zone: &'z Zone, name_lc: &[u8]) -> Option<(&'z [u8]
             Some((k, n, n.get(T_NSEC3)?))
         }
         Denial::None => None,
+    }
+}
+
+/// RFC 9824: one NSEC at `name`, made and signed now: next name
+/// `\000.<name>`, the types the name has (none but RRSIG and NSEC for an
+/// empty non-terminal; NS and DS at a delegation), or NXNAME if it does not
+/// exist. Allocates (compact zones' negative answers only).
+fn compact_proof(w: &mut Writer<'_>, zone: &Zone, on: &Online, kind: ProofKind, name: &[u8], ce: usize) {
+    let mut buf = [0u8; MAX_NAME + 2];
+    let node = match kind {
+        ProofKind::None | ProofKind::Wildcard => return,
+        ProofKind::NxDomain => None,
+        ProofKind::NoData | ProofKind::NoDs => zone.node(name),
+        ProofKind::WildcardNoData => wildcard_of(name, ce, &mut buf).and_then(|wc| zone.node(wc)),
+    };
+    if name.len() + 2 > MAX_NAME {
+        return;
+    }
+    let mut types: Vec<u16> = vec![T_RRSIG, T_NSEC];
+    match node {
+        None => types.push(T_NXNAME),
+        Some(n) => {
+            let cut = n.is_delegation();
+            types.extend(
+                n.rrsets
+                    .iter()
+                    .map(|s| s.rtype)
+                    .filter(|&t| !cut || t == T_NS || t == T_DS),
+            );
+        }
+    }
+    let mut rd = Vec::with_capacity(name.len() + 2 + 40);
+    rd.extend_from_slice(&[1, 0]);
+    rd.extend_from_slice(name);
+    rd.extend(type_bitmap(&types));
+    let Some(sig) = on.rrsig(name, T_NSEC, zone.negative_ttl, &[&rd], w.now) else {
+        return;
+    };
+    let one = |rtype: u16, wire: Box<[u8]>| RRset {
+        rtype,
+        ttl: zone.negative_ttl,
+        rdata: vec![Rdata {
+            wire,
+            compress: [0; 2],
+            n_compress: 0,
+            target: u16::MAX,
+        }],
+    };
+    let owner = Owner::Name(name);
+    if w.rrset(Section::Authority, owner, &one(T_NSEC, rd.into())).is_some() {
+        w.rrset(Section::Authority, owner, &one(T_RRSIG, sig.as_ref().into()));
+    }
+}
+
+impl Writer<'_> {
+    /// An RRset with an RRSIG made now at `owner_lc` (compact-denial
+    /// zones' wildcard answers: signed as if the query name existed).
+    pub(super) fn signed_online(
+        &mut self,
+        sec: Section,
+        owner: Owner<'_>,
+        owner_lc: &[u8],
+        set: &RRset,
+        on: &Online,
+    ) -> Option<Option<u16>> {
+        let r = self.rrset(sec, owner, set)?;
+        let rds: Vec<&[u8]> = set.rdata.iter().map(|r| &r.wire[..]).collect();
+        if let Some(sig) = on.rrsig(owner_lc, set.rtype, set.ttl, &rds, self.now) {
+            let s = RRset {
+                rtype: T_RRSIG,
+                ttl: set.ttl,
+                rdata: vec![Rdata {
+                    wire: sig.as_ref().into(),
+                    compress: [0; 2],
+                    n_compress: 0,
+                    target: u16::MAX,
+                }],
+            };
+            self.rrset(sec, owner, &s)?;
+        }
+        Some(r)
     }
 }
 

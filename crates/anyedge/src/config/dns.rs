@@ -100,6 +100,20 @@ pub struct ZoneConfig {
     pub notify: Vec<SocketAddr>,
     /// Who may AXFR/IXFR this zone (and must sign with `key` if set).
     pub allow_transfer: Vec<IpNet>,
+    /// Online signing of a file zone (None: served as the file has it,
+    /// pre-signed or not).
+    pub dnssec: Option<SigningConfig>,
+}
+
+/// `dnssec = { keys = [...], denial = ... }` of a zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningConfig {
+    /// Key file stems (`.../K<zone>+<alg>+<tag>`; `.key` and `.private`
+    /// are read at each load, so a missing or bad file fails that load).
+    pub keys: Vec<PathBuf>,
+    pub denial: anyedge_dns::sign::DenialMode,
+    /// Lifetime of new signatures (re-signed with a third left).
+    pub signature_validity: Duration,
 }
 
 #[derive(Deserialize)]
@@ -218,6 +232,24 @@ struct RawZone {
     notify: Vec<Spanned<String>>,
     #[serde(default)]
     allow_transfer: Vec<Spanned<String>>,
+    #[serde(default)]
+    dnssec: Option<Spanned<RawSigning>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSigning {
+    keys: Spanned<Vec<Spanned<String>>>,
+    #[serde(default = "d_denial")]
+    denial: Spanned<String>,
+    #[serde(default = "d_validity", with = "humantime_spanned")]
+    signature_validity: Spanned<Duration>,
+}
+fn d_denial() -> Spanned<String> {
+    Spanned::new(0..0, "nsec3".into())
+}
+fn d_validity() -> Spanned<Duration> {
+    Spanned::new(0..0, Duration::from_secs(14 * 86400))
 }
 
 impl RawDns {
@@ -449,12 +481,76 @@ pub(super) fn parse_dns(cx: &Ctx<'_>, d: RawDns, base_dir: &Path) -> Result<DnsC
             "an address or CIDR",
             parse_net,
         )?;
+        let dnssec = match z.dnssec {
+            None => None,
+            Some(d) => {
+                if !matches!(source, ZoneSource::File(_)) {
+                    return Err(cx.err(
+                        d.span(),
+                        format!("{f}.dnssec"),
+                        "online signing is for zones served from a file (a secondary serves what its primary signed)",
+                    ));
+                }
+                let d = d.into_inner();
+                if d.keys.get_ref().is_empty() {
+                    return Err(cx.err(
+                        d.keys.span(),
+                        format!("{f}.dnssec.keys"),
+                        "needs at least one key (`anyedge dns keygen`)",
+                    ));
+                }
+                let keys = d
+                    .keys
+                    .get_ref()
+                    .iter()
+                    .map(|k| {
+                        let t = k.get_ref();
+                        let t = t
+                            .strip_suffix(".key")
+                            .or_else(|| t.strip_suffix(".private"))
+                            .unwrap_or(t);
+                        let p = PathBuf::from(t);
+                        if p.is_absolute() {
+                            p
+                        } else {
+                            base_dir.join(p)
+                        }
+                    })
+                    .collect();
+                use anyedge_dns::sign::DenialMode;
+                let denial = match d.denial.get_ref().as_str() {
+                    "nsec" => DenialMode::Nsec,
+                    "nsec3" => DenialMode::Nsec3,
+                    "compact" => DenialMode::Compact,
+                    other => {
+                        return Err(cx.err(
+                            d.denial.span(),
+                            format!("{f}.dnssec.denial"),
+                            format!("{other:?}: use \"nsec\", \"nsec3\" or \"compact\""),
+                        ))
+                    }
+                };
+                let signature_validity = duration_in(
+                    cx,
+                    &d.signature_validity,
+                    format!("{f}.dnssec.signature_validity"),
+                    Duration::from_secs(3 * 3600),
+                    Duration::from_secs(90 * 86400),
+                )?;
+                Some(SigningConfig {
+                    keys,
+                    denial,
+                    signature_validity,
+                })
+            }
+        };
         zones.push(ZoneConfig {
             name,
             source,
             key,
             notify,
             allow_transfer,
+            dnssec,
         });
     }
     let dnstap = d
@@ -538,5 +634,36 @@ mod tests {
                 primaries: vec!["192.0.2.1:53".parse().unwrap()]
             }
         );
+    }
+
+    #[test]
+    fn dnssec_section_parses_and_errors_name_the_field() {
+        let base = "[pop]\nname = \"p\"\n[dns]\nlisten = [\"127.0.0.1:5353\"]\n[[dns.zone]]\nname = \"example.com\"\n";
+        let ok = Config::parse(
+            &format!("{base}file = \"z\"\ndnssec = {{ keys = [\"/k/Kexample.com.+013+00001.key\", \"k2\"], denial = \"compact\", signature_validity = \"7d\" }}\n"),
+            "/etc/anyedge/t.toml",
+        )
+        .unwrap();
+        let d = ok.dns.unwrap().zones[0].dnssec.clone().unwrap();
+        assert_eq!(
+            d.keys,
+            vec![
+                PathBuf::from("/k/Kexample.com.+013+00001"),
+                PathBuf::from("/etc/anyedge/k2")
+            ]
+        );
+        assert_eq!(d.denial, anyedge_dns::sign::DenialMode::Compact);
+        assert_eq!(d.signature_validity, Duration::from_secs(7 * 86400));
+        let err = |extra: &str| Config::parse(&format!("{base}{extra}"), "t.toml").unwrap_err();
+        let e = err("file = \"z\"\ndnssec = { keys = [\"k\"], denial = \"nsec5\" }\n");
+        assert_eq!((e.line, e.field.as_str()), (8, "dns.zone[0].dnssec.denial"), "{e}");
+        let e = err("file = \"z\"\ndnssec = { keys = [] }\n");
+        assert_eq!(e.field, "dns.zone[0].dnssec.keys", "{e}");
+        let e = err("file = \"z\"\ndnssec = { keys = [\"k\"], signature_validity = \"1m\" }\n");
+        assert_eq!(e.field, "dns.zone[0].dnssec.signature_validity", "{e}");
+        let e = err("primary = [\"192.0.2.1\"]\ndnssec = { keys = [\"k\"] }\n");
+        assert_eq!(e.field, "dns.zone[0].dnssec", "{e}");
+        let e = err("file = \"z\"\ndnssec = { keys = [\"k\"], nsec3_salt = \"ab\" }\n");
+        assert!(e.message.contains("nsec3_salt"), "{e}");
     }
 }

@@ -36,7 +36,7 @@ pub use access_log::{AccessLogConfig, AccessLogFormat, AccessLogTarget};
 pub use admin::AdminConfig;
 pub use bgp::{AnycastConfig, BgpConfig, PeerConfig};
 pub use checks::listen_overlap;
-pub use dns::{canonical_name, DnsConfig, TcpLimits, TsigAlgorithm, TsigKey, ZoneConfig, ZoneSource};
+pub use dns::{canonical_name, DnsConfig, SigningConfig, TcpLimits, TsigAlgorithm, TsigKey, ZoneConfig, ZoneSource};
 pub use dnstap::DnstapConfig;
 pub use guard::Tarpit;
 pub use service::{

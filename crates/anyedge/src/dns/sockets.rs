@@ -172,6 +172,7 @@ impl Dns {
             dns.serve(held)?;
         }
         xfr::start(&dns);
+        super::zones::start_resigner(&dns);
         Ok(dns)
     }
 

@@ -10,7 +10,7 @@ use anyedge_dns::zone::{self, Zone, ZoneSet};
 use tracing::{error, info, warn};
 
 use super::{domain_wire, rrl_of, settings_of, unix_secs, xfr, Dns};
-use crate::config::{DnsConfig, ZoneSource};
+use crate::config::{DnsConfig, SigningConfig, ZoneConfig, ZoneSource};
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ZoneStatus {
@@ -78,7 +78,8 @@ pub fn load_zones(cfg: &DnsConfig, old: Option<&ZoneSet>) -> (ZoneSet, Vec<(Stri
         match &z.source {
             ZoneSource::File(path) => {
                 let t = std::time::Instant::now();
-                match zone::load_file(path, &z.name) {
+                let prev = old.and_then(|o| o.get(&apex)).map(|p| &**p);
+                match load_file_zone(z, path, prev) {
                     Ok(loaded) => {
                         for w in loaded.warnings.iter().take(20) {
                             warn!(zone = %z.name, "{w}");
@@ -171,12 +172,77 @@ pub(crate) fn touch_saved(dir: &std::path::Path, name: &str) {
     }
 }
 
+/// Loads a file zone; with `dnssec` configured, signs it (keys read now,
+/// signatures of unchanged RRsets reused from `prev` while fresh). Errors
+/// name the zone.
+pub fn load_file_zone(z: &ZoneConfig, path: &std::path::Path, prev: Option<&Zone>) -> Result<Zone, String> {
+    let Some(d) = &z.dnssec else {
+        return zone::load_file(path, &z.name).map_err(|e| e.to_string());
+    };
+    let policy = signing_policy(&z.name, d)?;
+    let b = zone::load_file_records(path, &z.name).map_err(|e| e.to_string())?;
+    anyedge_dns::sign::sign_zone(b, &policy, prev, unix_secs()).map_err(|e| format!("zone {}: {e}", z.name))
+}
+
+/// The keys of a signed zone, read from their files.
+pub fn signing_policy(zone: &str, d: &SigningConfig) -> Result<anyedge_dns::sign::Policy, String> {
+    let mut keys = Vec::with_capacity(d.keys.len());
+    for stem in &d.keys {
+        let read = |ext: &str| {
+            let p = std::path::PathBuf::from(format!("{}.{ext}", stem.display()));
+            std::fs::read_to_string(&p).map_err(|e| format!("zone {zone}: key file {}: {e}", p.display()))
+        };
+        let k = anyedge_dns::sign::SigningKey::from_files(&read("key")?, &read("private")?)
+            .map_err(|e| format!("zone {zone}: key {}: {e}", stem.display()))?;
+        keys.push(Arc::new(k));
+    }
+    Ok(anyedge_dns::sign::Policy {
+        keys,
+        denial: d.denial,
+        validity: u32::try_from(d.signature_validity.as_secs()).unwrap_or(u32::MAX / 4),
+    })
+}
+
+/// Re-signs signed zones before their signatures expire: every
+/// `interval`, a zone with less than a third of its signature validity
+/// left on some RRSIG is reloaded (its file read again and signed; the
+/// signatures still fresh are kept).
+pub(super) fn start_resigner(dns: &Arc<super::Dns>) {
+    let Ok(h) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let weak = Arc::downgrade(dns);
+    h.spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            let Some(dns) = weak.upgrade() else { return };
+            if dns.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let cfg = dns.cfg.load_full();
+            let zones = dns.zones.load_full();
+            for z in &cfg.zones {
+                let Some(d) = &z.dnssec else { continue };
+                let Some(cur) = zones.get(&domain_wire(&z.name)) else {
+                    continue;
+                };
+                let validity = u32::try_from(d.signature_validity.as_secs()).unwrap_or(u32::MAX / 4);
+                if anyedge_dns::sign::needs_resign(cur, validity, unix_secs()) {
+                    info!(zone = %z.name, "signatures due for renewal: re-signing");
+                    let (d2, name) = (dns.clone(), z.name.clone());
+                    let _ = tokio::task::spawn_blocking(move || d2.reload_zone(&name)).await;
+                }
+            }
+        }
+    });
+}
+
 /// Checks that every file zone loads (for `anyedge check`).
 pub fn check_zones(cfg: &DnsConfig) -> Result<usize, String> {
     let mut n = 0;
     for z in &cfg.zones {
         if let ZoneSource::File(p) = &z.source {
-            let loaded = zone::load_file(p, &z.name).map_err(|e| e.to_string())?;
+            let loaded = load_file_zone(z, p, None)?;
             n += loaded.records;
         }
     }
@@ -274,7 +340,8 @@ impl Dns {
         let ZoneSource::File(path) = &zc.source else {
             return Err(format!("{canon} is a secondary zone: it is refreshed by transfer"));
         };
-        let r = zone::load_file(path, &canon);
+        let prev = self.zones.load_full().get(&domain_wire(&canon)).cloned();
+        let r = load_file_zone(zc, path, prev.as_deref());
         match r {
             Ok(z) => {
                 let serial = z.serial;

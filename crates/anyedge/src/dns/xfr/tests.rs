@@ -61,6 +61,7 @@ fn primary_zone(file: &std::path::Path, notify: Vec<SocketAddr>) -> ZoneConfig {
         source: ZoneSource::File(file.to_path_buf()),
         key: Some("xfr-key.".into()),
         notify,
+        dnssec: None,
         allow_transfer: vec!["127.0.0.1/32".parse().unwrap()],
     }
 }
@@ -73,6 +74,7 @@ fn secondary_zone(primary: SocketAddr) -> ZoneConfig {
         },
         key: Some("xfr-key.".into()),
         notify: vec![],
+        dnssec: None,
         allow_transfer: vec![],
     }
 }
