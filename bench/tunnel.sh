@@ -188,8 +188,20 @@ run_ns() { "$BPFTOOL" -j prog show id "$PROG_ID" | python3 -c 'import json,sys; 
 rps() { nsx $CLI wrk -t1 -c"$CONNS" -d"${SECS}s" "$@" 2>/dev/null | awk '/Requests\/sec/ {print $2}'; }
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
-dl() { nsx $CLI curl -s -o /dev/null -w '%{speed_download}' "http://$1/big" | awk '{printf "%.3f", $1/1e9}'; }
-ul() { head -c "$UL_SIZE" /dev/zero | nsx $CLI curl -s -o /dev/null -w '%{speed_upload}' -H 'Expect:' --data-binary @- "http://$1/upload" | awk '{printf "%.3f", $1/1e9}'; }
+# A transfer counts only if it completed: status 200 and every byte moved
+# (else the row says FAIL and why, on stderr).
+DL_BYTES=$(stat -c %s "$W/www/big")
+UL_BYTES=$(numfmt --from=iec "$UL_SIZE")
+dl() {
+  nsx $CLI curl -s -o /dev/null -w '%{http_code} %{size_download} %{speed_download}' "http://$1/big" |
+    awk -v want="$DL_BYTES" -v to="$1" '$1 == 200 && $2 == want { printf "%.3f", $3/1e9; next }
+      { printf "FAIL"; printf "download via %s incomplete: status %s, %s of %s bytes\n", to, $1, $2, want > "/dev/stderr" }'
+}
+ul() {
+  head -c "$UL_SIZE" /dev/zero | nsx $CLI curl -s -o /dev/null -w '%{http_code} %{size_upload} %{speed_upload}' -H 'Expect:' --data-binary @- "http://$1/upload" |
+    awk -v want="$UL_BYTES" -v to="$1" '$1 == 200 && $2 == want { printf "%.3f", $3/1e9; next }
+      { printf "FAIL"; printf "upload via %s incomplete: status %s, %s of %s bytes\n", to, $1, $2, want > "/dev/stderr" }'
+}
 
 declare -A R
 ROWS="direct haproxy proxy tunnel"
@@ -217,7 +229,8 @@ for r in $(seq "$ROUNDS"); do
   echo "round $r: $(for w in $ROWS; do printf '%s ka=%s close=%s dl=%s ul=%s cpu=%s | ' $w "${R[$w,ka]}" "${R[$w,close]}" "${R[$w,dl]}" "${R[$w,ul]}" "${R[$w,cpu]}"; done)" >&2
 done
 
-median() { tr ' ' '\n' | awk '$1 != "" && $1 != "-"' | sort -g | awk '{a[NR]=$1} END {if (NR==0) print "-"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+# (a round whose transfer failed makes the median FAIL: no number for it)
+median() { tr ' ' '\n' | awk '$1 != "" && $1 != "-"' | sort -g | awk '$1 == "FAIL" {f=1} {a[NR]=$1} END {if (f) print "FAIL"; else if (NR==0) print "-"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 printf '| %-15s | %16s | %11s | %11s | %14s | %22s |\n' path "keep-alive req/s" "new conn/s" "1 GiB GB/s" "200 MB up GB/s" "PoP CPU us/request"
 printf '|%s|%s|%s|%s|%s|%s|\n' -----------------  ------------------ ------------- ------------- ---------------- ------------------------
 declare -A M

@@ -269,31 +269,64 @@ proxy_protocol = "none"
 
 #[test]
 fn without_xdp_a_tunnel_service_falls_back_and_says_why() {
-    let (p1, p2) = (free_port(), free_port());
+    // Both services have a healthy backend; XDP cannot attach. "plain"'s
+    // backend does not read PROXY: it has no path at all, so its prefix is
+    // withdrawn (the policy's own verdict: no BGP session is needed to see
+    // it). "proxied" falls back to the proxy path: its prefix is ready to
+    // announce and a request through it reaches the backend with PROXY.
+    let healthy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let plain_backend = healthy.local_addr().unwrap();
+    let proxied_backend = proxy_backend("backend=proxied\n".into());
+    let (p1, p2, admin_port, bgp_port) = (free_port(), free_port(), free_port(), free_port());
+    let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
     let cfg = format!(
         r#"
 [pop]
 name = "tunnel-fallback"
+[admin]
+listen = "{admin}"
 [xdp]
 interfaces = ["nosuchif0"]
+[bgp]
+asn = 65001
+router_id = "198.18.0.1"
+connect_retry = "1s"
+[[bgp.peer]]
+name = "nobody"
+address = "127.0.0.1"
+port = {bgp_port}
+asn = 65000
+local_address = "127.0.0.1"
+[[anycast]]
+prefix = "192.0.2.10/32"
+services = ["plain"]
+[[anycast]]
+prefix = "192.0.2.11/32"
+services = ["proxied"]
 [[service]]
 name = "plain"
 listen = ["127.0.0.1:{p1}"]
 forwarding = "tunnel"
 [service.health]
 kind = "tcp"
+interval = "200ms"
+timeout = "100ms"
 [[service.backend]]
 name = "n1"
-address = "127.0.0.1:9"
+address = "{plain_backend}"
 proxy_protocol = "none"
 [[service]]
 name = "proxied"
 listen = ["127.0.0.1:{p2}"]
 forwarding = "tunnel"
 encap = "gue"
+[service.health]
+kind = "tcp"
+interval = "200ms"
+timeout = "100ms"
 [[service.backend]]
 name = "n1"
-address = "127.0.0.1:9"
+address = "{proxied_backend}"
 "#
     );
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_anyedge"));
@@ -311,4 +344,28 @@ address = "127.0.0.1:9"
         .find(|l| l.contains("unavailable") && l.contains("proxied"))
         .unwrap_or_else(|| panic!("{log}"));
     assert!(proxied.contains("falls back to the proxy path"), "{proxied}");
+
+    // what the announcer decides, once both backends passed their checks
+    edge.wait_ready();
+    let policy = |prefix: &str| -> (String, String) {
+        let (code, body) = http(admin, "GET", "/api/v1/status", None);
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let p = v["anycast"]
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["prefix"] == prefix).cloned())
+            .unwrap_or_else(|| panic!("{prefix} not in {body}"));
+        (p["policy"].as_str().unwrap_or("").to_string(), p["reason"].to_string())
+    };
+    wait_until(
+        "the proxied service's prefix ready to announce",
+        Duration::from_secs(10),
+        || policy("192.0.2.11/32").0 == "announced",
+    );
+    let (state, reason) = policy("192.0.2.10/32");
+    assert_eq!(state, "withdrawn", "plain has no path: {reason}");
+    // the fallback path works: PROXY header and all (get requires a 200)
+    let (_, body) = get(SocketAddr::from(([127, 0, 0, 1], p2))).unwrap();
+    assert!(body.contains("backend=proxied"), "{body}");
+    drop(healthy);
 }
