@@ -248,6 +248,58 @@ pub fn apply_changes<'a>(
     }))
 }
 
+/// `v` (sorted by `cmp`) without `gone` and with `ins`: a copy when
+/// nothing changes, else one merge pass (a chain of 100k owners is not
+/// shifted once per changed owner).
+fn patch_sorted<T: Clone>(
+    v: &[T],
+    mut gone: Vec<T>,
+    mut ins: Vec<T>,
+    cmp: impl Fn(&T, &T) -> std::cmp::Ordering,
+) -> Vec<T> {
+    if gone.is_empty() && ins.is_empty() {
+        return v.to_vec();
+    }
+    gone.sort_by(&cmp);
+    ins.sort_by(&cmp);
+    let mut out = Vec::with_capacity(v.len() + ins.len());
+    let mut ins = ins.into_iter().peekable();
+    for e in v {
+        if gone.binary_search_by(|g| cmp(g, e)).is_ok() {
+            continue;
+        }
+        while let Some(n) = ins.next_if(|n| cmp(n, e) == std::cmp::Ordering::Less) {
+            out.push(n);
+        }
+        if ins.peek().is_some_and(|n| cmp(n, e) == std::cmp::Ordering::Equal) {
+            ins.next();
+        }
+        out.push(e.clone());
+    }
+    out.extend(ins);
+    out
+}
+
+/// Positions in `v` whose link to the next entry must be checked again:
+/// each changed entry still there and the entry before where each was.
+fn neighbours<T>(v: &[T], changed: &[T], cmp: impl Fn(&T, &T) -> std::cmp::Ordering) -> Vec<usize> {
+    let mut out = Vec::with_capacity(2 * changed.len());
+    if v.is_empty() {
+        return out;
+    }
+    for c in changed {
+        let i = match v.binary_search_by(|x| cmp(x, c)) {
+            Ok(i) => {
+                out.push(i);
+                i
+            }
+            Err(i) => i,
+        };
+        out.push((i + v.len() - 1) % v.len());
+    }
+    out
+}
+
 /// Did the apex DNSKEY or NSEC3PARAM set change?
 fn keys_changed(base: &Zone, nodes: &FxHashMap<Box<[u8]>, Arc<Node>>) -> bool {
     let (Some(old), Some(new)) = (base.apex_node(), nodes.get(&base.apex[..])) else {
@@ -300,51 +352,34 @@ fn patch_index(
     let denial = match &old.denial {
         Denial::None => return Ok(None),
         Denial::Nsec(owners) => {
-            let mut owners = owners.clone();
-            let mut check: Vec<Box<[u8]>> = Vec::new();
-            let find = |v: &[Box<[u8]>], k: &[u8]| v.binary_search_by(|o| canonical_cmp(o, k));
+            let (mut gone, mut ins, mut changed) = (Vec::new(), Vec::new(), Vec::new());
             for (k, p) in touched {
                 let in_chain = |m: &FxHashMap<Box<[u8]>, Arc<Node>>| m.get(k).is_some_and(|n| n.get(T_NSEC).is_some());
                 // cuts did not change: below_cut is the same in both versions
                 let below = dnssec::below_cut(apex, nodes, k);
                 let had = !below && in_chain(&base.nodes);
                 let has = !below && *p == Place::Tree && in_chain(nodes);
-                match (had, has, find(&owners, k)) {
-                    (true, false, Ok(i)) => {
-                        owners.remove(i);
-                        if !owners.is_empty() {
-                            let prev = if i == 0 { owners.len() - 1 } else { i - 1 };
-                            check.push(owners[prev].clone());
-                        }
-                    }
-                    (false, true, Err(i)) => owners.insert(i, k.clone()),
-                    _ => {}
+                if had && !has {
+                    gone.push(k.clone());
+                } else if has && !had {
+                    ins.push(k.clone());
                 }
-                if has {
-                    check.push(k.clone());
+                if had || has {
+                    changed.push(k.clone());
                 }
             }
+            let cmp = |a: &Box<[u8]>, b: &Box<[u8]>| canonical_cmp(a, b);
+            let owners = patch_sorted(owners, gone, ins, cmp);
             if owners.is_empty() {
                 return Ok(None);
             }
-            let mut more = Vec::new();
-            for k in &check {
-                if let Ok(i) = find(&owners, k) {
-                    more.push(owners[if i == 0 { owners.len() - 1 } else { i - 1 }].clone());
-                }
-            }
-            check.extend(more);
-            for k in &check {
-                if let Ok(i) = find(&owners, k) {
-                    dnssec::check_nsec_link(nodes, k, &owners[(i + 1) % owners.len()])?;
-                }
+            for i in neighbours(&owners, &changed, cmp) {
+                dnssec::check_nsec_link(nodes, &owners[i], &owners[(i + 1) % owners.len()])?;
             }
             Denial::Nsec(owners)
         }
         Denial::Nsec3(ix) => {
-            let mut chain = ix.chain.clone();
-            let mut check: Vec<usize> = Vec::new();
-            let mut changed: Vec<([u8; 20], Box<[u8]>)> = Vec::new();
+            let (mut gone, mut ins, mut changed) = (Vec::new(), Vec::new(), Vec::new());
             for (k, _) in touched {
                 let old_h = match base.nsec3_nodes.get(k) {
                     Some(n) => dnssec::nsec3_chain_hash(k, n, ix.iterations, &ix.salt)?,
@@ -354,40 +389,21 @@ fn patch_index(
                     Some(n) => dnssec::nsec3_chain_hash(k, n, ix.iterations, &ix.salt)?,
                     None => None,
                 };
-                if let Some(h) = old_h {
-                    if let Ok(i) = chain.binary_search(&(h, k.clone())) {
-                        chain.remove(i);
-                        if !chain.is_empty() {
-                            changed.push(chain[(i + chain.len() - 1) % chain.len()].clone());
-                        }
-                    }
+                if old_h != new_h {
+                    gone.extend(old_h.map(|h| (h, k.clone())));
+                    ins.extend(new_h.map(|h| (h, k.clone())));
                 }
-                if let Some(h) = new_h {
-                    let e = (h, k.clone());
-                    if let Err(i) = chain.binary_search(&e) {
-                        chain.insert(i, e.clone());
-                    }
-                    changed.push(e);
-                }
+                changed.extend(old_h.map(|h| (h, k.clone())));
+                changed.extend(new_h.map(|h| (h, k.clone())));
             }
+            let chain = patch_sorted(&ix.chain, gone, ins, Ord::cmp);
             if chain.is_empty() {
                 return Err(format!(
                     "{}: NSEC3PARAM but no NSEC3 record with its parameters",
                     name::display(apex)
                 ));
             }
-            for e in &changed {
-                // the entry itself (if still there) and its predecessor
-                let i = match chain.binary_search(e) {
-                    Ok(i) => {
-                        check.push(i);
-                        i
-                    }
-                    Err(i) => i,
-                };
-                check.push((i + chain.len() - 1) % chain.len());
-            }
-            for i in check {
+            for i in neighbours(&chain, &changed, Ord::cmp) {
                 let (_, owner) = &chain[i];
                 dnssec::check_nsec3_link(nsec3, owner, &chain[(i + 1) % chain.len()].0)?;
             }
