@@ -32,7 +32,7 @@ use crate::zone::{F_DELEGATION, F_DNAME, T_DNSKEY, T_NS, T_NSEC, T_RRSIG, T_SOA}
 
 /// What an incremental application gave.
 pub enum Outcome {
-    Zone(Zone),
+    Zone(Box<Zone>),
     /// The change is one this module does not patch (the zone became
     /// signed or unsigned): build the new version from its records.
     Rebuild,
@@ -234,7 +234,7 @@ pub fn apply_changes<'a>(
         }
         (_, true) => Some(dnssec::index(apex, &nodes, &nsec3_nodes, now, &mut warnings)?),
     };
-    Ok(Outcome::Zone(Zone {
+    Ok(Outcome::Zone(Box::new(Zone {
         apex: base.apex.clone(),
         serial,
         negative_ttl,
@@ -245,7 +245,7 @@ pub fn apply_changes<'a>(
         nsec3_nodes,
         dnssec,
         online: None,
-    }))
+    })))
 }
 
 /// `v` (sorted by `cmp`) without `gone` and with `ins`: a copy when
@@ -368,6 +368,7 @@ fn patch_index(
                     changed.push(k.clone());
                 }
             }
+            #[allow(clippy::borrowed_box)]
             let cmp = |a: &Box<[u8]>, b: &Box<[u8]>| canonical_cmp(a, b);
             let owners = patch_sorted(owners, gone, ins, cmp);
             if owners.is_empty() {

@@ -117,7 +117,7 @@ pub fn apply_at(base: &Zone, diffs: &[Diff], now: u64) -> Result<Zone, XfrError>
     )
     .map_err(XfrError::Zone)?;
     match out {
-        crate::incremental::Outcome::Zone(z) => Ok(z),
+        crate::incremental::Outcome::Zone(z) => Ok(*z),
         crate::incremental::Outcome::Rebuild => rebuild(base, diffs, now),
     }
 }
