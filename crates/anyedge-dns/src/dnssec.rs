@@ -43,7 +43,7 @@ pub const MAX_NSEC3_ITERATIONS: u16 = 100;
 pub const SUPPORTED_ALGORITHMS: &[u8] = &[5, 7, 8, 10, 13, 14, 15, 16];
 
 /// How absence is proven in this zone.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Denial {
     /// Lowercase owners of NSEC records, canonical order.
     Nsec(Vec<Box<[u8]>>),
@@ -52,7 +52,7 @@ pub enum Denial {
     None,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Nsec3Index {
     pub iterations: u16,
     pub salt: Box<[u8]>,
@@ -193,23 +193,53 @@ fn time_before(a: u32, b: u32) -> bool {
 }
 
 /// Everything the answering needs to know about a signed zone.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Index {
     pub denial: Denial,
+    /// RRSIG expirations (UNIX seconds, unwrapped around the load time) and
+    /// how many signatures expire then: the earliest is the zone's
+    /// signature deadline; an IXFR updates it by the signatures it
+    /// touches (no scan of the zone).
+    pub expirations: std::collections::BTreeMap<u64, u32>,
 }
 
-/// Builds the index of a zone with a DNSKEY at its apex and checks it.
-/// `nodes` (owner names) and `nsec3` (hashed owners, kept apart from the
-/// name tree as Knot keeps them) are the zone's; `now` in UNIX seconds.
-/// Errors name the owner and what is wrong.
-pub fn index(
-    apex: &[u8],
-    nodes: &rustc_hash::FxHashMap<Box<[u8]>, Node>,
-    nsec3: &rustc_hash::FxHashMap<Box<[u8]>, Node>,
-    now: u64,
-    warnings: &mut Vec<String>,
-) -> Result<Index, String> {
-    let apex_node = nodes.get(apex).ok_or("no apex")?;
+impl Index {
+    /// UNIX time of the earliest RRSIG expiration, if any RRSIG.
+    pub fn earliest_expiration(&self) -> Option<u64> {
+        self.expirations.keys().next().copied()
+    }
+}
+
+/// A 32-bit RRSIG time as UNIX seconds, the one nearest to `now` (RFC 4034
+/// 3.1.5 serial arithmetic).
+pub fn unwrap_time(t: u32, now: u64) -> u64 {
+    let d = t.wrapping_sub(now as u32) as i32;
+    now.saturating_add_signed(i64::from(d))
+}
+
+/// Adds (`+1`) or removes (`-1`) the expirations of a node's RRSIGs.
+pub(crate) fn count_expirations(exp: &mut std::collections::BTreeMap<u64, u32>, n: &Node, now: u64, add: bool) {
+    for g in &n.sigs {
+        for rd in &g.rdata {
+            let Some(s) = parse_rrsig(&rd.wire) else { continue };
+            let t = unwrap_time(s.expiration, now);
+            if add {
+                *exp.entry(t).or_insert(0) += 1;
+            } else if let Some(c) = exp.get_mut(&t) {
+                *c -= 1;
+                if *c == 0 {
+                    exp.remove(&t);
+                }
+            }
+        }
+    }
+}
+
+type NodeMap = rustc_hash::FxHashMap<Box<[u8]>, std::sync::Arc<Node>>;
+
+/// (key tag, algorithm) of the apex DNSKEYs; an unsupported algorithm is an
+/// error.
+pub(crate) fn apex_keys(apex: &[u8], apex_node: &Node) -> Result<Vec<(u16, u8)>, String> {
     let keys: Vec<(u16, u8)> = apex_node
         .get(T_DNSKEY)
         .map(|s| {
@@ -228,87 +258,167 @@ pub fn index(
             ));
         }
     }
-    let now32 = now as u32;
-    // signatures: present on every authoritative RRset, current, from a
-    // DNSKEY of the apex
-    let check_node = |key: &[u8], n: &Node| -> Result<(), String> {
-        let owner = || name::display(n.owner(key));
-        for g in &n.sigs {
-            for rd in &g.rdata {
-                let s = parse_rrsig(&rd.wire).ok_or_else(|| format!("{}: malformed RRSIG", owner()))?;
-                let ty = domain::base::iana::Rtype::from_int(s.covered);
-                if !SUPPORTED_ALGORITHMS.contains(&s.algorithm) {
-                    return Err(format!(
-                        "{}: RRSIG {ty} algorithm {} is not supported (supported: {SUPPORTED_ALGORITHMS:?})",
-                        owner(),
-                        s.algorithm
-                    ));
-                }
-                if !keys.contains(&(s.key_tag, s.algorithm)) {
-                    return Err(format!(
-                        "{}: RRSIG {ty} is made with key tag {} algorithm {}, which no DNSKEY at the apex has",
-                        owner(),
-                        s.key_tag,
-                        s.algorithm
-                    ));
-                }
-                if time_before(s.expiration, now32) {
-                    return Err(format!(
-                        "{}: RRSIG {ty} (key tag {}) expired {} s ago",
-                        owner(),
-                        s.key_tag,
-                        now32.wrapping_sub(s.expiration)
-                    ));
-                }
-                if time_before(now32, s.inception) {
-                    return Err(format!(
-                        "{}: RRSIG {ty} (key tag {}) is not valid before {} s from now",
-                        owner(),
-                        s.key_tag,
-                        s.inception.wrapping_sub(now32)
-                    ));
-                }
-            }
-        }
-        Ok(())
-    };
-    let below_cut = |key: &[u8]| -> bool {
-        // an owner strictly below a delegation (glue, occluded data) or
-        // below a DNAME (occluded, RFC 6672 2.4): not signed
-        let l = name::Labels::of(key);
-        let apex_n = name::Labels::of(apex).len();
-        (apex_n..l.len()).any(|keep| {
-            nodes
-                .get(&key[l.suffix_at(keep, key.len())..])
-                .is_some_and(|n| n.is_delegation() || n.flags & crate::zone::F_DNAME != 0)
-        })
-    };
-    let mut nsec_owners: Vec<Box<[u8]>> = Vec::new();
-    for (key, n) in nodes {
-        check_node(key, n)?;
-        if below_cut(key) {
-            continue;
-        }
-        let cut = n.is_delegation();
-        for set in &n.rrsets {
-            // at a cut only DS and NSEC are the parent's (RFC 4035 2.2)
-            if cut && !matches!(set.rtype, T_DS | T_NSEC) {
-                continue;
-            }
-            if n.sigs_for(set.rtype).is_none() {
+    Ok(keys)
+}
+
+/// Signatures of one node: well-formed, current, from a DNSKEY of the apex.
+pub(crate) fn check_sigs(key: &[u8], n: &Node, keys: &[(u16, u8)], now32: u32) -> Result<(), String> {
+    let owner = || name::display(n.owner(key));
+    for g in &n.sigs {
+        for rd in &g.rdata {
+            let s = parse_rrsig(&rd.wire).ok_or_else(|| format!("{}: malformed RRSIG", owner()))?;
+            let ty = domain::base::iana::Rtype::from_int(s.covered);
+            if !SUPPORTED_ALGORITHMS.contains(&s.algorithm) {
                 return Err(format!(
-                    "{}: {} has no RRSIG (the zone is signed: DNSKEY at the apex)",
-                    name::display(n.owner(key)),
-                    domain::base::iana::Rtype::from_int(set.rtype)
+                    "{}: RRSIG {ty} algorithm {} is not supported (supported: {SUPPORTED_ALGORITHMS:?})",
+                    owner(),
+                    s.algorithm
+                ));
+            }
+            if !keys.contains(&(s.key_tag, s.algorithm)) {
+                return Err(format!(
+                    "{}: RRSIG {ty} is made with key tag {} algorithm {}, which no DNSKEY at the apex has",
+                    owner(),
+                    s.key_tag,
+                    s.algorithm
+                ));
+            }
+            if time_before(s.expiration, now32) {
+                return Err(format!(
+                    "{}: RRSIG {ty} (key tag {}) expired {} s ago",
+                    owner(),
+                    s.key_tag,
+                    now32.wrapping_sub(s.expiration)
+                ));
+            }
+            if time_before(now32, s.inception) {
+                return Err(format!(
+                    "{}: RRSIG {ty} (key tag {}) is not valid before {} s from now",
+                    owner(),
+                    s.key_tag,
+                    s.inception.wrapping_sub(now32)
                 ));
             }
         }
+    }
+    Ok(())
+}
+
+/// An owner strictly below a delegation (glue, occluded data) or below a
+/// DNAME (occluded, RFC 6672 2.4): not signed.
+pub(crate) fn below_cut(apex: &[u8], nodes: &NodeMap, key: &[u8]) -> bool {
+    let l = name::Labels::of(key);
+    let apex_n = name::Labels::of(apex).len();
+    (apex_n..l.len()).any(|keep| {
+        nodes
+            .get(&key[l.suffix_at(keep, key.len())..])
+            .is_some_and(|n| n.is_delegation() || n.flags & crate::zone::F_DNAME != 0)
+    })
+}
+
+/// Every authoritative RRset of a node (not below a cut) has an RRSIG.
+pub(crate) fn check_coverage(key: &[u8], n: &Node) -> Result<(), String> {
+    let cut = n.is_delegation();
+    for set in &n.rrsets {
+        // at a cut only DS and NSEC are the parent's (RFC 4035 2.2)
+        if cut && !matches!(set.rtype, T_DS | T_NSEC) {
+            continue;
+        }
+        if n.sigs_for(set.rtype).is_none() {
+            return Err(format!(
+                "{}: {} has no RRSIG (the zone is signed: DNSKEY at the apex)",
+                name::display(n.owner(key)),
+                domain::base::iana::Rtype::from_int(set.rtype)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The NSEC at `o` names `next` as the next owner.
+pub(crate) fn check_nsec_link(nodes: &NodeMap, o: &[u8], next: &[u8]) -> Result<(), String> {
+    let Some(set) = nodes.get(o).and_then(|n| n.get(T_NSEC)) else {
+        return Ok(());
+    };
+    let rd = &set.rdata[0].wire;
+    let l = name::wire_len(rd).ok_or_else(|| format!("{}: malformed NSEC", name::display(o)))?;
+    if name::lower(&rd[..l])[..] != next[..] {
+        return Err(format!(
+            "{}: NSEC names {} as the next owner, but the next owner with an NSEC is {} (a gap in the chain)",
+            name::display(o),
+            name::display(&rd[..l]),
+            name::display(next)
+        ));
+    }
+    Ok(())
+}
+
+/// The NSEC3 at `owner` names hash `next` as the next hashed owner.
+pub(crate) fn check_nsec3_link(nsec3: &NodeMap, owner: &[u8], next: &[u8; 20]) -> Result<(), String> {
+    let Some(rd) = nsec3.get(owner).and_then(|n| n.get(T_NSEC3)).map(|s| &s.rdata[0].wire) else {
+        return Ok(());
+    };
+    let at = 5 + rd[4] as usize;
+    let hl = *rd.get(at).unwrap_or(&0) as usize;
+    let nh = rd.get(at + 1..at + 1 + hl).unwrap_or_default();
+    if nh != &next[..] {
+        return Err(format!(
+            "{}: NSEC3 next hashed owner is not the next hash of the chain (a gap in the NSEC3 chain)",
+            name::display(owner)
+        ));
+    }
+    Ok(())
+}
+
+/// The hash of an NSEC3 node of the chain with these parameters (None: not
+/// of this chain).
+pub(crate) fn nsec3_chain_hash(key: &[u8], n: &Node, iterations: u16, salt: &[u8]) -> Result<Option<[u8; 20]>, String> {
+    let Some(set) = n.get(T_NSEC3) else { return Ok(None) };
+    let rd = &set.rdata[0].wire;
+    if rd.len() < 5
+        || rd[0] != 1
+        || u16::from_be_bytes([rd[2], rd[3]]) != iterations
+        || rd.get(5..5 + rd[4] as usize) != Some(salt)
+    {
+        return Ok(None);
+    }
+    let l = key[0] as usize;
+    base32hex_decode(&key[1..1 + l])
+        .and_then(|h| h.try_into().ok())
+        .map(Some)
+        .ok_or_else(|| format!("{}: NSEC3 owner is not a base32hex SHA-1 hash", name::display(key)))
+}
+
+/// Builds the index of a zone with a DNSKEY at its apex and checks it.
+/// `nodes` (owner names) and `nsec3` (hashed owners, kept apart from the
+/// name tree as Knot keeps them) are the zone's; `now` in UNIX seconds.
+/// Errors name the owner and what is wrong.
+pub fn index(
+    apex: &[u8],
+    nodes: &NodeMap,
+    nsec3: &NodeMap,
+    now: u64,
+    warnings: &mut Vec<String>,
+) -> Result<Index, String> {
+    let apex_node = nodes.get(apex).ok_or("no apex")?;
+    let keys = apex_keys(apex, apex_node)?;
+    let now32 = now as u32;
+    let mut expirations = std::collections::BTreeMap::new();
+    let mut nsec_owners: Vec<Box<[u8]>> = Vec::new();
+    for (key, n) in nodes {
+        check_sigs(key, n, &keys, now32)?;
+        count_expirations(&mut expirations, n, now, true);
+        if below_cut(apex, nodes, key) {
+            continue;
+        }
+        check_coverage(key, n)?;
         if n.get(T_NSEC).is_some() {
             nsec_owners.push(key.clone());
         }
     }
     for (key, n) in nsec3 {
-        check_node(key, n)?;
+        check_sigs(key, n, &keys, now32)?;
+        count_expirations(&mut expirations, n, now, true);
     }
     let denial = if let Some(param) = apex_node.get(T_NSEC3PARAM) {
         nsec3_index(apex, param, nsec3, warnings)?
@@ -316,20 +426,7 @@ pub fn index(
         nsec_owners.sort_by(|a, b| canonical_cmp(a, b));
         // the chain is closed: each NSEC names the next owner
         for (i, o) in nsec_owners.iter().enumerate() {
-            let next = &nsec_owners[(i + 1) % nsec_owners.len()];
-            let Some(set) = nodes.get(o).and_then(|n| n.get(T_NSEC)) else {
-                continue;
-            };
-            let rd = &set.rdata[0].wire;
-            let l = name::wire_len(rd).ok_or_else(|| format!("{}: malformed NSEC", name::display(o)))?;
-            if name::lower(&rd[..l])[..] != next[..] {
-                return Err(format!(
-                    "{}: NSEC names {} as the next owner, but the next owner with an NSEC is {} (a gap in the chain)",
-                    name::display(o),
-                    name::display(&rd[..l]),
-                    name::display(next)
-                ));
-            }
+            check_nsec_link(nodes, o, &nsec_owners[(i + 1) % nsec_owners.len()])?;
         }
         Denial::Nsec(nsec_owners)
     } else {
@@ -339,15 +436,10 @@ pub fn index(
         ));
         Denial::None
     };
-    Ok(Index { denial })
+    Ok(Index { denial, expirations })
 }
 
-fn nsec3_index(
-    apex: &[u8],
-    param: &RRset,
-    nsec3: &rustc_hash::FxHashMap<Box<[u8]>, Node>,
-    warnings: &mut Vec<String>,
-) -> Result<Denial, String> {
+fn nsec3_index(apex: &[u8], param: &RRset, nsec3: &NodeMap, warnings: &mut Vec<String>) -> Result<Denial, String> {
     let zn = name::display(apex);
     let p = &param.rdata[0].wire;
     if p.len() < 5 || p.len() < 5 + p[4] as usize {
@@ -373,40 +465,17 @@ fn nsec3_index(
     let salt: Box<[u8]> = p[5..5 + p[4] as usize].into();
     let mut chain: Vec<([u8; 20], Box<[u8]>)> = Vec::with_capacity(nsec3.len());
     for (key, n) in nsec3 {
-        let Some(set) = n.get(T_NSEC3) else { continue };
         // only the chain NSEC3PARAM names
-        let rd = &set.rdata[0].wire;
-        if rd.len() < 5
-            || rd[0] != 1
-            || u16::from_be_bytes([rd[2], rd[3]]) != iterations
-            || rd.get(5..5 + rd[4] as usize) != Some(&salt[..])
-        {
-            continue;
+        if let Some(h) = nsec3_chain_hash(key, n, iterations, &salt)? {
+            chain.push((h, key.clone()));
         }
-        let l = key[0] as usize;
-        let h: [u8; 20] = base32hex_decode(&key[1..1 + l])
-            .and_then(|h| h.try_into().ok())
-            .ok_or_else(|| format!("{}: NSEC3 owner is not a base32hex SHA-1 hash", name::display(key)))?;
-        chain.push((h, key.clone()));
     }
     if chain.is_empty() {
         return Err(format!("{zn}: NSEC3PARAM but no NSEC3 record with its parameters"));
     }
     chain.sort();
     for (i, (_, owner)) in chain.iter().enumerate() {
-        let next = &chain[(i + 1) % chain.len()].0;
-        let Some(rd) = nsec3.get(owner).and_then(|n| n.get(T_NSEC3)).map(|s| &s.rdata[0].wire) else {
-            continue;
-        };
-        let at = 5 + rd[4] as usize;
-        let hl = *rd.get(at).unwrap_or(&0) as usize;
-        let nh = rd.get(at + 1..at + 1 + hl).unwrap_or_default();
-        if nh != &next[..] {
-            return Err(format!(
-                "{}: NSEC3 next hashed owner is not the next hash of the chain (a gap in the NSEC3 chain)",
-                name::display(owner)
-            ));
-        }
+        check_nsec3_link(nsec3, owner, &chain[(i + 1) % chain.len()].0)?;
     }
     Ok(Denial::Nsec3(Nsec3Index {
         iterations,

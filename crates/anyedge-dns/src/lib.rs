@@ -13,6 +13,7 @@ pub mod compact;
 pub mod cookie;
 pub mod dnssec;
 pub mod fuzz_check;
+pub mod incremental;
 pub mod name;
 pub mod sign;
 pub mod xfr;

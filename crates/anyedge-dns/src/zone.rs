@@ -59,7 +59,7 @@ pub enum ZoneError {
 /// One record's data in wire form, with what the writer needs to compress
 /// the names RFC 3597 allows it to compress, and to do additional-section
 /// processing.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rdata {
     /// Uncompressed rdata as it goes on the wire.
     pub wire: Box<[u8]>,
@@ -83,7 +83,7 @@ impl Rdata {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RRset {
     pub rtype: u16,
     pub ttl: u32,
@@ -95,7 +95,7 @@ pub const F_CNAME: u8 = 2;
 pub const F_DNAME: u8 = 4;
 pub const F_APEX: u8 = 8;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Node {
     /// Owner as written in the zone (case preserved), wire format, only
     /// when it differs from the lowercase key (most names are lowercase:
@@ -106,10 +106,14 @@ pub struct Node {
     /// RRSIG with its own TTL, as the signer gave it), by covered type.
     pub sigs: Vec<RRset>,
     pub flags: u8,
+    /// Nodes of the name tree whose parent this is (NSEC3 owners apart):
+    /// an incremental update tells a name left without records but with
+    /// descendants (an empty non-terminal) from one to remove.
+    pub children: u32,
 }
 
 impl Node {
-    fn new(owner: &[u8], key: &[u8]) -> Node {
+    pub(crate) fn new(owner: &[u8], key: &[u8]) -> Node {
         Node {
             owner_case: (owner != key).then(|| owner.into()),
             ..Node::default()
@@ -157,7 +161,9 @@ pub struct Zone {
     pub serial: u32,
     /// TTL for negative answers: min(SOA TTL, SOA MINIMUM) (RFC 2308 5).
     pub negative_ttl: u32,
-    pub nodes: FxHashMap<Box<[u8]>, Node>,
+    /// Nodes are shared between versions: an IXFR copies the map (pointers)
+    /// and replaces only the nodes it touches (see `crate::incremental`).
+    pub nodes: FxHashMap<Box<[u8]>, Arc<Node>>,
     /// Number of records.
     pub records: usize,
     /// Records skipped with a reason (out of zone, ...), for the operator.
@@ -167,7 +173,7 @@ pub struct Zone {
     pub signed: bool,
     /// Owners made only of an NSEC3 record (hashed names), apart from the
     /// name tree (RFC 5155 7.1); in `iter_records`, not in lookups.
-    pub nsec3_nodes: FxHashMap<Box<[u8]>, Node>,
+    pub nsec3_nodes: FxHashMap<Box<[u8]>, Arc<Node>>,
     /// Indexes for DNSSEC answers of a signed zone.
     pub dnssec: Option<crate::dnssec::Index>,
     /// RFC 9824 compact denial: negative answers signed when asked.
@@ -176,18 +182,18 @@ pub struct Zone {
 
 impl Zone {
     pub fn node(&self, lc: &[u8]) -> Option<&Node> {
-        self.nodes.get(lc)
+        self.nodes.get(lc).map(|n| &**n)
     }
     /// A node of the name tree or an NSEC3 owner.
     pub fn any_node(&self, lc: &[u8]) -> Option<&Node> {
-        self.nodes.get(lc).or_else(|| self.nsec3_nodes.get(lc))
+        self.nodes.get(lc).or_else(|| self.nsec3_nodes.get(lc)).map(|n| &**n)
     }
     /// Every node, NSEC3 owners included.
     pub fn all_nodes(&self) -> impl Iterator<Item = (&Box<[u8]>, &Node)> {
-        self.nodes.iter().chain(self.nsec3_nodes.iter())
+        self.nodes.iter().chain(self.nsec3_nodes.iter()).map(|(k, n)| (k, &**n))
     }
     pub fn apex_node(&self) -> Option<&Node> {
-        self.nodes.get(&self.apex[..])
+        self.node(&self.apex)
     }
     pub fn soa(&self) -> Option<&RRset> {
         self.apex_node().and_then(|n| n.get(T_SOA))
@@ -348,44 +354,9 @@ impl ZoneBuilder {
                 self.nodes.entry(lc).or_insert(n)
             }
         };
-        let (sets, covered) = if rtype == T_RRSIG {
-            let c = crate::dnssec::covered(&rd.wire).ok_or("malformed RRSIG")?;
-            (&mut node.sigs, Some(c))
-        } else {
-            (&mut node.rrsets, None)
-        };
-        let same = |r: &RRset| match covered {
-            Some(c) => r.rdata.first().and_then(|x| crate::dnssec::covered(&x.wire)) == Some(c),
-            None => r.rtype == rtype,
-        };
-        match sets.iter_mut().find(|r| same(r)) {
-            Some(set) => {
-                // duplicates are collapsed (RFC 2181 5)
-                if set.rdata.iter().any(|r| r.wire == rd.wire) {
-                    return Ok(());
-                }
-                if set.ttl != ttl {
-                    self.warnings.push(format!(
-                        "{} {}: TTL {} differs within the RRset; using {}",
-                        name::display(owner),
-                        Rtype::from_int(rtype),
-                        ttl,
-                        set.ttl.min(ttl)
-                    ));
-                    set.ttl = set.ttl.min(ttl);
-                }
-                if rtype == T_CNAME || rtype == T_DNAME || rtype == T_SOA {
-                    return Err(format!("more than one {} at this name", Rtype::from_int(rtype)));
-                }
-                set.rdata.push(rd);
-            }
-            None => sets.push(RRset {
-                rtype,
-                ttl,
-                rdata: vec![rd],
-            }),
+        if add_to_node(node, owner, rtype, ttl, rd, &mut self.warnings)? {
+            self.records += 1;
         }
-        self.records += 1;
         Ok(())
     }
 
@@ -419,33 +390,9 @@ impl ZoneBuilder {
         };
         let signed = self.nodes.get(&apex[..]).is_some_and(|n| n.get(T_DNSKEY).is_some());
         for (k, n) in self.nodes.iter_mut() {
-            let mut f = 0u8;
-            if k[..] == apex[..] {
-                f |= F_APEX;
-            } else if n.get(T_NS).is_some() {
-                f |= F_DELEGATION;
-            }
-            if n.get(T_CNAME).is_some() {
-                // CNAME and other data (RRSIG/NSEC excepted): RFC 1034 3.6.2
-                if let Some(o) = n.rrsets.iter().find(|r| !matches!(r.rtype, T_CNAME | T_NSEC)) {
-                    return Err(format!(
-                        "{}: CNAME and other data ({}) at the same name",
-                        name::display(n.owner(k)),
-                        Rtype::from_int(o.rtype)
-                    ));
-                }
-                f |= F_CNAME;
-            }
-            if n.get(T_DNAME).is_some() {
-                f |= F_DNAME;
-            }
-            n.flags = f;
-            // by type, as Knot keeps them: ANY (RFC 8482) answers the first
-            n.rrsets.sort_by_key(|r| r.rtype);
-            n.sigs
-                .sort_by_key(|r| r.rdata.first().and_then(|x| crate::dnssec::covered(&x.wire)));
+            prepare_node(k, n, &apex)?;
         }
-        let mut nsec3_nodes = FxHashMap::default();
+        let mut nsec3_nodes: FxHashMap<Box<[u8]>, Arc<Node>> = FxHashMap::default();
         let mut dnssec = None;
         if signed {
             // hashed NSEC3 owners leave the name tree (they have no
@@ -458,12 +405,27 @@ impl ZoneBuilder {
                 .collect();
             for k in hashed {
                 if let Some(n) = self.nodes.remove(&k) {
-                    nsec3_nodes.insert(k, n);
+                    nsec3_nodes.insert(k, Arc::new(n));
                 }
             }
+        }
+        // child counts of the name tree
+        let parents: Vec<Box<[u8]>> = self
+            .nodes
+            .keys()
+            .filter(|k| k[..] != apex[..])
+            .filter_map(|k| parent_of(k).map(Into::into))
+            .collect();
+        for p in parents {
+            if let Some(n) = self.nodes.get_mut(&p) {
+                n.children += 1;
+            }
+        }
+        let nodes: FxHashMap<Box<[u8]>, Arc<Node>> = self.nodes.into_iter().map(|(k, n)| (k, Arc::new(n))).collect();
+        if signed {
             dnssec = Some(crate::dnssec::index(
                 &apex,
-                &self.nodes,
+                &nodes,
                 &nsec3_nodes,
                 now,
                 &mut self.warnings,
@@ -473,7 +435,7 @@ impl ZoneBuilder {
             apex,
             serial,
             negative_ttl,
-            nodes: self.nodes,
+            nodes,
             records: self.records,
             warnings: self.warnings,
             signed,
@@ -482,6 +444,95 @@ impl ZoneBuilder {
             online: None,
         })
     }
+}
+
+/// The parent of a wire name (None for the root).
+pub(crate) fn parent_of(k: &[u8]) -> Option<&[u8]> {
+    match k.first() {
+        Some(&l) if l > 0 => k.get(1 + l as usize..),
+        _ => None,
+    }
+}
+
+/// Adds one record's encoded rdata to its node; `Ok(false)` for a
+/// duplicate (collapsed, RFC 2181 5).
+pub(crate) fn add_to_node(
+    node: &mut Node,
+    owner: &[u8],
+    rtype: u16,
+    ttl: u32,
+    rd: Rdata,
+    warnings: &mut Vec<String>,
+) -> Result<bool, String> {
+    let (sets, covered) = if rtype == T_RRSIG {
+        let c = crate::dnssec::covered(&rd.wire).ok_or("malformed RRSIG")?;
+        (&mut node.sigs, Some(c))
+    } else {
+        (&mut node.rrsets, None)
+    };
+    let same = |r: &RRset| match covered {
+        Some(c) => r.rdata.first().and_then(|x| crate::dnssec::covered(&x.wire)) == Some(c),
+        None => r.rtype == rtype,
+    };
+    match sets.iter_mut().find(|r| same(r)) {
+        Some(set) => {
+            // duplicates are collapsed (RFC 2181 5)
+            if set.rdata.iter().any(|r| r.wire == rd.wire) {
+                return Ok(false);
+            }
+            if set.ttl != ttl {
+                warnings.push(format!(
+                    "{} {}: TTL {} differs within the RRset; using {}",
+                    name::display(owner),
+                    Rtype::from_int(rtype),
+                    ttl,
+                    set.ttl.min(ttl)
+                ));
+                set.ttl = set.ttl.min(ttl);
+            }
+            if rtype == T_CNAME || rtype == T_DNAME || rtype == T_SOA {
+                return Err(format!("more than one {} at this name", Rtype::from_int(rtype)));
+            }
+            set.rdata.push(rd);
+        }
+        None => sets.push(RRset {
+            rtype,
+            ttl,
+            rdata: vec![rd],
+        }),
+    }
+    Ok(true)
+}
+
+/// Flags of node `k` (`apex` lowercase), its sets sorted by type; the
+/// CNAME-and-other-data check (RFC 1034 3.6.2).
+pub(crate) fn prepare_node(k: &[u8], n: &mut Node, apex: &[u8]) -> Result<(), String> {
+    let mut f = 0u8;
+    if k == apex {
+        f |= F_APEX;
+    } else if n.get(T_NS).is_some() {
+        f |= F_DELEGATION;
+    }
+    if n.get(T_CNAME).is_some() {
+        // CNAME and other data (RRSIG/NSEC excepted): RFC 1034 3.6.2
+        if let Some(o) = n.rrsets.iter().find(|r| !matches!(r.rtype, T_CNAME | T_NSEC)) {
+            return Err(format!(
+                "{}: CNAME and other data ({}) at the same name",
+                name::display(n.owner(k)),
+                Rtype::from_int(o.rtype)
+            ));
+        }
+        f |= F_CNAME;
+    }
+    if n.get(T_DNAME).is_some() {
+        f |= F_DNAME;
+    }
+    n.flags = f;
+    // by type, as Knot keeps them: ANY (RFC 8482) answers the first
+    n.rrsets.sort_by_key(|r| r.rtype);
+    n.sigs
+        .sort_by_key(|r| r.rdata.first().and_then(|x| crate::dnssec::covered(&x.wire)));
+    Ok(())
 }
 
 /// Wire rdata plus the offsets the writer needs.

@@ -1185,5 +1185,14 @@ fn dns_metrics(enc: &mut DescriptorEncoder, d: &Dns) -> std::fmt::Result {
             .filter_map(|z| Some((zone(z), z.expires_in_seconds?)))
             .collect::<Vec<_>>(),
     )?;
+    gauge_f64(
+        enc,
+        "anyedge_dns_zone_signatures_expire_in_seconds",
+        "Signed zones: seconds until the earliest RRSIG of the version served expires (negative: expired; still served, validators fail).",
+        &zones
+            .iter()
+            .filter_map(|z| Some((zone(z), z.signatures_expire_in_seconds?)))
+            .collect::<Vec<_>>(),
+    )?;
     Ok(())
 }

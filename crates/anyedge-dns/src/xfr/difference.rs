@@ -92,9 +92,43 @@ pub fn diff(old: &Zone, new: &Zone) -> Result<Diff, XfrError> {
 
 /// Applies a chain of differences to `base`; the result's SOA is the last
 /// difference's new SOA. Deleting a record the zone does not have is an
-/// error (the versions diverged: transfer the whole zone instead).
+/// error (the versions diverged: transfer the whole zone instead). The
+/// new version shares every node the differences do not touch with `base`
+/// and patches its indexes ([`crate::incremental`]): the cost follows the
+/// differences, not the zone.
 pub fn apply(base: &Zone, diffs: &[Diff]) -> Result<Zone, XfrError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    apply_at(base, diffs, now)
+}
+
+/// [`apply`] with signatures checked at UNIX time `now`.
+pub fn apply_at(base: &Zone, diffs: &[Diff], now: u64) -> Result<Zone, XfrError> {
+    let (removed, adds) = net_changes(base, diffs)?;
     let last = diffs.last().ok_or_else(|| XfrError::Ixfr("no differences".into()))?;
+    let s = &last.new_soa;
+    let out = crate::incremental::apply_changes(
+        base,
+        removed.iter().map(|k| (&k.0[..], k.1, &k.2[..])),
+        adds.iter().map(|r| (&r.owner[..], r.rtype, r.ttl, &r.rdata[..])),
+        (&s.owner, s.ttl, &s.rdata),
+        now,
+    )
+    .map_err(XfrError::Zone)?;
+    match out {
+        crate::incremental::Outcome::Zone(z) => Ok(*z),
+        crate::incremental::Outcome::Rebuild => rebuild(base, diffs, now),
+    }
+}
+
+/// The net removals (sorted canonically for determinism) and additions
+/// (canonical order) of a chain of differences, checked against `base`.
+#[allow(clippy::type_complexity)]
+fn net_changes(base: &Zone, diffs: &[Diff]) -> Result<(Vec<RrKey>, Vec<Rr>), XfrError> {
+    if diffs.is_empty() {
+        return Err(XfrError::Ixfr("no differences".into()));
+    }
     let has_base = |k: &RrKey| -> bool {
         base.any_node(&k.0)
             .and_then(|n| n.set_of(k.1, &k.2))
@@ -134,6 +168,19 @@ pub fn apply(base: &Zone, diffs: &[Diff]) -> Result<Zone, XfrError> {
             added.insert(k, r.clone());
         }
     }
+    let mut removed: Vec<RrKey> = removed.into_iter().collect();
+    removed.sort();
+    let mut adds: Vec<Rr> = added.into_values().collect();
+    sort_canonical(&mut adds);
+    Ok((removed, adds))
+}
+
+/// The new version built from all its records (the zone became signed or
+/// unsigned; also the reference the incremental path is tested against).
+pub fn rebuild(base: &Zone, diffs: &[Diff], now: u64) -> Result<Zone, XfrError> {
+    let (removed, adds) = net_changes(base, diffs)?;
+    let removed: HashSet<RrKey> = removed.into_iter().collect();
+    let last = diffs.last().ok_or_else(|| XfrError::Ixfr("no differences".into()))?;
     let mut b = ZoneBuilder::new(&base.apex);
     for (owner, set) in base.iter_records() {
         if set.rtype == T_SOA {
@@ -148,12 +195,10 @@ pub fn apply(base: &Zone, diffs: &[Diff]) -> Result<Zone, XfrError> {
             b.add(owner, set.rtype, set.ttl, &rd.wire).map_err(XfrError::Zone)?;
         }
     }
-    let mut adds: Vec<Rr> = added.into_values().collect();
-    sort_canonical(&mut adds);
     for r in &adds {
         add_rr(&mut b, r)?;
     }
     let s = &last.new_soa;
     b.add(&s.owner, T_SOA, s.ttl, &s.rdata).map_err(XfrError::Zone)?;
-    b.finish().map_err(XfrError::Zone)
+    b.finish_at(now).map_err(XfrError::Zone)
 }

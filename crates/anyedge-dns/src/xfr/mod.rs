@@ -151,7 +151,7 @@ mod serve;
 mod tests;
 
 pub use client::{build_query, check_response, soa_answer};
-pub use difference::{apply, diff, Diff};
+pub use difference::{apply, apply_at, diff, rebuild, Diff};
 pub use journal::Journal;
 pub use notify::{build_notify, check_notify_response, parse_notify, NotifyRequest};
 pub use receive::{Received, Receiver};

@@ -19,6 +19,7 @@
 
 mod counters;
 mod dnstap;
+mod sigexpiry;
 mod sockets;
 mod tcp;
 mod udp;

@@ -33,6 +33,9 @@ pub struct ZoneStatus {
     /// Secondaries: seconds until the version served expires unless a
     /// primary confirms it (0: expired).
     pub expires_in_seconds: Option<f64>,
+    /// Signed zones: seconds until the earliest RRSIG of the version
+    /// served expires (negative: expired, still served).
+    pub signatures_expire_in_seconds: Option<f64>,
 }
 
 /// How a zone version came to be served.
@@ -203,6 +206,11 @@ pub fn signing_policy(zone: &str, d: &SigningConfig) -> Result<anyedge_dns::sign
     })
 }
 
+/// Signature lifetime of a zone signed here.
+fn validity_of(d: &SigningConfig) -> u32 {
+    u32::try_from(d.signature_validity.as_secs()).unwrap_or(u32::MAX / 4)
+}
+
 /// Re-signs signed zones before their signatures expire: every
 /// `interval`, a zone with less than a third of its signature validity
 /// left on some RRSIG is reloaded (its file read again and signed; the
@@ -222,6 +230,10 @@ pub(super) fn start_resigner(dns: &Arc<super::Dns>) {
             let cfg = dns.cfg.load_full();
             let zones = dns.zones.load_full();
             for z in &cfg.zones {
+                if let Some(cur) = zones.get(&domain_wire(&z.name)) {
+                    let v = z.dnssec.as_ref().map(validity_of);
+                    super::sigexpiry::observe(&z.name, cur, v, unix_secs());
+                }
                 let Some(d) = &z.dnssec else { continue };
                 let Some(cur) = zones.get(&domain_wire(&z.name)) else {
                     continue;
@@ -253,6 +265,12 @@ impl Dns {
     /// Records where a zone version came from (for the status).
     pub(crate) fn note_loaded(&self, z: &Arc<Zone>, by: LoadedBy) {
         let unix = unix_secs();
+        let cfg = self.cfg.load();
+        let zc = cfg.zones.iter().find(|c| domain_wire(&c.name)[..] == z.apex[..]);
+        if let Some(zc) = zc {
+            let v = zc.dnssec.as_ref().map(validity_of);
+            super::sigexpiry::observe(&zc.name, z, v, unix);
+        }
         if let Ok(mut m) = self.origins.lock() {
             m.retain(|_, o| o.zone.strong_count() > 0);
             m.insert(
@@ -460,6 +478,7 @@ impl Dns {
                     } else {
                         None
                     },
+                    signatures_expire_in_seconds: loaded.and_then(|l| super::sigexpiry::expire_in(l, unix_secs())),
                 }
             })
             .collect()
