@@ -13,6 +13,8 @@
 //! 4. Bad input: a DNSKEY in the zone file without its key file, a key of
 //!    an unsupported algorithm: the reload is refused naming the zone and
 //!    the problem, and the previous version keeps serving.
+//! 5. Online signatures computed and signature cache hits and misses are
+//!    counted in /metrics and the status JSON.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
