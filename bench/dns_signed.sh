@@ -147,6 +147,8 @@ server:
     database: ""
     logfile: "$d/log"
     verbosity: 0
+    rrl-ratelimit: 0
+    rrl-whitelist-ratelimit: 0
 remote-control:
     control-enable: no
 zone:
@@ -209,7 +211,7 @@ run_mix() {  # run_mix KEY MIX
   out=$(taskset -c "$CLIENT_CPU" dnsperf -s 127.0.0.1 -p "$SPORT" -D -d "$W/$2.q" -l "$DURATION" \
     -c "$CLIENTS" -q "$OUTSTANDING" -t 2 2>&1) || true
   local q l r
-  q=$(awk '/Queries per second/ {print $4}' <<<"$out")
+  q=$(awk '/Queries per second/ {printf "%.0f", $4}' <<<"$out")
   l=$(awk '/Queries lost/ {print $3}' <<<"$out")
   r=$(awk '/Response codes/ {$1 = $2 = ""; gsub(/^ +/, ""); print}' <<<"$out")
   QPS[$1]+="$q "; LOST[$1]+="$l "; RC[$1]=$r
@@ -219,7 +221,7 @@ run_mix() {  # run_mix KEY MIX
     m1=$(metric 'anyedge_dns_signature_cache_total{result="miss"}')
     local rate hr
     rate=$(awk -v a="$s0" -v b="$s1" -v d="$DURATION" 'BEGIN {printf "%.0f", (b - a) / d}')
-    hr=$(awk -v h="$((h1 - h0))" -v m="$((m1 - m0))" 'BEGIN {printf "%.1f", (h + m) > 0 ? 100 * h / (h + m) : 0}')
+    hr=$(awk -v h="$((h1 - h0))" -v m="$((m1 - m0))" 'BEGIN {printf "%.1f", ((h + m) > 0 ? 100 * h / (h + m) : 0)}')
     SIGS[$1]+="$rate "; HITR[$1]+="$hr "
     extra=" signatures/s=$rate cache_hit=$hr%"
   fi
