@@ -12,7 +12,9 @@
 #   a bounded cache) against Knot with mod-onlinesign (every answer signed
 #   per response; default policy, ECDSA P-256). NSD has no online signing.
 # Mixes (each a dnsperf run of DURATION s):
-#   hit  existing names/types (A, AAAA, MX, TXT, CNAME, wildcard, referral)
+#   hit  existing names/types (A, AAAA, MX, TXT, CNAME, wildcard, referral;
+#        under compact denial a wildcard answer is signed at the query name,
+#        so anyedge online signs a few per second here too, mostly cached)
 #   nx   random labels under the apex (random-subdomain flood): NXDOMAIN
 #        (NOERROR + NXNAME for compact denial and Knot's black lies)
 # Servers run one at a time in interleaved rounds, each started fresh per
