@@ -22,7 +22,9 @@
 # online, the new counters (/metrics: anyedge_dns_signatures_total,
 # anyedge_dns_signature_cache_total{result}) give signatures computed per
 # second and the cache hit rate of each run.
-# Prints medians of q/s and lost queries, ratios anyedge/knot and
+# Per run also queries answered per server CPU-second (ticks of the server's
+# process tree; less sensitive to other load on a shared machine).
+# Prints medians of q/s, q/CPU-s and lost queries, ratios anyedge/knot and
 # anyedge/nsd, and RESULT lines.
 #
 #   bench/dns_signed.sh [ROUNDS] [DURATION]     (defaults 3, 10)
@@ -96,6 +98,14 @@ free_port() {
   die "no free port"
 }
 tree() { local c; echo "$1"; for c in $(pgrep -P "$1" 2>/dev/null || true); do tree "$c"; done; }
+ticks() {  # CPU clock ticks (user+system, all threads) of the server's process tree
+  local t=0 p
+  for p in $(tree "$1"); do
+    [ -r "/proc/$p/stat" ] && t=$((t + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12+$13}')))
+  done
+  echo $t
+}
+HZ=$(getconf CLK_TCK)
 
 start_server() {  # start_server WHO (anyedge|knot|nsd) MODE (presigned|online)
   local who=$1 mode=$2 d zone
@@ -203,17 +213,23 @@ metric() {  # metric NAME_AND_LABELS: from anyedge's /metrics
   curl -s "http://127.0.0.1:$APORT/metrics" | awk -v k="$1" '$1 == k {print $2}'
 }
 
-declare -A QPS LOST RC SIGS HITR
+declare -A QPS LOST RC SIGS HITR QCPU
 run_mix() {  # run_mix KEY MIX
   local out s0=0 h0=0 m0=0 s1 h1 m1
   if [ -n "$APORT" ]; then
     s0=$(metric anyedge_dns_signatures_total); h0=$(metric 'anyedge_dns_signature_cache_total{result="hit"}')
     m0=$(metric 'anyedge_dns_signature_cache_total{result="miss"}')
   fi
+  local c0 c1
+  c0=$(ticks "$SPID")
   out=$(taskset -c "$CLIENT_CPU" dnsperf -s 127.0.0.1 -p "$SPORT" -D -d "$W/$2.q" -l "$DURATION" \
     -c "$CLIENTS" -q "$OUTSTANDING" -t 2 2>&1) || true
-  local q l r
+  c1=$(ticks "$SPID")
+  local q l r n cpus
   q=$(awk '/Queries per second/ {printf "%.0f", $4}' <<<"$out")
+  n=$(awk '/Queries completed/ {print $3}' <<<"$out")
+  cpus=$(awk -v n="${n:-0}" -v t="$((c1 - c0))" -v hz="$HZ" 'BEGIN {printf "%.0f", (t > 0 ? n * hz / t : 0)}')
+  QCPU[$1]+="$cpus "
   l=$(awk '/Queries lost/ {print $3}' <<<"$out")
   r=$(awk '/Response codes/ {$1 = $2 = ""; gsub(/^ +/, ""); print}' <<<"$out")
   QPS[$1]+="$q "; LOST[$1]+="$l "; RC[$1]=$r
@@ -227,7 +243,7 @@ run_mix() {  # run_mix KEY MIX
     SIGS[$1]+="$rate "; HITR[$1]+="$hr "
     extra=" signatures/s=$rate cache_hit=$hr%"
   fi
-  echo "  $1: $q q/s lost=$l rcodes: $r$extra" >&2
+  echo "  $1: $q q/s ($cpus per server CPU-s) lost=$l rcodes: $r$extra" >&2
 }
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR ? a[int((NR+1)/2)] : "-")}'; }
 
@@ -254,9 +270,9 @@ done
 
 echo
 echo "medians of $ROUNDS rounds x ${DURATION}s, zone $ZONE_RECORDS records, DO=1 (presigned: $DENIAL)"
-printf '%-26s %10s %8s %10s %10s  %s\n' run "q/s" lost "sigs/s" "cache_hit" "rcodes (last run)"
+printf '%-26s %10s %10s %8s %10s %10s  %s\n' run "q/s" "q/CPU-s" lost "sigs/s" "cache_hit" "rcodes (last run)"
 for k in "${KEYS[@]}"; do
-  printf '%-26s %10s %8s %10s %10s  %s\n' "$k" "$(echo "${QPS[$k]}" | median)" "$(echo "${LOST[$k]}" | median)" \
+  printf '%-26s %10s %10s %8s %10s %10s  %s\n' "$k" "$(echo "${QPS[$k]}" | median)" "$(echo "${QCPU[$k]}" | median)" "$(echo "${LOST[$k]}" | median)" \
     "$(echo "${SIGS[$k]:-}" | median)" "$(echo "${HITR[$k]:-}" | median)" "${RC[$k]}"
 done
 for part in $PARTS; do
@@ -268,6 +284,7 @@ for part in $PARTS; do
       ns=$(echo "${QPS[$part/$mix/nsd]}" | median)
       line+=" nsd=$ns anyedge/nsd=$(awk -v a="$ae" -v b="$ns" 'BEGIN {printf "%.2f", a / b}')"
     fi
+    line+=" per_cpu_s_anyedge/knot=$(awk -v a="$(echo "${QCPU[$part/$mix/anyedge]}" | median)" -v b="$(echo "${QCPU[$part/$mix/knot]}" | median)" 'BEGIN {printf "%.2f", a / b}')"
     line+=" lost_anyedge=$(echo "${LOST[$part/$mix/anyedge]}" | median)"
     [ "$part" = online ] && line+=" signatures_per_s=$(echo "${SIGS[$part/$mix/anyedge]}" | median) cache_hit_pct=$(echo "${HITR[$part/$mix/anyedge]}" | median)"
     echo "$line"
