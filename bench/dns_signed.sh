@@ -84,7 +84,7 @@ CHECK_NAME=$(tr ' ' '\n' <"$W/facts" | awk -F= '$1 == "check_name" {print $2}')
   n3=(); [ "$DENIAL" = nsec3 ] && n3=(-n -t 0)
   t0=$(date +%s.%N)
   ldns-signzone "${n3[@]}" -f signed.zone -o "$ORIGIN" plain.zone "$ksk" "$zsk"
-  echo "presigned zone: $(grep -c . signed.zone) lines, signed by ldns-signzone ($DENIAL) in $(echo "$(date +%s.%N) - $t0" | bc) s" >&2
+  echo "presigned zone: $(grep -c . signed.zone) lines, signed by ldns-signzone ($DENIAL) in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}') s" >&2
 )
 STEM=$("$BIN" dns keygen --zone "$ORIGIN" --algorithm ecdsap256 --csk --out "$W")
 echo "zone: $(cat "$W/facts")" >&2

@@ -158,12 +158,12 @@ for round in $(seq "$LOAD_ROUNDS"); do
     t0=$(date +%s.%N)
     start_server "$who"
     ok=""
-    while [ "$(echo "$(date +%s.%N) - $t0 < $LOAD_TIMEOUT" | bc)" = 1 ]; do
+    while [ "$(awk -v a="$t0" -v b="$(date +%s.%N)" -v m="$LOAD_TIMEOUT" 'BEGIN {print (b - a < m)}')" = 1 ]; do
       kill -0 "$SPID" 2>/dev/null || break
       if dig +norec +dnssec +time=1 +tries=1 -p "$SPORT" @127.0.0.1 "$LAST" A 2>/dev/null | grep -q RRSIG; then ok=1; break; fi
       sleep 0.05
     done
-    t=$(echo "$(date +%s.%N) - $t0" | bc)
+    t=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.2f", b - a}')
     [ -n "$ok" ] || { tail -20 "$SDIR/log" >&2; die "$who: $LAST not answered signed within $LOAD_TIMEOUT s"; }
     sleep 1  # let loaders exit and the allocator settle
     read -r r p < <(mem "$SPID")
