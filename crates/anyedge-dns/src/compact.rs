@@ -14,6 +14,7 @@
 //! flood costs one signing per query (the guard and RRL bound the rate
 //! per source) and evicts only the oldest quarter of the cache when full.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rustc_hash::FxHashMap;
@@ -22,6 +23,43 @@ use crate::sign::{sign_rrset, SigningKey, INCEPTION_BACKDATE};
 
 /// Entries kept (each an owner name and a signature: ~200-400 bytes).
 pub const CACHE_ENTRIES: usize = 16_384;
+
+/// Process-wide counts of online signing, for the status and metrics: one
+/// set for every zone (a zone's [`Online`] is replaced on each reload, so
+/// counts kept in it would be lost). Relaxed atomics, bumped where the
+/// cache lock is already held or a signature was just made (both far
+/// costlier than the increment).
+pub struct OnlineCounters {
+    /// Signatures computed on line (cache misses that signed).
+    pub signatures: AtomicU64,
+    /// Signatures served from the cache.
+    pub cache_hits: AtomicU64,
+    /// Lookups that found no fresh signature (absent, or past two thirds
+    /// of its validity).
+    pub cache_misses: AtomicU64,
+    /// Entries dropped to make room in a full cache.
+    pub cache_evictions: AtomicU64,
+}
+
+pub static COUNTERS: OnlineCounters = OnlineCounters {
+    signatures: AtomicU64::new(0),
+    cache_hits: AtomicU64::new(0),
+    cache_misses: AtomicU64::new(0),
+    cache_evictions: AtomicU64::new(0),
+};
+
+impl OnlineCounters {
+    /// (signatures, cache hits, cache misses, cache evictions).
+    pub fn read(&self) -> (u64, u64, u64, u64) {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        (
+            r(&self.signatures),
+            r(&self.cache_hits),
+            r(&self.cache_misses),
+            r(&self.cache_evictions),
+        )
+    }
+}
 
 /// Online signing state of a compact-denial zone.
 pub struct Online {
@@ -91,10 +129,12 @@ impl Online {
                     e.used = tick;
                     let r = e.rrsig.clone();
                     c.hits += 1;
+                    COUNTERS.cache_hits.fetch_add(1, Ordering::Relaxed);
                     return Some(r);
                 }
             }
         }
+        COUNTERS.cache_misses.fetch_add(1, Ordering::Relaxed);
         let expiration = now.wrapping_add(self.validity);
         let sig = sign_rrset(
             &self.key,
@@ -108,6 +148,7 @@ impl Online {
         )
         .ok()?;
         let sig: Arc<[u8]> = sig.into();
+        COUNTERS.signatures.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut c) = self.cache.lock() {
             c.signed += 1;
             if c.map.len() >= self.cap {
@@ -115,7 +156,11 @@ impl Online {
                 let mut used: Vec<u64> = c.map.values().map(|e| e.used).collect();
                 let cut = used.len() / 4;
                 let (_, &mut limit, _) = used.select_nth_unstable(cut);
+                let before = c.map.len();
                 c.map.retain(|_, e| e.used > limit);
+                COUNTERS
+                    .cache_evictions
+                    .fetch_add((before - c.map.len()) as u64, Ordering::Relaxed);
             }
             let used = c.tick;
             c.map.insert(

@@ -1093,6 +1093,27 @@ fn dns_metrics(enc: &mut DescriptorEncoder, d: &Dns) -> std::fmt::Result {
             (vec![("kind", "refused")], s.transfers_refused),
         ],
     )?;
+    counter(
+        enc,
+        "anyedge_dns_signatures",
+        "DNSSEC signatures computed on line (compact denial: negative answers signed per response), all zones.",
+        &[(vec![], s.signatures)],
+    )?;
+    counter(
+        enc,
+        "anyedge_dns_signature_cache",
+        "Online signature cache lookups, by result: hit (a fresh signature reused), miss (signed anew).",
+        &[
+            (vec![("result", "hit")], s.signature_cache_hits),
+            (vec![("result", "miss")], s.signature_cache_misses),
+        ],
+    )?;
+    counter(
+        enc,
+        "anyedge_dns_signature_cache_evictions",
+        "Online signature cache entries dropped to make room in a full cache.",
+        &[(vec![], s.signature_cache_evictions)],
+    )?;
     if d.dnstap.enabled {
         counter(
             enc,

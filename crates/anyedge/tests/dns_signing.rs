@@ -13,6 +13,8 @@
 //! 4. Bad input: a DNSKEY in the zone file without its key file, a key of
 //!    an unsupported algorithm: the reload is refused naming the zone and
 //!    the problem, and the previous version keeps serving.
+//! 5. Online signatures computed and signature cache hits and misses are
+//!    counted in /metrics and the status JSON.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -485,4 +487,52 @@ fn a_reload_re_signs_only_the_changed_rrsets() {
     assert_eq!(validate(u.addr, "www.nsec3.test.", 1), Some((0, true)));
     assert_eq!(validate(u.addr, "nope.nsec3.test.", 1), Some((3, true)));
     drop(ours);
+}
+
+/// The value of a metric sample line starting with `prefix` (0 if absent).
+fn metric(m: &str, prefix: &str) -> u64 {
+    m.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn online_signatures_and_cache_results_are_counted() {
+    let s = setup(&ZONES[2..]);
+    let admin = SocketAddr::from(([127, 0, 0, 1], common::free_port()));
+    let cfg = format!(
+        "{}\n[admin]\nlisten = \"{admin}\"\ntoken = \"sig-counter-token-0123456789\"\n",
+        config(&s)
+    );
+    let ours = common::Anyedge::start(&cfg, s.addr);
+    common::wait_port(admin, Duration::from_secs(10));
+    // 5 names that do not exist, each asked 3 times: 5 signatures (misses),
+    // 10 cache hits
+    for round in 0..3u16 {
+        for i in 0..5u16 {
+            let q = query(round * 10 + i, &format!("nx{i}.compact.test."), 1, false);
+            assert!(exchange(s.addr, &q).is_some(), "no answer\n{}", ours.log());
+        }
+    }
+    let (_, m) = common::http(admin, "GET", "/metrics", None);
+    let got = (
+        metric(&m, "anyedge_dns_signatures_total "),
+        metric(&m, "anyedge_dns_signature_cache_total{result=\"hit\"}"),
+        metric(&m, "anyedge_dns_signature_cache_total{result=\"miss\"}"),
+    );
+    assert_eq!(got, (5, 10, 5), "{m}");
+    let (_, body) = common::http(admin, "GET", "/api/v1/status", None);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let st = &v["dns"]["stats"];
+    assert_eq!(
+        (
+            &st["signatures"],
+            &st["signature_cache_hits"],
+            &st["signature_cache_misses"]
+        ),
+        (&5.into(), &10.into(), &5.into()),
+        "{body}"
+    );
 }

@@ -64,6 +64,14 @@ macro_rules! dns_counters {
             pub ixfr_in: u64,
             pub transfers_served: u64,
             pub transfers_refused: u64,
+            /// Signatures computed on line (compact denial), all zones.
+            pub signatures: u64,
+            /// Online signature cache lookups: fresh signature found.
+            pub signature_cache_hits: u64,
+            /// Online signature cache lookups: none fresh (then signed).
+            pub signature_cache_misses: u64,
+            /// Online signature cache entries dropped to make room.
+            pub signature_cache_evictions: u64,
             /// Queries by QTYPE name (see [`QTYPES`]).
             pub query_types: std::collections::BTreeMap<&'static str, u64>,
         }
@@ -249,6 +257,12 @@ impl Dns {
         s.ixfr_in = r(&self.xfr.ixfr_in);
         s.transfers_served = r(&self.xfr.served_out);
         s.transfers_refused = r(&self.xfr.refused_out);
+        (
+            s.signatures,
+            s.signature_cache_hits,
+            s.signature_cache_misses,
+            s.signature_cache_evictions,
+        ) = anyedge_dns::compact::COUNTERS.read();
         s
     }
 }
@@ -306,6 +320,10 @@ mod tests {
                 "ixfr_in",
                 "transfers_served",
                 "transfers_refused",
+                "signatures",
+                "signature_cache_hits",
+                "signature_cache_misses",
+                "signature_cache_evictions",
                 "query_types"
             ]
         );
