@@ -600,21 +600,7 @@ pub fn encode_rdata(rtype: u16, wire: &[u8]) -> Result<Rdata, String> {
 /// wire); `$INCLUDE` is confined to the file's directory and nested at most
 /// [`MAX_INCLUDE_DEPTH`] deep.
 pub fn load_file(path: &Path, origin: &str) -> Result<Zone, ZoneError> {
-    let apex: domain::base::Name<bytes::Bytes> = origin.parse().map_err(|e| ZoneError::Zone {
-        zone: origin.to_string(),
-        msg: format!("bad zone name: {e}"),
-    })?;
-    let dir = path
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    let dir = dir.canonicalize().unwrap_or(dir);
-    let mut b = ZoneBuilder::new(apex.as_slice());
-    read_into(&mut b, path, apex, &dir, 0, None)?;
-    b.finish().map_err(|msg| ZoneError::Zone {
-        zone: origin.to_string(),
-        msg,
-    })
+    finished(load_file_records(path, origin)?.finish(), origin)
 }
 
 /// The records of a zone file, not yet checked as a zone (the signer
@@ -647,28 +633,18 @@ pub fn load_str_records(text: &str, origin: &str) -> Result<ZoneBuilder, ZoneErr
 
 /// Loads a zone from text (tests, fuzzing, transfers' presentation form).
 pub fn load_str(text: &str, origin: &str) -> Result<Zone, ZoneError> {
-    let apex: domain::base::Name<bytes::Bytes> = origin.parse().map_err(|e| ZoneError::Zone {
-        zone: origin.to_string(),
-        msg: format!("bad zone name: {e}"),
-    })?;
-    let mut b = ZoneBuilder::new(apex.as_slice());
-    scan_into(&mut b, text.as_bytes().to_vec(), "<text>", apex, None, 0, None, None)?;
-    b.finish().map_err(|msg| ZoneError::Zone {
-        zone: origin.to_string(),
-        msg,
-    })
+    finished(load_str_records(text, origin)?.finish(), origin)
 }
 
 /// [`load_str`] with signatures checked at UNIX time `now` (tests of
 /// signed zones with fixed validity periods).
 pub fn load_str_at(text: &str, origin: &str, now: u64) -> Result<Zone, ZoneError> {
-    let apex: domain::base::Name<bytes::Bytes> = origin.parse().map_err(|e| ZoneError::Zone {
-        zone: origin.to_string(),
-        msg: format!("bad zone name: {e}"),
-    })?;
-    let mut b = ZoneBuilder::new(apex.as_slice());
-    scan_into(&mut b, text.as_bytes().to_vec(), "<text>", apex, None, 0, None, None)?;
-    b.finish_at(now).map_err(|msg| ZoneError::Zone {
+    finished(load_str_records(text, origin)?.finish_at(now), origin)
+}
+
+/// A builder's verdict as the zone's error.
+fn finished(r: Result<Zone, String>, origin: &str) -> Result<Zone, ZoneError> {
+    r.map_err(|msg| ZoneError::Zone {
         zone: origin.to_string(),
         msg,
     })
