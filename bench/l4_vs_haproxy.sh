@@ -4,6 +4,7 @@
 # backend on loopback. Prints medians and the ratios anyedge/HAProxy.
 #
 #   bench/l4_vs_haproxy.sh [ROUNDS] [SECONDS]
+#   ONLY=log bench/l4_vs_haproxy.sh [ROUNDS] [SECONDS]   (the access-log row only)
 #
 # Also, in the same anyedge process: new connections/s with the access log
 # on (JSON to a file) against the same service without it, and their ratio.
@@ -18,6 +19,7 @@ THREADS=${THREADS:-1}
 CONNS=${CONNS:-50}
 DL_SIZE=${DL_SIZE:-1G}
 IDLE=${IDLE:-5000}   # idle connections held open for the memory row
+ONLY=${ONLY:-all}    # all | log
 cd "$(dirname "$0")/.."
 # the idle-memory row holds IDLE client connections (and as many to the backend)
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
@@ -133,6 +135,9 @@ HZ=$(getconf CLK_TCK)
 dl() { curl -s -o /dev/null -w '%{speed_download}' "http://127.0.0.1:$1/big" | awk '{printf "%.3f", $1/1e9}'; }
 
 declare -A R
+# CPU ticks of anyedge's access-log writer thread, lines in the log so far
+writer_ticks() { grep -l '^anyedge-accessl' /proc/$AE_PID/task/*/comm | sed 's/comm$/stat/' | xargs -r cat | awk '{s+=$14+$15} END {print s+0}'; }
+log_lines() { wc -l < "$W/access.log" 2>/dev/null || echo 0; }
 # Memory per idle connection: IDLE clients connect and send nothing; the
 # balancer's RSS growth (and its descriptors, so we know every connection
 # reached the backend: 2 per connection) divided by IDLE, in bytes.
@@ -166,13 +171,16 @@ PY
 }
 # Measured once, first, on fresh processes: a heap that already served
 # load (or an earlier idle round) reuses freed memory and would show less.
+if [ "$ONLY" = all ]; then
 R[haproxy,idle]="$(idle_mem $P_HAP $HAP_PID 2)"
 R[anyedge,idle]="$(idle_mem $P_AE_RAW $AE_PID 2)"
 R[anyedge,idle_inspect]="$(idle_mem $P_AE_INSP $AE2_PID 1)"
 echo "idle bytes/connection: haproxy ${R[haproxy,idle]} | anyedge inspect=false ${R[anyedge,idle]} | anyedge inspect=true ${R[anyedge,idle_inspect]}" >&2
+fi
 
 for r in $(seq "$ROUNDS"); do
   for who in haproxy anyedge; do
+    [ "$ONLY" = all ] || continue
     port=$P_HAP; pid=$HAP_PID; [ $who = anyedge ] && { port=$P_AE; pid=$AE_PID; }
     t0=$(ticks $pid)
     ka=$(rps "http://127.0.0.1:$port/")
@@ -188,18 +196,23 @@ for r in $(seq "$ROUNDS"); do
   # turn first, so a drift of the machine's load favours neither)
   # (and per CPU-second of the anyedge process, its log writer included)
   logrun() { # off|on port
-    local t0 t1 n
+    local t0 t1 n w0 w1 l0 l1
+    w0=$(writer_ticks); l0=$(log_lines)
     t0=$(ticks $AE_PID); n=$(rps -H 'Connection: close' "http://127.0.0.1:$2/"); t1=$(ticks $AE_PID)
+    w1=$(writer_ticks); l1=$(log_lines)
     R[log,$1]+="$n "
+    # the writer thread's CPU time per line written (formatting + write)
+    [ "$1" = on ] && R[log,writer_us]+="$(awk -v t=$((w1 - w0)) -v l=$((l1 - l0)) -v hz="$HZ" 'BEGIN { if (l > 0) printf "%.2f", t/hz/l*1e6; else print 0 }') "
     R[log,${1}_eff]+="$(awk -v r="$n" -v s="$SECS" -v t=$((t1 - t0)) -v hz="$HZ" 'BEGIN { if (t > 0) printf "%.0f", r*s/(t/hz); else print 0 }') "
   }
   if [ $((r % 2)) = 1 ]; then logrun off $P_AE; logrun on $P_AE_LOG; else logrun on $P_AE_LOG; logrun off $P_AE; fi
-  echo "round $r: haproxy ka=${R[haproxy,ka]} close=${R[haproxy,close]} dl=${R[haproxy,dl]} | anyedge ka=${R[anyedge,ka]} close=${R[anyedge,close]} dl=${R[anyedge,dl]} | access log off=${R[log,off]} on=${R[log,on]}" >&2
+  echo "round $r: haproxy ka=${R[haproxy,ka]:-} close=${R[haproxy,close]:-} dl=${R[haproxy,dl]:-} | anyedge ka=${R[anyedge,ka]:-} close=${R[anyedge,close]:-} dl=${R[anyedge,dl]:-} | access log off=${R[log,off]:-} on=${R[log,on]:-}" >&2
 done
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR==0) print 0; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 printf '%-28s %14s %14s %8s %8s\n' metric haproxy anyedge ratio target
 for m in ka eff close dl idle; do
+  [ "$ONLY" = all ] || continue
   h=$(echo "${R[haproxy,$m]}" | median); a=$(echo "${R[anyedge,$m]}" | median)
   case $m in ka) name="keep-alive req/s"; t=1.2;; eff) name="keep-alive req/CPU-second"; t=-;; close) name="new connections/s"; t=1.0;; dl) name="1 GiB download GB/s"; t=1.2;; idle) name="idle connection bytes (RSS)"; t=-;; esac
   ratio=$(awk -v a="$a" -v h="$h" 'BEGIN { if (h > 0) printf "%.2f", a/h; else print "n/a" }')
@@ -213,7 +226,7 @@ printf '%-28s %14s %14s %8s %8s\n' "new conn/s, access log" "$off" "$on" \
 off=$(echo "${R[log,off_eff]}" | median); on=$(echo "${R[log,on_eff]}" | median)
 printf '%-28s %14s %14s %8s %8s\n' "new conn/CPU-second, log" "$off" "$on" \
   "$(awk -v a="$on" -v h="$off" 'BEGIN { if (h > 0) printf "%.2f", a/h; else print "n/a" }')" ""
-lines=$(wc -l < "$W/access.log" 2>/dev/null || echo 0)
-echo "(access log: JSON to a file, $lines lines written; both services in the same anyedge process)"
-echo "(idle: $IDLE connections held open once, on fresh processes; anyedge with inspect=false forwards at once as HAProxy mode tcp does; lower is better; with the default inspect=true: ${R[anyedge,idle_inspect]} bytes, the connection waits for its first bytes before a backend is chosen)"
+lines=$(log_lines)
+echo "(access log: JSON to a file, $lines lines written; both services in the same anyedge process; writer thread CPU per line: $(echo "${R[log,writer_us]}" | median) us)"
+echo "(idle: $IDLE connections held open once, on fresh processes; anyedge with inspect=false forwards at once as HAProxy mode tcp does; lower is better; with the default inspect=true: ${R[anyedge,idle_inspect]:-} bytes, the connection waits for its first bytes before a backend is chosen)"
 echo "(threads per balancer: $THREADS, wrk: 1 thread $CONNS connections ${SECS}s, rounds: $ROUNDS, medians)"

@@ -11,10 +11,9 @@
 //! next batch after [`AccessLog::reopen`] (SIGHUP, for logrotate), or
 //! within a second when idle.
 
-use std::fmt::{self, Write as _};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
@@ -108,17 +107,24 @@ impl Cause {
 }
 
 /// One connection, as the connection path leaves it at close.
+///
+/// Records are pooled: the writer hands them back after formatting (see
+/// [`AccessLog::record`]), so a logged connection allocates nothing in the
+/// steady state, and memory is never freed on a thread other than the one
+/// that allocated it (glibc then takes the other arena's lock).
 pub struct Record {
     /// When the connection closed.
     pub time: SystemTime,
-    pub service: Arc<Service>,
+    /// (`None` only while pooled)
+    pub service: Option<Arc<Service>>,
     pub client: SocketAddr,
     /// The address the client connected to (from an inbound PROXY header
     /// if a trusted one came).
     pub listener: Option<SocketAddr>,
     pub backend: Option<(Arc<Backend>, SocketAddr)>,
-    /// The PROXY header's `PP2_TYPE_UNIQUE_ID`, if one was sent.
-    pub unique_id: Option<String>,
+    /// The PROXY header's `PP2_TYPE_UNIQUE_ID` (empty: none sent). Kept
+    /// with its capacity when pooled.
+    pub unique_id: String,
     pub bytes_to_backend: u64,
     pub bytes_to_client: u64,
     /// From accept to the client's first byte.
@@ -139,11 +145,11 @@ impl Record {
     pub fn new(service: Arc<Service>, client: SocketAddr, cause: Cause) -> Record {
         Record {
             time: SystemTime::UNIX_EPOCH,
-            service,
+            service: Some(service),
             client,
             listener: None,
             backend: None,
-            unique_id: None,
+            unique_id: String::new(),
             bytes_to_backend: 0,
             bytes_to_client: 0,
             first_byte: None,
@@ -153,6 +159,16 @@ impl Record {
             cause,
             detail: "",
         }
+    }
+
+    /// A pooled record made new (its `unique_id` keeps its capacity).
+    fn reset(&mut self, service: Arc<Service>, client: SocketAddr, cause: Cause) {
+        let mut uid = std::mem::take(&mut self.unique_id);
+        uid.clear();
+        *self = Record {
+            unique_id: uid,
+            ..Record::new(service, client, cause)
+        };
     }
 }
 
@@ -167,6 +183,8 @@ pub struct Settings {
 pub struct AccessLog {
     pub settings: Settings,
     tx: SyncSender<Box<Record>>,
+    /// Records the writer is done with, for the next connections.
+    pool: crossbeam_channel::Receiver<Box<Record>>,
     reopen: Arc<AtomicBool>,
     stats: Arc<AccessLogStats>,
     /// Closed by the writer thread when it ends (a `Mutex` only to be
@@ -180,10 +198,13 @@ impl AccessLog {
         let out = Output::open(&settings.config.target)?;
         let queue = usize::try_from(settings.config.queue).unwrap_or(usize::MAX);
         let (tx, rx) = mpsc::sync_channel(queue);
+        // a few more than the queue holds, for those closing right now
+        let (pool_tx, pool) = crossbeam_channel::bounded(queue.saturating_add(256));
         let reopen = Arc::new(AtomicBool::new(false));
         let (done_tx, done) = mpsc::channel();
         let w = Writer {
             rx,
+            pool: pool_tx,
             out,
             format: settings.config.format,
             pop: settings.pop.clone(),
@@ -191,6 +212,7 @@ impl AccessLog {
             stats: stats.clone(),
             buf: Vec::with_capacity(BATCH_BYTES + 1024),
             pending: 0,
+            clock: Clock::default(),
         };
         std::thread::Builder::new()
             .name("anyedge-accesslog".into())
@@ -202,10 +224,23 @@ impl AccessLog {
         Ok(AccessLog {
             settings,
             tx,
+            pool,
             reopen,
             stats,
             done: std::sync::Mutex::new(done),
         })
+    }
+
+    /// A record for a connection of `service`: a pooled one, or a new one
+    /// while the pool warms up.
+    pub fn record(&self, service: &Arc<Service>, client: SocketAddr, cause: Cause) -> Box<Record> {
+        match self.pool.try_recv() {
+            Ok(mut r) => {
+                r.reset(service.clone(), client, cause);
+                r
+            }
+            Err(_) => Box::new(Record::new(service.clone(), client, cause)),
+        }
     }
 
     /// Queues `r`; a full queue drops it (counted).
@@ -282,6 +317,7 @@ fn open_file(p: &std::path::Path) -> anyhow::Result<File> {
 
 struct Writer {
     rx: Receiver<Box<Record>>,
+    pool: crossbeam_channel::Sender<Box<Record>>,
     out: Output,
     format: AccessLogFormat,
     pop: String,
@@ -290,6 +326,7 @@ struct Writer {
     buf: Vec<u8>,
     /// Lines in `buf`.
     pending: u64,
+    clock: Clock,
 }
 
 impl Writer {
@@ -302,7 +339,7 @@ impl Writer {
                 match self.rx.try_recv() {
                     Ok(r) => {
                         got = true;
-                        self.add(&r);
+                        self.add(r);
                         if self.buf.len() >= BATCH_BYTES {
                             self.flush();
                         }
@@ -329,7 +366,7 @@ impl Writer {
             match self.rx.recv_timeout(Duration::from_secs(1)) {
                 Ok(r) => {
                     empty_polls = 0;
-                    self.add(&r);
+                    self.add(r);
                 }
                 Err(RecvTimeoutError::Timeout) => self.flush(),
                 Err(RecvTimeoutError::Disconnected) => return,
@@ -337,12 +374,25 @@ impl Writer {
         }
     }
 
-    fn add(&mut self, r: &Record) {
+    /// Formats `r` into the batch and hands it back to the pool.
+    fn add(&mut self, mut r: Box<Record>) {
+        let time = self.clock.format(r.time);
+        let line = Line {
+            pop: &self.pop,
+            time: &time,
+            service: r.service.as_ref().map_or("-", |s| s.name.as_str()),
+            backend: r.backend.as_ref().map(|(b, a)| (b.name.as_str(), *a)),
+            r: &r,
+        };
         match self.format {
-            AccessLogFormat::Text => text(&mut self.buf, &self.pop, r),
-            AccessLogFormat::Json => json(&mut self.buf, &self.pop, r),
+            AccessLogFormat::Text => line.text(&mut self.buf),
+            AccessLogFormat::Json => line.json(&mut self.buf),
         }
         self.pending += 1;
+        // (no reference to a service or backend kept while pooled)
+        r.service = None;
+        r.backend = None;
+        let _ = self.pool.try_send(r);
     }
 
     /// Writes the batch (reopening the file first if asked).
@@ -369,134 +419,336 @@ impl Writer {
     }
 }
 
-/// Formatting helpers: lines are written straight into the batch buffer,
-/// without a `String` or a JSON tree per line (the writer thread shares the
-/// cores with the data path).
-///
-/// A duration in milliseconds (microsecond precision), or `none`.
-struct Ms(Option<Duration>, &'static str);
+/// The `time` field, RFC 3339 in UTC with microseconds. The part up to
+/// the seconds is formatted once per second, not per line.
+#[derive(Default)]
+struct Clock {
+    secs: u64,
+    /// `YYYY-MM-DDTHH:MM:SS` of `secs` (empty before the first line)
+    prefix: String,
+}
 
-impl fmt::Display for Ms {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Some(d) => write!(f, "{}.{:03}", d.as_micros() / 1000, d.as_micros() % 1000),
-            None => f.write_str(self.1),
+impl Clock {
+    fn format(&mut self, t: SystemTime) -> [u8; 27] {
+        let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        if self.prefix.is_empty() || d.as_secs() != self.secs {
+            self.secs = d.as_secs();
+            let whole = SystemTime::UNIX_EPOCH + Duration::from_secs(self.secs);
+            self.prefix = humantime::format_rfc3339_seconds(whole).to_string();
+            self.prefix.pop(); // the `Z`
+        }
+        let mut out = *b"0000-00-00T00:00:00.000000Z";
+        if let Some(p) = out.get_mut(..19) {
+            if self.prefix.len() == 19 {
+                p.copy_from_slice(self.prefix.as_bytes());
+            }
+        }
+        let mut us = d.subsec_micros();
+        for i in (20..26).rev() {
+            out[i] = b'0' + (us % 10) as u8;
+            us /= 10;
+        }
+        out
+    }
+}
+
+/// One line's fields, as the writer formats them.
+///
+/// Written by hand straight into the batch buffer (integers with `itoa`,
+/// IPv4 addresses octet by octet), without `core::fmt`, a `String` or a JSON
+/// tree per line: the writer thread shares the cores with the data path,
+/// and with `core::fmt` formatting was most of its time.
+struct Line<'a> {
+    pop: &'a str,
+    time: &'a [u8],
+    service: &'a str,
+    backend: Option<(&'a str, SocketAddr)>,
+    r: &'a Record,
+}
+
+impl Line<'_> {
+    /// `time=... pop=... service=... key=value ...` (logfmt), `-` for none.
+    fn text(&self, b: &mut Vec<u8>) {
+        let r = self.r;
+        b.extend_from_slice(b"time=");
+        b.extend_from_slice(self.time);
+        b.extend_from_slice(b" pop=");
+        b.extend_from_slice(self.pop.as_bytes());
+        b.extend_from_slice(b" service=");
+        b.extend_from_slice(self.service.as_bytes());
+        b.extend_from_slice(b" client=");
+        sockaddr(b, r.client);
+        b.extend_from_slice(b" listener=");
+        match r.listener {
+            Some(a) => sockaddr(b, a),
+            None => b.push(b'-'),
+        }
+        b.extend_from_slice(b" backend=");
+        b.extend_from_slice(self.backend.map_or("-", |(n, _)| n).as_bytes());
+        b.extend_from_slice(b" backend_addr=");
+        match self.backend {
+            Some((_, a)) => sockaddr(b, a),
+            None => b.push(b'-'),
+        }
+        b.extend_from_slice(b" unique_id=");
+        b.extend_from_slice(if r.unique_id.is_empty() { "-" } else { &r.unique_id }.as_bytes());
+        b.extend_from_slice(b" bytes_to_backend=");
+        int(b, r.bytes_to_backend);
+        b.extend_from_slice(b" bytes_to_client=");
+        int(b, r.bytes_to_client);
+        b.extend_from_slice(b" first_byte_ms=");
+        ms(b, r.first_byte, b"-");
+        b.extend_from_slice(b" connect_ms=");
+        ms(b, r.connect, b"-");
+        b.extend_from_slice(b" total_ms=");
+        ms(b, Some(r.total), b"-");
+        b.extend_from_slice(b" retries=");
+        int(b, u64::from(r.retries));
+        b.extend_from_slice(b" cause=");
+        b.extend_from_slice(r.cause.as_str().as_bytes());
+        b.extend_from_slice(b" detail=");
+        b.extend_from_slice(if r.detail.is_empty() { "-" } else { r.detail }.as_bytes());
+        b.push(b'\n');
+    }
+
+    /// One JSON object; absent values are `null`.
+    fn json(&self, b: &mut Vec<u8>) {
+        let r = self.r;
+        b.extend_from_slice(b"{\"time\":\"");
+        b.extend_from_slice(self.time);
+        b.extend_from_slice(b"\",\"pop\":");
+        json_str(b, Some(self.pop));
+        b.extend_from_slice(b",\"service\":");
+        json_str(b, Some(self.service));
+        b.extend_from_slice(b",\"client_ip\":\"");
+        ip(b, r.client.ip());
+        b.extend_from_slice(b"\",\"client_port\":");
+        int(b, u64::from(r.client.port()));
+        b.extend_from_slice(b",\"listener\":");
+        json_addr(b, r.listener);
+        b.extend_from_slice(b",\"backend\":");
+        json_str(b, self.backend.map(|(n, _)| n));
+        b.extend_from_slice(b",\"backend_addr\":");
+        json_addr(b, self.backend.map(|(_, a)| a));
+        b.extend_from_slice(b",\"unique_id\":");
+        json_str(b, (!r.unique_id.is_empty()).then_some(r.unique_id.as_str()));
+        b.extend_from_slice(b",\"bytes_to_backend\":");
+        int(b, r.bytes_to_backend);
+        b.extend_from_slice(b",\"bytes_to_client\":");
+        int(b, r.bytes_to_client);
+        b.extend_from_slice(b",\"first_byte_ms\":");
+        ms(b, r.first_byte, b"null");
+        b.extend_from_slice(b",\"connect_ms\":");
+        ms(b, r.connect, b"null");
+        b.extend_from_slice(b",\"total_ms\":");
+        ms(b, Some(r.total), b"null");
+        b.extend_from_slice(b",\"retries\":");
+        int(b, u64::from(r.retries));
+        b.extend_from_slice(b",\"cause\":\"");
+        b.extend_from_slice(r.cause.as_str().as_bytes());
+        b.extend_from_slice(b"\",\"detail\":");
+        json_str(b, (!r.detail.is_empty()).then_some(r.detail));
+        b.extend_from_slice(b"}\n");
+    }
+}
+
+fn int(b: &mut Vec<u8>, v: u64) {
+    b.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
+/// A duration in milliseconds (microsecond precision), or `none`.
+fn ms(b: &mut Vec<u8>, d: Option<Duration>, none: &[u8]) {
+    let Some(d) = d else {
+        return b.extend_from_slice(none);
+    };
+    let us = d.as_micros();
+    int(b, u64::try_from(us / 1000).unwrap_or(u64::MAX));
+    let frac = (us % 1000) as u16;
+    b.extend_from_slice(&[
+        b'.',
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ]);
+}
+
+fn ip(b: &mut Vec<u8>, a: IpAddr) {
+    match a {
+        IpAddr::V4(v4) => {
+            for (i, o) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    b.push(b'.');
+                }
+                int(b, u64::from(o));
+            }
+        }
+        // (rarer; std's formatting handles the `::` compression)
+        IpAddr::V6(v6) => {
+            let _ = write!(b, "{v6}");
         }
     }
 }
 
-/// A displayable value, or `none`.
-struct Or<T>(Option<T>, &'static str);
-
-impl<T: fmt::Display> fmt::Display for Or<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.0 {
-            Some(v) => v.fmt(f),
-            None => f.write_str(self.1),
+/// `a.b.c.d:port` or `[v6]:port`, as `SocketAddr` displays them.
+fn sockaddr(b: &mut Vec<u8>, a: SocketAddr) {
+    match a {
+        SocketAddr::V4(v4) => ip(b, IpAddr::V4(*v4.ip())),
+        // (with a scope id, if any)
+        SocketAddr::V6(v6) => {
+            let _ = write!(b, "[{}", v6.ip());
+            if v6.scope_id() != 0 {
+                let _ = write!(b, "%{}", v6.scope_id());
+            }
+            b.push(b']');
         }
+    }
+    b.push(b':');
+    int(b, u64::from(a.port()));
+}
+
+/// An address as a JSON string, or `null`.
+fn json_addr(b: &mut Vec<u8>, a: Option<SocketAddr>) {
+    match a {
+        Some(a) => {
+            b.push(b'"');
+            sockaddr(b, a);
+            b.push(b'"');
+        }
+        None => b.extend_from_slice(b"null"),
     }
 }
 
 /// A JSON string (quoted, escaped), or `null`.
-struct Js<'a>(Option<&'a str>);
-
-impl fmt::Display for Js<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Some(s) = self.0 else { return f.write_str("null") };
-        f.write_char('"')?;
-        for c in s.chars() {
-            match c {
-                '"' => f.write_str("\\\"")?,
-                '\\' => f.write_str("\\\\")?,
-                c if (c as u32) < 0x20 => write!(f, "\\u{:04x}", c as u32)?,
-                c => f.write_char(c)?,
+fn json_str(b: &mut Vec<u8>, s: Option<&str>) {
+    let Some(s) = s else {
+        return b.extend_from_slice(b"null");
+    };
+    b.push(b'"');
+    for &c in s.as_bytes() {
+        match c {
+            b'"' => b.extend_from_slice(b"\\\""),
+            b'\\' => b.extend_from_slice(b"\\\\"),
+            c if c < 0x20 => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                b.extend_from_slice(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[usize::from(c >> 4)],
+                    HEX[usize::from(c & 15)],
+                ]);
             }
-        }
-        f.write_char('"')
-    }
-}
-
-/// A displayable value as a JSON string, or `null`.
-struct JsDisplay<T>(Option<T>);
-
-impl<T: fmt::Display> fmt::Display for JsDisplay<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // (addresses and times: no character that needs escaping)
-        match &self.0 {
-            Some(v) => write!(f, "\"{v}\""),
-            None => f.write_str("null"),
+            // (bytes of multi-byte characters pass through unchanged)
+            c => b.push(c),
         }
     }
-}
-
-/// `time=... pop=... service=... key=value ...` (logfmt), `-` for none.
-pub fn text(buf: &mut Vec<u8>, pop: &str, r: &Record) {
-    let _ = writeln!(
-        buf,
-        "time={} pop={pop} service={} client={} listener={} backend={} backend_addr={} unique_id={} \
-         bytes_to_backend={} bytes_to_client={} first_byte_ms={} connect_ms={} total_ms={} retries={} cause={} detail={}",
-        humantime::format_rfc3339_micros(r.time),
-        r.service.name,
-        r.client,
-        Or(r.listener, "-"),
-        Or(r.backend.as_ref().map(|(b, _)| &b.name), "-"),
-        Or(r.backend.as_ref().map(|(_, a)| a), "-"),
-        r.unique_id.as_deref().unwrap_or("-"),
-        r.bytes_to_backend,
-        r.bytes_to_client,
-        Ms(r.first_byte, "-"),
-        Ms(r.connect, "-"),
-        Ms(Some(r.total), "-"),
-        r.retries,
-        r.cause.as_str(),
-        if r.detail.is_empty() { "-" } else { r.detail },
-    );
-}
-
-/// One JSON object; absent values are `null`.
-pub fn json(buf: &mut Vec<u8>, pop: &str, r: &Record) {
-    let _ = writeln!(
-        buf,
-        "{{\"time\":{},\"pop\":{},\"service\":{},\"client_ip\":\"{}\",\"client_port\":{},\"listener\":{},\
-         \"backend\":{},\"backend_addr\":{},\"unique_id\":{},\"bytes_to_backend\":{},\"bytes_to_client\":{},\
-         \"first_byte_ms\":{},\"connect_ms\":{},\"total_ms\":{},\"retries\":{},\"cause\":\"{}\",\"detail\":{}}}",
-        JsDisplay(Some(humantime::format_rfc3339_micros(r.time))),
-        Js(Some(pop)),
-        Js(Some(&r.service.name)),
-        r.client.ip(),
-        r.client.port(),
-        JsDisplay(r.listener),
-        Js(r.backend.as_ref().map(|(b, _)| b.name.as_str())),
-        JsDisplay(r.backend.as_ref().map(|(_, a)| a)),
-        Js(r.unique_id.as_deref()),
-        r.bytes_to_backend,
-        r.bytes_to_client,
-        Ms(r.first_byte, "null"),
-        Ms(r.connect, "null"),
-        Ms(Some(r.total), "null"),
-        r.retries,
-        r.cause.as_str(),
-        Js((!r.detail.is_empty()).then_some(r.detail)),
-    );
+    b.push(b'"');
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn record() -> Record {
+        Record {
+            time: SystemTime::UNIX_EPOCH + Duration::new(1_764_000_000, 12_345_678),
+            service: None,
+            client: "192.0.2.7:40001".parse().unwrap(),
+            listener: Some("[2001:db8::1]:443".parse().unwrap()),
+            backend: None,
+            unique_id: "pop1-1a-2b".into(),
+            bytes_to_backend: 517,
+            bytes_to_client: 0,
+            first_byte: Some(Duration::from_micros(1_234_567)),
+            connect: None,
+            total: Duration::from_nanos(999),
+            retries: 2,
+            cause: Cause::ConnectFailed,
+            detail: "refused",
+        }
+    }
+
+    fn lines(r: &Record, service: &str, backend: Option<(&str, SocketAddr)>) -> (String, String) {
+        let mut clock = Clock::default();
+        let time = clock.format(r.time);
+        let l = Line {
+            pop: "fra \"1\"\\\n",
+            time: &time,
+            service,
+            backend,
+            r,
+        };
+        let (mut t, mut j) = (Vec::new(), Vec::new());
+        l.text(&mut t);
+        l.json(&mut j);
+        (String::from_utf8(t).unwrap(), String::from_utf8(j).unwrap())
+    }
+
     #[test]
-    fn json_strings_are_escaped_and_numbers_exact() {
-        let mut b = Vec::new();
-        let _ = write!(
-            b,
-            "{} {} {}",
-            Js(Some("a\"b\\c\n")),
-            Js(None),
-            Ms(Some(Duration::from_micros(1_234_567)), "-")
+    fn lines_are_exact() {
+        let (t, j) = lines(&record(), "web", None);
+        assert_eq!(
+            t,
+            "time=2025-11-24T16:00:00.012345Z pop=fra \"1\"\\\n service=web client=192.0.2.7:40001 \
+             listener=[2001:db8::1]:443 backend=- backend_addr=- unique_id=pop1-1a-2b bytes_to_backend=517 \
+             bytes_to_client=0 first_byte_ms=1234.567 connect_ms=- total_ms=0.000 retries=2 cause=connect_failed \
+             detail=refused\n"
         );
-        assert_eq!(String::from_utf8(b).unwrap(), r#""a\"b\\c\u000a" null 1234.567"#);
-        let mut b = Vec::new();
-        let _ = write!(b, "{} {}", Ms(Some(Duration::from_nanos(999)), "-"), Ms(None, "-"));
-        assert_eq!(String::from_utf8(b).unwrap(), "0.000 -");
+        assert_eq!(
+            j,
+            r#"{"time":"2025-11-24T16:00:00.012345Z","pop":"fra \"1\"\\\u000a","service":"web","client_ip":"192.0.2.7","client_port":40001,"listener":"[2001:db8::1]:443","backend":null,"backend_addr":null,"unique_id":"pop1-1a-2b","bytes_to_backend":517,"bytes_to_client":0,"first_byte_ms":1234.567,"connect_ms":null,"total_ms":0.000,"retries":2,"cause":"connect_failed","detail":"refused"}"#
+                .to_owned()
+                + "\n"
+        );
+        let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+        assert_eq!(v["pop"], "fra \"1\"\\\n");
+    }
+
+    #[test]
+    fn lines_with_a_backend_and_ipv6_client() {
+        let mut r = record();
+        r.client = "[2001:db8::7]:5353".parse().unwrap();
+        r.listener = None;
+        r.unique_id.clear();
+        r.detail = "";
+        r.connect = Some(Duration::from_micros(1500));
+        let (t, j) = lines(&r, "web", Some(("node-a", "198.18.0.10:8080".parse().unwrap())));
+        assert!(
+            t.contains(
+                " client=[2001:db8::7]:5353 listener=- backend=node-a backend_addr=198.18.0.10:8080 unique_id=- "
+            ),
+            "{t}"
+        );
+        assert!(
+            t.ends_with(" connect_ms=1.500 total_ms=0.000 retries=2 cause=connect_failed detail=-\n"),
+            "{t}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+        assert_eq!(v["client_ip"], "2001:db8::7");
+        assert_eq!(v["client_port"], 5353);
+        assert_eq!(v["backend"], "node-a");
+        assert_eq!(v["backend_addr"], "198.18.0.10:8080");
+        assert_eq!(v["unique_id"], serde_json::Value::Null);
+        assert_eq!(v["detail"], serde_json::Value::Null);
+        assert_eq!(v["connect_ms"].as_f64(), Some(1.5));
+    }
+
+    #[test]
+    fn clock_follows_seconds_and_pads_micros() {
+        let mut c = Clock::default();
+        let t = SystemTime::UNIX_EPOCH + Duration::new(1_764_000_000, 5_000);
+        assert_eq!(&c.format(t), b"2025-11-24T16:00:00.000005Z");
+        assert_eq!(&c.format(t + Duration::from_secs(61)), b"2025-11-24T16:01:01.000005Z");
+        assert_eq!(
+            &c.format(t + Duration::from_micros(999_990)),
+            b"2025-11-24T16:00:00.999995Z"
+        );
+        // as humantime formats it
+        let u = t + Duration::from_millis(86_400_123);
+        assert_eq!(
+            c.format(u).to_vec(),
+            humantime::format_rfc3339_micros(u).to_string().into_bytes()
+        );
     }
 }

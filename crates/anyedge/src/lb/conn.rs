@@ -90,14 +90,21 @@ impl Drop for ConnGuard {
     }
 }
 
-/// The access-log line of a connection refused before it was served
+/// A connection's access-log line, `cause` unless something else happens
 /// (`None` if its service does not log).
-fn refused(svc: &Arc<Service>, peer: SocketAddr, listener: Option<SocketAddr>, cause: Cause) -> Option<Box<Record>> {
-    svc.cfg.load().access_log.then(|| {
-        let mut r = Box::new(Record::new(svc.clone(), peer, cause));
-        r.listener = listener;
-        r
-    })
+fn record(
+    edge: &Edge,
+    svc: &Arc<Service>,
+    peer: SocketAddr,
+    listener: Option<SocketAddr>,
+    cause: Cause,
+) -> Option<Box<Record>> {
+    if !svc.cfg.load().access_log {
+        return None;
+    }
+    let mut r = edge.access_log.load().as_ref()?.record(svc, peer, cause);
+    r.listener = listener;
+    Some(r)
 }
 
 /// Queues a refused connection's line, closed now.
@@ -171,7 +178,7 @@ pub(super) async fn accept_loop(edge: Weak<Edge>, svc: Weak<Service>, listener: 
                 if let Some(s) = LOG_GUARD.allow() {
                     warn!(service = %svc.name, %peer, reason = reason.as_str(), suppressed = s, "connection dropped by guard");
                 }
-                let mut rec = refused(&svc, peer, addr, Cause::Guard);
+                let mut rec = record(&edge, &svc, peer, addr, Cause::Guard);
                 if let Some(r) = &mut rec {
                     r.detail = reason.as_str();
                 }
@@ -190,7 +197,7 @@ pub(super) async fn accept_loop(edge: Weak<Edge>, svc: Weak<Service>, listener: 
                 warn!(service = %svc.name, %peer, limit = global_max, suppressed = s, "global connection cap reached; connection refused");
             }
             drop(stream);
-            log_refused(&edge, refused(&svc, peer, addr, Cause::GlobalCap), accepted);
+            log_refused(&edge, record(&edge, &svc, peer, addr, Cause::GlobalCap), accepted);
             continue;
         }
         svc.active.fetch_add(1, Ordering::Relaxed);
@@ -200,7 +207,7 @@ pub(super) async fn accept_loop(edge: Weak<Edge>, svc: Weak<Service>, listener: 
             admitted,
             accepted,
             served: false,
-            rec: refused(&svc, peer, addr, Cause::Aborted),
+            rec: record(&edge, &svc, peer, addr, Cause::Aborted),
         };
         if let Some(m) = svc.cfg.load().max_connections {
             if svc.active.load(Ordering::Relaxed) > u64::from(m.get()) {
@@ -423,7 +430,7 @@ async fn handle(edge: Arc<Edge>, svc: Arc<Service>, client: Sock, peer: SocketAd
                 return guard.end(Cause::BackendError, "proxy_header");
             }
             if cfg.proxy.unique_id {
-                guard.note(|r| r.unique_id = Some(uid));
+                guard.note(|r| r.unique_id.push_str(&uid));
             }
         }
     }
