@@ -3,17 +3,27 @@
 //! weight: what the proxy path's selector is built from) to the XDP
 //! program's tunnel maps, and the fallback when those cannot be used.
 //!
-//! The maps follow the same events as the proxy path's selector: the PoP
-//! calls [`crate::xdp::FastPath::sync_tunnels`] every 100 ms and on reload;
-//! it compares the wanted state with what it last pushed and only writes
-//! the difference (a Maglev table is rebuilt only when a service's eligible
-//! set changed).
+//! The maps follow the same events as the proxy path's selector: every
+//! rebuild of a service's selector (health transition, drain, reload,
+//! discovery change, slow-start step) signals
+//! [`crate::lb::Edge::selectors_changed`], and the PoP's sync task calls
+//! [`crate::xdp::FastPath::sync_tunnels`] at once (a burst of signals
+//! coalesces into one more sync); a reload syncs too, and a resync every
+//! [`SAFETY_RESYNC`] is only a backstop. A sync compares the wanted state
+//! with what it last pushed and only writes the difference (a Maglev table
+//! is rebuilt only when a service's eligible set or weights changed).
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::config::{Config, Forwarding, ProxyMode, ServiceConfig, TunnelEncap};
 use crate::lb::Service;
+
+/// The backstop: the maps are resynced this often even without a signal
+/// (every change that matters signals; this only bounds the damage of a
+/// missed one).
+pub const SAFETY_RESYNC: Duration = Duration::from_secs(5);
 
 /// One map entry the program matches: a service's listen address and a
 /// protocol (a tunnel service forwards TCP and UDP, e.g. HTTPS and QUIC).
@@ -27,7 +37,9 @@ pub struct Wanted {
     pub udp: bool,
     pub encap: TunnelEncap,
     pub underlay_mtu: u16,
-    /// name, address, weight, eligible (healthy, not draining, weight > 0)
+    /// name, address, weight, eligible: as in the proxy path's selector
+    /// (healthy, not draining, weight > 0; the weight with slow start
+    /// applied)
     pub backends: Vec<(String, IpAddr, u32, bool)>,
 }
 
@@ -38,15 +50,19 @@ pub fn wanted(cfg: &Config, services: &[Arc<Service>]) -> Vec<Wanted> {
         let Forwarding::Tunnel(t) = sc.forwarding else { continue };
         let live = services.iter().find(|s| s.name == sc.name);
         let backends: Vec<(String, IpAddr, u32, bool)> = match live {
-            Some(s) => s
-                .backends()
-                .iter()
-                .map(|b| {
-                    let c = b.config();
-                    let eligible = b.is_up() && !b.is_draining() && c.weight > 0;
-                    (b.name.clone(), c.address.ip(), c.weight, eligible)
-                })
-                .collect(),
+            Some(s) => {
+                let selected = s.selection();
+                s.backends()
+                    .iter()
+                    .map(|b| {
+                        let c = b.config();
+                        match selected.iter().find(|(e, _)| Arc::ptr_eq(e, b)) {
+                            Some((_, w)) => (b.name.clone(), c.address.ip(), *w, true),
+                            None => (b.name.clone(), c.address.ip(), c.weight, false),
+                        }
+                    })
+                    .collect()
+            }
             None => Vec::new(),
         };
         for a in &sc.listen {
