@@ -89,3 +89,72 @@ pub fn wanted(cfg: &Config, services: &[Arc<Service>]) -> Vec<Wanted> {
 pub fn fallback_reads_proxy(sc: &ServiceConfig) -> bool {
     sc.backends.iter().all(|b| b.proxy != ProxyMode::None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Slow start changes only weights, in steps of the pool's maintenance
+    /// task: each step must signal the edge and show in the wanted entries
+    /// (the kernel's Maglev table then follows, as the proxy path's does).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn slow_start_steps_signal_and_reach_the_wanted_weights() {
+        let node = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let listen = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let cfg = Config::parse(
+            &format!(
+                r#"
+[pop]
+name = "t"
+[[service]]
+name = "web"
+listen = ["{listen}"]
+forwarding = "tunnel"
+slow_start = "2s"
+[service.health]
+kind = "tcp"
+interval = "100ms"
+timeout = "100ms"
+rise = 1
+[[service.backend]]
+name = "n1"
+address = "{}"
+weight = 2
+proxy_protocol = "none"
+"#,
+                node.local_addr().unwrap()
+            ),
+            "test.toml",
+        )
+        .unwrap();
+        let edge = crate::lb::Edge::start(cfg, 1, Default::default(), Vec::new(), false).unwrap();
+        let changed = edge.selectors_changed();
+        let full = 2 * anyedge_lb::pool::WEIGHT_SCALE;
+        let mut seen: Vec<u32> = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while seen.last() != Some(&full) {
+            assert!(tokio::time::Instant::now() < deadline, "no full weight: {seen:?}");
+            // each step signals: a 1 s wait is far shorter than the ramp
+            // would leave without signals (the backstop resync is 5 s)
+            tokio::time::timeout(Duration::from_secs(1), changed.notified())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("no signal within 1 s before the full weight {full} (weights so far: {seen:?})")
+                });
+            let w = wanted(&edge.config(), &edge.services());
+            assert_eq!(w.len(), 2, "tcp and udp entries");
+            assert_eq!(w[0].backends, w[1].backends);
+            if let Some(&(_, _, weight, true)) = w[0].backends.first() {
+                if seen.last() != Some(&weight) {
+                    seen.push(weight);
+                }
+            }
+        }
+        assert!(seen.len() >= 3, "ramped in steps: {seen:?}");
+        assert!(seen.windows(2).all(|p| p[0] < p[1]), "rising: {seen:?}");
+        drop(node);
+    }
+}
