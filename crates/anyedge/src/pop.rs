@@ -235,18 +235,20 @@ impl Pop {
     }
 
     /// Tunnel forwarding (`forwarding = "tunnel"`): the maps follow the
-    /// services' backends every 100 ms (health, drain) and on reload;
-    /// without the fast path every tunnel service falls back, logged.
+    /// services' selectors (health, drain, reload, discovery, slow start)
+    /// at once on each change, with a slow resync as a backstop (see
+    /// [`crate::tunnel`]); without the fast path every tunnel service falls
+    /// back, logged.
     fn start_tunnels(&self, cfg: &Config) {
         match self.fast_path.get() {
             Some(fp) => {
                 fp.sync_tunnels(cfg, &self.edge.services());
                 let (fp, edge) = (Arc::downgrade(fp), Arc::downgrade(&self.edge));
+                let changed = self.edge.selectors_changed();
                 tokio::spawn(async move {
-                    let mut tick = tokio::time::interval(Duration::from_millis(100));
-                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     loop {
-                        tick.tick().await;
+                        // at once on a change; the timeout is the backstop
+                        let _ = tokio::time::timeout(crate::tunnel::SAFETY_RESYNC, changed.notified()).await;
                         let (Some(fp), Some(edge)) = (fp.upgrade(), edge.upgrade()) else {
                             return;
                         };

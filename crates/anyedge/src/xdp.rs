@@ -60,7 +60,7 @@ mod imp {
         Destinations, Encap, List, Mode, Options, Proto, Rates, Services, TunnelBackend, TunnelService, TunnelSource,
         Xdp,
     };
-    use tracing::{info, warn};
+    use tracing::{debug, info, warn};
 
     use super::{destinations, Config, Count, TunnelCount};
     use crate::tunnel::Wanted;
@@ -209,8 +209,17 @@ mod imp {
                     .collect();
                 match x.set_tunnel_service(&w.key, &svc, &backends) {
                     Ok(changed) => {
-                        let eligible: Vec<&str> = w.backends.iter().filter(|b| b.3).map(|b| b.0.as_str()).collect();
-                        info!(entry = %w.key, eligible = ?eligible, slots_changed = changed, "XDP tunnel: service programmed");
+                        let names = |w: &Wanted| -> Vec<String> {
+                            w.backends.iter().filter(|b| b.3).map(|b| b.0.clone()).collect()
+                        };
+                        let eligible = names(w);
+                        // a slow-start step changes only weights, every 250 ms
+                        // while a backend ramps up: not worth a line each
+                        if t.pushed.get(&w.key).is_some_and(|p| names(p) == eligible) {
+                            debug!(entry = %w.key, eligible = ?eligible, slots_changed = changed, "XDP tunnel: service programmed");
+                        } else {
+                            info!(entry = %w.key, eligible = ?eligible, slots_changed = changed, "XDP tunnel: service programmed");
+                        }
                         t.pushed.insert(w.key.clone(), w.clone());
                         active.insert(w.service.clone());
                     }

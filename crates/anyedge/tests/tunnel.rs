@@ -1,14 +1,17 @@
 //! `forwarding = "tunnel"` through the daemon: anyedge on the PoP programs
 //! its XDP program's tunnel maps from the service's backends (health and
-//! drain), `anyedge node attach` decapsulates on the node, and nginx there
-//! (no proxy_protocol) logs the client's own address and port. Also: the
-//! fallback when XDP cannot attach is logged and a service whose backends
-//! do not read PROXY is not offered to the announcer.
+//! drain, at once on each change: well within the 5 s backstop resync),
+//! `anyedge node attach` decapsulates on the node, and nginx there (no
+//! proxy_protocol) logs the client's own address and port: IPv4 over IPIP,
+//! IPv6 over IP6IP6, IPv4 over GUE. Also: the fallback when XDP cannot
+//! attach is logged and a service whose backends do not read PROXY is not
+//! offered to the announcer.
 //!
 //! ```text
-//!  cli c0 198.18.1.2 <-> p0 198.18.1.1  pop (anyedge, XDP on p0)
-//!                           p1 198.18.3.1 <-> n0 198.18.3.2  node (anyedge node attach,
-//!                                                   nginx on 198.18.200.1:80 and :80)
+//!  cli c0 198.18.1.2 2001:db8:1::2 <-> p0 198.18.1.1 2001:db8:1::1  pop (anyedge, XDP on p0)
+//!                           p1 198.18.3.1 2001:db8:3::1 <-> n0 198.18.3.2 2001:db8:3::2
+//!                                 node (anyedge node attach; nginx on the VIPs
+//!                                 198.18.200.1, 2001:db8:200::1 (lo) and its own addresses)
 //! ```
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -17,16 +20,27 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyedge_netns::{link, Netns};
 use anyedge_testkit::wait_until;
 use common::*;
 
 const VIP: &str = "198.18.200.1";
+const VIP6: &str = "2001:db8:200::1";
 const NODE: &str = "198.18.3.2";
+const NODE6: &str = "2001:db8:3::2";
+const CLI: &str = "198.18.1.2";
+const CLI6: &str = "2001:db8:1::2";
+const GUE_PORT: u16 = 6080;
 const TOKEN: &str = "tunnel-test-token-0123456789";
+/// The admin API, inside the PoP's namespace.
+const ADMIN: &str = "127.0.0.1:9180";
+/// A map change must show well within the backstop resync (5 s): only the
+/// event-driven sync makes it.
+const PROMPT: Duration = Duration::from_secs(1);
 
 fn cannot_run(why: &str) -> bool {
     if std::env::var_os("CI").is_some() {
@@ -55,7 +69,13 @@ impl Drop for Kill {
 }
 
 fn get_keepalive(s: &mut TcpStream) -> String {
-    s.write_all(b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    request(s, "")
+}
+
+/// A keep-alive GET with `headers` (more header lines) on `s`: the answer.
+fn request(s: &mut TcpStream, headers: &str) -> String {
+    s.write_all(format!("GET /index.html HTTP/1.1\r\nHost: x\r\n{headers}\r\n").as_bytes())
+        .unwrap();
     let mut buf = vec![0u8; 4096];
     let mut got = Vec::new();
     while !got.ends_with(b"hello\n") {
@@ -66,22 +86,55 @@ fn get_keepalive(s: &mut TcpStream) -> String {
     String::from_utf8_lossy(&got).to_string()
 }
 
-#[test]
-fn daemon_forwards_in_the_kernel_to_a_decapsulating_node() {
+/// Client, PoP and node namespaces, dual-stack; nginx and the decapsulation
+/// program on the node. Fields drop in order: processes before namespaces.
+struct Topo {
+    nginx: Option<Kill>,
+    attach: Option<Kill>,
+    _cli_pass: Kill,
+    attach_log: PathBuf,
+    dir: tempfile::TempDir,
+    cli: Netns,
+    pop: Netns,
+    _node: Netns,
+}
+
+/// The topology, or `None` if this machine cannot run it (skipped, unless
+/// under CI). `gue_port`: the node also decapsulates GUE on that port.
+fn topology(gue_port: Option<u16>) -> Option<Topo> {
     if !is_root() && cannot_run("needs root") {
-        return;
+        return None;
     }
     for bin in ["/usr/sbin/nginx", "/usr/sbin/ethtool"] {
         if !std::path::Path::new(bin).exists() && cannot_run(&format!("{bin} missing")) {
-            return;
+            return None;
         }
     }
     let cli = Netns::unique("tcli").unwrap();
     let pop = Netns::unique("tpop").unwrap();
     let node = Netns::unique("tnode").unwrap();
-    link(&cli, "c0", &["198.18.1.2/24"], &pop, "p0", &["198.18.1.1/24"]).unwrap();
-    link(&pop, "p1", &["198.18.3.1/24"], &node, "n0", &[&format!("{NODE}/24")]).unwrap();
+    link(
+        &cli,
+        "c0",
+        &[&format!("{CLI}/24"), &format!("{CLI6}/64")],
+        &pop,
+        "p0",
+        &["198.18.1.1/24", "2001:db8:1::1/64"],
+    )
+    .unwrap();
+    link(
+        &pop,
+        "p1",
+        &["198.18.3.1/24", "2001:db8:3::1/64"],
+        &node,
+        "n0",
+        &[&format!("{NODE}/24"), &format!("{NODE6}/64")],
+    )
+    .unwrap();
     cli.ip(&["route", "add", "default", "via", "198.18.1.1"]).unwrap();
+    cli.ip(&["-6", "route", "add", "default", "via", "2001:db8:1::1"])
+        .unwrap();
+    // veth test bed: a partial checksum is not completed across an XDP redirect
     assert!(cli
         .command("ethtool")
         .args(["-K", "c0", "tx", "off"])
@@ -91,12 +144,17 @@ fn daemon_forwards_in_the_kernel_to_a_decapsulating_node() {
     pop.ip(&["link", "set", "p1", "mtu", "1600"]).unwrap();
     node.ip(&["link", "set", "n0", "mtu", "1600"]).unwrap();
     pop.sysctl("net.ipv4.ip_forward=1").unwrap();
+    pop.sysctl("net.ipv6.conf.all.forwarding=1").unwrap();
     node.add_addr("lo", &format!("{VIP}/32")).unwrap();
+    node.add_addr("lo", &format!("{VIP6}/128")).unwrap();
     node.ip(&["route", "add", "default", "via", "198.18.3.1"]).unwrap();
+    node.ip(&["-6", "route", "add", "default", "via", "2001:db8:3::1"])
+        .unwrap();
+    // the node's replies come from the VIP, which is not on its n0
     node.sysctl("net.ipv4.conf.all.rp_filter=0").unwrap();
     node.sysctl("net.ipv4.conf.n0.rp_filter=0").unwrap();
 
-    // the node: nginx on the VIP (and its own address, for health checks)
+    // the node: nginx on the VIPs (and its own addresses, for health checks)
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display().to_string();
     std::fs::create_dir_all(dir.path().join("www")).unwrap();
@@ -108,7 +166,7 @@ fn daemon_forwards_in_the_kernel_to_a_decapsulating_node() {
              http {{\n  log_format peer '$remote_addr $remote_port';\n  access_log {d}/access.log peer;\n\
              client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
              keepalive_timeout 60s;\n\
-             server {{ listen {VIP}:80; listen {NODE}:80; root {d}/www; }}\n}}\n"
+             server {{ listen {VIP}:80; listen {NODE}:80; listen [{VIP6}]:80; listen [{NODE6}]:80; root {d}/www; }}\n}}\n"
         ),
     )
     .unwrap();
@@ -124,33 +182,39 @@ fn daemon_forwards_in_the_kernel_to_a_decapsulating_node() {
             .spawn()
             .unwrap(),
     );
+    let attach_log = dir.path().join("attach.log");
+    let vips = format!("{VIP},{VIP6}");
+    let mut args = vec![
+        "node",
+        "attach",
+        "--interface",
+        "n0",
+        "--vips",
+        &vips,
+        "--from",
+        "198.18.9.0/24,2001:db8:9::/112",
+        "--mode",
+        "native",
+    ];
+    let gue = gue_port.map(|p| p.to_string());
+    if let Some(p) = &gue {
+        args.extend(["--gue-port", p]);
+    }
     let attach = Kill(
         node.command(env!("CARGO_BIN_EXE_anyedge"))
-            .args([
-                "node",
-                "attach",
-                "--interface",
-                "n0",
-                "--vips",
-                VIP,
-                "--from",
-                "198.18.9.0/24",
-                "--mode",
-                "native",
-            ])
-            .stdout(std::fs::File::create(dir.path().join("attach.log")).unwrap())
+            .args(&args)
+            .stdout(std::fs::File::create(&attach_log).unwrap())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap(),
     );
-    let attach_log = dir.path().join("attach.log");
     wait_until("node attach reports", Duration::from_secs(10), || {
         std::fs::read_to_string(&attach_log)
             .unwrap_or_default()
             .contains("decapsulating on n0")
     });
     // native veth XDP_TX back to the client needs a program on its end
-    let _cli_pass = Kill(
+    let cli_pass = Kill(
         cli.command(env!("CARGO_BIN_EXE_anyedge"))
             .args([
                 "node",
@@ -168,103 +232,206 @@ fn daemon_forwards_in_the_kernel_to_a_decapsulating_node() {
             .spawn()
             .unwrap(),
     );
+    Some(Topo {
+        nginx: Some(nginx),
+        attach: Some(attach),
+        _cli_pass: cli_pass,
+        attach_log,
+        dir,
+        cli,
+        pop,
+        _node: node,
+    })
+}
 
-    let cfg = format!(
-        r#"
+impl Topo {
+    /// anyedge in the PoP: one tunnel service "web" on `vip`:80 (`extra`:
+    /// more service lines) to the node at `node`:80, with the admin API.
+    fn start_pop(&self, vip: &str, node: &str, underlay_mtu: u16, extra: &str) -> Anyedge {
+        let listen = SocketAddr::new(vip.parse().unwrap(), 80);
+        let backend = SocketAddr::new(node.parse().unwrap(), 80);
+        let cfg = format!(
+            r#"
 [pop]
 name = "tunnel-pop"
 [admin]
-listen = "127.0.0.1:9180"
+listen = "{ADMIN}"
 token = "{TOKEN}"
 [xdp]
 interfaces = ["p0"]
 mode = "native"
 tunnel_source_v4 = "198.18.9.0/24"
+tunnel_source_v6 = "2001:db8:9::/112"
 [[service]]
 name = "web"
-listen = ["{VIP}:80"]
+listen = ["{listen}"]
 forwarding = "tunnel"
-underlay_mtu = 1600
+underlay_mtu = {underlay_mtu}
+{extra}
 {FAST_TCP_HEALTH}
 send_proxy = false
 [[service.backend]]
 name = "n1"
-address = "{NODE}:80"
+address = "{backend}"
 proxy_protocol = "none"
 "#
-    );
-    let edge = Anyedge::start_in(&pop, &cfg, "127.0.0.1:9180".parse().unwrap());
-    edge.wait_log("XDP tunnel: service programmed", 2, Duration::from_secs(10));
-    edge.wait_log("eligible=[\"n1\"]", 2, Duration::from_secs(10));
+        );
+        let edge = Anyedge::start_in(&self.pop, &cfg, ADMIN.parse().unwrap());
+        edge.wait_log("XDP tunnel: service programmed", 2, Duration::from_secs(10));
+        edge.wait_log("eligible=[\"n1\"]", 2, Duration::from_secs(10));
+        edge
+    }
+
+    /// A keep-alive connection from the client to `vip`:80 through the
+    /// tunnel, after one request whose log line on the node has the
+    /// client's own address `client` and port.
+    fn connect_through(&self, vip: &str, client: &str) -> TcpStream {
+        let to = SocketAddr::new(vip.parse().unwrap(), 80);
+        let mut conn = self.cli.enter(move || {
+            let s = TcpStream::connect_timeout(&to, Duration::from_secs(5)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s
+        });
+        let port = conn.local_addr().unwrap().port();
+        assert!(get_keepalive(&mut conn).contains("200 OK"));
+        let log = self.dir.path().join("access.log");
+        let want = format!("{client} {port}");
+        wait_until("nginx logged the client", Duration::from_secs(10), || {
+            std::fs::read_to_string(&log).unwrap_or_default().contains(&want)
+        });
+        conn
+    }
+
+    /// Whether a new connection to `vip`:80 is refused (or times out).
+    fn refused(&self, vip: &str) -> bool {
+        let to = SocketAddr::new(vip.parse().unwrap(), 80);
+        self.cli
+            .enter(move || TcpStream::connect_timeout(&to, Duration::from_secs(1)).is_err())
+    }
+
+    /// The PoP's tunnel packets with verdict `reason` (e.g. "tx_new"), from
+    /// /metrics.
+    fn tunnel_packets(&self, reason: &str) -> u64 {
+        let metrics = self
+            .pop
+            .enter(|| http(ADMIN.parse().unwrap(), "GET", "/metrics", None).1);
+        let label = format!("reason=\"{reason}\"");
+        metrics
+            .lines()
+            .filter(|l| {
+                let name = l.split('{').next().unwrap_or("");
+                matches!(name, "anyedge_xdp_tunnel_packets" | "anyedge_xdp_tunnel_packets_total") && l.contains(&label)
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
+    /// An admin API call from inside the PoP.
+    fn admin(&self, method: &'static str, path: &'static str) -> u16 {
+        self.pop
+            .enter(move || http(ADMIN.parse().unwrap(), method, path, Some(TOKEN)).0)
+    }
+
+    /// Runs `change` and waits for the log to have `needle` `count` times:
+    /// the maps were rewritten. Asserts that came `within`.
+    fn promptly(
+        &self,
+        edge: &Anyedge,
+        what: &str,
+        needle: &str,
+        count: usize,
+        within: Duration,
+        change: impl FnOnce(),
+    ) {
+        let t0 = Instant::now();
+        change();
+        edge.wait_log(needle, count, Duration::from_secs(10));
+        let took = t0.elapsed();
+        eprintln!("{what}: maps rewritten after {took:?}");
+        assert!(
+            took < within,
+            "{what}: the tunnel maps changed only after {took:?} (the backstop resync?), not at once"
+        );
+    }
+}
+
+#[test]
+fn daemon_forwards_in_the_kernel_to_a_decapsulating_node() {
+    let Some(mut topo) = topology(None) else { return };
+    let edge = topo.start_pop(VIP, NODE, 1600, "");
 
     // a keep-alive connection through the tunnel: nginx sees the client
-    let mut conn = cli.enter(|| {
-        let to: SocketAddr = format!("{VIP}:80").parse().unwrap();
-        let s = TcpStream::connect_timeout(&to, Duration::from_secs(5)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s
-    });
-    let port = conn.local_addr().unwrap().port();
-    assert!(get_keepalive(&mut conn).contains("200 OK"));
-    wait_until("nginx logged the client", Duration::from_secs(10), || {
-        std::fs::read_to_string(dir.path().join("access.log"))
-            .unwrap_or_default()
-            .contains(&format!("198.18.1.2 {port}"))
-    });
+    let mut conn = topo.connect_through(VIP, CLI);
 
     // counters in /metrics and status
-    let metrics = pop.enter(|| http("127.0.0.1:9180".parse().unwrap(), "GET", "/metrics", None).1);
+    let metrics = topo
+        .pop
+        .enter(|| http(ADMIN.parse().unwrap(), "GET", "/metrics", None).1);
     let line = metrics
         .lines()
         .find(|l| l.starts_with("anyedge_xdp_tunnel_packets") && l.contains("reason=\"tx_new\"") && l.contains("/tcp"))
         .unwrap_or_else(|| panic!("no tx_new sample:\n{metrics}"));
     assert!(!line.ends_with(" 0"), "{line}");
     assert!(metrics.contains("anyedge_xdp_tunnel_backend_packets"));
-    let status = pop.enter(|| http("127.0.0.1:9180".parse().unwrap(), "GET", "/api/v1/status", None).1);
+    let status = topo
+        .pop
+        .enter(|| http(ADMIN.parse().unwrap(), "GET", "/api/v1/status", None).1);
     assert!(status.contains("\"tunnels\""), "{status}");
 
-    // drain n1 through the admin API: the established connection goes on,
-    // a new one gets nowhere (no other node)
-    let (code, _) = pop.enter(|| {
-        http(
-            "127.0.0.1:9180".parse().unwrap(),
-            "POST",
-            "/api/v1/services/web/backends/n1/drain",
-            Some(TOKEN),
-        )
+    // drain n1 through the admin API: the maps change at once (twice in a
+    // row: a periodic sync could make at most one of them in time); the
+    // established connection goes on, a new one gets nowhere (no other node)
+    topo.promptly(&edge, "drain", "eligible=[]", 2, PROMPT, || {
+        assert_eq!(topo.admin("POST", "/api/v1/services/web/backends/n1/drain"), 200);
     });
-    assert_eq!(code, 200);
-    edge.wait_log("eligible=[]", 2, Duration::from_secs(10));
     assert!(
         get_keepalive(&mut conn).contains("200 OK"),
         "a draining node keeps its flows"
     );
-    let refused = cli.enter(|| {
-        let to: SocketAddr = format!("{VIP}:80").parse().unwrap();
-        TcpStream::connect_timeout(&to, Duration::from_secs(1)).is_err()
+    assert!(topo.refused(VIP), "no new flow for a draining node");
+    topo.promptly(&edge, "undrain", "eligible=[\"n1\"]", 4, PROMPT, || {
+        assert_eq!(topo.admin("POST", "/api/v1/services/web/backends/n1/undrain"), 200);
     });
-    assert!(refused, "no new flow for a draining node");
-    pop.enter(|| {
-        http(
-            "127.0.0.1:9180".parse().unwrap(),
-            "POST",
-            "/api/v1/services/web/backends/n1/undrain",
-            Some(TOKEN),
-        )
-    });
-    edge.wait_log("eligible=[\"n1\"]", 4, Duration::from_secs(10));
-    cli.enter(|| {
-        let to: SocketAddr = format!("{VIP}:80").parse().unwrap();
-        let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(5)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        assert!(get_keepalive(&mut s).contains("200 OK"));
-    });
+    drop(topo.connect_through(VIP, CLI));
 
     // the node's counters: decapsulated packets, nothing dropped
-    drop(attach);
-    let log = std::fs::read_to_string(&attach_log).unwrap_or_default();
+    drop(topo.attach.take());
+    let log = std::fs::read_to_string(&topo.attach_log).unwrap_or_default();
     assert!(log.contains("detached from n0") || log.contains("decap="), "{log}");
-    drop(nginx);
+}
+
+#[test]
+fn daemon_forwards_ipv6_over_ip6ip6() {
+    let Some(mut topo) = topology(None) else { return };
+    let edge = topo.start_pop(VIP6, NODE6, 1600, "");
+    let mut conn = topo.connect_through(VIP6, CLI6);
+    assert!(get_keepalive(&mut conn).contains("200 OK"));
+    assert!(topo.tunnel_packets("tx_new") > 0, "the PoP's kernel encapsulated");
+    // the node's web server stops: its health checks fail (refused: fall
+    // 3 × 200 ms), and the maps follow the health transition at once
+    let nginx = topo.nginx.take();
+    topo.promptly(&edge, "node down", "eligible=[]", 2, PROMPT * 3, move || drop(nginx));
+    assert!(topo.refused(VIP6), "no new flow to a node that is down");
+}
+
+#[test]
+fn daemon_forwards_over_gue() {
+    // underlay MTU 1520: a full-size client packet (1500) fits with IPIP's
+    // 20 bytes but not with GUE's 28, so the PoP answers "fragmentation
+    // needed" only if it really encapsulates in GUE
+    let Some(topo) = topology(Some(GUE_PORT)) else { return };
+    let _edge = topo.start_pop(VIP, NODE, 1520, &format!("encap = \"gue\"\ngue_port = {GUE_PORT}"));
+    let mut conn = topo.connect_through(VIP, CLI);
+    assert!(topo.tunnel_packets("tx_new") > 0, "the PoP's kernel encapsulated");
+    assert_eq!(topo.tunnel_packets("icmp_too_big"), 0);
+    // a request larger than one segment: the first full-size segment gets
+    // ICMP (MTU 1492), the client retransmits smaller, nginx answers
+    let pad = format!("X-Pad: {}\r\n", "x".repeat(3000));
+    assert!(request(&mut conn, &pad).contains("200 OK"));
+    assert!(
+        topo.tunnel_packets("icmp_too_big") > 0,
+        "GUE's 28 bytes did not fit: ICMP"
+    );
 }
 
 #[test]

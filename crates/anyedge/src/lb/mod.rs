@@ -56,6 +56,9 @@ pub struct Edge {
     services: Mutex<BTreeMap<String, Arc<Service>>>,
     pub active: AtomicU64,
     idle: Notify,
+    /// Signalled whenever a service's selector is rebuilt (health, drain,
+    /// reload, discovery, slow-start step): the tunnel maps follow it.
+    selectors_changed: Arc<Notify>,
     conn_seq: AtomicU64,
     boot: u64,
     workers: usize,
@@ -119,6 +122,7 @@ impl Edge {
             services: Mutex::new(BTreeMap::new()),
             active: AtomicU64::new(0),
             idle: Notify::new(),
+            selectors_changed: Arc::new(Notify::new()),
             conn_seq: AtomicU64::new(0),
             boot,
             workers: workers.max(1),
@@ -158,6 +162,14 @@ impl Edge {
             warn!(more = blocks.len() - 10, "heavy hitter: more dynamic blocks added");
         }
         (now, blocks)
+    }
+
+    /// Signalled (`notify_one`) whenever a service's selector is rebuilt;
+    /// for one waiter (the tunnel map sync). Changes while it does not wait
+    /// leave one permit, so a burst (a reload rebuilds every service) wakes
+    /// it once more, not once per change.
+    pub fn selectors_changed(&self) -> Arc<Notify> {
+        self.selectors_changed.clone()
     }
 
     pub fn service(&self, name: &str) -> Option<Arc<Service>> {
@@ -299,6 +311,7 @@ impl Edge {
                         stats: ServiceStats::default(),
                         listeners: Mutex::new(Vec::new()),
                         rebuild_lock: Mutex::new(()),
+                        rebuilt: self.selectors_changed.clone(),
                         discovered: Mutex::new(BTreeMap::new()),
                         overlay: Mutex::new(
                             self.pending_overlays

@@ -156,6 +156,8 @@ pub struct Service {
     pub stats: ServiceStats,
     pub(super) listeners: Mutex<Vec<ListenerSet>>,
     pub(super) rebuild_lock: Mutex<()>,
+    /// The edge's "a selector changed" signal (see `Edge::selectors_changed`).
+    pub(super) rebuilt: Arc<tokio::sync::Notify>,
     /// The last good discovered sets (DNS, watched file), by origin.
     pub(super) discovered: Mutex<std::collections::BTreeMap<Origin, Vec<Member>>>,
     /// The operator's runtime changes.
@@ -188,8 +190,17 @@ impl Service {
         self.selector.load().eligible.len()
     }
 
-    /// Recomputes the eligible set and the Maglev table. Called on health
-    /// transitions, drains and reloads (never per connection).
+    /// The backends new connections go to now, with their effective
+    /// weights (slow start applied): what the tunnel maps are built from.
+    pub fn selection(&self) -> Vec<(Arc<Backend>, u32)> {
+        let sel = self.selector.load();
+        sel.eligible.iter().cloned().zip(sel.weights.iter().copied()).collect()
+    }
+
+    /// Recomputes the eligible set and the Maglev table, and signals the
+    /// edge's `selectors_changed` (the tunnel maps follow). Called on health
+    /// transitions, drains, reloads, discovery changes and slow-start steps
+    /// (never per connection).
     pub(super) fn rebuild_selector(&self) {
         // Serialized: concurrent rebuilds (a health transition racing a
         // reload) must not let a rebuild from older state be stored last.
@@ -238,6 +249,8 @@ impl Service {
             weights,
             maglev,
         }));
+        // lock-free unless the sync task waits (then a short internal lock)
+        self.rebuilt.notify_one();
     }
 
     /// Picks a backend for `client`, skipping those in `tried` and those at
