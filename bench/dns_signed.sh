@@ -62,13 +62,7 @@ BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/anyedge
 [ -x "$BIN" ] || die "no $BIN"
 GEN=$PWD/bench/dns_zone_gen.py
 W=$(mktemp -d /tmp/anyedge-dnssigned.XXXXXX)
-SPID=""
-stop_pid() {
-  kill "$1" 2>/dev/null || return 0
-  for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-}
+. bench/lib/dns.sh  # start_dns_server, stop_dns_server, wait_signed, ticks ...
 cleanup() { [ -n "$SPID" ] && stop_server; rm -rf "$W"; }
 trap cleanup EXIT
 
@@ -89,126 +83,31 @@ CHECK_NAME=$(tr ' ' '\n' <"$W/facts" | awk -F= '$1 == "check_name" {print $2}')
 STEM=$("$BIN" dns keygen --zone "$ORIGIN" --algorithm ecdsap256 --csk --out "$W")
 echo "zone: $(cat "$W/facts")" >&2
 
-free_port() {
-  local p
-  for _ in $(seq 200); do
-    p=$((10000 + RANDOM % 20000))
-    [ -z "$(ss -Hantu "sport = :$p" 2>/dev/null)" ] && { echo "$p"; return; }
-  done
-  die "no free port"
-}
-tree() { local c; echo "$1"; for c in $(pgrep -P "$1" 2>/dev/null || true); do tree "$c"; done; }
-ticks() {  # CPU clock ticks (user+system, all threads) of the server's process tree
-  local t=0 p
-  for p in $(tree "$1"); do
-    [ -r "/proc/$p/stat" ] && t=$((t + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12+$13}')))
-  done
-  echo $t
-}
-HZ=$(getconf CLK_TCK)
-
 start_server() {  # start_server WHO (anyedge|knot|nsd) MODE (presigned|online)
-  local who=$1 mode=$2 d zone
-  SPORT=$(free_port); APORT=""
-  d=$(mktemp -d "$W/$who.XXXX"); SDIR=$d
+  local who=$1 mode=$2 zone zextra="" extra=""
+  APORT=""
   zone=$W/signed.zone; [ "$mode" = online ] && zone=$W/plain.zone
   case $who in
     knot)
-      local mod="" modcfg=""
       if [ "$mode" = online ]; then
-        modcfg=$'mod-onlinesign:\n  - id: os'
-        mod="    module: mod-onlinesign/os"
+        extra=$'mod-onlinesign:\n  - id: os'
+        zextra="    module: mod-onlinesign/os"
       fi
-      cat >"$d/knot.conf" <<KN
-server:
-    rundir: "$d"
-    listen: 127.0.0.1@$SPORT
-    udp-workers: 1
-    tcp-workers: 1
-    background-workers: 1
-log:
-  - target: stderr
-    any: warning
-database:
-    storage: "$d"
-$modcfg
-template:
-  - id: default
-    storage: "$d"
-    zonefile-sync: -1
-    journal-content: none
-zone:
-  - domain: $ORIGIN
-    file: "$zone"
-$mod
-KN
-      taskset -c "$SERVER_CPU" knotd -c "$d/knot.conf" >"$d/log" 2>&1 &
-      ;;
-    nsd)
-      cat >"$d/nsd.conf" <<NS
-server:
-    server-count: 1
-    ip-address: 127.0.0.1
-    port: $SPORT
-    username: ""
-    chroot: ""
-    zonesdir: "$d"
-    pidfile: "$d/nsd.pid"
-    xfrdfile: "$d/xfrd.state"
-    zonelistfile: "$d/zone.list"
-    database: ""
-    logfile: "$d/log"
-    verbosity: 0
-    rrl-ratelimit: 0
-    rrl-whitelist-ratelimit: 0
-remote-control:
-    control-enable: no
-zone:
-    name: $ORIGIN
-    zonefile: "$zone"
-NS
-      taskset -c "$SERVER_CPU" nsd -d -c "$d/nsd.conf" >>"$d/log" 2>&1 &
       ;;
     anyedge)
       APORT=$(free_port)
-      local sec=""
-      [ "$mode" = online ] && sec="dnssec = { keys = [\"$STEM\"], denial = \"compact\" }"
-      cat >"$d/anyedge.toml" <<AE
-[pop]
-name = "bench"
-workers = 1
-[admin]
-listen = "127.0.0.1:$APORT"
-token = "bench-token-0123456789abcdef"
-[dns]
-listen = ["127.0.0.1:$SPORT"]
-workers = 1
-[[dns.zone]]
-name = "$ORIGIN"
-file = "$zone"
-$sec
-AE
-      RUST_LOG=warn taskset -c "$SERVER_CPU" "$BIN" run -c "$d/anyedge.toml" >"$d/log" 2>&1 &
+      [ "$mode" = online ] && zextra="dnssec = { keys = [\"$STEM\"], denial = \"compact\" }"
+      extra=$(printf '[admin]\nlisten = "127.0.0.1:%s"\ntoken = "bench-token-0123456789abcdef"' "$APORT")
       ;;
   esac
-  SPID=$!
-  local ok=""
-  for _ in $(seq 300); do
-    kill -0 "$SPID" 2>/dev/null || break
-    if dig +norec +dnssec +time=1 +tries=1 -p "$SPORT" @127.0.0.1 "$CHECK_NAME" A 2>/dev/null | grep -q 'RRSIG'; then ok=1; break; fi
-    sleep 0.1
-  done
-  [ -n "$ok" ] || { tail -20 "$d/log" >&2; die "$who ($mode): no signed answer for $CHECK_NAME"; }
+  start_dns_server "$who" "$zone" "$zextra" "$extra"
+  wait_signed "$SPORT" "$CHECK_NAME" 30 || { tail -20 "$SDIR/log" >&2; die "$who ($mode): no signed answer for $CHECK_NAME"; }
   # knotd pins its UDP workers itself: re-pin every thread to SERVER_CPU
   local p; for p in $(tree "$SPID"); do taskset -a -cp "$SERVER_CPU" "$p" >/dev/null 2>&1 || true; done
   # warm-up, unmeasured
   taskset -c "$CLIENT_CPU" dnsperf -s 127.0.0.1 -p "$SPORT" -D -d "$W/hit.q" -l 1 -c "$CLIENTS" -q "$OUTSTANDING" >/dev/null 2>&1 || true
 }
-stop_server() {
-  local p
-  [ -f "$SDIR/nsd.pid" ] && p=$(cat "$SDIR/nsd.pid") && kill "$p" 2>/dev/null || true
-  stop_pid "$SPID"; SPID=""
-}
+stop_server() { stop_dns_server; }
 metric() {  # metric NAME_AND_LABELS: from anyedge's /metrics
   curl -s "http://127.0.0.1:$APORT/metrics" | awk -v k="$1" '$1 == k {print $2}'
 }

@@ -34,13 +34,7 @@ GEN=$PWD/bench/dns_zone_gen.py
 W=$(mktemp -d /tmp/anyedge-dnsbig.XXXXXX)
 Z=${KEEP:-$W}
 mkdir -p "$Z"
-SPID=""
-stop_pid() {
-  kill "$1" 2>/dev/null || return 0
-  for _ in $(seq 100); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-}
+. bench/lib/dns.sh  # start_dns_server, stop_dns_server, wait_signed, mem_kib ...
 cleanup() { [ -n "$SPID" ] && stop_server; rm -rf "$W"; }
 trap cleanup EXIT
 
@@ -61,112 +55,20 @@ fi
 LAST=$(tr ' ' '\n' <"$SIGNED.facts" | awk -F= '$1 == "last_name" {print $2}')
 echo "zone: $(cat "$SIGNED.facts"); signed file $(du -h "$SIGNED" | cut -f1), $(wc -l <"$SIGNED") lines" >&2
 
-tree() { local c; echo "$1"; for c in $(pgrep -P "$1" 2>/dev/null || true); do tree "$c"; done; }
-mem() {  # "RSS_MiB PSS_MiB" summed over the tree
-  local rss=0 pss=0 p v
-  for p in $(tree "$1"); do
-    v=$(awk '/^Rss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0); rss=$((rss + ${v:-0}))
-    v=$(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0); pss=$((pss + ${v:-0}))
-  done
-  echo "$((rss / 1024)) $((pss / 1024))"
-}
-free_port() {
-  local p
-  for _ in $(seq 200); do
-    p=$((10000 + RANDOM % 20000))
-    [ -z "$(ss -Hantu "sport = :$p" 2>/dev/null)" ] && { echo "$p"; return; }
-  done
-  die "no free port"
-}
-start_server() {
-  local who=$1 d
-  SPORT=$(free_port); d=$(mktemp -d "$W/$who.XXXX"); SDIR=$d
-  case $who in
-    knot)
-      cat >"$d/knot.conf" <<KN
-server:
-    rundir: "$d"
-    listen: 127.0.0.1@$SPORT
-    udp-workers: 1
-    tcp-workers: 1
-    background-workers: 1
-log:
-  - target: stderr
-    any: warning
-database:
-    storage: "$d"
-template:
-  - id: default
-    storage: "$d"
-    zonefile-sync: -1
-    journal-content: none
-zone:
-  - domain: $ORIGIN
-    file: "$SIGNED"
-KN
-      taskset -c "$SERVER_CPU" knotd -c "$d/knot.conf" >"$d/log" 2>&1 &
-      ;;
-    nsd)
-      cat >"$d/nsd.conf" <<NS
-server:
-    server-count: 1
-    ip-address: 127.0.0.1
-    port: $SPORT
-    username: ""
-    chroot: ""
-    zonesdir: "$d"
-    pidfile: "$d/nsd.pid"
-    xfrdfile: "$d/xfrd.state"
-    zonelistfile: "$d/zone.list"
-    database: ""
-    logfile: "$d/log"
-    verbosity: 0
-remote-control:
-    control-enable: no
-zone:
-    name: $ORIGIN
-    zonefile: "$SIGNED"
-NS
-      taskset -c "$SERVER_CPU" nsd -d -c "$d/nsd.conf" >>"$d/log" 2>&1 &
-      ;;
-    anyedge)
-      cat >"$d/anyedge.toml" <<AE
-[pop]
-name = "bench"
-workers = 1
-[dns]
-listen = ["127.0.0.1:$SPORT"]
-workers = 1
-[[dns.zone]]
-name = "$ORIGIN"
-file = "$SIGNED"
-AE
-      RUST_LOG=warn taskset -c "$SERVER_CPU" "$BIN" run -c "$d/anyedge.toml" >"$d/log" 2>&1 &
-      ;;
-  esac
-  SPID=$!
-}
-stop_server() {
-  local p
-  [ -f "$SDIR/nsd.pid" ] && p=$(cat "$SDIR/nsd.pid") && kill "$p" 2>/dev/null || true
-  stop_pid "$SPID"; SPID=""
-}
+stop_server() { stop_dns_server 10; }  # a server busy loading may take a while to act on TERM
 
 declare -A T RSS PSS
 for round in $(seq "$LOAD_ROUNDS"); do
   for who in $SERVERS; do
     t0=$(date +%s.%N)
-    start_server "$who"
+    start_dns_server "$who" "$SIGNED"
     ok=""
-    while [ "$(awk -v a="$t0" -v b="$(date +%s.%N)" -v m="$LOAD_TIMEOUT" 'BEGIN {print (b - a < m)}')" = 1 ]; do
-      kill -0 "$SPID" 2>/dev/null || break
-      if dig +norec +dnssec +time=1 +tries=1 -p "$SPORT" @127.0.0.1 "$LAST" A 2>/dev/null | grep -q RRSIG; then ok=1; break; fi
-      sleep 0.05
-    done
+    wait_signed "$SPORT" "$LAST" "$LOAD_TIMEOUT" && ok=1
     t=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.2f", b - a}')
     [ -n "$ok" ] || { tail -20 "$SDIR/log" >&2; die "$who: $LAST not answered signed within $LOAD_TIMEOUT s"; }
     sleep 1  # let loaders exit and the allocator settle
-    read -r r p < <(mem "$SPID")
+    read -r r p _ < <(mem_kib "$SPID")
+    r=$((r / 1024)); p=$((p / 1024))
     printf 'round %s %-8s load %.1f s  RSS %s MiB  PSS %s MiB\n' "$round" "$who" "$t" "$r" "$p" >&2
     T[$who]+="$t "; RSS[$who]+="$r "; PSS[$who]+="$p "
     stop_server

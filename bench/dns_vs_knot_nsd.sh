@@ -73,8 +73,7 @@ PIN_C=(nice -n "$NICE" taskset -c "$CLIENT_CPU")
 LOAD_TIMEOUT=${LOAD_TIMEOUT:-120}
 ORIGIN=example.com.
 
-KNOTD=$(command -v knotd || echo /usr/sbin/knotd)
-NSD=$(command -v nsd || echo /usr/sbin/nsd)
+. bench/lib/dns.sh  # KNOTD, NSD, start_dns_server ...
 for b in "$KNOTD" "$NSD" dnsperf dig python3 taskset; do
   command -v "$b" >/dev/null || { echo "missing $b (apt-get install knot nsd dnsperf dnsutils python3 util-linux)" >&2; exit 1; }
 done
@@ -92,16 +91,8 @@ GEN=$PWD/bench/dns_zone_gen.py
 
 W=$(mktemp -d /tmp/anyedge-dnsbench.XXXXXX)
 PIDS=()      # every process started here (servers, perf)
-SPID=""      # the running server's PID
 TAPPID=""    # anyedge_tap's collector (fstrm_capture)
-SPORT=""
-SDIR=""
-stop_pid() {  # SIGTERM, then SIGKILL after 5 s (a server busy loading a zone may not act on TERM)
-  kill "$1" 2>/dev/null || return 0
-  for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-}
+TAPDIR=""
 CG=""
 cleanup() {
   if [ -n "$SPID" ]; then stop_server; fi
@@ -121,151 +112,33 @@ python3 "$GEN" queries "$ORIGIN" "$ZONE_RECORDS" nx 200000 "$W/nx.queries"
 CHECK_NAME=$(facts "$W/bench.facts" check_name); CHECK_A=$(facts "$W/bench.facts" check_a)
 echo "zone: $(cat "$W/bench.facts")" >&2
 
-# --- helpers ----------------------------------------------------------------
-free_port() {  # a port no UDP/TCP socket uses, below the ephemeral range
-  local p lo
-  lo=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range)
-  for _ in $(seq 200); do
-    p=$((10000 + RANDOM % (lo - 10000)))
-    if [ -z "$(ss -Hantu "sport = :$p" 2>/dev/null)" ]; then echo "$p"; return; fi
-  done
-  die "no free port"
-}
-tree() {  # PID and all its descendants
-  local p=$1 c
-  echo "$p"
-  for c in $(pgrep -P "$p" 2>/dev/null || true); do tree "$c"; done
-}
-ticks() {  # CPU clock ticks (user+system, all threads) of a process tree
-  local t=0 p
-  for p in $(tree "$1"); do
-    [ -r "/proc/$p/stat" ] && t=$((t + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12+$13}')))
-  done
-  echo $t
-}
-HZ=$(getconf CLK_TCK)
-mem() {  # "PSS_KiB HWM_KiB": PSS summed over the tree (shared pages counted once), largest peak RSS
-  local pss=0 hwm=0 p v
-  for p in $(tree "$1"); do
-    v=$(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0); pss=$((pss + ${v:-0}))
-    v=$(awk '/^VmHWM:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0); [ "${v:-0}" -gt $hwm ] && hwm=$v
-  done
-  echo "$pss $hwm"
-}
-
+# --- helpers (servers, ports, CPU ticks, memory: bench/lib/dns.sh) ------------
 start_server() {  # start_server WHO ZONEFILE -> SPID, SPORT (not waiting for it)
-  local who=$1 zone=$2 d
-  SPORT=$(free_port)
-  d=$(mktemp -d "$W/$who.XXXX")
-  case $who in
-    knot)
-      cat >"$d/knot.conf" <<KN
-server:
-    rundir: "$d"
-    listen: 127.0.0.1@$SPORT
-    udp-workers: 1
-    tcp-workers: 1
-    background-workers: 1
-log:
-  - target: stderr
-    any: warning
-database:
-    storage: "$d"
-template:
-  - id: default
-    storage: "$d"
-    zonefile-sync: -1
-    journal-content: none
-zone:
-  - domain: $ORIGIN
-    file: "$zone"
-KN
-      "${PIN_S[@]}" "$KNOTD" -c "$d/knot.conf" >"$d/log" 2>&1 &
-      ;;
-    nsd)
-      cat >"$d/nsd.conf" <<NS
-server:
-    server-count: 1
-    ip-address: 127.0.0.1
-    port: $SPORT
-    username: ""
-    chroot: ""
-    zonesdir: "$d"
-    pidfile: "$d/nsd.pid"
-    xfrdfile: "$d/xfrd.state"
-    zonelistfile: "$d/zone.list"
-    database: ""
-    logfile: "$d/log"
-    verbosity: 0
-    rrl-ratelimit: 0
-    rrl-whitelist-ratelimit: 0
-remote-control:
-    control-enable: no
-zone:
-    name: $ORIGIN
-    zonefile: "$zone"
-NS
-      nsd-checkconf "$d/nsd.conf" >&2 || die "nsd-checkconf rejected $d/nsd.conf"
-      "${PIN_S[@]}" "$NSD" -d -c "$d/nsd.conf" >>"$d/log" 2>&1 &
-      ;;
-    anyedge|anyedge_tap)
-      local tap=""
-      if [ "$who" = anyedge_tap ]; then
-        command -v fstrm_capture >/dev/null || die "anyedge_tap needs fstrm_capture (apt-get install fstrm-bin)"
-        "${PIN_S[@]}" fstrm_capture -t protobuf:dnstap.Dnstap -u "$d/tap.sock" -w "$d/tap.fstrm" >"$d/tap.log" 2>&1 &
-        TAPPID=$!; PIDS+=("$TAPPID")
-        for _ in $(seq 50); do [ -S "$d/tap.sock" ] && break; sleep 0.1; done
-        tap=$(printf '[dns.dnstap]\nsocket = "%s"\nsample = %s' "$d/tap.sock" "${DNSTAP_SAMPLE:-1}")
-      fi
-      cat >"$d/anyedge.toml" <<AE
-[pop]
-name = "bench"
-workers = 1
-[dns]
-listen = ["127.0.0.1:$SPORT"]
-workers = 1
-$tap
-[[dns.zone]]
-name = "$ORIGIN"
-file = "$zone"
-AE
-      RUST_LOG=warn "${PIN_S[@]}" "$BIN" run -c "$d/anyedge.toml" >"$d/log" 2>&1 &
-      ;;
-  esac
-  SPID=$!
+  local who=$1 tap=""
+  if [ "$who" = anyedge_tap ]; then
+    command -v fstrm_capture >/dev/null || die "anyedge_tap needs fstrm_capture (apt-get install fstrm-bin)"
+    TAPDIR=$(mktemp -d "$W/tap.XXXX")
+    "${PIN_S[@]}" fstrm_capture -t protobuf:dnstap.Dnstap -u "$TAPDIR/tap.sock" -w "$TAPDIR/tap.fstrm" >"$TAPDIR/tap.log" 2>&1 &
+    TAPPID=$!; PIDS+=("$TAPPID")
+    for _ in $(seq 50); do [ -S "$TAPDIR/tap.sock" ] && break; sleep 0.1; done
+    tap=$(printf '[dns.dnstap]\nsocket = "%s"\nsample = %s' "$TAPDIR/tap.sock" "${DNSTAP_SAMPLE:-1}")
+    who=anyedge
+  fi
+  start_dns_server "$who" "$2" "" "$tap"
   PIDS+=("$SPID")
-  SDIR=$d
 }
 stop_server() {
   local p
-  # nsd: its pidfile names the main process, a child of the one we started
-  [ -f "$SDIR/nsd.pid" ] && p=$(cat "$SDIR/nsd.pid") && kill "$p" 2>/dev/null || true
-  stop_pid "$SPID"
+  stop_dns_server
   for _ in $(seq 50); do [ -z "$(ss -Hlntu "sport = :$SPORT" 2>/dev/null)" ] && break; sleep 0.1; done
-  SPID=""
   if [ -n "$TAPPID" ]; then  # the collector: what it wrote, then its file goes
     p=$(ticks "$TAPPID")
     stop_pid "$TAPPID"; TAPPID=""
-    echo "dnstap collector: $(grep -o 'wrote [0-9]* frames, [0-9]* bytes' "$SDIR/tap.log" | tail -1), $(awk -v t="$p" -v hz="$HZ" 'BEGIN { printf "%.1f", t / hz }') CPU-s since its start" >&2
-    rm -f "$SDIR/tap.fstrm"
+    echo "dnstap collector: $(grep -o 'wrote [0-9]* frames, [0-9]* bytes' "$TAPDIR/tap.log" | tail -1), $(awk -v t="$p" -v hz="$HZ" 'BEGIN { printf "%.1f", t / hz }') CPU-s since its start" >&2
+    rm -f "$TAPDIR/tap.fstrm"
   fi
 }
-server_log() { echo "--- $1 log ($SDIR/log):" >&2; tail -20 "$SDIR/log" >&2 || true; }
 
-answer_a() {  # answer_a PORT NAME [+tcp] -> "STATUS A-records..." (one line)
-  local out
-  out=$(dig +norec +time=1 +tries=1 ${3:-} -p "$1" @127.0.0.1 "$2" A +noall +comments +answer 2>/dev/null) || { echo "NOANSWER"; return; }
-  echo "$(grep -o 'status: [A-Z]*' <<<"$out" | head -1 | cut -d' ' -f2) $(awk '$4 == "A" {print $5}' <<<"$out" | sort | tr '\n' ' ')"
-}
-wait_answer() {  # wait_answer PORT NAME EXPECTED_A TIMEOUT_S: polls until the A record is served
-  local deadline=$(($(date +%s) + $4))
-  while [ "$(date +%s)" -lt "$deadline" ]; do
-    kill -0 "$SPID" 2>/dev/null || return 1
-    [ "$(answer_a "$1" "$2")" = "NOERROR $3 " ] && return 0
-    sleep 0.02
-  done
-  return 1
-}
 sanity() {  # sanity WHO: NOERROR with the right A over UDP and TCP, NXDOMAIN for a random name
   local who=$1 got nx
   wait_answer "$SPORT" "$CHECK_NAME" "$CHECK_A" 60 || { server_log "$who"; die "$who did not answer $CHECK_NAME A on port $SPORT"; }
@@ -397,7 +270,7 @@ if [ "$LOAD_RECORDS" -gt 0 ] && [ "$LOAD_ROUNDS" -gt 0 ]; then
       fi
       t1=$(date +%s%N)
       sleep 1  # let post-load work settle before reading memory
-      read -r pss hwm < <(mem "$SPID")
+      read -r _ pss hwm < <(mem_kib "$SPID")  # PSS: shared pages counted once
       secs=$(awk -v d=$((t1 - t0)) 'BEGIN { printf "%.2f", d / 1e9 }')
       L[$who,secs]+="$secs "; L[$who,rss]+="$((pss / 1024)) "; L[$who,hwm]+="$((hwm / 1024)) "
       printf 'load round %d %-8s %6ss to answer, memory %5s MiB (PSS, process tree), peak RSS %5s MiB\n' \

@@ -9,10 +9,13 @@
 //! ```
 
 use std::fmt::Write as _;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
+
+use anyedge_dnscompare::QueryOptions;
+use domain::base::iana::Rtype;
 
 use crate::wait_until;
 
@@ -167,22 +170,15 @@ impl Knot {
     /// still be transferring).
     pub fn start(conf: &KnotConf) -> Knot {
         let dir = tempfile::tempdir().unwrap();
-        let port = conf.port.unwrap_or_else(|| {
-            let l = TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        });
+        let port = conf.port.unwrap_or_else(crate::free_port);
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let path = dir.path().join("knot.conf");
         std::fs::write(&path, conf.render(dir.path(), port)).unwrap();
-        let log = std::fs::File::create(dir.path().join("knot.log")).unwrap();
-        let child = Command::new(bin("knotd"))
-            .arg("-c")
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start knotd");
+        let child = crate::spawn_logged(
+            &bin("knotd"),
+            &["-c".as_ref(), path.as_ref()],
+            &dir.path().join("knot.log"),
+        );
         let mut k = Knot {
             dir,
             addr,
@@ -241,13 +237,7 @@ impl Knot {
     /// within 200 ms.
     pub fn soa_rcode(&self, apex: &str) -> Option<(bool, u8)> {
         let id = 0x7e57u16;
-        let mut q = id.to_be_bytes().to_vec();
-        q.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
-        for label in apex.split('.').filter(|l| !l.is_empty()) {
-            q.push(u8::try_from(label.len()).ok()?);
-            q.extend_from_slice(label.as_bytes());
-        }
-        q.extend_from_slice(&[0, 0, 6, 0, 1]);
+        let q = crate::dns::query(id, apex, Rtype::SOA, &QueryOptions::default());
         let sock = UdpSocket::bind("127.0.0.1:0").ok()?;
         sock.set_read_timeout(Some(Duration::from_millis(200))).ok()?;
         sock.send_to(&q, self.addr).ok()?;

@@ -228,58 +228,117 @@ fn finish_held(mut s: TcpStream) -> String {
     common::field(resp.split_once("\r\n\r\n").unwrap().1, "node").to_string()
 }
 
-#[test]
-fn dns_discovery_follows_knot_records_and_keeps_the_pool_on_bad_answers() {
-    let ns = lab("dnsd");
-    for i in 1..=4 {
+/// A lab (see [`lab`]) with nodes 1..=`nodes` serving, and the addresses
+/// the PoP listens on.
+struct Setup {
+    ns: Netns,
+    /// The service "web".
+    lb: SocketAddr,
+    admin: SocketAddr,
+}
+
+fn setup(tag: &str, nodes: u8) -> Setup {
+    let ns = lab(tag);
+    for i in 1..=nodes {
         node(&ns, i);
     }
+    Setup {
+        ns,
+        lb: SocketAddr::from(([198, 18, 7, 101], 80)),
+        admin: SocketAddr::from(([198, 18, 7, 101], 9000)),
+    }
+}
+
+impl Setup {
+    /// A config: the PoP (with `state_dir` if given), the admin API and the
+    /// round-robin service "web" on `lb` with `web` (more of its keys) and
+    /// [`HEALTH`]; `rest`: what follows (its backends, other services).
+    fn config(&self, state: Option<&Path>, web: &str, rest: &str) -> String {
+        let state = state.map_or(String::new(), |d| format!("state_dir = \"{}\"\n", d.display()));
+        format!(
+            "[pop]\nname = \"p1\"\n{state}[admin]\nlisten = \"{admin}\"\ntoken = \"{TOKEN}\"\n\
+             [[service]]\nname = \"web\"\nlisten = [\"{lb}\"]\nbalance = \"round_robin\"\n{web}\n{HEALTH}\n{rest}",
+            admin = self.admin,
+            lb = self.lb,
+        )
+    }
+
+    fn start(&self, cfg: &str) -> Anyedge {
+        start(&self.ns, cfg, self.lb, self.admin)
+    }
+
+    fn status(&self) -> Value {
+        status(&self.ns, self.admin)
+    }
+
+    /// Waits until `cond` holds of the status.
+    #[track_caller]
+    fn wait_status(&self, what: &str, max: Duration, cond: impl Fn(&Value) -> bool) {
+        wait_until(what, max, || {
+            let st = self.status();
+            cond(&st).then_some(()).ok_or(st)
+        });
+    }
+
+    /// Runs `change`, then waits until `service` counts one more discovery
+    /// error.
+    #[track_caller]
+    fn wait_refused(&self, service: &str, what: &str, max: Duration, change: impl FnOnce()) {
+        let before = discovery_errors(&self.status(), service);
+        change();
+        self.wait_status(what, max, |st| discovery_errors(st, service) > before);
+    }
+}
+
+/// Replaces `file` with `text` atomically, as a controller or Ansible
+/// would; when.
+fn write_backends(file: &Path, text: &str) -> Instant {
+    let tmp = file.with_file_name(".backends.tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, file).unwrap();
+    Instant::now()
+}
+
+#[test]
+fn dns_discovery_follows_knot_records_and_keeps_the_pool_on_bad_answers() {
+    let s = setup("dnsd", 4);
+    let (ns, lb) = (&s.ns, s.lb);
     let zdir = tempfile::tempdir().unwrap();
-    let k = knot(&ns, zdir.path(), &zone(1, &["198.18.7.1", "198.18.7.2"], &[1, 2], 0));
-    let lb = SocketAddr::from(([198, 18, 7, 101], 80));
+    let k = knot(ns, zdir.path(), &zone(1, &["198.18.7.1", "198.18.7.2"], &[1, 2], 0));
     let srv_lb = SocketAddr::from(([198, 18, 7, 101], 81));
-    let admin = SocketAddr::from(([198, 18, 7, 101], 9000));
     let state = tempfile::tempdir().unwrap();
-    let cfg = format!(
-        r#"[pop]
-name = "p1"
-state_dir = "{state}"
-[admin]
-listen = "{admin}"
-token = "{TOKEN}"
-[[service]]
-name = "web"
-listen = ["{lb}"]
-balance = "round_robin"
-discover = {{ name = "nodes.{ZONE}", type = "A", port = 8080, resolvers = ["{knot}"], min_refresh = "500ms", max_refresh = "5s" }}
-{HEALTH}
-[[service]]
+    let cfg = s.config(
+        Some(state.path()),
+        &format!(
+            r#"discover = {{ name = "nodes.{ZONE}", type = "A", port = 8080, resolvers = ["{knot}"], min_refresh = "500ms", max_refresh = "5s" }}"#,
+            knot = k.addr
+        ),
+        &format!(
+            r#"[[service]]
 name = "srv"
 listen = ["{srv_lb}"]
 discover = {{ name = "_web._tcp.{ZONE}", type = "SRV", resolvers = ["{knot}"], min_refresh = "500ms", max_refresh = "5s" }}
 {HEALTH}
 "#,
-        state = state.path().display(),
-        knot = k.addr,
+            knot = k.addr
+        ),
     );
-    let a = start(&ns, &cfg, lb, admin);
-    wait_until("the A records' nodes serve", Duration::from_secs(10), || {
-        let st = status(&ns, admin);
-        (serving(&st, "web") == names(&[1, 2])).then_some(()).ok_or(st)
+    let a = s.start(&cfg);
+    s.wait_status("the A records' nodes serve", Duration::from_secs(10), |st| {
+        serving(st, "web") == names(&[1, 2])
     });
-    wait_until("the SRV records' nodes serve", Duration::from_secs(10), || {
-        let st = status(&ns, admin);
-        (serving(&st, "srv") == names(&[1, 2])).then_some(()).ok_or(st)
+    s.wait_status("the SRV records' nodes serve", Duration::from_secs(10), |st| {
+        serving(st, "srv") == names(&[1, 2])
     });
-    let st = status(&ns, admin);
+    let st = s.status();
     assert!(backends(&st, "web").values().all(|b| b.0 == "dns"), "{st}");
 
     // A request held on n1 across its removal must finish on n1.
     let held: Vec<TcpStream> = (1..=4)
-        .map(|i| open_held(&ns, Ipv4Addr::new(198, 18, 9, i), lb))
+        .map(|i| open_held(ns, Ipv4Addr::new(198, 18, 9, i), lb))
         .collect();
     wait_until("held connections reach both nodes", Duration::from_secs(5), || {
-        let b = backends(&status(&ns, admin), "web");
+        let b = backends(&s.status(), "web");
         let n1 = b.get(&node_addr(1).to_string()).map_or(0, |x| x.3);
         (n1 > 0).then_some(()).ok_or(b)
     });
@@ -298,7 +357,7 @@ discover = {{ name = "_web._tcp.{ZONE}", type = "SRV", resolvers = ["{knot}"], m
         "{to_n3:?}"
     );
     // n1 drains: no new connection, but still listed while held open
-    let st = status(&ns, admin);
+    let st = s.status();
     let n1 = backends(&st, "web")[&node_addr(1).to_string()].clone();
     assert!(n1.2 && n1.3 > 0, "n1 removed but holding its connections: {st}");
     holds_for(
@@ -315,49 +374,46 @@ discover = {{ name = "_web._tcp.{ZONE}", type = "SRV", resolvers = ["{knot}"], m
         "n1 disappears once its connections ended",
         Duration::from_secs(5),
         || {
-            let b = backends(&status(&ns, admin), "web");
+            let b = backends(&s.status(), "web");
             (!b.contains_key(&node_addr(1).to_string())).then_some(()).ok_or(b)
         },
     );
 
     // Bad records: loopback, unspecified, multicast -> refused, pool kept.
     for (serial, bad) in [(3, "127.0.0.1"), (4, "0.0.0.0"), (5, "224.0.0.1")] {
-        let before = discovery_errors(&status(&ns, admin), "web");
-        set_zone(&k, zdir.path(), &zone(serial, &["198.18.7.2", bad], &[1, 2], 0));
-        wait_until(
+        s.wait_refused(
+            "web",
             &format!("records with {bad} counted as an error"),
             Duration::from_secs(10),
             || {
-                let st = status(&ns, admin);
-                (discovery_errors(&st, "web") > before).then_some(()).ok_or(st)
+                set_zone(&k, zdir.path(), &zone(serial, &["198.18.7.2", bad], &[1, 2], 0));
             },
         );
-        let st = status(&ns, admin);
+        let st = s.status();
         assert_eq!(serving(&st, "web"), names(&[2, 3]), "{bad}: {st}");
     }
     // 2,000 A records (they fit in one TCP answer): over our bound of 1024
     // backends, refused, the last good pool keeps serving.
-    let before = discovery_errors(&status(&ns, admin), "web");
     let many: Vec<String> = (0..2000u32)
         .map(|i| format!("198.18.{}.{}", 100 + i / 250, 1 + i % 250))
         .collect();
     let many: Vec<&str> = many.iter().map(String::as_str).collect();
-    set_zone(&k, zdir.path(), &zone(6, &many, &[1, 2], 0));
-    wait_until("2,000 A records refused", Duration::from_secs(15), || {
-        let st = status(&ns, admin);
-        (discovery_errors(&st, "web") > before).then_some(()).ok_or(st)
+    s.wait_refused("web", "2,000 A records refused", Duration::from_secs(15), || {
+        set_zone(&k, zdir.path(), &zone(6, &many, &[1, 2], 0));
     });
-    assert_eq!(serving(&status(&ns, admin), "web"), names(&[2, 3]));
+    assert_eq!(serving(&s.status(), "web"), names(&[2, 3]));
     assert!(a.log().contains("2000 records exceed the bound of 1024"), "{}", a.log());
     // 10,000 SRV records: more than DNS can carry (Knot answers SERVFAIL):
     // the last good SRV pool keeps serving.
-    let before = discovery_errors(&status(&ns, admin), "srv");
-    set_zone(&k, zdir.path(), &zone(7, &["198.18.7.2", "198.18.7.3"], &[], 10_000));
-    wait_until("the SRV flood counted as an error", Duration::from_secs(15), || {
-        let st = status(&ns, admin);
-        (discovery_errors(&st, "srv") > before).then_some(()).ok_or(st)
-    });
-    let st = status(&ns, admin);
+    s.wait_refused(
+        "srv",
+        "the SRV flood counted as an error",
+        Duration::from_secs(15),
+        || {
+            set_zone(&k, zdir.path(), &zone(7, &["198.18.7.2", "198.18.7.3"], &[], 10_000));
+        },
+    );
+    let st = s.status();
     assert_eq!(serving(&st, "srv"), names(&[1, 2]), "{st}");
     let r = ns.enter(move || get(Ipv4Addr::new(198, 18, 9, 11), srv_lb));
     assert!(r.is_ok(), "{r:?}");
@@ -365,17 +421,14 @@ discover = {{ name = "_web._tcp.{ZONE}", type = "SRV", resolvers = ["{knot}"], m
 
     // A Knot outage keeps the pool.
     let pid = nix::unistd::Pid::from_raw(k.pid().unwrap() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
-    let before = discovery_errors(&status(&ns, admin), "web");
-    wait_until("resolver failures counted", Duration::from_secs(15), || {
-        let st = status(&ns, admin);
-        (discovery_errors(&st, "web") > before).then_some(()).ok_or(st)
+    s.wait_refused("web", "resolver failures counted", Duration::from_secs(15), || {
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
     });
     // a reload during the outage keeps the discovered backends too
     a.signal(nix::sys::signal::Signal::SIGHUP);
     a.wait_log("reload applied", 1, Duration::from_secs(10));
     holds_for("the pool serves through the outage", Duration::from_secs(2), || {
-        let st = status(&ns, admin);
+        let st = s.status();
         let ok =
             serving(&st, "web") == names(&[2, 3]) && ns.enter(move || get(Ipv4Addr::new(198, 18, 9, 12), lb)).is_ok();
         ok.then_some(()).ok_or(st)
@@ -386,47 +439,21 @@ discover = {{ name = "_web._tcp.{ZONE}", type = "SRV", resolvers = ["{knot}"], m
 
 #[test]
 fn watched_file_changes_apply_within_a_second_and_bad_files_keep_the_pool() {
-    let ns = lab("filed");
-    for i in 1..=3 {
-        node(&ns, i);
-    }
+    let s = setup("filed", 3);
+    let (ns, lb) = (&s.ns, s.lb);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("backends.json");
-    let write = |text: &str| {
-        // replaced atomically, as a controller or Ansible would
-        let tmp = dir.path().join(".backends.json.tmp");
-        std::fs::write(&tmp, text).unwrap();
-        std::fs::rename(&tmp, &file).unwrap();
-        Instant::now()
-    };
+    let write = |text: &str| write_backends(&file, text);
     write(&format!(
         r#"[{{"address": "{}"}}, {{"address": "{}", "weight": 2}}]"#,
         node_addr(1),
         node_addr(2)
     ));
-    let lb = SocketAddr::from(([198, 18, 7, 101], 80));
-    let admin = SocketAddr::from(([198, 18, 7, 101], 9000));
-    let cfg = format!(
-        r#"[pop]
-name = "p1"
-[admin]
-listen = "{admin}"
-token = "{TOKEN}"
-[[service]]
-name = "web"
-listen = ["{lb}"]
-balance = "round_robin"
-backends_file = "{file}"
-{HEALTH}
-"#,
-        file = file.display()
-    );
-    let a = start(&ns, &cfg, lb, admin);
-    wait_until("the file's nodes serve", Duration::from_secs(10), || {
-        let st = status(&ns, admin);
-        (serving(&st, "web") == names(&[1, 2])).then_some(()).ok_or(st)
+    let a = s.start(&s.config(None, &format!("backends_file = \"{}\"", file.display()), ""));
+    s.wait_status("the file's nodes serve", Duration::from_secs(10), |st| {
+        serving(st, "web") == names(&[1, 2])
     });
-    assert!(backends(&status(&ns, admin), "web").values().all(|b| b.0 == "file"));
+    assert!(backends(&s.status(), "web").values().all(|b| b.0 == "file"));
     let t0 = write(&format!(
         r#"[{{"address": "{}"}}, {{"address": "{}"}}]"#,
         node_addr(2),
@@ -440,11 +467,8 @@ backends_file = "{file}"
     });
     println!("file: change -> first request on the new node: {to_n3:?}");
     assert!(to_n3 < Duration::from_millis(1500), "{to_n3:?}");
-    wait_until("n1 is gone", Duration::from_secs(5), || {
-        let st = status(&ns, admin);
-        (serving(&st, "web") == names(&[2, 3]) && backends(&st, "web").len() == 2)
-            .then_some(())
-            .ok_or(st)
+    s.wait_status("n1 is gone", Duration::from_secs(5), |st| {
+        serving(st, "web") == names(&[2, 3]) && backends(st, "web").len() == 2
     });
     // Bad files: a duplicate name, a bad weight, garbage: the pool stays.
     for bad in [
@@ -457,13 +481,10 @@ backends_file = "{file}"
         format!(r#"[{{"address": "{}", "weight": -1}}]"#, node_addr(1)),
         "[{\"address\": ".to_string(),
     ] {
-        let before = discovery_errors(&status(&ns, admin), "web");
-        write(&bad);
-        wait_until(&format!("{bad} refused"), Duration::from_secs(5), || {
-            let st = status(&ns, admin);
-            (discovery_errors(&st, "web") > before).then_some(()).ok_or(st)
+        s.wait_refused("web", &format!("{bad} refused"), Duration::from_secs(5), || {
+            write(&bad);
         });
-        let st = status(&ns, admin);
+        let st = s.status();
         assert_eq!(serving(&st, "web"), names(&[2, 3]), "{bad}: {st}");
     }
     assert!(a.log().contains("backends file refused"), "{}", a.log());
@@ -471,37 +492,18 @@ backends_file = "{file}"
 
 #[test]
 fn runtime_changes_survive_reload_and_restart() {
-    let ns = lab("rtd");
-    for i in 1..=3 {
-        node(&ns, i);
-    }
-    let lb = SocketAddr::from(([198, 18, 7, 101], 80));
-    let admin = SocketAddr::from(([198, 18, 7, 101], 9000));
+    let s = setup("rtd", 3);
+    let (ns, admin) = (&s.ns, s.admin);
     let state = tempfile::tempdir().unwrap();
-    let cfg = format!(
-        r#"[pop]
-name = "p1"
-state_dir = "{state}"
-[admin]
-listen = "{admin}"
-token = "{TOKEN}"
-[[service]]
-name = "web"
-listen = ["{lb}"]
-balance = "round_robin"
-slow_start = "2s"
-{HEALTH}
-[[service.backend]]
-name = "n1"
-address = "{n1}"
-"#,
-        state = state.path().display(),
-        n1 = node_addr(1),
+    let cfg = s.config(
+        Some(state.path()),
+        "slow_start = \"2s\"",
+        &format!("[[service.backend]]\nname = \"n1\"\naddress = \"{}\"\n", node_addr(1)),
     );
-    let mut a = start(&ns, &cfg, lb, admin);
+    let mut a = s.start(&cfg);
     let addr2 = node_addr(2).to_string();
     let (code, v) = api(
-        &ns,
+        ns,
         admin,
         "POST",
         "/api/v1/services/web/backends",
@@ -529,7 +531,7 @@ address = "{n1}"
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("added"), "{out:?}");
     let (code, v) = api(
-        &ns,
+        ns,
         admin,
         "POST",
         "/api/v1/services/web/backends/n1/weight",
@@ -538,7 +540,7 @@ address = "{n1}"
     assert_eq!(code, 200, "{v}");
     // bad input: loopback, a name in use, a weight out of range, no token
     let (code, _) = api(
-        &ns,
+        ns,
         admin,
         "POST",
         "/api/v1/services/web/backends",
@@ -546,7 +548,7 @@ address = "{n1}"
     );
     assert_eq!(code, 422);
     let (code, _) = api(
-        &ns,
+        ns,
         admin,
         "POST",
         "/api/v1/services/web/backends",
@@ -554,14 +556,14 @@ address = "{n1}"
     );
     assert_eq!(code, 422);
     let (code, _) = api(
-        &ns,
+        ns,
         admin,
         "POST",
         "/api/v1/services/web/backends/n1/weight",
         r#"{"weight": 10001}"#,
     );
     assert_eq!(code, 422);
-    let (code, _) = api(&ns, admin, "DELETE", "/api/v1/services/web/backends/nope", "");
+    let (code, _) = api(ns, admin, "DELETE", "/api/v1/services/web/backends/nope", "");
     assert_eq!(code, 404);
     let (code, _) = ns.enter(move || common::http(admin, "DELETE", "/api/v1/services/web/backends/n1", None));
     assert_eq!(code, 401);
@@ -575,10 +577,7 @@ address = "{n1}"
             ("n3".to_string(), "runtime".to_string()),
         ]) && b.values().all(|x| x.1 == "up")
     };
-    wait_until("runtime backends up", Duration::from_secs(10), || {
-        let st = status(&ns, admin);
-        want(&st).then_some(()).ok_or(st)
-    });
+    s.wait_status("runtime backends up", Duration::from_secs(10), want);
     let weight_of = |st: &Value, n: &str| -> u64 {
         st["services"][0]["backends"]
             .as_array()
@@ -587,7 +586,7 @@ address = "{n1}"
             .find(|b| b["name"] == n)
             .map_or(0, |b| b["weight"].as_u64().unwrap_or(0))
     };
-    assert_eq!(weight_of(&status(&ns, admin), "n1"), 3);
+    assert_eq!(weight_of(&s.status(), "n1"), 3);
     // ctl status shows where each backend comes from
     let out = ns
         .command(env!("CARGO_BIN_EXE_anyedge"))
@@ -608,40 +607,35 @@ address = "{n1}"
     // a reload keeps them (HAProxy's would not)
     a.signal(nix::sys::signal::Signal::SIGHUP);
     a.wait_log("reload applied", 1, Duration::from_secs(10));
-    let st = status(&ns, admin);
+    let st = s.status();
     assert!(want(&st), "after reload: {st}");
     assert_eq!(weight_of(&st, "n1"), 3);
 
     // a restart too (from the state directory)
     drop(a);
-    a = start(&ns, &cfg, lb, admin);
-    wait_until("runtime backends back after a restart", Duration::from_secs(10), || {
-        let st = status(&ns, admin);
-        want(&st).then_some(()).ok_or(st)
-    });
-    assert_eq!(weight_of(&status(&ns, admin), "n1"), 3);
+    a = s.start(&cfg);
+    s.wait_status("runtime backends back after a restart", Duration::from_secs(10), want);
+    assert_eq!(weight_of(&s.status(), "n1"), 3);
 
     // removing a config backend at run time drains it and survives a restart
-    let (code, v) = api(&ns, admin, "DELETE", "/api/v1/services/web/backends/n1", "");
+    let (code, v) = api(ns, admin, "DELETE", "/api/v1/services/web/backends/n1", "");
     assert_eq!(code, 200, "{v}");
     wait_until("n1 gone", Duration::from_secs(5), || {
-        let b = backends(&status(&ns, admin), "web");
+        let b = backends(&s.status(), "web");
         (!b.contains_key("n1")).then_some(()).ok_or(b)
     });
     drop(a);
-    let _a = start(&ns, &cfg, lb, admin);
+    let _a = s.start(&cfg);
     holds_for("n1 stays removed after a restart", Duration::from_secs(1), || {
-        let b = backends(&status(&ns, admin), "web");
+        let b = backends(&s.status(), "web");
         (!b.contains_key("n1") && b.len() == 2).then_some(()).ok_or(b)
     });
 }
 
 #[test]
 fn slow_start_ramps_a_new_backends_share_up() {
-    let ns = lab("slowd");
-    for i in 1..=3 {
-        node(&ns, i);
-    }
+    let s = setup("slowd", 3);
+    let lb = s.lb;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("backends.json");
     let write = |nodes: &[u8]| {
@@ -649,30 +643,14 @@ fn slow_start_ramps_a_new_backends_share_up() {
             .iter()
             .map(|i| format!(r#"{{"address": "{}"}}"#, node_addr(*i)))
             .collect();
-        let tmp = dir.path().join(".tmp.json");
-        std::fs::write(&tmp, format!("[{}]", list.join(","))).unwrap();
-        std::fs::rename(&tmp, &file).unwrap();
+        write_backends(&file, &format!("[{}]", list.join(",")));
     };
     write(&[1, 2]);
-    let lb = SocketAddr::from(([198, 18, 7, 101], 80));
-    let admin = SocketAddr::from(([198, 18, 7, 101], 9000));
-    let cfg = format!(
-        r#"[pop]
-name = "p1"
-[admin]
-listen = "{admin}"
-token = "{TOKEN}"
-[[service]]
-name = "web"
-listen = ["{lb}"]
-balance = "round_robin"
-slow_start = "4s"
-backends_file = "{file}"
-{HEALTH}
-"#,
-        file = file.display()
-    );
-    let _a = start(&ns, &cfg, lb, admin);
+    let _a = s.start(&s.config(
+        None,
+        &format!("slow_start = \"4s\"\nbackends_file = \"{}\"", file.display()),
+        "",
+    ));
     let up_for = |name: String| {
         move |st: &Value| -> f64 {
             st["services"][0]["backends"]
@@ -685,10 +663,7 @@ backends_file = "{file}"
         }
     };
     let (n1, n3) = (up_for(node_addr(1).to_string()), up_for(node_addr(3).to_string()));
-    wait_until("n1 and n2 past their ramp", Duration::from_secs(15), || {
-        let st = status(&ns, admin);
-        (n1(&st) > 4.5).then_some(()).ok_or(st)
-    });
+    s.wait_status("n1 and n2 past their ramp", Duration::from_secs(15), |st| n1(st) > 4.5);
     // 90 requests: the share of n3
     let share = |ns: &Netns| -> f64 {
         let got: Vec<String> = ns.enter(move || {
@@ -699,16 +674,10 @@ backends_file = "{file}"
         got.iter().filter(|n| *n == "n3").count() as f64 / got.len() as f64
     };
     write(&[1, 2, 3]);
-    wait_until("n3 up", Duration::from_secs(5), || {
-        let st = status(&ns, admin);
-        (n3(&st) > 0.0).then_some(()).ok_or(st)
-    });
-    let early = share(&ns);
-    wait_until("n3 past its ramp", Duration::from_secs(15), || {
-        let st = status(&ns, admin);
-        (n3(&st) > 4.5).then_some(()).ok_or(st)
-    });
-    let full = share(&ns);
+    s.wait_status("n3 up", Duration::from_secs(5), |st| n3(st) > 0.0);
+    let early = share(&s.ns);
+    s.wait_status("n3 past its ramp", Duration::from_secs(15), |st| n3(st) > 4.5);
+    let full = share(&s.ns);
     println!("slow start: n3's share right after it came up {early:.2}, after slow_start {full:.2}");
     assert!(early < 0.2, "a cold node took {early:.2} of the traffic at once");
     assert!((0.25..=0.42).contains(&full), "{full:.2}");

@@ -23,15 +23,15 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyedge_dnscompare::{build_query, compare, Difference, EdnsQuery, Part, QueryOptions, Question, ZoneIndex};
+use anyedge_testkit::dns::{self, axfr_text, exchange, fqdn};
 use anyedge_testkit::knot::{Knot, KnotConf};
+use anyedge_testkit::unbound::{self, Unbound};
 use anyedge_testkit::wait_until;
 use bytes::Bytes;
 use domain::base::iana::Rtype;
@@ -39,6 +39,8 @@ use domain::base::{Message, Name};
 
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/dns/dnssec");
 const SEED: u64 = 0x0d05_5ec0;
+/// The two signed zones (the first: NSEC, the second: NSEC3 with opt-out).
+const APEXES: &[&str] = &["nsec.test.", "nsec3.test."];
 
 /// Knot's signing policies (see /work notes: Knot 3.2 signs within a second
 /// of start; `zonefile-sync: -1` keeps the source file unsigned).
@@ -95,63 +97,6 @@ fn start_signer(notify: Option<SocketAddr>) -> Signer {
         });
     }
     Signer { knot, dir }
-}
-
-/// The zone by AXFR from `server`, as zone-file text (kdig), without the
-/// closing SOA.
-fn axfr_text(server: SocketAddr, apex: &str) -> String {
-    let out = Command::new("kdig")
-        .arg(format!("@{}", server.ip()))
-        .args([
-            "-p",
-            &server.port().to_string(),
-            apex,
-            "AXFR",
-            "+nostats",
-            "+noheader",
-            "+nocomments",
-        ])
-        .output()
-        .expect("kdig (Debian knot-dnsutils)");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut lines: Vec<&str> = text
-        .lines()
-        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
-        .collect();
-    lines.pop();
-    lines.iter().map(|l| format!("{l}\n")).collect()
-}
-
-fn exchange(server: SocketAddr, query: &[u8], tcp: bool) -> Result<Vec<u8>, String> {
-    let t = Duration::from_secs(3);
-    if tcp {
-        let mut s = TcpStream::connect_timeout(&server, t).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(t)).map_err(|e| e.to_string())?;
-        let mut msg = (query.len() as u16).to_be_bytes().to_vec();
-        msg.extend_from_slice(query);
-        s.write_all(&msg).map_err(|e| e.to_string())?;
-        let mut len = [0u8; 2];
-        s.read_exact(&mut len).map_err(|e| e.to_string())?;
-        let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
-        s.read_exact(&mut buf).map_err(|e| e.to_string())?;
-        return Ok(buf);
-    }
-    let sock = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    sock.connect(server).map_err(|e| e.to_string())?;
-    sock.set_read_timeout(Some(Duration::from_millis(700)))
-        .map_err(|e| e.to_string())?;
-    for _ in 0..4 {
-        sock.send(query).map_err(|e| e.to_string())?;
-        let mut buf = vec![0u8; 65535];
-        match sock.recv(&mut buf) {
-            Ok(n) if n >= 12 && buf[..2] == query[..2] => {
-                buf.truncate(n);
-                return Ok(buf);
-            }
-            _ => continue,
-        }
-    }
-    Err(format!("no UDP answer from {server}"))
 }
 
 /// Every question `zone_text` implies, asked of both with DO (UDP 1232,
@@ -245,12 +190,7 @@ fn assert_same(knot: SocketAddr, ours: SocketAddr, apex: &str, zone_text: &str) 
 }
 
 fn soa_serial(server: SocketAddr, apex: &str) -> Option<u32> {
-    let q = build_query(
-        7,
-        &Question::new(Name::<Bytes>::from_str(apex).unwrap(), Rtype::SOA),
-        &QueryOptions::default(),
-    )
-    .ok()?;
+    let q = dns::query(7, apex, Rtype::SOA, &QueryOptions::default());
     let a = exchange(server, &q, false).ok()?;
     let m = Message::from_octets(a).ok()?;
     let rr = m.answer().ok()?.limit_to::<domain::rdata::Soa<_>>().next()?.ok()?;
@@ -338,103 +278,6 @@ fn signed_zones_answer_like_knot_from_a_file_and_by_axfr_and_ixfr() {
 // ---------------------------------------------------------------------------
 // Unbound
 
-/// A validating Unbound on loopback (our own config and process, not the
-/// packaged service), trusting `anchors` and asking `authority` for each.
-struct Unbound {
-    _dir: tempfile::TempDir,
-    addr: SocketAddr,
-    child: Child,
-}
-
-impl Drop for Unbound {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn unbound_bin() -> PathBuf {
-    for p in ["/usr/sbin/unbound", "/usr/bin/unbound"] {
-        if Path::new(p).exists() {
-            return PathBuf::from(p);
-        }
-    }
-    panic!("unbound not found: apt-get install unbound (.ci/run does)");
-}
-
-/// `date`: Unbound's `val-override-date` (validate as at that time), e.g.
-/// after the signatures expired.
-fn start_unbound(authority: SocketAddr, anchors: &[String]) -> Unbound {
-    start_unbound_at(authority, anchors, None)
-}
-
-fn start_unbound_at(authority: SocketAddr, anchors: &[String], date: Option<&str>) -> Unbound {
-    let dir = tempfile::tempdir().unwrap();
-    let port = common::free_port();
-    let mut conf = format!(
-        "server:\n  interface: 127.0.0.1@{port}\n  port: {port}\n  access-control: 127.0.0.0/8 allow\n  \
-         username: \"\"\n  chroot: \"\"\n  directory: \"{d}\"\n  pidfile: \"{d}/unbound.pid\"\n  \
-         use-syslog: no\n  logfile: \"\"\n  verbosity: 1\n  val-log-level: 2\n  num-threads: 1\n  \
-         so-reuseport: no\n  do-not-query-localhost: no\n  module-config: \"validator iterator\"\n  \
-         local-zone: \"test.\" nodefault\n  domain-insecure: \"example.net.\"\n  qname-minimisation: no\n  \
-         cache-max-ttl: 0\n  cache-max-negative-ttl: 0\n",
-        d = dir.path().display()
-    );
-    if let Some(d) = date {
-        conf.push_str(&format!("  val-override-date: \"{d}\"\n"));
-    }
-    for a in anchors {
-        conf.push_str(&format!("  trust-anchor: \"{a}\"\n"));
-    }
-    for apex in ["nsec.test.", "nsec3.test."] {
-        conf.push_str(&format!(
-            "stub-zone:\n  name: \"{apex}\"\n  stub-addr: {}@{}\n",
-            authority.ip(),
-            authority.port()
-        ));
-    }
-    let path = dir.path().join("unbound.conf");
-    std::fs::write(&path, conf).unwrap();
-    let log = std::fs::File::create(dir.path().join("unbound.log")).unwrap();
-    let child = Command::new(unbound_bin())
-        .arg("-d")
-        .arg("-c")
-        .arg(&path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start unbound");
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut u = Unbound { _dir: dir, addr, child };
-    wait_until("unbound answers", Duration::from_secs(10), || {
-        if let Ok(Some(st)) = u.child.try_wait() {
-            panic!("unbound exited: {st}");
-        }
-        match validate(addr, "nsec.test.", Rtype::SOA) {
-            Some((0 | 2, _)) => Ok(()),
-            other => Err(other),
-        }
-    });
-    u
-}
-
-/// (RCODE, AD) of Unbound's answer with RD and DO.
-fn validate(resolver: SocketAddr, name: &str, qtype: Rtype) -> Option<(u8, bool)> {
-    let q = Question::new(Name::<Bytes>::from_str(name).unwrap(), qtype);
-    let opts = QueryOptions {
-        rd: true,
-        edns: Some(EdnsQuery {
-            udp_size: 1232,
-            dnssec_ok: true,
-            ..EdnsQuery::default()
-        }),
-        ..QueryOptions::default()
-    };
-    let a = exchange(resolver, &build_query(9, &q, &opts).ok()?, false).ok()?;
-    Some((a[3] & 0x0f, a[3] & 0x20 != 0))
-}
-
 /// The KSKs (DNSKEY 257) of the zones, as Unbound trust anchors.
 fn anchors(knot: SocketAddr) -> Vec<String> {
     let mut v = Vec::new();
@@ -469,43 +312,47 @@ const PROBES: &[(&str, Rtype)] = &[
     ("_sip._udp", Rtype::SRV),
 ];
 
-fn fqdn(label: &str, apex: &str) -> String {
-    if label.is_empty() {
-        apex.to_string()
-    } else {
-        format!("{label}.{apex}")
+/// Knot's signed zones (AXFR copies) written to files in `work`, and an
+/// anyedge config serving them on `port`: (config, [(file, zone text)]).
+fn signed_files(knot: SocketAddr, work: &Path, port: u16) -> (String, Vec<(PathBuf, String)>) {
+    let mut cfg = format!("[pop]\nname = \"pop1\"\n\n[dns]\nlisten = [\"127.0.0.1:{port}\"]\n");
+    let mut texts = Vec::new();
+    for apex in APEXES {
+        let f = work.join(format!("{apex}signed"));
+        let t = axfr_text(knot, apex);
+        std::fs::write(&f, &t).unwrap();
+        cfg.push_str(&format!(
+            "\n[[dns.zone]]\nname = \"{apex}\"\nfile = \"{}\"\n",
+            f.display()
+        ));
+        texts.push((f, t));
     }
+    (cfg, texts)
 }
 
 #[test]
 fn unbound_validates_anyedge_answers_like_knots_and_notices_tampering() {
-    if !Path::new("/usr/sbin/unbound").exists() {
-        unbound_bin();
-    }
+    unbound::bin();
     let signer = start_signer(None);
     let knot = signer.knot.addr;
     let keys = anchors(knot);
     let work = tempfile::tempdir().unwrap();
     let port = common::free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut cfg = format!("[pop]\nname = \"pop1\"\n\n[dns]\nlisten = [\"127.0.0.1:{port}\"]\n");
-    for apex in ["nsec.test.", "nsec3.test."] {
-        let f = work.path().join(format!("{apex}signed"));
-        std::fs::write(&f, axfr_text(knot, apex)).unwrap();
-        cfg.push_str(&format!(
-            "\n[[dns.zone]]\nname = \"{apex}\"\nfile = \"{}\"\n",
-            f.display()
-        ));
-    }
+    let (cfg, _) = signed_files(knot, work.path(), port);
     let ours = common::Anyedge::start(&cfg, addr);
-    let via_knot = start_unbound(knot, &keys);
-    let via_ours = start_unbound(addr, &keys);
+    let via_knot = Unbound::start(knot, &keys, APEXES, None);
+    let via_ours = Unbound::start(addr, &keys, APEXES, None);
     let mut secure = 0;
     for apex in ["nsec.test.", "nsec3.test."] {
         for (label, t) in PROBES {
             let n = fqdn(label, apex);
-            let k = validate(via_knot.addr, &n, *t).unwrap_or_else(|| panic!("{n} {t}: no answer via Knot"));
-            let o = validate(via_ours.addr, &n, *t).unwrap_or_else(|| panic!("{n} {t}: no answer via anyedge"));
+            let k = via_knot
+                .validate(&n, *t)
+                .unwrap_or_else(|| panic!("{n} {t}: no answer via Knot"));
+            let o = via_ours
+                .validate(&n, *t)
+                .unwrap_or_else(|| panic!("{n} {t}: no answer via anyedge"));
             assert_eq!(o, k, "{n} {t}: Unbound's (rcode, AD) through anyedge vs through Knot");
             assert_ne!(k.0, 2, "{n} {t}: SERVFAIL through Knot too: the setup is wrong");
             if apex == "nsec.test." {
@@ -518,19 +365,10 @@ fn unbound_validates_anyedge_answers_like_knots_and_notices_tampering() {
     drop(via_ours);
     // The validator notices expired signatures: the same answers judged a
     // month later (Knot signs for 14 days) are bogus.
-    let later = std::time::SystemTime::now() + Duration::from_secs(30 * 86_400);
-    let secs = later.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let date = String::from_utf8(
-        Command::new("date")
-            .args(["-u", "-d", &format!("@{secs}"), "+%Y%m%d%H%M%S"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    let expired = start_unbound_at(addr, &keys, Some(date.trim()));
+    let date = dns::utc_stamp(dns::unix_now() + 30 * 86_400);
+    let expired = Unbound::start(addr, &keys, APEXES, Some(&date));
     assert_eq!(
-        validate(expired.addr, "www.nsec.test.", Rtype::A),
+        expired.validate("www.nsec.test.", Rtype::A),
         Some((2, false)),
         "expired signatures are bogus"
     );
@@ -544,12 +382,7 @@ fn unbound_validates_anyedge_answers_like_knots_and_notices_tampering() {
     std::fs::write(&f, text.replace("192.0.2.10\n", "192.0.2.11\n")).unwrap();
     ours.signal(nix::sys::signal::Signal::SIGHUP);
     wait_until("anyedge serves the tampered zone", Duration::from_secs(10), || {
-        let q = build_query(
-            3,
-            &Question::new(Name::<Bytes>::from_str("www.nsec.test.").unwrap(), Rtype::A),
-            &QueryOptions::default(),
-        )
-        .unwrap();
+        let q = dns::query(3, "www.nsec.test.", Rtype::A, &QueryOptions::default());
         let a = exchange(addr, &q, false).map_err(|_| ())?;
         if a.windows(4).any(|w| w == [192, 0, 2, 11]) {
             Ok(())
@@ -557,16 +390,13 @@ fn unbound_validates_anyedge_answers_like_knots_and_notices_tampering() {
             Err(())
         }
     });
-    let via_ours = start_unbound(addr, &keys);
+    let via_ours = Unbound::start(addr, &keys, APEXES, None);
     assert_eq!(
-        validate(via_ours.addr, "www.nsec.test.", Rtype::A),
+        via_ours.validate("www.nsec.test.", Rtype::A),
         Some((2, false)),
         "a tampered answer is bogus"
     );
-    assert_eq!(
-        validate(via_ours.addr, "mail.nsec.test.", Rtype::A).map(|r| r.1),
-        Some(true)
-    );
+    assert_eq!(via_ours.validate("mail.nsec.test.", Rtype::A).map(|r| r.1), Some(true));
     drop(ours);
 }
 
@@ -580,30 +410,11 @@ fn a_bad_signed_zone_is_refused_and_the_previous_version_keeps_serving() {
     let work = tempfile::tempdir().unwrap();
     let port = common::free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut cfg = format!("[pop]\nname = \"pop1\"\n\n[dns]\nlisten = [\"127.0.0.1:{port}\"]\n");
-    let mut texts = Vec::new();
-    for apex in ["nsec.test.", "nsec3.test."] {
-        let f = work.path().join(format!("{apex}signed"));
-        let t = axfr_text(knot, apex);
-        std::fs::write(&f, &t).unwrap();
-        texts.push((f.clone(), t));
-        cfg.push_str(&format!(
-            "\n[[dns.zone]]\nname = \"{apex}\"\nfile = \"{}\"\n",
-            f.display()
-        ));
-    }
+    let (cfg, texts) = signed_files(knot, work.path(), port);
     let ours = common::Anyedge::start(&cfg, addr);
     let signed_aaaa = || {
-        let q = Question::new(Name::<Bytes>::from_str("www.nsec.test.").unwrap(), Rtype::AAAA);
-        let opts = QueryOptions {
-            edns: Some(EdnsQuery {
-                udp_size: 1232,
-                dnssec_ok: true,
-                ..EdnsQuery::default()
-            }),
-            ..QueryOptions::default()
-        };
-        let a = exchange(addr, &build_query(5, &q, &opts).unwrap(), false).unwrap();
+        let q = dns::query(5, "www.nsec.test.", Rtype::AAAA, &dns::dnssec_ok(false));
+        let a = exchange(addr, &q, false).unwrap();
         let m = Message::from_octets(a).unwrap();
         m.answer().unwrap().flatten().map(|r| r.rtype()).collect::<Vec<_>>()
     };

@@ -22,16 +22,15 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use anyedge_dnscompare::{build_query, compare, Difference, EdnsQuery, Part, QueryOptions, Question, ZoneIndex};
+use anyedge_testkit::dns::exchange;
 use anyedge_testkit::knot::{Knot, KnotConf};
 use bytes::Bytes;
 use domain::base::iana::{Class, Rtype};
@@ -198,61 +197,6 @@ fn start_knot_with(zones: &[(String, PathBuf)], transfers: bool) -> Knot {
         conf = conf.primary(apex, file, zone_extra);
     }
     Knot::start(&conf)
-}
-
-// ---------------------------------------------------------------------------
-// A small blocking client
-
-fn exchange_udp(server: SocketAddr, query: &[u8], timeout: Duration) -> std::io::Result<Vec<u8>> {
-    let sock = UdpSocket::bind("127.0.0.1:0")?;
-    sock.connect(server)?;
-    sock.set_read_timeout(Some(timeout))?;
-    let id = &query[..2];
-    for _attempt in 0..3 {
-        sock.send(query)?;
-        let mut buf = vec![0u8; 65535];
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            match sock.recv(&mut buf) {
-                Ok(n) if n >= 12 && &buf[..2] == id && buf[2] & 0x80 != 0 => {
-                    buf.truncate(n);
-                    return Ok(buf);
-                }
-                Ok(_) => continue, // not ours (a late answer to another query)
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => break,
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    Err(std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        format!("no UDP answer from {server} (3 tries)"),
-    ))
-}
-
-fn exchange_tcp(server: SocketAddr, query: &[u8], timeout: Duration) -> std::io::Result<Vec<u8>> {
-    let mut s = TcpStream::connect_timeout(&server, timeout)?;
-    s.set_read_timeout(Some(timeout))?;
-    s.set_write_timeout(Some(timeout))?;
-    s.set_nodelay(true)?;
-    let mut msg = (query.len() as u16).to_be_bytes().to_vec();
-    msg.extend_from_slice(query);
-    s.write_all(&msg)?;
-    let mut len = [0u8; 2];
-    s.read_exact(&mut len)?;
-    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
-    s.read_exact(&mut buf)?;
-    Ok(buf)
-}
-
-fn exchange(server: SocketAddr, query: &[u8], tcp: bool) -> Result<Vec<u8>, String> {
-    let t = Duration::from_secs(2);
-    let r = if tcp {
-        exchange_tcp(server, query, t)
-    } else {
-        exchange_udp(server, query, t)
-    };
-    r.map_err(|e| format!("{} {server}: {e}", if tcp { "TCP" } else { "UDP" }))
 }
 
 fn tc(msg: &[u8]) -> bool {

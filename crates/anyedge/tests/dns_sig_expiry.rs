@@ -12,24 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use anyedge_testkit::dns::{unix_now, utc_stamp};
 use common::{free_port, http, Anyedge};
 
 const TOKEN: &str = "sig-expiry-admin-token-0123456789";
-
-fn stamp(secs: u64) -> String {
-    let out = Command::new("date")
-        .args(["-u", "-d", &format!("@{secs}"), "+%Y%m%d%H%M%S"])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 /// A key for `apex` in `dir` (its base name).
 fn keygen(dir: &Path, apex: &str) -> String {
@@ -54,10 +40,18 @@ fn signed_zone(dir: &Path, apex: &str, key: &str, valid: u64) -> PathBuf {
     )
     .unwrap();
     let out_file = dir.join(format!("{apex}zone"));
-    let t = now();
+    let t = unix_now();
     let out = Command::new("ldns-signzone")
         .current_dir(dir)
-        .args(["-i", &stamp(t - 3600), "-e", &stamp(t + valid), "-o", apex, "-f"])
+        .args([
+            "-i",
+            &utc_stamp(t - 3600),
+            "-e",
+            &utc_stamp(t + valid),
+            "-o",
+            apex,
+            "-f",
+        ])
         .arg(&out_file)
         .arg(&src)
         .arg(key)

@@ -19,11 +19,13 @@
 
 mod common;
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use anyedge_testkit::dns::{self, axfr_text, exchange, fqdn};
+use anyedge_testkit::unbound::Unbound;
 use anyedge_testkit::wait_until;
 
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/dns/dnssec");
@@ -108,102 +110,9 @@ fn setup(zones: &[(&str, &str, &[&[&str]])]) -> Setup {
     }
 }
 
-struct Unbound {
-    _dir: tempfile::TempDir,
-    addr: SocketAddr,
-    child: Child,
-}
-
-impl Drop for Unbound {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_unbound(authority: SocketAddr, anchors: &[String], apexes: &[&str], date: Option<&str>) -> Unbound {
-    let dir = tempfile::tempdir().unwrap();
-    let port = common::free_port();
-    let mut conf = format!(
-        "server:\n  interface: 127.0.0.1@{port}\n  port: {port}\n  access-control: 127.0.0.0/8 allow\n  \
-         username: \"\"\n  chroot: \"\"\n  directory: \"{d}\"\n  pidfile: \"{d}/unbound.pid\"\n  \
-         use-syslog: no\n  logfile: \"\"\n  verbosity: 1\n  val-log-level: 2\n  num-threads: 1\n  \
-         so-reuseport: no\n  do-not-query-localhost: no\n  module-config: \"validator iterator\"\n  \
-         local-zone: \"test.\" nodefault\n  domain-insecure: \"example.net.\"\n  qname-minimisation: no\n  \
-         cache-max-ttl: 0\n  cache-max-negative-ttl: 0\n",
-        d = dir.path().display()
-    );
-    if let Some(d) = date {
-        conf.push_str(&format!("  val-override-date: \"{d}\"\n"));
-    }
-    for a in anchors {
-        conf.push_str(&format!("  trust-anchor: \"{a}\"\n"));
-    }
-    for apex in apexes {
-        conf.push_str(&format!(
-            "stub-zone:\n  name: \"{apex}\"\n  stub-addr: {}@{}\n",
-            authority.ip(),
-            authority.port()
-        ));
-    }
-    let path = dir.path().join("unbound.conf");
-    std::fs::write(&path, conf).unwrap();
-    let log = std::fs::File::create(dir.path().join("unbound.log")).unwrap();
-    let child = Command::new("unbound")
-        .arg("-d")
-        .arg("-c")
-        .arg(&path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("unbound (Debian unbound)");
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut u = Unbound { _dir: dir, addr, child };
-    wait_until("unbound answers", Duration::from_secs(10), || {
-        if let Ok(Some(st)) = u.child.try_wait() {
-            panic!("unbound exited: {st}");
-        }
-        match validate(addr, apexes[0], 6) {
-            Some((0 | 2, _)) => Ok(()),
-            other => Err(other),
-        }
-    });
-    u
-}
-
-fn query(id: u16, name: &str, qtype: u16, rd: bool) -> Vec<u8> {
-    let mut q = common::dns_query(id, name, qtype, true, &[]);
-    // DO bit in the OPT TTL
-    let n = q.len();
-    q[n - 4] |= 0x80;
-    if rd {
-        q[2] |= 1;
-    }
-    q
-}
-
-fn exchange(server: SocketAddr, q: &[u8]) -> Option<Vec<u8>> {
-    let sock = UdpSocket::bind("127.0.0.1:0").ok()?;
-    sock.connect(server).ok()?;
-    sock.set_read_timeout(Some(Duration::from_millis(1500))).ok()?;
-    for _ in 0..4 {
-        sock.send(q).ok()?;
-        let mut buf = vec![0u8; 65535];
-        if let Ok(n) = sock.recv(&mut buf) {
-            if n >= 12 && buf[..2] == q[..2] {
-                buf.truncate(n);
-                return Some(buf);
-            }
-        }
-    }
-    None
-}
-
-/// (RCODE, AD) of Unbound's answer.
-fn validate(resolver: SocketAddr, name: &str, qtype: u16) -> Option<(u8, bool)> {
-    let a = exchange(resolver, &query(9, name, qtype, true))?;
-    Some((a[3] & 0x0f, a[3] & 0x20 != 0))
+/// A query with DO (EDNS, 1232 octets), without RD.
+fn query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
+    dns::query(id, name, qtype.into(), &dns::dnssec_ok(false))
 }
 
 /// Questions of every kind of answer: positive, NXDOMAIN, NODATA,
@@ -227,47 +136,6 @@ const PROBES: &[(&str, u16, u8)] = &[
     ("", 15, 0),
     ("_sip._udp", 33, 0),
 ];
-
-fn fqdn(label: &str, apex: &str) -> String {
-    if label.is_empty() {
-        apex.to_string()
-    } else {
-        format!("{label}.{apex}")
-    }
-}
-
-fn axfr(server: SocketAddr, apex: &str) -> String {
-    let out = Command::new("kdig")
-        .arg(format!("@{}", server.ip()))
-        .args([
-            "-p",
-            &server.port().to_string(),
-            apex,
-            "AXFR",
-            "+nostats",
-            "+noheader",
-            "+nocomments",
-        ])
-        .output()
-        .expect("kdig (Debian knot-dnsutils)");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut lines: Vec<&str> = text
-        .lines()
-        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
-        .collect();
-    lines.pop();
-    lines.iter().map(|l| format!("{l}\n")).collect()
-}
-
-fn date_in(days: u64) -> String {
-    let later = std::time::SystemTime::now() + Duration::from_secs(days * 86_400);
-    let secs = later.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let out = Command::new("date")
-        .args(["-u", "-d", &format!("@{secs}"), "+%Y%m%d%H%M%S"])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 #[test]
 fn ds_printed_is_the_one_ldns_computes() {
@@ -312,11 +180,11 @@ fn unbound_validates_online_signed_zones_and_ldns_verifies_their_axfr() {
     let s = setup(ZONES);
     let ours = common::Anyedge::start(&config(&s), s.addr);
     let apexes: Vec<&str> = ZONES.iter().map(|z| z.0).collect();
-    let u = start_unbound(s.addr, &s.anchors, &apexes, None);
+    let u = Unbound::start(s.addr, &s.anchors, &apexes, None);
     for apex in &apexes {
         for (label, t, rcode) in PROBES {
             let n = fqdn(label, apex);
-            let r = validate(u.addr, &n, *t).unwrap_or_else(|| panic!("{n} {t}: no answer"));
+            let r = u.validate(&n, *t).unwrap_or_else(|| panic!("{n} {t}: no answer"));
             // RFC 9824: a name that does not exist "exists" without data
             let rcode = if apex.starts_with("compact") { 0 } else { *rcode };
             assert_eq!(
@@ -331,7 +199,7 @@ fn unbound_validates_online_signed_zones_and_ldns_verifies_their_axfr() {
     // chain to verify)
     for apex in apexes.iter().filter(|a| !a.starts_with("compact")) {
         let f = s.work.path().join(format!("{apex}axfr"));
-        let text = axfr(s.addr, apex);
+        let text = axfr_text(s.addr, apex);
         assert!(text.contains("RRSIG"), "{text}");
         std::fs::write(&f, &text).unwrap();
         let out = Command::new("ldns-verify-zone")
@@ -347,10 +215,11 @@ fn unbound_validates_online_signed_zones_and_ldns_verifies_their_axfr() {
     }
     drop(u);
     // a month later the signatures (14 days) have expired: bogus
-    let expired = start_unbound(s.addr, &s.anchors, &apexes, Some(&date_in(30)));
+    let date = dns::utc_stamp(dns::unix_now() + 30 * 86_400);
+    let expired = Unbound::start(s.addr, &s.anchors, &apexes, Some(&date));
     for apex in &apexes {
         assert_eq!(
-            validate(expired.addr, &fqdn("www", apex), 1),
+            expired.validate(&fqdn("www", apex), 1),
             Some((2, false)),
             "{apex}: expired signatures are bogus"
         );
@@ -360,7 +229,7 @@ fn unbound_validates_online_signed_zones_and_ldns_verifies_their_axfr() {
     // a pre-signed zone by a second anyedge
     let port2 = common::free_port();
     let addr2 = SocketAddr::from(([127, 0, 0, 1], port2));
-    let text = axfr(s.addr, "nsec.test.");
+    let text = axfr_text(s.addr, "nsec.test.");
     assert!(text.contains("192.0.2.10\n"));
     let f = s.work.path().join("tampered.zone");
     std::fs::write(&f, text.replace("192.0.2.10\n", "192.0.2.11\n")).unwrap();
@@ -372,17 +241,9 @@ fn unbound_validates_online_signed_zones_and_ldns_verifies_their_axfr() {
         ),
         addr2,
     );
-    let u = start_unbound(addr2, &s.anchors[..1], &["nsec.test."], None);
-    assert_eq!(
-        validate(u.addr, "www.nsec.test.", 1),
-        Some((2, false)),
-        "tampered: bogus"
-    );
-    assert_eq!(
-        validate(u.addr, "mail.nsec.test.", 1),
-        Some((0, true)),
-        "the rest is secure"
-    );
+    let u = Unbound::start(addr2, &s.anchors[..1], &["nsec.test."], None);
+    assert_eq!(u.validate("www.nsec.test.", 1), Some((2, false)), "tampered: bogus");
+    assert_eq!(u.validate("mail.nsec.test.", 1), Some((0, true)), "the rest is secure");
     drop(tampered);
     drop(ours);
 }
@@ -392,7 +253,7 @@ fn bad_keys_are_refused_naming_the_zone_and_the_previous_version_serves() {
     let s = setup(&ZONES[1..]);
     let ours = common::Anyedge::start(&config(&s), s.addr);
     let signed_www = || {
-        let a = exchange(s.addr, &query(5, "www.nsec3.test.", 1, false)).unwrap();
+        let a = exchange(s.addr, &query(5, "www.nsec3.test.", 1), false).unwrap();
         // an RRSIG (type 46) in the answer
         a.windows(4).any(|w| w == [0, 46, 0, 1])
     };
@@ -436,7 +297,7 @@ fn bad_keys_are_refused_naming_the_zone_and_the_previous_version_serves() {
 /// The RRSIG rdata of (`name`, `qtype`) answered with DO, and the SOA
 /// serial, straight from anyedge.
 fn rrsig_and_serial(server: SocketAddr, name: &str, qtype: u16, apex: &str) -> (Vec<u8>, u32) {
-    let a = exchange(server, &query(7, name, qtype, false)).unwrap();
+    let a = exchange(server, &query(7, name, qtype), false).unwrap();
     let m = domain::base::Message::from_octets(a).unwrap();
     let sig = m
         .answer()
@@ -446,7 +307,7 @@ fn rrsig_and_serial(server: SocketAddr, name: &str, qtype: u16, apex: &str) -> (
         .unwrap()
         .unwrap();
     let sig = sig.data().signature().to_vec();
-    let s = exchange(server, &query(8, apex, 6, false)).unwrap();
+    let s = exchange(server, &query(8, apex, 6), false).unwrap();
     let m = domain::base::Message::from_octets(s).unwrap();
     let soa = m
         .answer()
@@ -483,9 +344,9 @@ fn a_reload_re_signs_only_the_changed_rrsets() {
     let (www2, _) = rrsig_and_serial(s.addr, "www.nsec3.test.", 1, apex);
     assert_eq!(mail1, mail2, "an unchanged RRset keeps its signature");
     assert_ne!(www1, www2, "the changed RRset is signed anew");
-    let u = start_unbound(s.addr, &s.anchors, &[apex], None);
-    assert_eq!(validate(u.addr, "www.nsec3.test.", 1), Some((0, true)));
-    assert_eq!(validate(u.addr, "nope.nsec3.test.", 1), Some((3, true)));
+    let u = Unbound::start(s.addr, &s.anchors, &[apex], None);
+    assert_eq!(u.validate("www.nsec3.test.", 1), Some((0, true)));
+    assert_eq!(u.validate("nope.nsec3.test.", 1), Some((3, true)));
     drop(ours);
 }
 
@@ -512,8 +373,8 @@ fn online_signatures_and_cache_results_are_counted() {
     // 10 cache hits
     for round in 0..3u16 {
         for i in 0..5u16 {
-            let q = query(round * 10 + i, &format!("nx{i}.compact.test."), 1, false);
-            assert!(exchange(s.addr, &q).is_some(), "no answer\n{}", ours.log());
+            let q = query(round * 10 + i, &format!("nx{i}.compact.test."), 1);
+            assert!(exchange(s.addr, &q, false).is_ok(), "no answer\n{}", ours.log());
         }
     }
     let (_, m) = common::http(admin, "GET", "/metrics", None);

@@ -16,10 +16,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Weak;
 use std::time::Duration;
 
+use anyedge_dnscompare::{EdnsQuery, QueryOptions, Question};
 use anyedge_lb::pool::{self, Member, Origin};
-use domain::base::iana::{Class, Rcode, Rtype};
+use bytes::Bytes;
+use domain::base::iana::{Rcode, Rtype};
 use domain::base::name::Name;
-use domain::base::{Message, MessageBuilder, ToName};
+use domain::base::{Message, ToName};
 use domain::rdata::{Aaaa, Srv, A};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::warn;
@@ -230,20 +232,16 @@ async fn members(d: &Discover, resolver: SocketAddr, a: Answer) -> Result<(Vec<M
     Ok((out, ttl))
 }
 
+/// The query: RD, EDNS with a 1232-octet UDP size (the query builder
+/// `anyedge dns compare` and the tests use too).
 fn build_query(id: u16, name: &str, qtype: Rtype) -> Result<Vec<u8>, String> {
-    let qname: Name<Vec<u8>> = name.parse().map_err(|e| format!("bad name {name:?}: {e:?}"))?;
-    let mut mb = MessageBuilder::new_vec();
-    mb.header_mut().set_id(id);
-    mb.header_mut().set_rd(true);
-    let mut q = mb.question();
-    q.push((&qname, qtype, Class::IN)).map_err(|e| e.to_string())?;
-    let mut add = q.additional();
-    add.opt(|o| {
-        o.set_udp_payload_size(1232);
-        Ok(())
-    })
-    .map_err(|e| e.to_string())?;
-    Ok(add.finish())
+    let qname: Name<Bytes> = name.parse().map_err(|e| format!("bad name {name:?}: {e:?}"))?;
+    let opts = QueryOptions {
+        rd: true,
+        edns: Some(EdnsQuery::default()),
+        ..QueryOptions::default()
+    };
+    anyedge_dnscompare::build_query(id, &Question::new(qname, qtype), &opts).map_err(|e| e.to_string())
 }
 
 /// Checks that `raw` answers query `id` about `name`/`qtype`.
@@ -449,7 +447,18 @@ pub(super) fn parse_file(text: &str, path: &std::path::Path) -> Result<Vec<Membe
 #[cfg(test)]
 mod tests {
     use super::*;
-    use domain::base::Ttl;
+    use domain::base::{MessageBuilder, Ttl};
+
+    #[test]
+    fn the_query_asks_with_rd_and_a_1232_octet_edns_size() {
+        let mut want = vec![0, 7, 0x01, 0, 0, 1, 0, 0, 0, 0, 0, 1];
+        want.extend_from_slice(b"\x05nodes\x07example\x00");
+        want.extend_from_slice(&[0, 33, 0, 1]);
+        // OPT: root owner, UDP size 1232, version 0, DO clear, no options
+        want.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(build_query(7, "nodes.example.", Rtype::SRV).unwrap(), want);
+        assert!(build_query(7, "a..b.", Rtype::A).is_err());
+    }
 
     fn response(qtype: Rtype, f: impl FnOnce(&mut domain::base::message_builder::AnswerBuilder<Vec<u8>>)) -> Vec<u8> {
         let q = build_query(7, "nodes.example.", qtype).unwrap();
