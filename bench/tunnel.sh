@@ -14,18 +14,29 @@
 #                   (DSR: in a real network they would not touch the PoP at all)
 #
 # Columns: keep-alive req/s, new connections/s (Connection: close), 1 GiB
-# download GB/s, and PoP CPU per request in microseconds:
-#   haproxy / anyedge proxy: the balancer process's CPU (user+system,
-#     /proc/PID/stat) during the keep-alive run / requests;
-#   anyedge tunnel: the XDP program's run time (kernel BPF statistics,
-#     bpftool prog show: run_time_ns) during the keep-alive run / requests.
-#   Neither counts softirq work outside the process / program (the veth
-#   transmit, the TCP stack's receive in softirq for the proxies).
+# download GB/s, 200 MB upload GB/s (all unpinned, native XDP), and PoP CPU
+# per request in microseconds, measured like for like in a second phase:
+#   CPU 1 is the PoP's, CPU 0 everyone else's. The balancer processes run
+#   on CPU 1; the PoP's veths (p0, p1) steer their receive work to CPU 1 and
+#   the client's and node's (c0, n0) to CPU 0 (RPS); wrk and nginx run on
+#   CPU 0. A row's PoP CPU is then all the time CPU 1 was busy (user,
+#   system, softirq, irq: the process, the kernel's TCP and routing work,
+#   the XDP program), less what it was busy with nothing running (measured
+#   before each run), per keep-alive request. In this phase the PoP's XDP
+#   program is attached in generic (skb) mode: native XDP on a veth runs on
+#   the CPU that sent the packet (the client's), before RPS could move it;
+#   generic XDP runs after RPS, on CPU 1, and costs more than native (the
+#   socket buffer is already built), so the tunnel's number is an upper
+#   bound. The node's decapsulation runs generic too, on CPU 0. The
+#   direct row's PoP CPU is the PoP routing the packets.
+#   Also printed, as before: the balancer process's own CPU time and the
+#   XDP program's run time (kernel BPF statistics), which leave out softirq.
 # Then the packets per second the program forwards on one core
 # (crates/anyedge-xdp/examples/tunnel_pps.rs: BPF_PROG_TEST_RUN, see there
 # what it includes), next to Katran's published 5.16 Mpps/core.
 #
 #   bench/tunnel.sh [ROUNDS] [SECONDS]
+#   CPU_ONLY=1 bench/tunnel.sh [ROUNDS] [SECONDS]    (the CPU phase only)
 #
 # Each balancer gets THREADS threads (default 1). Every load is bounded
 # (SECONDS per wrk run, one download per row per round). Everything
@@ -110,11 +121,11 @@ http {
   }
 }
 NG
-ip netns exec $NODE "$NGINX" -p "$W/nginx" -e "$W/nginx/error.log" -c "$W/nginx/nginx.conf" & PIDS+=($!)
+ip netns exec $NODE "$NGINX" -p "$W/nginx" -e "$W/nginx/error.log" -c "$W/nginx/nginx.conf" & PIDS+=($!); NGINX_PID=$!
 
-ip netns exec $NODE "$BIN" node attach --interface n0 --vips $VIP --from 198.18.9.0/24 --mode native > "$W/attach.log" & PIDS+=($!)
+ip netns exec $NODE "$BIN" node attach --interface n0 --vips $VIP --from 198.18.9.0/24 --mode native > "$W/attach.log" & PIDS+=($!); ATT_N=$!
 # native veth XDP_TX back to the client needs a program on its end too
-ip netns exec $CLI "$BIN" node attach --interface c0 --vips 192.0.2.1 --from 192.0.2.1/32 --mode native > /dev/null & PIDS+=($!)
+ip netns exec $CLI "$BIN" node attach --interface c0 --vips 192.0.2.1 --from 192.0.2.1/32 --mode native > /dev/null & PIDS+=($!); ATT_C=$!
 
 cat > "$W/haproxy.cfg" <<HA
 global
@@ -172,16 +183,19 @@ proxy_protocol = "none"
 AE
 RUST_LOG=info ip netns exec $POP "$BIN" run -c "$W/anyedge.toml" 2> "$W/anyedge.log" & PIDS+=($!); AE_PID=$!
 
+programmed() { # log file
+  for _ in $(seq 100); do grep -q 'XDP tunnel: service programmed.*eligible=\["node"\]' "$1" && return 0; sleep 0.1; done
+  echo "tunnel not programmed:" >&2; cat "$1" >&2; exit 1
+}
 up() { # host port
   for _ in $(seq 200); do nsx $CLI bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null && return 0; sleep 0.05; done
   echo "nothing answers on $1:$2; logs in $W" >&2; cat "$W/anyedge.log" >&2; exit 1
 }
-for _ in $(seq 100); do grep -q 'XDP tunnel: service programmed.*eligible=\["node"\]' "$W/anyedge.log" && break; sleep 0.1; done
-grep -q 'XDP tunnel: service programmed.*eligible=\["node"\]' "$W/anyedge.log" || { echo "tunnel not programmed:" >&2; cat "$W/anyedge.log" >&2; exit 1; }
+programmed "$W/anyedge.log"
 up 198.18.3.2 8080; up 198.18.1.1 81; up 198.18.1.1 82; up $VIP 80
 # the PIDs above are `ip netns exec` wrappers, which exec the program
-PROG_ID=$("$BPFTOOL" -j net show dev p0 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d[0]["xdp"][0]["id"])' 2>/dev/null || true)
-[ -n "$PROG_ID" ] || PROG_ID=$(nsx $POP "$BPFTOOL" -j net show dev p0 | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d[0]["xdp"][0]["id"])')
+prog_id() { nsx $POP "$BPFTOOL" -j net show dev p0 | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d[0]["xdp"][0]["id"])'; }
+PROG_ID=$(prog_id)
 sysctl -qw kernel.bpf_stats_enabled=1
 run_ns() { "$BPFTOOL" -j prog show id "$PROG_ID" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("run_time_ns", 0))'; }
 
@@ -207,6 +221,7 @@ declare -A R
 ROWS="direct haproxy proxy tunnel"
 addr() { case $1 in direct) echo 198.18.3.2:8080;; haproxy) echo 198.18.1.1:81;; proxy) echo 198.18.1.1:82;; tunnel) echo $VIP:80;; esac; }
 for r in $(seq "$ROUNDS"); do
+  [ -z "${CPU_ONLY:-}" ] || break
   for who in $ROWS; do
     a=$(addr $who)
     case $who in haproxy) pid=$HAP_PID;; proxy) pid=$AE_PID;; *) pid=;; esac
@@ -221,12 +236,60 @@ for r in $(seq "$ROUNDS"); do
       cpu=$(awk -v r="$ka" -v s="$SECS" -v n=$(( $(run_ns) - n0 )) 'BEGIN { if (r > 0) printf "%.3f", n/1e3/(r*s); else print 0 }')
     fi
     R[$who,ka]+="$ka "
-    R[$who,cpu]+="$cpu "
+    R[$who,own]+="$cpu "
     R[$who,close]+="$(rps -H 'Connection: close' "http://$a/") "
     R[$who,dl]+="$(dl $a) "
     R[$who,ul]+="$(ul $a) "
   done
-  echo "round $r: $(for w in $ROWS; do printf '%s ka=%s close=%s dl=%s ul=%s cpu=%s | ' $w "${R[$w,ka]}" "${R[$w,close]}" "${R[$w,dl]}" "${R[$w,ul]}" "${R[$w,cpu]}"; done)" >&2
+  echo "round $r: $(for w in $ROWS; do printf '%s ka=%s close=%s dl=%s ul=%s cpu=%s | ' $w "${R[$w,ka]}" "${R[$w,close]}" "${R[$w,dl]}" "${R[$w,ul]}" "${R[$w,own]}"; done)" >&2
+done
+
+# Phase 2: PoP CPU per request, like for like (see the top of this file).
+[ "$(nproc)" -ge 2 ] || { echo "the CPU phase needs 2 CPUs" >&2; exit 1; }
+cpu1_busy() { awk '$1 == "cpu1" { print $2+$3+$4+$7+$8+$9 }' /proc/stat; }
+cpu1_softirq() { awk '$1 == "cpu1" { print $8 }' /proc/stat; }
+now() { date +%s.%N; }
+# the PoP's anyedge again, its XDP program in generic mode, on CPU 1
+kill "$AE_PID"; wait "$AE_PID" 2>/dev/null || true
+sed 's/^mode = "native"/mode = "generic"/' "$W/anyedge.toml" > "$W/anyedge-generic.toml"
+grep -q '^mode = "generic"' "$W/anyedge-generic.toml"
+RUST_LOG=info ip netns exec $POP taskset -c 1 "$BIN" run -c "$W/anyedge-generic.toml" 2> "$W/anyedge-generic.log" & PIDS+=($!); AE_PID=$!
+# the node's decapsulation generic too (after RPS, on CPU 0); the client's
+# program only served native XDP_TX towards it
+kill "$ATT_N" "$ATT_C"; wait "$ATT_N" "$ATT_C" 2>/dev/null || true
+ip netns exec $NODE taskset -c 0 "$BIN" node attach --interface n0 --vips $VIP --from 198.18.9.0/24 --mode generic > "$W/attach-generic.log" & PIDS+=($!)
+programmed "$W/anyedge-generic.log"
+# (no `| grep -q`: under pipefail, grep quitting early fails bpftool's write)
+xdp_on_p0() { nsx $POP "$BPFTOOL" net show dev p0; }
+for _ in $(seq 100); do [[ $(xdp_on_p0) == *"p0("*") generic"* ]] && break; sleep 0.1; done
+[[ $(xdp_on_p0) == *"p0("*") generic"* ]] || { echo "XDP not generic on p0:" >&2; xdp_on_p0 >&2; exit 1; }
+PROG_ID=$(prog_id)
+up $VIP 80; up 198.18.1.1 82
+taskset -apc 1 "$HAP_PID" >/dev/null
+taskset -apc 0 "$NGINX_PID" >/dev/null
+rps_to() { nsx "$1" sh -c "echo $3 > /sys/class/net/$2/queues/rx-0/rps_cpus"; }
+rps_to $POP p0 2; rps_to $POP p1 2; rps_to $CLI c0 1; rps_to $NODE n0 1
+HZ_=$(getconf CLK_TCK)
+for r in $(seq "$ROUNDS"); do
+  for who in $ROWS; do
+    a=$(addr $who)
+    # what CPU 1 does with no load, per second
+    b0=$(cpu1_busy); t0=$(now); sleep 1; b1=$(cpu1_busy); t1=$(now)
+    idle=$(awk -v b=$((b1 - b0)) -v d="$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b-a }')" -v hz="$HZ_" 'BEGIN { print b/hz/d }')
+    case $who in haproxy) pid=$HAP_PID;; proxy) pid=$AE_PID;; *) pid=;; esac
+    p0=0; [ -n "$pid" ] && p0=$(ticks $pid)
+    b0=$(cpu1_busy); s0=$(cpu1_softirq); t0=$(now)
+    n=$(nsx $CLI taskset -c 0 wrk -t1 -c"$CONNS" -d"${SECS}s" "http://$a/" 2>/dev/null | awk '/requests in/ {print $1}')
+    b1=$(cpu1_busy); s1=$(cpu1_softirq); t1=$(now)
+    p1=0; [ -n "$pid" ] && p1=$(ticks $pid)
+    R[$who,cpu]+="$(awk -v b=$((b1 - b0)) -v hz="$HZ_" -v idle="$idle" -v t0="$t0" -v t1="$t1" -v n="$n" \
+      'BEGIN { busy = b/hz - idle*(t1-t0); if (busy < 0) busy = 0; if (n > 0) printf "%.2f", busy*1e6/n; else print "FAIL" }') "
+    # its parts: the process (user + system), CPU 1's softirq; and the rate
+    R[$who,cpu_proc]+="$(awk -v t=$((p1 - p0)) -v hz="$HZ_" -v n="$n" 'BEGIN { if (n > 0) printf "%.2f", t/hz*1e6/n; else print "-" }') "
+    R[$who,cpu_sirq]+="$(awk -v t=$((s1 - s0)) -v hz="$HZ_" -v n="$n" 'BEGIN { if (n > 0) printf "%.2f", t/hz*1e6/n; else print "-" }') "
+    R[$who,cpu_rps]+="$(awk -v n="$n" -v t0="$t0" -v t1="$t1" 'BEGIN { printf "%.0f", n/(t1-t0) }') "
+  done
+  echo "CPU round $r: $(for w in $ROWS; do printf '%s pop_cpu_us=%s process=%s softirq=%s req/s=%s | ' $w "${R[$w,cpu]}" "${R[$w,cpu_proc]}" "${R[$w,cpu_sirq]}" "${R[$w,cpu_rps]}"; done)" >&2
 done
 
 # (a round whose transfer failed makes the median FAIL: no number for it)
@@ -235,13 +298,16 @@ printf '| %-15s | %16s | %11s | %11s | %14s | %22s |\n' path "keep-alive req/s" 
 printf '|%s|%s|%s|%s|%s|%s|\n' -----------------  ------------------ ------------- ------------- ---------------- ------------------------
 declare -A M
 for w in $ROWS; do
-  for m in ka close dl ul cpu; do M[$w,$m]=$(echo "${R[$w,$m]}" | median); done
+  for m in ka close dl ul cpu own cpu_proc cpu_sirq cpu_rps; do M[$w,$m]=$(echo "${R[$w,$m]:-}" | median); done
   name=$w; [ $w = proxy ] && name="anyedge proxy"; [ $w = tunnel ] && name="anyedge tunnel"; [ $w = haproxy ] && name="HAProxy $("$HAPROXY" -v | awk 'NR==1 {print $3}')"
   printf '| %-15s | %16s | %11s | %11s | %14s | %22s |\n' "$name" "${M[$w,ka]}" "${M[$w,close]}" "${M[$w,dl]}" "${M[$w,ul]}" "${M[$w,cpu]}"
 done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a/b; else print "n/a" }'; }
 echo
 echo "tunnel / HAProxy: keep-alive $(ratio "${M[tunnel,ka]}" "${M[haproxy,ka]}")x (target >= 1.5), new connections $(ratio "${M[tunnel,close]}" "${M[haproxy,close]}")x (target >= 1.5), PoP CPU per request $(ratio "${M[tunnel,cpu]}" "${M[haproxy,cpu]}")x (target <= 0.2)"
+echo "(PoP CPU per request: all of CPU 1's busy time, the PoP's own CPU, less its idle load, per keep-alive request; XDP generic in that phase, an upper bound for the tunnel)"
+echo "(PoP CPU parts, us per request: $(for w in $ROWS; do printf '%s: process %s, softirq %s, at %s req/s; ' $w "${M[$w,cpu_proc]}" "${M[$w,cpu_sirq]}" "${M[$w,cpu_rps]}"; done))"
+echo "(only the process / only the XDP program, unpinned, leaving out softirq: $(for w in haproxy proxy tunnel; do printf '%s %s us  ' $w "${M[$w,own]}"; done))"
 echo "(threads per balancer: $THREADS, wrk: 1 thread $CONNS connections ${SECS}s, rounds: $ROUNDS, medians; client, PoP and node share this machine's $(nproc) cores)"
 echo
 echo "XDP program, one core: $("$PPS" 200000) (Katran, published: 5.16 Mpps/core; a different machine and NIC, for context only)"
