@@ -304,7 +304,7 @@ pub fn render_status(v: &Value) -> String {
         let r = &svc["rejected"];
         let _ = writeln!(
             o,
-            "\nSERVICE {}  listen {}  {}  active {}  accepted {}  no_backend {}  silent {}  cap {}",
+            "\nSERVICE {}  listen {}  {}  active {}  accepted {}  no_backend {}  connect_failed {}  silent {}  cap {}",
             s(&svc["name"]),
             svc["listen"]
                 .as_array()
@@ -314,6 +314,7 @@ pub fn render_status(v: &Value) -> String {
             s(&svc["active_connections"]),
             s(&svc["accepted"]),
             s(&r["no_backend"]),
+            s(&r["connect_failed"]),
             s(&r["client_silent"]),
             r["global_cap"].as_u64().unwrap_or(0) + r["service_cap"].as_u64().unwrap_or(0),
         );

@@ -368,6 +368,23 @@ path = "{log}"
     assert!(c("anyedge_connection_duration_seconds_sum{service=\"idle\"}") >= 0.3);
     assert!(c("anyedge_backend_connect_duration_seconds_sum{service=\"web\",backend=\"answer\"}") > 0.0);
     assert!(c("anyedge_access_log_lines_total{result=\"written\"}") >= 10.0);
+    // the metric's reasons say what the access log's causes say
+    assert_eq!(
+        c("anyedge_connections_failed_total{service=\"dead\",reason=\"connect_failed\"}"),
+        1.0
+    );
+    assert_eq!(
+        c("anyedge_connections_failed_total{service=\"dead\",reason=\"no_backend\"}"),
+        0.0
+    );
+    assert_eq!(
+        c("anyedge_connections_failed_total{service=\"down\",reason=\"no_backend\"}"),
+        1.0
+    );
+    assert_eq!(
+        c("anyedge_connections_failed_total{service=\"down\",reason=\"connect_failed\"}"),
+        0.0
+    );
     assert_eq!(c("anyedge_access_log_dropped_total"), 0.0);
 }
 

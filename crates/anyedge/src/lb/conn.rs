@@ -315,15 +315,16 @@ async fn handle(edge: Arc<Edge>, svc: Arc<Service>, client: Sock, peer: SocketAd
     let mut last_failure = "";
     let (backend, upstream) = loop {
         let Some(b) = svc.pick(insp.client.ip(), &tried) else {
-            svc.stats.no_backend.fetch_add(1, Ordering::Relaxed);
             if let Some(s) = LOG_NO_BACKEND.allow() {
                 warn!(service = %svc.name, client = %insp.client, tried = tried.len(), suppressed = s, "no backend available; connection closed");
             }
             let retries = u32::try_from(tried.len().saturating_sub(1)).unwrap_or(u32::MAX);
             guard.note(|r| r.retries = retries);
             return if tried.is_empty() {
+                svc.stats.no_backend.fetch_add(1, Ordering::Relaxed);
                 guard.end(Cause::NoBackend, "")
             } else {
+                svc.stats.connect_failed.fetch_add(1, Ordering::Relaxed);
                 guard.end(Cause::ConnectFailed, last_failure)
             };
         };
@@ -368,6 +369,7 @@ async fn handle(edge: Arc<Edge>, svc: Arc<Service>, client: Sock, peer: SocketAd
                     warn!(service = %svc.name, backend = %b.name, %addr, timeout = ?cfg.timeouts.connect, suppressed = s, "backend connect timed out");
                 }
                 svc.passive_failure(&b, &FailReason::ConnectTimeout);
+                svc.stats.connect_failed.fetch_add(1, Ordering::Relaxed);
                 let retries = u32::try_from(tried.len() - 1).unwrap_or(u32::MAX);
                 guard.note(|r| r.retries = retries);
                 return guard.end(Cause::ConnectFailed, "timeout");

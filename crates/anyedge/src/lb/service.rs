@@ -40,7 +40,11 @@ crate::counter_set! {
         completed: "completed" => "anyedge_connections_completed",
         rejected_global_cap: "rejected.global_cap" => "anyedge_connections_failed" ["reason" = "global_cap"],
         rejected_service_cap: "rejected.service_cap" => "anyedge_connections_failed" ["reason" = "service_cap"],
+        /// Nothing to try: no backend healthy, all drained or at their cap.
         no_backend: "rejected.no_backend" => "anyedge_connections_failed" ["reason" = "no_backend"],
+        /// Every backend tried failed to connect (refused, error, timeout):
+        /// the access log's `connect_failed`.
+        connect_failed: "rejected.connect_failed" => "anyedge_connections_failed" ["reason" = "connect_failed"],
         client_silent: "rejected.client_silent" => "anyedge_connections_failed" ["reason" = "client_silent"],
         /// The client closed (or failed) before sending its first bytes.
         client_closed_early: "rejected.client_closed_early" => "anyedge_connections_failed" ["reason" = "client_closed_early"],
