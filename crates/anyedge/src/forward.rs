@@ -239,13 +239,10 @@ async fn pump(
             // CPU's wake-up (an RPS or NIC queue's interrupt, a VM exit
             // where virtualised); one per read costs one each. Measured
             // by bench/tunnel.sh's CPU phase (veths, receive steered to the
-            // other CPU): PoP CPU per keep-alive request 12.6 -> 8.8 us
-            // (HAProxy 10.4), requests/s 0.91x -> 1.08x HAProxy's. On
-            // loopback, where nothing is handed to another CPU, it costs a
-            // few percent (bench/l4_vs_haproxy.sh: keep-alive requests per
-            // CPU-second 0.95x -> 0.91x HAProxy's, one run each). Idle, the
-            // cost is one non-blocking poll of the I/O driver per read.
-            tokio::task::yield_now().await;
+            // other CPU): PoP CPU per keep-alive request 1.14x -> 0.82x
+            // HAProxy's, requests/s 0.91x -> 1.1x; on loopback, where
+            // nothing is handed to another CPU, unchanged within noise.
+            behind_the_others().await;
             crate::net::write_all(dst, &buf[..n]).await.map_err(|_| dst_side)?;
             activity.moved(src_side, counter, n as u64);
             if n == BUF && use_splice {
@@ -260,6 +257,24 @@ async fn pump(
     // EOF from src: pass the half-close on, keep the other direction open.
     let _ = dst.get_ref().shutdown(Shutdown::Write);
     Ok(())
+}
+
+/// Pending once, with the task woken at once: it goes to the back of its
+/// worker's run queue (each worker runs a current-thread runtime, whose
+/// queue is first in, first out), behind the tasks woken with it, and runs
+/// again when they have run. Not `tokio::task::yield_now`, which waits for
+/// the next poll of the I/O driver too (one more `epoll_wait` per batch: a
+/// few percent of the worker's time where nothing is gained, on loopback).
+fn behind_the_others() -> impl std::future::Future<Output = ()> {
+    let mut woken = false;
+    std::future::poll_fn(move |cx| {
+        if woken {
+            return std::task::Poll::Ready(());
+        }
+        woken = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
 }
 
 /// Copy buffers, per worker thread. A direction takes one when its socket
