@@ -76,7 +76,8 @@ pub enum Cause {
     ClientClosedEarly,
     BadProxyHeader,
     UntrustedProxyHeader,
-    /// Still forwarding when `limits.shutdown_grace` ended (stop, upgrade).
+    /// Still open when `limits.shutdown_grace` ended (stop, upgrade);
+    /// `detail` `before_first_byte` or `connecting` if not yet forwarding.
     Shutdown,
     /// The connection's task ended without a cause.
     Aborted,

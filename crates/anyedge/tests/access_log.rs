@@ -547,21 +547,48 @@ fn a_full_queue_drops_lines_and_counts_them() {
 fn a_connection_cut_when_the_grace_period_ends_is_logged_before_exit() {
     let ids: UniqueIds = Arc::default();
     let mute = backend(Mode::Mute, ids.clone());
-    let web = lb();
+    // A backend whose accept queue is full (backlog 0, one connection in
+    // it that nobody accepts: its one health check's): a connect to it hangs,
+    // its SYNs dropped.
+    let full = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    full.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    full.listen(0).unwrap();
+    let full_addr = full.local_addr().unwrap().as_socket().unwrap();
+    let (web, stuck, admin) = (lb(), lb(), lb());
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
+    let one_check =
+        "[service.timeouts]\nconnect = \"20s\"\n[service.health]\nkind = \"tcp\"\ninterval = \"1h\"\nrise = 1\npassive_fall = 1000";
     let cfg = format!(
-        "[pop]\nname = \"t4\"\n[limits]\nshutdown_grace = \"300ms\"\n[access_log]\nformat = \"json\"\npath = \"{}\"\n{}",
+        "[pop]\nname = \"t4\"\n[admin]\nlisten = \"{admin}\"\n[limits]\nshutdown_grace = \"300ms\"\n[access_log]\nformat = \"json\"\npath = \"{}\"\n{}\n{}",
         log.display(),
-        service("web", web, FAST_TCP_HEALTH, &[("mute", mute)])
+        service("web", web, FAST_TCP_HEALTH, &[("mute", mute)]),
+        service("stuck", stuck, one_check, &[("full", full_addr)]),
     );
     let mut e = Anyedge::start(&cfg, web);
-    e.wait_log("backend up", 1, Duration::from_secs(10));
+    e.wait_log("backend up", 2, Duration::from_secs(10));
+    // forwarding
     let mut s = TcpStream::connect(web).unwrap();
     s.write_all(REQUEST).unwrap();
     let port = s.local_addr().unwrap().port();
     wait_until("request forwarded", Duration::from_secs(5), || {
         ids.lock().unwrap().contains_key(&port)
+    });
+    // waiting for its first bytes (client_first_byte is 10 s)
+    let silent = TcpStream::connect(web).unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    // connecting to the backend that never answers (connect timeout 20 s)
+    let mut c = TcpStream::connect(stuck).unwrap();
+    c.write_all(REQUEST).unwrap();
+    let connecting_port = c.local_addr().unwrap().port();
+    wait_until("all three open", Duration::from_secs(5), || {
+        status(admin)["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["active_connections"].as_u64().unwrap())
+            .sum::<u64>()
+            == 3
     });
     e.signal(nix::sys::signal::Signal::SIGTERM);
     let st = e.wait_exit(Duration::from_secs(15)).expect("anyedge exits");
@@ -571,4 +598,14 @@ fn a_connection_cut_when_the_grace_period_ends_is_logged_before_exit() {
     assert_eq!(l["cause"], "shutdown", "{l}");
     assert_eq!(l["bytes_to_backend"], REQUEST.len());
     assert!(l["total_ms"].as_f64().unwrap() >= 300.0, "{l}");
+    let l = json_line(&log, silent_port);
+    assert_eq!(l["cause"], "shutdown", "{l}");
+    assert_eq!(l["detail"], "before_first_byte", "{l}");
+    assert_eq!(l["first_byte_ms"], Value::Null, "{l}");
+    let l = json_line(&log, connecting_port);
+    assert_eq!(l["cause"], "shutdown", "{l}");
+    assert_eq!(l["detail"], "connecting", "{l}");
+    assert_eq!(l["service"], "stuck", "{l}");
+    assert!(l["first_byte_ms"].as_f64().is_some(), "{l}");
+    drop((s, silent, c, full));
 }

@@ -253,6 +253,14 @@ fn tarpit(edge: &Arc<Edge>, stream: Sock, mut rec: Option<Box<Record>>, accepted
     });
 }
 
+/// Completes once connections are cut (the shutdown grace period is over);
+/// never if the edge is gone.
+async fn cut_signal(cut: &mut tokio::sync::watch::Receiver<bool>) {
+    if cut.wait_for(|c| *c).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// What the client sent before we chose a backend.
 struct Inspected {
     client: SocketAddr,
@@ -280,8 +288,16 @@ async fn handle(edge: Arc<Edge>, svc: Arc<Service>, client: Sock, peer: SocketAd
         Err(_) => return guard.end(Cause::ClientError, "getsockname"),
     };
     let accepted = guard.accepted;
+    // Cut at the end of the shutdown grace period in every phase, so that
+    // each connection still open then gets its access-log line (cause
+    // `shutdown`) before the log closes.
+    let mut cut = edge.cut.subscribe();
     let mut insp = if cfg.inspect {
-        let r = match timeout(cfg.timeouts.client_first_byte, inspect(&client, peer, local, &cfg)).await {
+        let r = tokio::select! {
+            r = timeout(cfg.timeouts.client_first_byte, inspect(&client, peer, local, &cfg)) => r,
+            () = cut_signal(&mut cut) => return guard.end(Cause::Shutdown, "before_first_byte"),
+        };
+        let r = match r {
             Ok(r) => r,
             Err(_) => Err(InspectError::Silent),
         };
@@ -336,7 +352,11 @@ async fn handle(edge: Arc<Edge>, svc: Arc<Service>, client: Sock, peer: SocketAd
         b.active.fetch_add(1, Ordering::Relaxed);
         let bguard = BackendGuard(b.clone());
         let attempt = Instant::now();
-        match tokio::time::timeout_at(deadline, net::connect(addr)).await {
+        let attempt_result = tokio::select! {
+            r = tokio::time::timeout_at(deadline, net::connect(addr)) => r,
+            () = cut_signal(&mut cut) => return guard.end(Cause::Shutdown, "connecting"),
+        };
+        match attempt_result {
             Ok(Ok(s)) => {
                 b.connect_time.observe(attempt.elapsed());
                 svc.passive_success(&b);
@@ -450,12 +470,7 @@ async fn handle(edge: Arc<Edge>, svc: Arc<Service>, client: Sock, peer: SocketAd
     }
     drop(head);
 
-    let mut cut = edge.cut.subscribe();
-    let stop = async move {
-        if cut.wait_for(|c| *c).await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
+    let stop = async move { cut_signal(&mut cut).await };
     let (end, totals) = forward::forward(
         &client,
         &upstream,
