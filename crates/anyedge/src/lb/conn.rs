@@ -253,14 +253,6 @@ fn tarpit(edge: &Arc<Edge>, stream: Sock, mut rec: Option<Box<Record>>, accepted
     });
 }
 
-/// Completes once connections are cut (the shutdown grace period is over);
-/// never if the edge is gone.
-async fn cut_signal(cut: &mut tokio::sync::watch::Receiver<bool>) {
-    if cut.wait_for(|c| *c).await.is_err() {
-        std::future::pending::<()>().await;
-    }
-}
-
 /// What the client sent before we chose a backend.
 struct Inspected {
     client: SocketAddr,
@@ -291,11 +283,10 @@ async fn handle(edge: Arc<Edge>, svc: Arc<Service>, client: Sock, peer: SocketAd
     // Cut at the end of the shutdown grace period in every phase, so that
     // each connection still open then gets its access-log line (cause
     // `shutdown`) before the log closes.
-    let mut cut = edge.cut.subscribe();
     let mut insp = if cfg.inspect {
         let r = tokio::select! {
             r = timeout(cfg.timeouts.client_first_byte, inspect(&client, peer, local, &cfg)) => r,
-            () = cut_signal(&mut cut) => return guard.end(Cause::Shutdown, "before_first_byte"),
+            () = edge.cut.wait() => return guard.end(Cause::Shutdown, "before_first_byte"),
         };
         let r = match r {
             Ok(r) => r,
@@ -354,7 +345,7 @@ async fn handle(edge: Arc<Edge>, svc: Arc<Service>, client: Sock, peer: SocketAd
         let attempt = Instant::now();
         let attempt_result = tokio::select! {
             r = tokio::time::timeout_at(deadline, net::connect(addr)) => r,
-            () = cut_signal(&mut cut) => return guard.end(Cause::Shutdown, "connecting"),
+            () = edge.cut.wait() => return guard.end(Cause::Shutdown, "connecting"),
         };
         match attempt_result {
             Ok(Ok(s)) => {
@@ -470,7 +461,7 @@ async fn handle(edge: Arc<Edge>, svc: Arc<Service>, client: Sock, peer: SocketAd
     }
     drop(head);
 
-    let stop = async move { cut_signal(&mut cut).await };
+    let stop = edge.cut.wait();
     let (end, totals) = forward::forward(
         &client,
         &upstream,

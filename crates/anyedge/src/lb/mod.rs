@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -76,7 +76,7 @@ pub struct Edge {
     /// Serializes runtime changes and their saving.
     runtime_lock: Mutex<()>,
     /// Set when the drain's grace period is over: forwarding connections end.
-    cut: tokio::sync::watch::Sender<bool>,
+    cut: Cut,
     /// The access log's writer, while a service logs.
     access_log: ArcSwapOption<AccessLog>,
     pub access_log_stats: Arc<AccessLogStats>,
@@ -129,7 +129,7 @@ impl Edge {
             inherited: Mutex::new(inherited),
             worker_rts,
             gate: tokio::sync::watch::Sender::new(!hold_accept),
-            cut: tokio::sync::watch::Sender::new(false),
+            cut: Cut::default(),
             access_log: ArcSwapOption::empty(),
             access_log_stats: Arc::default(),
         });
@@ -457,7 +457,7 @@ impl Edge {
     /// Ends the connections still forwarding (the grace period is over),
     /// so that each says so in the access log before the process exits.
     pub fn cut_connections(&self) {
-        self.cut.send_replace(true);
+        self.cut.fire();
     }
 
     /// Queues an access-log line (if a writer runs).
@@ -518,5 +518,94 @@ impl Service {
 async fn futures_join(tasks: Vec<JoinHandle<()>>) {
     for t in tasks {
         let _ = t.await;
+    }
+}
+
+/// The end of the shutdown grace period, as each connection waits for it
+/// (`Edge::cut_connections`).
+///
+/// Not a `watch` or a bare `Notify`: a connection's forwarding `select!`
+/// polls this on every wake-up, and a waiting `Notified` takes its
+/// `Notify`'s lock on each poll, one lock shared by every connection of
+/// every worker. Here only the first poll registers (under that lock); later
+/// polls are one atomic load, and the registered waker (the connection
+/// task's, which does not change) wakes the task when it fires.
+#[derive(Default)]
+struct Cut {
+    fired: AtomicBool,
+    notify: Notify,
+}
+
+impl Cut {
+    fn fire(&self) {
+        self.fired.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    /// Completes once fired.
+    async fn wait(&self) {
+        let notified = self.notify.notified();
+        tokio::pin!(notified);
+        let mut registered = false;
+        std::future::poll_fn(|cx| {
+            if self.fired.load(Ordering::Acquire) {
+                return std::task::Poll::Ready(());
+            }
+            if !registered {
+                if std::future::Future::poll(notified.as_mut(), cx).is_ready() {
+                    return std::task::Poll::Ready(());
+                }
+                registered = true;
+            }
+            std::task::Poll::Pending
+        })
+        .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn cut_wakes_each_waiter_once_fired_and_not_before() {
+        let cut = Arc::new(Cut::default());
+        // waiters registered before the cut, polled again and again by
+        // other wake-ups of their task (as a forwarding select! does)
+        let mut waiters = Vec::new();
+        for _ in 0..3 {
+            let c = cut.clone();
+            let busy = Arc::new(Notify::new());
+            let b = busy.clone();
+            waiters.push((
+                tokio::spawn(async move {
+                    let mut wakes = 0u32;
+                    let wait = c.wait();
+                    tokio::pin!(wait);
+                    loop {
+                        tokio::select! {
+                            () = &mut wait => return wakes,
+                            () = b.notified() => wakes += 1,
+                        }
+                    }
+                }),
+                busy,
+            ));
+        }
+        for _ in 0..5 {
+            tokio::task::yield_now().await;
+            for (_, busy) in &waiters {
+                busy.notify_one();
+            }
+        }
+        tokio::task::yield_now().await;
+        assert!(waiters.iter().all(|(t, _)| !t.is_finished()), "finished before the cut");
+        cut.fire();
+        for (t, _) in waiters {
+            let wakes = tokio::time::timeout(Duration::from_secs(5), t).await.unwrap().unwrap();
+            assert!(wakes >= 1, "the select! was polled again before the cut");
+        }
+        // a waiter that comes after the cut completes at once
+        tokio::time::timeout(Duration::from_secs(1), cut.wait()).await.unwrap();
     }
 }
