@@ -12,67 +12,18 @@
 //! transmit).
 //!
 //!   cargo run --release -p anyedge-xdp --example tunnel_pps [CALLS]
-#![allow(unsafe_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::{AsRawFd, BorrowedFd};
 
 use anyedge_netns::Netns;
 use anyedge_xdp::decap::Decap;
 use anyedge_xdp::{Encap, Mode, Options, Proto, TunnelBackend, TunnelService, TunnelSource, Xdp};
 
-#[repr(C)]
-#[derive(Default)]
-struct TestRunAttr {
-    prog_fd: u32,
-    retval: u32,
-    data_size_in: u32,
-    data_size_out: u32,
-    data_in: u64,
-    data_out: u64,
-    repeat: u32,
-    duration: u32,
-    ctx_size_in: u32,
-    ctx_size_out: u32,
-    ctx_in: u64,
-    ctx_out: u64,
-    flags: u32,
-    cpu: u32,
-    batch_size: u32,
-    _pad: u32,
-}
-const BPF_PROG_TEST_RUN: libc::c_long = 10;
-fn run_once(fd: BorrowedFd<'_>, frame: &[u8], ifindex: u32) -> (u32, u32) {
-    let ctx: [u32; 6] = [0, u32::try_from(frame.len()).unwrap(), 0, ifindex, 0, 0];
-    let mut attr = TestRunAttr {
-        prog_fd: u32::try_from(fd.as_raw_fd()).unwrap(),
-        data_size_in: u32::try_from(frame.len()).unwrap(),
-        data_in: frame.as_ptr() as u64,
-        repeat: 1,
-        ctx_size_in: 24,
-        ctx_in: ctx.as_ptr() as u64,
-        ..TestRunAttr::default()
-    };
-    // SAFETY: `attr` is a properly initialized `bpf_attr` prefix of the size
-    // passed; `data_in` and `ctx_in` point to live buffers of the sizes given,
-    // only read by the kernel; no output buffers.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_TEST_RUN,
-            std::ptr::addr_of_mut!(attr),
-            std::mem::size_of::<TestRunAttr>(),
-        )
-    };
-    assert_eq!(rc, 0, "BPF_PROG_TEST_RUN: {}", std::io::Error::last_os_error());
-    (attr.retval, attr.duration)
-}
-
-fn ifindex(name: &str) -> u32 {
-    let c = std::ffi::CString::new(name).unwrap();
-    // SAFETY: `c` is a valid NUL-terminated string for the call's duration.
-    unsafe { libc::if_nametoindex(c.as_ptr()) }
-}
+// `BPF_PROG_TEST_RUN` and `ifindex`, as the tests run them
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::{ifindex, test_run_timed};
 
 /// Ethernet + IPv4 + TCP ACK from 198.18.1.2:40000 to 198.18.200.1:80.
 fn frame() -> Vec<u8> {
@@ -145,13 +96,13 @@ fn main() {
         let f = frame();
         let ifi = ifindex("in0");
         for _ in 0..10_000 {
-            run_once(x.program_fd().unwrap(), &f, ifi); // warm up, flow in the table
+            test_run_timed(x.program_fd().unwrap(), &f, ifi); // warm up, flow in the table
         }
         let before = x.tunnel_counters().unwrap();
         let fd = x.program_fd().unwrap();
         let mut total: u64 = 0;
         for _ in 0..repeat {
-            let (action, ns) = run_once(fd, &f, ifi);
+            let (action, ns) = test_run_timed(fd, &f, ifi);
             assert_eq!(action, 4, "XDP_REDIRECT");
             total += u64::from(ns);
         }

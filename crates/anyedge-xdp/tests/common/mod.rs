@@ -70,6 +70,26 @@ struct TestRunAttr {
 
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 
+/// Runs `attr` (`BPF_PROG_TEST_RUN`); the kernel fills in its results.
+fn test_run_attr(attr: &mut TestRunAttr) {
+    // SAFETY: `attr` is a properly initialized, live `bpf_attr` prefix of
+    // the size passed. Every caller points `data_in` (and `ctx_in`, if set)
+    // at buffers of the sizes given that outlive the call and are only read,
+    // and `data_out` (if set) at a buffer writable for `data_size_out` bytes,
+    // which the kernel does not exceed (it reports the needed size and fails
+    // with ENOSPC instead); with `data_out` and `ctx_out` null the kernel
+    // writes nothing but `attr` itself.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            std::ptr::from_mut(attr),
+            std::mem::size_of::<TestRunAttr>(),
+        )
+    };
+    assert_eq!(rc, 0, "BPF_PROG_TEST_RUN: {}", std::io::Error::last_os_error());
+}
+
 /// Runs the program `repeat` times (at least once) on `frame` in the
 /// kernel, without any interface; returns the last XDP action.
 pub fn test_run_repeat(fd: BorrowedFd<'_>, frame: &[u8], repeat: u32) -> u32 {
@@ -80,29 +100,21 @@ pub fn test_run_repeat(fd: BorrowedFd<'_>, frame: &[u8], repeat: u32) -> u32 {
         repeat,
         ..TestRunAttr::default()
     };
-    // SAFETY: `attr` is a properly initialized, live `bpf_attr` prefix of
-    // the size passed; `data_in` points to `frame`, which outlives the call
-    // and is only read by the kernel; `data_out` and `ctx_*` are null, so
-    // the kernel writes nothing but `attr` itself.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_TEST_RUN,
-            std::ptr::addr_of_mut!(attr),
-            std::mem::size_of::<TestRunAttr>(),
-        )
-    };
-    assert_eq!(rc, 0, "BPF_PROG_TEST_RUN: {}", std::io::Error::last_os_error());
+    test_run_attr(&mut attr);
     attr.retval
+}
+
+/// `struct xdp_md` of a frame received on interface `ifindex`: data,
+/// data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
+fn xdp_md(frame: &[u8], ifindex: u32) -> [u32; 6] {
+    [0, u32::try_from(frame.len()).expect("frame size"), 0, ifindex, 0, 0]
 }
 
 /// Runs the program once on `frame` as received on interface `ifindex`
 /// (of the calling thread's network namespace); returns the XDP action and
 /// the frame as the program left it.
 pub fn test_run_io(fd: BorrowedFd<'_>, frame: &[u8], ifindex: u32) -> (u32, Vec<u8>) {
-    // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
-    // rx_queue_index, egress_ifindex
-    let ctx: [u32; 6] = [0, u32::try_from(frame.len()).expect("frame size"), 0, ifindex, 0, 0];
+    let ctx = xdp_md(frame, ifindex);
     let mut out = vec![0u8; frame.len() + 512];
     let mut attr = TestRunAttr {
         prog_fd: u32::try_from(fd.as_raw_fd()).expect("fd"),
@@ -115,22 +127,27 @@ pub fn test_run_io(fd: BorrowedFd<'_>, frame: &[u8], ifindex: u32) -> (u32, Vec<
         ctx_in: ctx.as_ptr() as u64,
         ..TestRunAttr::default()
     };
-    // SAFETY: `attr` is a properly initialized, live `bpf_attr` prefix of
-    // the size passed; `data_in` and `ctx_in` point to buffers of the sizes
-    // given that outlive the call and are only read; `data_out` points to
-    // `out`, writable for `data_size_out` bytes, which the kernel does not
-    // exceed (it reports the needed size and fails with ENOSPC instead).
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_TEST_RUN,
-            std::ptr::addr_of_mut!(attr),
-            std::mem::size_of::<TestRunAttr>(),
-        )
-    };
-    assert_eq!(rc, 0, "BPF_PROG_TEST_RUN: {}", std::io::Error::last_os_error());
+    test_run_attr(&mut attr);
     out.truncate(attr.data_size_out as usize);
     (attr.retval, out)
+}
+
+/// Runs the program once on `frame` as received on interface `ifindex`,
+/// without reading the frame back; returns the XDP action and the run's
+/// duration in nanoseconds, as the kernel measured it.
+pub fn test_run_timed(fd: BorrowedFd<'_>, frame: &[u8], ifindex: u32) -> (u32, u32) {
+    let ctx = xdp_md(frame, ifindex);
+    let mut attr = TestRunAttr {
+        prog_fd: u32::try_from(fd.as_raw_fd()).expect("fd"),
+        data_size_in: u32::try_from(frame.len()).expect("frame size"),
+        data_in: frame.as_ptr() as u64,
+        repeat: 1,
+        ctx_size_in: 24,
+        ctx_in: ctx.as_ptr() as u64,
+        ..TestRunAttr::default()
+    };
+    test_run_attr(&mut attr);
+    (attr.retval, attr.duration)
 }
 
 pub fn test_run(x: &Xdp, frame: &[u8]) -> u32 {
