@@ -282,11 +282,14 @@ async fn handle(edge: Arc<Edge>, svc: Arc<Service>, client: Sock, peer: SocketAd
     let accepted = guard.accepted;
     // Cut at the end of the shutdown grace period in every phase, so that
     // each connection still open then gets its access-log line (cause
-    // `shutdown`) before the log closes.
+    // `shutdown`) before the log closes. One waiter for all the phases (it
+    // registers once).
+    let cut = edge.cut.wait();
+    tokio::pin!(cut);
     let mut insp = if cfg.inspect {
         let r = tokio::select! {
             r = timeout(cfg.timeouts.client_first_byte, inspect(&client, peer, local, &cfg)) => r,
-            () = edge.cut.wait() => return guard.end(Cause::Shutdown, "before_first_byte"),
+            () = &mut cut => return guard.end(Cause::Shutdown, "before_first_byte"),
         };
         let r = match r {
             Ok(r) => r,
@@ -345,7 +348,7 @@ async fn handle(edge: Arc<Edge>, svc: Arc<Service>, client: Sock, peer: SocketAd
         let attempt = Instant::now();
         let attempt_result = tokio::select! {
             r = tokio::time::timeout_at(deadline, net::connect(addr)) => r,
-            () = edge.cut.wait() => return guard.end(Cause::Shutdown, "connecting"),
+            () = &mut cut => return guard.end(Cause::Shutdown, "connecting"),
         };
         match attempt_result {
             Ok(Ok(s)) => {
@@ -461,14 +464,13 @@ async fn handle(edge: Arc<Edge>, svc: Arc<Service>, client: Sock, peer: SocketAd
     }
     drop(head);
 
-    let stop = edge.cut.wait();
     let (end, totals) = forward::forward(
         &client,
         &upstream,
         cfg.timeouts.idle,
         [&b.stats.bytes_to_backend, &b.stats.bytes_to_client],
         true,
-        stop,
+        cut,
     )
     .await;
     svc.stats.completed.fetch_add(1, Ordering::Relaxed);

@@ -75,7 +75,8 @@ pub struct Edge {
     pending_overlays: Mutex<BTreeMap<String, Overlay>>,
     /// Serializes runtime changes and their saving.
     runtime_lock: Mutex<()>,
-    /// Set when the drain's grace period is over: forwarding connections end.
+    /// Fired when the drain's grace period is over: the connections still
+    /// open end (waiting for the client, connecting or forwarding).
     cut: Cut,
     /// The access log's writer, while a service logs.
     access_log: ArcSwapOption<AccessLog>,
