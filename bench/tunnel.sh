@@ -269,24 +269,23 @@ taskset -apc 1 "$HAP_PID" >/dev/null
 taskset -apc 0 "$NGINX_PID" >/dev/null
 rps_to() { nsx "$1" sh -c "echo $3 > /sys/class/net/$2/queues/rx-0/rps_cpus"; }
 rps_to $POP p0 2; rps_to $POP p1 2; rps_to $CLI c0 1; rps_to $NODE n0 1
-HZ_=$(getconf CLK_TCK)
 for r in $(seq "$ROUNDS"); do
   for who in $ROWS; do
     a=$(addr $who)
     # what CPU 1 does with no load, per second
     b0=$(cpu1_busy); t0=$(now); sleep 1; b1=$(cpu1_busy); t1=$(now)
-    idle=$(awk -v b=$((b1 - b0)) -v d="$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b-a }')" -v hz="$HZ_" 'BEGIN { print b/hz/d }')
+    idle=$(awk -v b=$((b1 - b0)) -v d="$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b-a }')" -v hz="$HZ" 'BEGIN { print b/hz/d }')
     case $who in haproxy) pid=$HAP_PID;; proxy) pid=$AE_PID;; *) pid=;; esac
     p0=0; [ -n "$pid" ] && p0=$(ticks $pid)
     b0=$(cpu1_busy); s0=$(cpu1_softirq); t0=$(now)
     n=$(nsx $CLI taskset -c 0 wrk -t1 -c"$CONNS" -d"${SECS}s" "http://$a/" 2>/dev/null | awk '/requests in/ {print $1}')
     b1=$(cpu1_busy); s1=$(cpu1_softirq); t1=$(now)
     p1=0; [ -n "$pid" ] && p1=$(ticks $pid)
-    R[$who,cpu]+="$(awk -v b=$((b1 - b0)) -v hz="$HZ_" -v idle="$idle" -v t0="$t0" -v t1="$t1" -v n="$n" \
+    R[$who,cpu]+="$(awk -v b=$((b1 - b0)) -v hz="$HZ" -v idle="$idle" -v t0="$t0" -v t1="$t1" -v n="$n" \
       'BEGIN { busy = b/hz - idle*(t1-t0); if (busy < 0) busy = 0; if (n > 0) printf "%.2f", busy*1e6/n; else print "FAIL" }') "
     # its parts: the process (user + system), CPU 1's softirq; and the rate
-    R[$who,cpu_proc]+="$(awk -v t=$((p1 - p0)) -v hz="$HZ_" -v n="$n" 'BEGIN { if (n > 0) printf "%.2f", t/hz*1e6/n; else print "-" }') "
-    R[$who,cpu_sirq]+="$(awk -v t=$((s1 - s0)) -v hz="$HZ_" -v n="$n" 'BEGIN { if (n > 0) printf "%.2f", t/hz*1e6/n; else print "-" }') "
+    R[$who,cpu_proc]+="$(awk -v t=$((p1 - p0)) -v hz="$HZ" -v n="$n" 'BEGIN { if (n > 0) printf "%.2f", t/hz*1e6/n; else print "-" }') "
+    R[$who,cpu_sirq]+="$(awk -v t=$((s1 - s0)) -v hz="$HZ" -v n="$n" 'BEGIN { if (n > 0) printf "%.2f", t/hz*1e6/n; else print "-" }') "
     R[$who,cpu_rps]+="$(awk -v n="$n" -v t0="$t0" -v t1="$t1" 'BEGIN { printf "%.0f", n/(t1-t0) }') "
   done
   echo "CPU round $r: $(for w in $ROWS; do printf '%s pop_cpu_us=%s process=%s softirq=%s req/s=%s | ' $w "${R[$w,cpu]}" "${R[$w,cpu_proc]}" "${R[$w,cpu_sirq]}" "${R[$w,cpu_rps]}"; done)" >&2
